@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make reproduce` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install reproduce reproduce-quick test lint typecheck bench proto clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/qbench reproduce --out results/reference
+
+reproduce-quick: $(STAMP)
+	$(BIN)/qbench reproduce --quick --out results/quick
+
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy queue_impl harness scenarios
+
+bench: $(STAMP)
+	$(BIN)/pytest tests/bench --benchmark-only --benchmark-json=results/bench.json
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iqueue_impl/proto --python_out=queue_impl --pyi_out=queue_impl queue_impl/proto/job.proto
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

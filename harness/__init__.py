@@ -1,0 +1,1 @@
+"""qbench's measuring side: provisions Redis, counts exactly, runs experiments, writes tidy rows."""

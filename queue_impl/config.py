@@ -1,0 +1,196 @@
+"""The variant: one frozen config of independent toggles, and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+DequeueMode = Literal["poll", "block", "notify"]
+BatchMode = Literal["loop", "pipeline", "script"]
+TtlMode = Literal["off", "on"]
+KeyMode = Literal["format", "precomputed"]
+PoolMode = Literal["wait", "raise"]
+CodecName = Literal["protobuf", "json"]
+
+POOL_SIZED = 0
+"""`pool_size` value meaning: one connection per worker plus headroom (see `pool_size_for`)."""
+
+HOUR_S = 3600
+DAY_S = 24 * HOUR_S
+
+
+class VariantError(ValueError):
+    """A variant string or override that does not name a valid configuration."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """Which implementation of each seed optimization the queue uses.
+
+    Every field is independent: a toggle changes cost (round trips, commands, bytes),
+    never behaviour. Presets are in `PRESETS`; `parse_variant` applies overrides.
+    """
+
+    name: str = "custom"
+    dequeue: DequeueMode = "poll"
+    """poll: RPOPLPUSH per priority + 100 ms sleep; block: the seed's BRPOPLPUSH per
+    priority (1 s / 1 s / 3 s); notify: one blocking wait on a wake-up marker, then an
+    atomic claiming script in strict priority order."""
+    batch: BatchMode = "loop"
+    """loop: one round trip per command; pipeline: the seed's GET/MGET + one pipeline;
+    script: one server-side Lua call per operation, atomic."""
+    ttl: TtlMode = "off"
+    completed_ttl_s: int = DAY_S
+    dead_ttl_s: int = 7 * DAY_S
+    keys: KeyMode = "format"
+    pool_size: int = 10
+    """Max connections; `POOL_SIZED` (0) sizes the pool to the worker count."""
+    pool_mode: PoolMode = "wait"
+    """wait: a worker waits up to `pool_timeout_s` for a free connection; raise: fail at once."""
+    pool_timeout_s: float = 5.0
+    codec: CodecName = "protobuf"
+    poll_interval_s: float = 0.1
+    block_timeouts_s: tuple[float, float, float] = (1.0, 1.0, 3.0)
+    """BRPOPLPUSH timeouts for high, normal, low (the seed's values)."""
+    notify_timeout_s: float = 5.0
+    """How long one notify-mode wait blocks before the worker loop regains control."""
+    retry_base_s: float = 1.0
+    """Backoff before retry n is retry_base_s * 2**(n-1)."""
+    retry_max_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for field, literal in (
+            ("dequeue", DequeueMode),
+            ("batch", BatchMode),
+            ("ttl", TtlMode),
+            ("keys", KeyMode),
+            ("pool_mode", PoolMode),
+            ("codec", CodecName),
+        ):
+            value = getattr(self, field)
+            allowed = get_args(literal)
+            if value not in allowed:
+                raise VariantError(f"{field}={value!r}: expected one of {', '.join(allowed)}")
+        if self.pool_size < 0:
+            raise VariantError(f"pool_size={self.pool_size}: must be >= 0 (0 = sized to workers)")
+        if min(self.completed_ttl_s, self.dead_ttl_s) <= 0:
+            raise VariantError("TTLs must be positive seconds")
+        if self.socket_timeout_s <= self.longest_block_s:
+            raise VariantError("socket timeout must exceed the longest blocking wait")
+
+    @property
+    def longest_block_s(self) -> float:
+        return max(max(self.block_timeouts_s), self.notify_timeout_s, self.poll_interval_s)
+
+    @property
+    def socket_timeout_s(self) -> float:
+        # redis-py raises TimeoutError when a blocking command outlives the socket
+        # timeout, so it always sits above the longest wait (the seed set 10 s).
+        return max(10.0, self.longest_block_s + 5.0)
+
+    def pool_size_for(self, workers: int) -> int:
+        """Max connections for `workers` concurrent workers.
+
+        Sized = one per worker (each may pin one in a blocking wait) + 2 for the
+        scheduler, heartbeat and stats callers.
+        """
+        return workers + 2 if self.pool_size == POOL_SIZED else self.pool_size
+
+    def with_overrides(self, **overrides: object) -> Variant:
+        return dataclasses.replace(self, **overrides)  # type: ignore[arg-type]
+
+    def label(self) -> str:
+        """Preset name, or preset name plus the toggles that differ from it."""
+        base = PRESETS.get(self.name)
+        if base is None:
+            return self.name
+        diffs = [
+            f"{f.name}={_format_value(getattr(self, f.name))}"
+            for f in dataclasses.fields(self)
+            if f.name != "name" and getattr(self, f.name) != getattr(base, f.name)
+        ]
+        return self.name if not diffs else f"{self.name}+{','.join(diffs)}"
+
+    def toggles(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, tuple):
+        return "/".join(f"{v:g}" for v in value)
+    return str(value)
+
+
+PRESETS: dict[str, Variant] = {
+    "baseline": Variant(name="baseline"),
+    "optimized": Variant(
+        name="optimized",
+        dequeue="block",
+        batch="pipeline",
+        ttl="on",
+        keys="precomputed",
+        pool_size=50,
+    ),
+    "scripted": Variant(
+        name="scripted",
+        dequeue="notify",
+        batch="script",
+        ttl="on",
+        keys="precomputed",
+        pool_size=POOL_SIZED,
+    ),
+}
+PRESET_NAMES = tuple(PRESETS)
+
+_INT_FIELDS = {"completed_ttl_s", "dead_ttl_s", "pool_size"}
+_FLOAT_FIELDS = {
+    "pool_timeout_s",
+    "poll_interval_s",
+    "notify_timeout_s",
+    "retry_base_s",
+    "retry_max_s",
+}
+
+
+def parse_variant(spec: str) -> Variant:
+    """Parse `preset[+toggle=value,...]`, e.g. `baseline+dequeue=block,pool_size=50`.
+
+    `pool_size=sized` means `POOL_SIZED`; `block_timeouts_s=1/1/3` sets all three.
+    """
+    name, _, rest = spec.strip().partition("+")
+    if name not in PRESETS:
+        raise VariantError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+    variant = PRESETS[name]
+    if not rest:
+        return variant
+    fields = {f.name for f in dataclasses.fields(Variant)} - {"name"}
+    overrides: dict[str, object] = {}
+    for item in rest.split(","):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        raw = raw.strip()
+        if not sep or key not in fields:
+            raise VariantError(
+                f"bad override {item!r}: expected TOGGLE=VALUE with TOGGLE in {', '.join(sorted(fields))}"
+            )
+        overrides[key] = _parse_value(key, raw)
+    return variant.with_overrides(**overrides)
+
+
+def _parse_value(key: str, raw: str) -> object:
+    try:
+        if key == "pool_size":
+            return POOL_SIZED if raw == "sized" else int(raw)
+        if key in _INT_FIELDS:
+            return int(raw)
+        if key in _FLOAT_FIELDS:
+            return float(raw)
+        if key == "block_timeouts_s":
+            parts = tuple(float(p) for p in raw.split("/"))
+            if len(parts) != 3:
+                raise ValueError("three timeouts expected")
+            return parts
+    except ValueError as exc:
+        raise VariantError(f"bad value for {key}: {raw!r} ({exc})") from None
+    return raw

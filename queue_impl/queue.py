@@ -1,0 +1,266 @@
+"""RedisQueue: the reference queue. Each toggle of its Variant selects one strategy."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from queue_impl import scripts
+from queue_impl.codec import CODECS, CorruptJobError
+from queue_impl.config import Variant
+from queue_impl.job import PRIORITY_ORDER, Job, Status, as_bytes, as_text, now_us
+from queue_impl.keys import make_keys
+from queue_impl.strategies import BATCH_STRATEGIES, DEQUEUE_STRATEGIES, Claimed
+
+log = logging.getLogger(__name__)
+
+CORRUPT_JOB_TYPE = "qbench.corrupt"
+"""Type given to a dead-lettered record that could not be decoded (raw bytes kept as payload)."""
+
+DEFAULT_LEASE_S = 30
+"""A consumer whose heartbeat is older than this is dead; its jobs are recovered."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queued: dict[str, int]
+    processing: int
+    scheduled: int
+    dead: int
+    consumers: int
+    by_consumer: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "queued": dict(self.queued),
+            "processing": self.processing,
+            "scheduled": self.scheduled,
+            "dead": self.dead,
+            "consumers": self.consumers,
+        }
+
+
+def default_consumer_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class RedisQueue:
+    """A priority job queue on Redis with reliable (processing-list) dequeue.
+
+    Thread-safe: one instance may be shared by many worker threads, which then share
+    its connection pool and its processing list (one per consumer id).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        variant: Variant,
+        *,
+        namespace: str = "default",
+        consumer: str | None = None,
+    ) -> None:
+        self.client = client
+        self.variant = variant
+        self.namespace = namespace
+        self.keys = make_keys(variant.keys, namespace)
+        self.codec = CODECS[variant.codec]
+        self.consumer = consumer or default_consumer_id()
+        self.notify = variant.dequeue == "notify"
+        self.scripts = scripts.Scripts(client)
+        self._dequeue = DEQUEUE_STRATEGIES[variant.dequeue](self)
+        self._batch = BATCH_STRATEGIES[variant.batch](self)
+        self._registered = False
+
+    # -- producing --------------------------------------------------------------
+    def enqueue(self, job: Job) -> str:
+        self._batch.enqueue_many([job])
+        return job.id
+
+    def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
+        if jobs:
+            self._batch.enqueue_many(jobs)
+        return [job.id for job in jobs]
+
+    # -- consuming --------------------------------------------------------------
+    def dequeue(self, *, wait: bool = True) -> Job | None:
+        """The next job in priority order, now held in this consumer's processing list.
+
+        With `wait`, blocks for one wait cycle of the dequeue mode (poll: one pass and
+        a sleep; block: the three BRPOPLPUSH timeouts; notify: up to `notify_timeout_s`)
+        and returns None if nothing came. A record that cannot be decoded is
+        dead-lettered with the reason, and the next job is tried.
+        """
+        if not self._registered:
+            self.register_consumer()
+        while True:
+            claimed = self._dequeue.claim(wait=wait)
+            if claimed is None:
+                return None
+            job = self._decode_claimed(claimed)
+            if job is not None:
+                job.status = Status.ACTIVE
+                job.started_at_us = now_us()
+                return job
+
+    def complete(self, job: Job) -> bool:
+        """Mark `job` completed (with the completed TTL when TTLs are on).
+
+        Returns False if the job was no longer in this consumer's processing list;
+        only the `script` batch mode can tell (and then leaves the record alone).
+        """
+        return self._batch.complete(job)
+
+    def fail(self, job: Job, error: str, *, retry: bool = True) -> Status:
+        """Record a failed attempt: schedule a retry with exponential backoff, or
+        dead-letter after `max_retries` retries (at once when `retry` is False).
+        Returns the job's new status: SCHEDULED or DEAD."""
+        job.attempts += 1
+        job.last_error = error
+        job.finished_at_us = now_us()
+        if retry and job.attempts <= job.max_retries:
+            job.status = Status.SCHEDULED
+            job.scheduled_at_us = job.finished_at_us + int(self.backoff_s(job.attempts) * 1e6)
+        else:
+            job.status = Status.DEAD
+        self._batch.fail(job)
+        return job.status
+
+    def backoff_s(self, attempt: int) -> float:
+        return float(min(self.variant.retry_base_s * 2 ** (attempt - 1), self.variant.retry_max_s))
+
+    # -- scheduling -------------------------------------------------------------
+    def move_scheduled_to_ready(self, *, now: int | None = None, limit: int = 1000) -> int:
+        """Move up to `limit` due retries back to their priority queue; returns how many."""
+        return self._batch.move_scheduled(now_us() if now is None else now, limit)
+
+    # -- reading ----------------------------------------------------------------
+    def get_job(self, job_id: str) -> Job | None:
+        data = self.client.get(self.keys.job(job_id))
+        return None if data is None else self.codec.decode(as_bytes(data))
+
+    def stats(self) -> QueueStats:
+        consumers = sorted(as_text(m) for m in self.client.smembers(self.keys.consumers()))
+        pipe = self.client.pipeline(transaction=False)
+        for priority in PRIORITY_ORDER:
+            pipe.llen(self.keys.queue(priority))
+        for consumer in consumers:
+            pipe.llen(self.keys.processing(consumer))
+        pipe.zcard(self.keys.scheduled())
+        pipe.llen(self.keys.dead())
+        counts = pipe.execute()
+        by_consumer = dict(zip(consumers, counts[3 : 3 + len(consumers)], strict=True))
+        return QueueStats(
+            queued={p.label: counts[i] for i, p in enumerate(PRIORITY_ORDER)},
+            processing=sum(by_consumer.values()),
+            scheduled=counts[-2],
+            dead=counts[-1],
+            consumers=len(consumers),
+            by_consumer=by_consumer,
+        )
+
+    # -- consumers, heartbeats, recovery -------------------------------------------
+    def register_consumer(self, lease_s: int = DEFAULT_LEASE_S) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(self.keys.consumers(), self.consumer)
+        pipe.set(self.keys.heartbeat(self.consumer), b"1", ex=lease_s)
+        pipe.execute()
+        self._registered = True
+
+    def heartbeat(self, lease_s: int = DEFAULT_LEASE_S) -> None:
+        self.client.set(self.keys.heartbeat(self.consumer), b"1", ex=lease_s)
+
+    def unregister_consumer(self) -> int:
+        """Return this consumer's held jobs to their queues and forget it (clean stop)."""
+        self.client.delete(self.keys.heartbeat(self.consumer))
+        return self._recover(self.consumer)
+
+    def recover_stale(self) -> int:
+        """Return jobs held by consumers whose heartbeat lease expired; returns how many."""
+        returned = 0
+        for member in self.client.smembers(self.keys.consumers()):
+            consumer = as_text(member)
+            if consumer != self.consumer and not self.client.exists(self.keys.heartbeat(consumer)):
+                returned += self._recover(consumer)
+        return returned
+
+    def _recover(self, consumer: str) -> int:
+        returned = self.scripts.recover(
+            keys=[
+                self.keys.processing(consumer),
+                self.keys.dead(),
+                self.keys.marker(),
+                self.keys.consumers(),
+                self.keys.heartbeat(consumer),
+            ],
+            args=[self.keys.prefix, self.codec.name, consumer, int(self.notify)],
+        )
+        if returned > 0:
+            log.warning("recovered %d job(s) from consumer %s", returned, consumer)
+        return max(int(returned), 0)
+
+    # -- internals ---------------------------------------------------------------
+    def _decode_claimed(self, claimed: Claimed) -> Job | None:
+        job_id, record = claimed
+        try:
+            if record is None:
+                raise CorruptJobError("job record is missing")
+            job = self.codec.decode(record)
+            if job.id != job_id:
+                raise CorruptJobError(f"record holds id {job.id!r}")
+            return job
+        except CorruptJobError as exc:
+            self._dead_letter_corrupt(job_id, record or b"", str(exc))
+            return None
+
+    def _dead_letter_corrupt(self, job_id: str, raw: bytes, reason: str) -> None:
+        log.error("dead-lettering job %s: %s", job_id, reason)
+        wrapper = Job(
+            id=job_id,
+            type=CORRUPT_JOB_TYPE,
+            payload=raw,
+            status=Status.DEAD,
+            last_error=reason,
+            finished_at_us=now_us(),
+            max_retries=0,
+        )
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lrem(self.keys.processing(self.consumer), 1, job_id)
+        pipe.set(self.keys.job(job_id), self.codec.encode(wrapper), ex=self.dead_ttl())
+        pipe.lpush(self.keys.dead(), job_id)
+        pipe.execute()
+
+    def completed_ttl(self) -> int | None:
+        return self.variant.completed_ttl_s if self.variant.ttl == "on" else None
+
+    def dead_ttl(self) -> int | None:
+        return self.variant.dead_ttl_s if self.variant.ttl == "on" else None
+
+    def cleanup(self) -> int:
+        """Delete this namespace's keys (and only them); returns how many."""
+        return delete_namespace(self.client, self.keys.prefix)
+
+
+def delete_namespace(client: redis.Redis, prefix: str) -> int:
+    """UNLINK every key under `prefix` (SCAN, never FLUSH*)."""
+    if not prefix.startswith("qbench:{"):
+        raise ValueError(f"refusing to delete keys outside a qbench namespace: {prefix!r}")
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += client.unlink(*batch)
+            batch.clear()
+    if batch:
+        deleted += client.unlink(*batch)
+    return deleted
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

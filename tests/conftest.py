@@ -1,0 +1,78 @@
+"""One real Redis for the whole suite (REDIS_URL if set, else a redis-server qbench starts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from harness.measured import unique_namespace
+from harness.redis_server import ProvisionedRedis, provision
+from queue_impl.config import PRESETS, Variant
+from queue_impl.connection import make_client
+from queue_impl.queue import RedisQueue
+
+FAST = {
+    "poll_interval_s": 0.02,
+    "block_timeouts_s": (0.2, 0.2, 0.6),
+    "notify_timeout_s": 1.0,
+    "retry_base_s": 0.05,
+}
+"""Short waits for behaviour tests: counts and semantics do not depend on them."""
+
+
+def fast(variant: Variant) -> Variant:
+    return variant.with_overrides(**FAST)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[ProvisionedRedis]:
+    with provision() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: ProvisionedRedis) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def raw_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+QueueFactory = Callable[..., RedisQueue]
+
+
+@pytest.fixture
+def make_queue(redis_url: str) -> Iterator[QueueFactory]:
+    """Factory: `make_queue(variant, namespace=None, consumer=None, workers=1)`.
+
+    Every queue made gets its own namespace unless one is given; all are cleaned up.
+    """
+    made: list[RedisQueue] = []
+
+    def create(
+        variant: Variant, *, namespace: str | None = None, consumer: str | None = None, workers: int = 1
+    ) -> RedisQueue:
+        client = make_client(redis_url, variant, workers=workers)
+        queue = RedisQueue(
+            client, variant, namespace=namespace or unique_namespace("test"), consumer=consumer
+        )
+        made.append(queue)
+        return queue
+
+    yield create
+    for queue in made:
+        queue.cleanup()
+        queue.client.close()
+        queue.client.connection_pool.disconnect()
+
+
+@pytest.fixture(params=list(PRESETS), ids=list(PRESETS))
+def preset(request: pytest.FixtureRequest) -> Variant:
+    """Each preset with short waits: the behaviour suite runs once per preset."""
+    return fast(PRESETS[request.param])

@@ -1,0 +1,40 @@
+"""Round-trip counts are exactly the seed's table (and the scripted preset's one)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.ops import measure_operations
+from queue_impl.config import PRESETS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ops(redis_url: str) -> dict[tuple[str, str, int], int]:
+    variants = [PRESETS[name].with_overrides(block_timeouts_s=(0.2, 0.2, 0.6)) for name in PRESETS]
+    rows = measure_operations(redis_url, variants, batches=(10, 50, 100, 500))
+    return {(r.preset.split("+")[0], r.operation, r.batch): r.round_trips for r in rows}
+
+
+@pytest.mark.parametrize(("batch", "loop"), [(10, 21), (50, 101), (100, 201), (500, 1001)])
+def test_scheduler_round_trips_match_seed_table(
+    ops: dict[tuple[str, str, int], int], batch: int, loop: int
+) -> None:
+    assert ops[("baseline", "move_scheduled_to_ready", batch)] == loop == 2 * batch + 1
+    assert ops[("optimized", "move_scheduled_to_ready", batch)] == 3
+    assert ops[("scripted", "move_scheduled_to_ready", batch)] == 1
+
+
+def test_complete_round_trips_match_seed(ops: dict[tuple[str, str, int], int]) -> None:
+    assert [ops[(p, "complete", 1)] for p in ("baseline", "optimized", "scripted")] == [3, 2, 1]
+
+
+def test_other_operations(ops: dict[tuple[str, str, int], int]) -> None:
+    # enqueue: SET, LPUSH | pipeline | script.  fail: LREM, GET, SET, ZADD | GET + pipeline | script.
+    assert [ops[(p, "enqueue", 1)] for p in ("baseline", "optimized", "scripted")] == [2, 1, 1]
+    assert [ops[(p, "fail", 1)] for p in ("baseline", "optimized", "scripted")] == [4, 2, 1]
+    # A ready normal-priority job: poll/block try high first, then normal, then GET.
+    assert [ops[(p, "dequeue", 1)] for p in ("baseline", "optimized", "scripted")] == [3, 3, 1]
+    assert ops[("baseline", "enqueue_many", 100)] == 200
+    assert ops[("optimized", "enqueue_many", 100)] == ops[("scripted", "enqueue_many", 100)] == 1
