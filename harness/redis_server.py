@@ -271,9 +271,7 @@ class ProvisionedRedis:
     def flushall(self) -> None:
         """FLUSHALL, only on a server qbench started itself."""
         if not self.owned:
-            raise NotOwnedError(
-                f"refusing to flush {redact_url(self.url)}: qbench did not start it"
-            )
+            raise NotOwnedError(f"refusing to flush {redact_url(self.url)}: qbench did not start it")
         client = redis.Redis.from_url(self.url)
         try:
             client.flushall()
