@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -76,6 +77,21 @@ class Variant:
             raise VariantError(f"pool_size={self.pool_size}: must be >= 0 (0 = sized to workers)")
         if min(self.completed_ttl_s, self.dead_ttl_s) <= 0:
             raise VariantError("TTLs must be positive seconds")
+        waits = {
+            "poll_interval_s": self.poll_interval_s,
+            "notify_timeout_s": self.notify_timeout_s,
+            "pool_timeout_s": self.pool_timeout_s,
+            "retry_base_s": self.retry_base_s,
+            "retry_max_s": self.retry_max_s,
+        }
+        if len(self.block_timeouts_s) != 3:
+            raise VariantError("block_timeouts_s: three timeouts expected (high/normal/low)")
+        for field, seconds in [*waits.items(), *(("block_timeouts_s", t) for t in self.block_timeouts_s)]:
+            if not math.isfinite(seconds) or seconds < 0:
+                raise VariantError(f"{field}={seconds}: must be a finite number of seconds >= 0")
+        # Redis reads a blocking timeout of 0 as "block forever": a hang, not a short wait.
+        if min(*self.block_timeouts_s, self.notify_timeout_s) <= 0:
+            raise VariantError("block_timeouts_s and notify_timeout_s must be > 0 seconds")
         if self.socket_timeout_s <= self.longest_block_s:
             raise VariantError("socket timeout must exceed the longest blocking wait")
 
@@ -117,8 +133,11 @@ class Variant:
 
 
 def _format_value(value: object) -> str:
+    # repr keeps every digit, so `parse_variant(variant.label()) == variant`.
     if isinstance(value, tuple):
-        return "/".join(f"{v:g}" for v in value)
+        return "/".join(_format_value(v) for v in value)
+    if isinstance(value, float):
+        return repr(value).removesuffix(".0")
     return str(value)
 
 

@@ -45,6 +45,10 @@ class Status(enum.IntEnum):
     DEAD = 4
 
 
+_UINT32_MAX = 2**32 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def now_us() -> int:
     """Wall-clock Unix time in microseconds (comparable across processes on one host)."""
     return time.time_ns() // 1000
@@ -68,13 +72,24 @@ class Job:
     status: Status = Status.QUEUED
 
     def __post_init__(self) -> None:
-        if not self.type:
+        if not self.type or not isinstance(self.type, str):
             raise ValueError("job type must be a non-empty string")
+        if not self.id or not isinstance(self.id, str):
+            raise ValueError("job id must be a non-empty string")
         if not isinstance(self.payload, bytes):
             raise ValueError("job payload must be bytes")
         if self.max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        # The record's field widths (uint32 counters, int64 times): a value outside
+        # them would only fail later, inside a codec, with a less useful message.
+        for name in ("attempts", "max_retries"):
+            if not 0 <= getattr(self, name) <= _UINT32_MAX:
+                raise ValueError(f"{name} must be between 0 and {_UINT32_MAX}")
+        for name in ("created_at_us", "scheduled_at_us", "started_at_us", "finished_at_us"):
+            if not _INT64_MIN <= getattr(self, name) <= _INT64_MAX:
+                raise ValueError(f"{name} must fit in a signed 64-bit integer")
         self.priority = Priority.parse(self.priority)
+        self.status = Status(self.status)
 
 
 def as_bytes(value: object) -> bytes:

@@ -14,11 +14,11 @@ from queue_impl.config import KeyMode
 from queue_impl.job import PRIORITY_ORDER, Priority
 
 KEY_ROOT = "qbench"
-_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def key_prefix(namespace: str) -> str:
-    if not _NAMESPACE_RE.match(namespace):
+    if not _NAMESPACE_RE.fullmatch(namespace):
         raise ValueError(f"bad namespace {namespace!r}: 1-64 of letters, digits, '_', '.', '-'")
     return f"{KEY_ROOT}:{{{namespace}}}:"
 
