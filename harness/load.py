@@ -1,0 +1,637 @@
+"""`qbench load SCENARIO --variant V`: a headless Locust run in its own processes, into tidy rows."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.measured import unique_namespace
+from harness.redis_server import ProvisionedRedis, free_port, redis_for_run
+from harness.results import Row, params, run_metadata, write_metrics, write_run
+from queue_impl.config import Variant, parse_variant
+from queue_impl.connection import make_client
+from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status, as_bytes, as_text
+from queue_impl.queue import RedisQueue
+from scenarios import settings as run_settings
+from scenarios.recorder import OpSamples, load_samples
+from scenarios.workload import Workload, WorkloadError, load_workload
+
+EXPERIMENT = "load"
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "scenarios" / "locustfile.py"
+DEFAULT_OUT_ROOT = Path("results/load")
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+STOP_TIMEOUT_S = 10
+"""Users finish their current task at the end (a consumer's longest blocking wait is 5 s),
+so no job is left half-enqueued or held when the run stops."""
+PREFILL_CHUNK = 1000
+API_START_TIMEOUT_S = 20.0
+REQUEST_UNIT = "requests"
+"""Tallies that depend on speed (requests done, jobs produced): reported, never held exact."""
+
+
+class LoadError(RuntimeError):
+    """A load run that did not produce results (one line)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadPlan:
+    """One load run: a workload shape, a variant, and the run's own overrides."""
+
+    workload: Workload
+    variant: Variant
+    label: str
+    users: int
+    spawn_rate: float
+    duration_s: float
+    workers: int = 0
+    """Locust worker processes (0: one local process)."""
+
+    def row_params(self, **extra: object) -> str:
+        return params(
+            scenario=self.workload.name,
+            users=self.users,
+            duration_s=f"{self.duration_s:g}",
+            workers=self.workers,
+            **extra,
+        )
+
+
+@dataclass
+class LoadRun:
+    """What a finished run left behind, before it becomes rows."""
+
+    plan: LoadPlan
+    out_dir: Path
+    locust_stats: list[dict[str, Any]]
+    samples: dict[str, OpSamples]
+    census: dict[str, int]
+    jobs_expected: int
+    locust_returncode: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+DuringRun = Callable[[ProvisionedRedis, str], AbstractContextManager[object]]
+"""Called with (server, namespace) to run something alongside the users (e.g. a profiled worker)."""
+
+
+def run_load(
+    plan: LoadPlan,
+    out_dir: Path,
+    *,
+    redis_url: str | None = None,
+    during: DuringRun | None = None,
+    progress: Callable[[str], None] = print,
+) -> LoadRun:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    started = time.time()
+    with redis_for_run(redis_url) as server, tempfile.TemporaryDirectory(prefix="qbench-load-") as tmp:
+        namespace = unique_namespace(f"load-{plan.workload.name}")
+        samples_dir = Path(tmp)
+        client = make_client(server.url, plan.variant)
+        queue = RedisQueue(client, plan.variant, namespace=namespace, consumer="qbench-load")
+        try:
+            prefilled = prefill(server.url, plan, namespace)
+            if prefilled:
+                progress(f"prefilled {prefilled} jobs")
+            with contextlib.ExitStack() as stack:
+                host = "http://127.0.0.1"
+                if "http_submit" in plan.workload.user_mix:
+                    host = stack.enter_context(api_server(server.url, plan.variant, namespace))
+                if during is not None:
+                    stack.enter_context(during(server, namespace))
+                returncode = run_locust(
+                    plan, out_dir, host=host, env=_locust_env(plan, server.url, namespace, samples_dir)
+                )
+            samples = load_samples(samples_dir)
+            census = job_census(queue)
+            produced = sum(len(s.latency_ms) for op, s in samples.items() if op in ("enqueue", "submit"))
+            produced += (
+                len(samples["enqueue_burst"].latency_ms) * plan.workload.burst_size
+                if "enqueue_burst" in samples
+                else 0
+            )
+            jobs_expected = prefilled + produced
+        finally:
+            queue.cleanup()
+            client.close()
+            client.connection_pool.disconnect()
+        meta = run_metadata(
+            server=server.info.as_dict(),
+            mode="load",
+            extra={
+                "scenario": plan.workload.name,
+                "workload": plan.workload.as_dict(),
+                "variant": plan.label,
+                "toggles": plan.variant.toggles(),
+                "users": plan.users,
+                "spawn_rate": plan.spawn_rate,
+                "duration_s": plan.duration_s,
+                "locust_workers": plan.workers,
+                "locust_returncode": returncode,
+                "load_avg_before": load_before,
+                "load_avg_after": os.getloadavg(),
+                "wall_s": round(time.time() - started, 1),
+                "latency_note": "percentiles from every sample in float ms (Locust's own are rounded)",
+            },
+        )
+    stats_path = out_dir / "locust.json"
+    if not stats_path.is_file():
+        raise LoadError(f"Locust wrote no stats (exit {returncode}): {_last_log_line(out_dir)}")
+    return LoadRun(
+        plan=plan,
+        out_dir=out_dir,
+        locust_stats=json.loads(stats_path.read_text()),
+        samples=samples,
+        census=census,
+        jobs_expected=jobs_expected,
+        locust_returncode=returncode,
+        meta=meta,
+    )
+
+
+def prefill(url: str, plan: LoadPlan, namespace: str) -> int:
+    """Queue the workload's backlog with pipelined batches (setup, not measured)."""
+    total = plan.workload.prefill_jobs
+    if not total:
+        return 0
+    # Any batch mode stores the same records; pipelining just makes setup fast.
+    variant = plan.variant.with_overrides(batch="pipeline")
+    client = make_client(url, variant)
+    queue = RedisQueue(client, variant, namespace=namespace, consumer="qbench-prefill")
+    mix = plan.workload.priority_mix
+    priorities = [Priority.parse(p) for p in mix]
+    weights = list(mix.values())
+    payload = b"x" * plan.workload.job_size_bytes
+    rng = np.random.default_rng(0)
+    try:
+        done = 0
+        while done < total:
+            size = min(PREFILL_CHUNK, total - done)
+            picks = rng.choice(len(priorities), size=size, p=np.array(weights) / sum(weights))
+            queue.enqueue_many([Job(type="load", payload=payload, priority=priorities[i]) for i in picks])
+            done += size
+    finally:
+        client.close()
+        client.connection_pool.disconnect()
+    return total
+
+
+def _locust_env(plan: LoadPlan, url: str, namespace: str, samples_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            run_settings.ENV_WORKLOAD: str(_workload_source(plan.workload)),
+            run_settings.ENV_VARIANT: _variant_spec(plan.variant),
+            run_settings.ENV_REDIS_URL: url,
+            run_settings.ENV_NAMESPACE: namespace,
+            run_settings.ENV_SAMPLES_DIR: str(samples_dir),
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(LOCUSTFILE.parent.parent), env.get("PYTHONPATH")])
+            ),
+        }
+    )
+    return env
+
+
+_WORKLOAD_FILES: dict[int, Path] = {}
+
+
+def _workload_source(workload: Workload) -> Path:
+    """A TOML file holding exactly `workload` (the plan may override users/duration)."""
+    path = _WORKLOAD_FILES.get(id(workload))
+    if path is None:
+        fd, name = tempfile.mkstemp(prefix=f"qbench-{workload.name}-", suffix=".toml")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(_to_toml(workload))
+        path = Path(name)
+        _WORKLOAD_FILES[id(workload)] = path
+    return path
+
+
+def _to_toml(workload: Workload) -> str:
+    def value(v: object) -> str:
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, str):
+            return json.dumps(v)
+        return repr(v)
+
+    doc = workload.as_dict()
+    doc.pop("name")
+    return "".join(f"{k} = {value(v)}\n" for k, v in doc.items())
+
+
+def _variant_spec(variant: Variant) -> str:
+    """A `preset+toggle=value,...` string that `parse_variant` turns back into `variant`."""
+    label = variant.label()
+    return label if variant.name != "custom" else "baseline"
+
+
+def run_locust(plan: LoadPlan, out_dir: Path, *, host: str, env: dict[str, str]) -> int:
+    """Locust headless in child processes (its gevent patching never touches this one)."""
+    base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
+    master = [
+        *base,
+        "--headless",
+        "--users",
+        str(plan.users),
+        "--spawn-rate",
+        f"{plan.spawn_rate:g}",
+        "--run-time",
+        f"{plan.duration_s:g}s",
+        "--stop-timeout",
+        str(STOP_TIMEOUT_S),
+        "--host",
+        host,
+        "--only-summary",
+        "--json-file",
+        str(out_dir / "locust"),  # Locust appends .json
+        "--csv",
+        str(out_dir / "locust"),
+        "--csv-full-history",
+    ]
+    workers: list[subprocess.Popen[bytes]] = []
+    if plan.workers:
+        port = free_port()
+        master += [
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--expect-workers",
+            str(plan.workers),
+            "--expect-workers-max-wait",
+            "30",
+        ]
+    timeout_s = plan.duration_s + STOP_TIMEOUT_S + 60
+    log_path = out_dir / "locust.log"
+    with log_path.open("wb") as log:
+        master_proc = subprocess.Popen(
+            master, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+        )
+        try:
+            for _ in range(plan.workers):
+                worker_cmd = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+                workers.append(
+                    subprocess.Popen(
+                        worker_cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+                    )
+                )
+            try:
+                returncode = master_proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                raise LoadError(f"Locust did not finish within {timeout_s:g} s (see {log_path})") from None
+            for worker in workers:
+                # Workers quit when the master does; give them time to dump their samples.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.wait(timeout=STOP_TIMEOUT_S + 5)
+        finally:
+            for proc in (master_proc, *workers):
+                _stop(proc)
+    return returncode
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _last_log_line(out_dir: Path) -> str:
+    log = out_dir / "locust.log"
+    lines = (
+        [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        if log.exists()
+        else []
+    )
+    return lines[-1].strip() if lines else "no log"
+
+
+@contextlib.contextmanager
+def api_server(url: str, variant: Variant, namespace: str) -> Iterator[str]:
+    """`python -m queue_impl.api` on a free loopback port; yields its base URL."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "queue_impl.api",
+        "--port",
+        str(port),
+        "--variant",
+        _variant_spec(variant),
+        "--redis-url",
+        url,
+        "--namespace",
+        namespace,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + API_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                raise LoadError(
+                    f"the API exited at start: {err.splitlines()[-1] if err else proc.returncode}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{base}/healthz", timeout=1) as response,
+            ):
+                if response.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise LoadError(f"the API did not answer on {base} within {API_START_TIMEOUT_S:g} s")
+            time.sleep(0.1)
+        yield base
+    finally:
+        _stop(proc)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def job_census(queue: RedisQueue) -> dict[str, int]:
+    """Where every job record of the namespace is, and whether any is stranded.
+
+    A job is stranded when its record says queued, active or scheduled but its id is
+    in no queue, processing list or scheduled set: a lost job.
+    """
+    client = queue.client
+    keys = queue.keys
+    placed: set[str] = set()
+    for priority in PRIORITY_ORDER:
+        placed.update(as_text(i) for i in client.lrange(keys.queue(priority), 0, -1))
+    for consumer in client.smembers(keys.consumers()):
+        placed.update(as_text(i) for i in client.lrange(keys.processing(as_text(consumer)), 0, -1))
+    placed.update(as_text(i) for i in client.zrange(keys.scheduled(), 0, -1))
+    dead = {as_text(i) for i in client.lrange(keys.dead(), 0, -1)}
+    census = {
+        "records": 0,
+        "completed": 0,
+        "queued": 0,
+        "active": 0,
+        "scheduled": 0,
+        "dead": 0,
+        "stranded": 0,
+    }
+    job_prefix = keys.job("")
+    batch: list[bytes] = []
+
+    def tally(names: list[bytes]) -> None:
+        for name, data in zip(names, client.mget(names), strict=True):
+            if data is None:
+                continue  # expired between SCAN and MGET
+            job = queue.codec.decode(as_bytes(data))
+            census["records"] += 1
+            census[job.status.name.lower()] += 1
+            job_id = as_text(name).removeprefix(job_prefix)
+            if job.status in (Status.QUEUED, Status.ACTIVE, Status.SCHEDULED) and job_id not in placed:
+                census["stranded"] += 1
+            if job.status is Status.DEAD and job_id not in dead:
+                census["stranded"] += 1
+
+    for key in client.scan_iter(match=_glob_escape(job_prefix) + "*", count=1000):
+        batch.append(as_bytes(key))
+        if len(batch) >= 1000:
+            tally(batch)
+            batch = []
+    if batch:
+        tally(batch)
+    return census
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+# -- rows ----------------------------------------------------------------------------
+
+
+def rows_of(run: LoadRun) -> list[Row]:
+    plan = run.plan
+    rows: list[Row] = []
+
+    def add(op: str, metric: str, value: float, unit: str) -> None:
+        rows.append(Row(EXPERIMENT, plan.label, plan.row_params(op=op), metric, float(value), unit))
+
+    for op in sorted(run.samples):
+        samples = run.samples[op]
+        latencies = np.asarray(samples.latency_ms, dtype=float)
+        add(op, "requests", len(latencies), REQUEST_UNIT)
+        add(op, "failures", samples.failures, REQUEST_UNIT)
+        add(op, "rate", len(latencies) / plan.duration_s, "ops/s")
+        if len(latencies):
+            for p in PERCENTILES:
+                add(op, f"latency_ms_p{p:g}", float(np.percentile(latencies, p)), "ms")
+            add(op, "latency_ms_mean", float(latencies.mean()), "ms")
+            add(op, "latency_ms_max", float(latencies.max()), "ms")
+        if samples.round_trips:
+            calls = sum(samples.round_trips.values())
+            mean = sum(k * v for k, v in samples.round_trips.items()) / calls
+            # Only an operation whose every call cost the same is a deterministic count.
+            exact = len(samples.round_trips) == 1
+            add(op, "round_trips_per_op", mean, "round_trips" if exact else "round_trips_mean")
+    add("all", "jobs_expected", run.jobs_expected, REQUEST_UNIT)
+    add("all", "jobs_recorded", run.census["records"], REQUEST_UNIT)
+    add("all", "jobs_completed", run.census["completed"], REQUEST_UNIT)
+    # Both must be 0 on every run: a job record missing or stranded is a lost job.
+    add("all", "jobs_missing", run.jobs_expected - run.census["records"], "jobs")
+    add("all", "jobs_stranded", run.census["stranded"], "jobs")
+    return rows
+
+
+# -- charts --------------------------------------------------------------------------
+
+
+def render_charts(rows: Sequence[Row], out_dir: Path, title: str) -> list[str]:
+    """Latency percentiles per operation (from rows) and throughput over time (Locust's CSV)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    charts_dir = out_dir / "charts"
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    latency = [r for r in rows if r.metric.startswith("latency_ms_p")]
+    if latency:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        ops = sorted({r.params for r in latency})
+        for p in ops:
+            points = sorted(
+                (float(r.metric.removeprefix("latency_ms_p")), r.value) for r in latency if r.params == p
+            )
+            ax.plot([f"p{x:g}" for x, _ in points], [v for _, v in points], marker="o", label=_op_of(p))
+        ax.set_yscale("log")
+        ax.set_ylabel("latency (ms, log scale)")
+        ax.set_title(f"{title}: latency percentiles (float ms samples)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        for ext in ("png", "svg"):
+            fig.savefig(charts_dir / f"latency_percentiles.{ext}")
+        plt.close(fig)
+        written.append("latency_percentiles.png")
+    history = out_dir / "locust_stats_history.csv"
+    if history.is_file():
+        import pandas as pd
+
+        frame = pd.read_csv(history)
+        frame = frame[frame["Name"] != "Aggregated"]
+        if not frame.empty:
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+            t0 = frame["Timestamp"].min()
+            for name, part in frame.groupby("Name"):
+                ax.plot(part["Timestamp"] - t0, part["Requests/s"], label=str(name))
+            ax.set_xlabel("seconds since start")
+            ax.set_ylabel("requests/s (Locust, 10 s moving window)")
+            ax.set_title(f"{title}: throughput over time")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            for ext in ("png", "svg"):
+                fig.savefig(charts_dir / f"throughput.{ext}")
+            plt.close(fig)
+            written.append("throughput.png")
+    return written
+
+
+def _op_of(param_text: str) -> str:
+    return dict(item.split("=", 1) for item in param_text.split(";")).get("op", param_text)
+
+
+def write_results(run: LoadRun) -> list[Row]:
+    rows = rows_of(run)
+    write_metrics(run.out_dir / "metrics.csv", rows)
+    run.meta["charts"] = render_charts(rows, run.out_dir, f"{run.plan.workload.name} · {run.plan.label}")
+    run.meta["job_census"] = run.census
+    write_run(run.out_dir / "run.json", run.meta)
+    return rows
+
+
+def summary(rows: Sequence[Row]) -> str:
+    """A short table: per operation, rate and latency percentiles."""
+    table: dict[str, dict[str, float]] = {}
+    for r in rows:
+        table.setdefault(_op_of(r.params), {})[r.metric] = r.value
+    header = (
+        f"{'op':<16}{'requests':>10}{'ops/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'p99.9 ms':>10}{'rt/op':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for op, m in table.items():
+        if op == "all":
+            continue
+        nan = float("nan")
+        lines.append(
+            f"{op:<16}{m.get('requests', 0):>10.0f}{m.get('rate', 0):>10.0f}"
+            f"{m.get('latency_ms_p50', nan):>10.3f}{m.get('latency_ms_p99', nan):>10.3f}"
+            f"{m.get('latency_ms_p99.9', nan):>10.3f}{m.get('round_trips_per_op', nan):>8.2f}"
+        )
+    total = table.get("all", {})
+    lines.append(
+        f"jobs: {total.get('jobs_expected', 0):.0f} expected, {total.get('jobs_recorded', 0):.0f} in Redis, "
+        f"{total.get('jobs_missing', 0):.0f} missing, {total.get('jobs_stranded', 0):.0f} stranded"
+    )
+    return "\n".join(lines)
+
+
+# -- CLI -----------------------------------------------------------------------------
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    from harness.cli import add_redis_url_argument
+
+    parser.add_argument("scenario", help="workload name (scenarios/workloads/NAME.toml) or a .toml path")
+    parser.add_argument("--variant", required=True, metavar="SPEC", help="preset[+toggle=value,...]")
+    parser.add_argument("--users", type=int, default=None, help="override the workload's user count")
+    parser.add_argument("--spawn-rate", type=float, default=None, help="override users started per second")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="override run time (s)")
+    parser.add_argument("--workers", type=int, default=0, help="Locust worker processes (distributed mode)")
+    parser.add_argument(
+        "--label", default=None, help="variant column in the rows (default: the variant's label)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results dir (default: results/load/SCENARIO/LABEL)"
+    )
+    add_redis_url_argument(parser)
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("load", help="run a Locust scenario headless against one variant")
+    add_common_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def plan_from_args(args: argparse.Namespace) -> LoadPlan:
+    from harness.cli import UsageError
+
+    try:
+        workload = load_workload(args.scenario)
+    except WorkloadError as exc:
+        raise UsageError(str(exc)) from None
+    variant = parse_variant(args.variant)
+    users = workload.users if args.users is None else args.users
+    duration = workload.duration_s if args.duration is None else args.duration
+    spawn_rate = workload.spawn_rate if args.spawn_rate is None else args.spawn_rate
+    if users < 1:
+        raise UsageError("--users must be >= 1")
+    if duration <= 0:
+        raise UsageError("--duration must be > 0")
+    if spawn_rate <= 0:
+        raise UsageError("--spawn-rate must be > 0")
+    if not 0 <= args.workers <= 16:
+        raise UsageError("--workers must be between 0 and 16")
+    if args.workers and args.workers > users:
+        raise UsageError("--workers cannot exceed --users (a worker without users does nothing)")
+    shaped = Workload(
+        **{**workload.as_dict(), "users": users, "duration_s": duration, "spawn_rate": spawn_rate}
+    )
+    return LoadPlan(
+        workload=shaped,
+        variant=variant,
+        label=args.label or variant.label(),
+        users=users,
+        spawn_rate=spawn_rate,
+        duration_s=duration,
+        workers=args.workers,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = plan_from_args(args)
+    out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
+    print(
+        f"load {plan.workload.name} · {plan.label}: {plan.users} users for {plan.duration_s:g} s", flush=True
+    )
+    result = run_load(plan, out_dir, redis_url=args.redis_url)
+    rows = write_results(result)
+    print(summary(rows))
+    print(f"results in {out_dir}")
+    failures = sum(s.failures for s in result.samples.values())
+    lost = result.census["stranded"] + abs(result.jobs_expected - result.census["records"])
+    if failures or lost:
+        print(
+            f"qbench: error: {failures} failed request(s), {lost} job(s) missing or stranded", file=sys.stderr
+        )
+        return 1
+    return 0
