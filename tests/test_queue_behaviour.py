@@ -1,0 +1,507 @@
+"""One behaviour suite, run against every preset and single-toggle variants.
+
+A toggle may change what an operation costs, never what it does: every test in
+`BehaviourSuite` runs unchanged on each variant (SAQ's one-suite-many-backends style).
+Waits are shortened by `fast()`; no test asserts a duration, only states and order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from queue_impl.config import PRESETS, Variant, parse_variant
+from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status
+from queue_impl.queue import CORRUPT_JOB_TYPE, RedisQueue
+from tests.conftest import QueueFactory, fast
+
+TOGGLE_VARIANTS = (
+    "baseline+dequeue=notify",
+    "baseline+keys=precomputed",
+    "baseline+codec=json",  # poll + json
+    "optimized+codec=json",  # block + json
+    "optimized+batch=script",
+    "scripted+codec=json",  # notify + Lua + json
+    "scripted+batch=loop",  # notify with a wake-up marker per job
+    "scripted+ttl=off",
+)
+"""Each differs from its preset in one toggle; with the presets they cover every
+dequeue mode with both codecs and every batch mode with notify."""
+
+DAY_S = 86_400
+
+
+def _ids(client: redis.Redis, key: str) -> list[str]:
+    return [i.decode() for i in client.lrange(key, 0, -1)]
+
+
+def _held(queue: RedisQueue) -> list[str]:
+    return _ids(queue.client, queue.keys.processing(queue.consumer))
+
+
+def _stored(queue: RedisQueue, job_id: str) -> Job:
+    job = queue.get_job(job_id)
+    assert job is not None, f"job {job_id} has no record"
+    return job
+
+
+def _take(queue: RedisQueue) -> Job:
+    """Dequeue a job known to be ready.
+
+    Without `wait`: block mode would otherwise sit out the high (and normal) timeouts
+    before reaching a ready low job. `test_a_ready_job_is_dequeued_with_wait` covers
+    the waiting path of every mode.
+    """
+    job = queue.dequeue(wait=False)
+    assert job is not None, "a ready job was not dequeued"
+    return job
+
+
+def _ttl_range(seconds: int | None) -> tuple[int, int]:
+    """What the TTL command may answer right after a SET with `seconds` (None: no TTL)."""
+    return (-1, -1) if seconds is None else (seconds - 1, seconds)
+
+
+class BehaviourSuite:
+    """The queue's semantics; subclasses choose the variants via the `variant` fixture."""
+
+    @pytest.fixture
+    def queue(self, variant: Variant, make_queue: QueueFactory) -> RedisQueue:
+        return make_queue(variant, consumer="consumer-1")
+
+    # -- order ----------------------------------------------------------------------
+    def test_high_before_normal_before_low_and_fifo_within_a_priority(self, queue: RedisQueue) -> None:
+        order = [Priority.LOW, Priority.NORMAL, Priority.HIGH, Priority.LOW, Priority.NORMAL, Priority.HIGH]
+        jobs = [Job(type=f"t{i}", priority=p) for i, p in enumerate(order)]
+        for job in jobs:
+            queue.enqueue(job)
+        taken = [_take(queue).type for _ in jobs]
+        assert taken == ["t2", "t5", "t1", "t4", "t0", "t3"]
+        assert queue.dequeue(wait=False) is None
+
+    def test_enqueue_many_keeps_order_and_stores_every_record(self, queue: RedisQueue) -> None:
+        jobs = [Job(type="batch", payload=bytes([i]) * i, priority=Priority.LOW) for i in range(5)]
+        jobs.append(Job(type="urgent", priority=Priority.HIGH, max_retries=0))
+        assert queue.enqueue_many(jobs) == [job.id for job in jobs]
+        assert queue.enqueue_many([]) == []
+        assert [_stored(queue, job.id) for job in jobs] == jobs
+        assert [_take(queue).id for _ in jobs] == [jobs[-1].id] + [job.id for job in jobs[:-1]]
+
+    def test_a_ready_job_is_dequeued_with_wait(self, queue: RedisQueue) -> None:
+        # High priority: the first wait of every mode finds it at once.
+        job = Job(type="email", payload=b"\x00to: a@b\xff", priority=Priority.HIGH, max_retries=7)
+        queue.enqueue(job)
+        taken = queue.dequeue(wait=True)
+        assert taken is not None
+        assert (taken.id, taken.type, taken.payload, taken.priority, taken.max_retries) == (
+            job.id,
+            "email",
+            b"\x00to: a@b\xff",
+            Priority.HIGH,
+            7,
+        )
+        assert taken.created_at_us == job.created_at_us
+        assert taken.status is Status.ACTIVE
+        assert taken.started_at_us >= job.created_at_us
+        assert queue.get_job("no-such-job") is None
+
+    # -- reliable processing -----------------------------------------------------------
+    def test_a_dequeued_job_sits_in_the_processing_list_until_completed(self, queue: RedisQueue) -> None:
+        first, second = Job(type="a"), Job(type="b")
+        queue.enqueue_many([first, second])
+        job = _take(queue)
+        assert _held(queue) == [first.id]
+        assert _ids(queue.client, queue.keys.queue(Priority.NORMAL)) == [second.id]
+        assert queue.complete(job) is True
+        assert _held(queue) == []
+        stored = _stored(queue, first.id)
+        assert stored.status is Status.COMPLETED
+        assert stored.started_at_us == job.started_at_us
+        assert stored.finished_at_us >= job.started_at_us
+
+    def test_consumers_sharing_a_queue_never_hold_the_same_job(
+        self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory
+    ) -> None:
+        other = make_queue(variant, namespace=queue.namespace, consumer="consumer-2")
+        jobs = [Job(type="shared") for _ in range(4)]
+        queue.enqueue_many(jobs)
+        mine = [_take(queue).id, _take(queue).id]
+        theirs = [_take(other).id, _take(other).id]
+        assert _held(queue) == mine[::-1] and _held(other) == theirs[::-1]
+        assert sorted(mine + theirs) == sorted(job.id for job in jobs)
+        assert other.dequeue(wait=False) is None
+
+    def test_stats_count_every_state(self, queue: RedisQueue) -> None:
+        queue.enqueue_many([Job(type="h", priority=Priority.HIGH) for _ in range(2)])
+        queue.enqueue_many([Job(type="n"), *(Job(type="l", priority=Priority.LOW) for _ in range(3))])
+        retried, dead, held = _take(queue), _take(queue), _take(queue)
+        queue.fail(retried, "try again")
+        queue.fail(dead, "fatal", retry=False)
+        stats = queue.stats()
+        assert stats.queued == {"high": 0, "normal": 0, "low": 3}
+        assert (stats.processing, stats.scheduled, stats.dead, stats.consumers) == (1, 1, 1, 1)
+        assert stats.by_consumer == {"consumer-1": 1}
+        assert held.type == "n"
+        assert stats.as_dict()["queued"] == {"high": 0, "normal": 0, "low": 3}
+
+    def test_a_stopping_consumer_returns_its_jobs_to_the_front(
+        self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory
+    ) -> None:
+        jobs = [Job(type=f"t{i}") for i in range(3)]
+        queue.enqueue_many(jobs)
+        taken = _take(queue)
+        assert queue.unregister_consumer() == 1
+        assert _held(queue) == []
+        assert _stored(queue, taken.id).status is Status.QUEUED
+        other = make_queue(variant, namespace=queue.namespace, consumer="consumer-2")
+        assert [_take(other).id for _ in jobs] == [job.id for job in jobs]
+
+    def test_jobs_of_a_consumer_whose_lease_expired_are_recovered(
+        self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory
+    ) -> None:
+        job = Job(type="orphan", priority=Priority.LOW)
+        queue.enqueue(job)
+        _take(queue)
+        rescuer = make_queue(variant, namespace=queue.namespace, consumer="consumer-2")
+        assert rescuer.recover_stale() == 0  # the holder's lease is still alive
+        queue.client.delete(queue.keys.heartbeat(queue.consumer))  # what lease expiry does
+        assert rescuer.recover_stale() == 1
+        assert _held(queue) == []
+        assert _take(rescuer).id == job.id
+        assert rescuer.stats().consumers == 1
+
+    # -- retries, backoff, dead letters ------------------------------------------------
+    def test_retries_back_off_exponentially_then_dead_letter(self, queue: RedisQueue) -> None:
+        assert queue.variant.retry_base_s == 0.05
+        job = Job(type="flaky", priority=Priority.LOW, max_retries=2)
+        queue.enqueue(job)
+        for attempt, backoff_us in ((1, 50_000), (2, 100_000)):
+            taken = _take(queue)
+            assert taken.attempts == attempt - 1
+            assert queue.fail(taken, f"boom {attempt}") is Status.SCHEDULED
+            stored = _stored(queue, job.id)
+            assert stored == taken
+            assert (stored.attempts, stored.last_error, stored.status) == (
+                attempt,
+                f"boom {attempt}",
+                Status.SCHEDULED,
+            )
+            # scheduled_at = finished + retry_base * 2**(attempt - 1)
+            assert stored.scheduled_at_us - stored.finished_at_us == backoff_us
+            assert queue.client.zscore(queue.keys.scheduled(), job.id) == stored.scheduled_at_us
+            assert _held(queue) == []
+            assert queue.move_scheduled_to_ready(now=stored.scheduled_at_us - 1) == 0
+            assert queue.dequeue(wait=False) is None
+            assert queue.move_scheduled_to_ready(now=stored.scheduled_at_us) == 1
+            assert _stored(queue, job.id).status is Status.QUEUED
+            assert _ids(queue.client, queue.keys.queue(Priority.LOW)) == [job.id]
+        last = _take(queue)
+        assert queue.fail(last, "boom 3") is Status.DEAD
+        stored = _stored(queue, job.id)
+        assert (stored.attempts, stored.last_error, stored.status) == (3, "boom 3", Status.DEAD)
+        assert _ids(queue.client, queue.keys.dead()) == [job.id]
+        assert queue.client.zcard(queue.keys.scheduled()) == 0
+        assert _held(queue) == []
+
+    def test_scheduler_returns_only_due_jobs_each_to_its_own_priority(self, queue: RedisQueue) -> None:
+        low, high, normal = (
+            Job(type=p.label, priority=p) for p in (Priority.LOW, Priority.HIGH, Priority.NORMAL)
+        )
+        later = Job(type="later", priority=Priority.HIGH)
+        queue.enqueue_many([low, high, normal, later])
+        taken = {job.id: job for job in (_take(queue) for _ in range(4))}
+        for job in (low, high, normal, later):  # fail order = retry order
+            queue.fail(taken[job.id], "retry")
+        scores = {
+            k.decode(): int(s) for k, s in queue.client.zrange(queue.keys.scheduled(), 0, -1, withscores=True)
+        }
+        due_at = scores[normal.id]
+        assert sorted(scores, key=scores.__getitem__) == [low.id, high.id, normal.id, later.id]
+        assert queue.move_scheduled_to_ready(now=due_at) == 3
+        assert [_ids(queue.client, queue.keys.queue(p)) for p in PRIORITY_ORDER] == [
+            [high.id],
+            [normal.id],
+            [low.id],
+        ]
+        assert [_stored(queue, j.id).status for j in (low, high, normal, later)] == [
+            Status.QUEUED,
+            Status.QUEUED,
+            Status.QUEUED,
+            Status.SCHEDULED,
+        ]
+        assert queue.client.zrange(queue.keys.scheduled(), 0, -1) == [later.id.encode()]
+        retried = [_take(queue) for _ in range(3)]
+        assert [job.type for job in retried] == ["high", "normal", "low"]
+        assert all(job.attempts == 1 and job.last_error == "retry" for job in retried)
+        assert queue.move_scheduled_to_ready(now=due_at) == 0
+        assert queue.move_scheduled_to_ready(now=scores[later.id]) == 1
+
+    def test_fail_without_retry_dead_letters_at_once(self, queue: RedisQueue) -> None:
+        job = Job(type="fatal", max_retries=5)
+        queue.enqueue(job)
+        assert queue.fail(_take(queue), "invalid input", retry=False) is Status.DEAD
+        stored = _stored(queue, job.id)
+        assert (stored.attempts, stored.last_error, stored.status) == (1, "invalid input", Status.DEAD)
+        assert _ids(queue.client, queue.keys.dead()) == [job.id]
+        assert queue.client.zcard(queue.keys.scheduled()) == 0 and _held(queue) == []
+
+    def test_zero_max_retries_dead_letters_on_the_first_failure(self, queue: RedisQueue) -> None:
+        job = Job(type="once", max_retries=0)
+        queue.enqueue(job)
+        assert queue.fail(_take(queue), "no") is Status.DEAD
+        assert _ids(queue.client, queue.keys.dead()) == [job.id]
+
+    # -- TTLs --------------------------------------------------------------------------
+    def test_ttls_as_configured(self, queue: RedisQueue) -> None:
+        on = queue.variant.ttl == "on"
+        done, dead, retried = Job(type="ok"), Job(type="bad"), Job(type="retry")
+        queue.enqueue_many([done, dead, retried])
+        assert queue.client.ttl(queue.keys.job(done.id)) == -1  # a queued job never expires
+        queue.complete(_take(queue))
+        queue.fail(_take(queue), "fatal", retry=False)
+        queue.fail(_take(queue), "again")
+        ttl = {job.type: queue.client.ttl(queue.keys.job(job.id)) for job in (done, dead, retried)}
+        completed_range = _ttl_range(DAY_S if on else None)
+        dead_range = _ttl_range(7 * DAY_S if on else None)
+        assert completed_range[0] <= ttl["ok"] <= completed_range[1]
+        assert dead_range[0] <= ttl["bad"] <= dead_range[1]
+        assert ttl["retry"] == -1  # a job waiting for its retry never expires
+
+    def test_custom_ttls_override_the_defaults(self, variant: Variant, make_queue: QueueFactory) -> None:
+        queue = make_queue(variant.with_overrides(ttl="on", completed_ttl_s=120, dead_ttl_s=300))
+        done, dead = Job(type="ok"), Job(type="bad")
+        queue.enqueue_many([done, dead])
+        queue.complete(_take(queue))
+        queue.fail(_take(queue), "fatal", retry=False)
+        assert 119 <= queue.client.ttl(queue.keys.job(done.id)) <= 120
+        assert 299 <= queue.client.ttl(queue.keys.job(dead.id)) <= 300
+
+    # -- bad input ---------------------------------------------------------------------
+    @pytest.mark.parametrize("damage", ["garbage", "missing", "foreign id"])
+    def test_a_corrupt_record_is_dead_lettered_and_the_next_job_served(
+        self, queue: RedisQueue, damage: str
+    ) -> None:
+        bad_id = "bad-record"
+        raw = {
+            "garbage": b"\xffgarbage{",
+            "missing": None,
+            "foreign id": queue.codec.encode(Job(type="t", id="someone-else")),
+        }[damage]
+        if raw is not None:
+            queue.client.set(queue.keys.job(bad_id), raw)
+        queue.client.lpush(queue.keys.queue(Priority.NORMAL), bad_id)
+        good = Job(type="good")
+        queue.enqueue(good)
+        assert _take(queue).id == good.id
+        assert _held(queue) == [good.id]
+        assert _ids(queue.client, queue.keys.dead()) == [bad_id]
+        dead = _stored(queue, bad_id)
+        assert (dead.id, dead.type, dead.status, dead.payload) == (
+            bad_id,
+            CORRUPT_JOB_TYPE,
+            Status.DEAD,
+            raw or b"",
+        )
+        reason = {
+            "garbage": "undecodable",
+            "missing": "job record is missing",
+            "foreign id": "record holds id 'someone-else'",
+        }[damage]
+        assert reason in dead.last_error
+        assert dead.finished_at_us > 0
+        low, high = _ttl_range(7 * DAY_S if queue.variant.ttl == "on" else None)
+        assert low <= queue.client.ttl(queue.keys.job(bad_id)) <= high
+
+    @pytest.mark.parametrize("damage", ["garbage", "missing"])
+    def test_the_scheduler_dead_letters_a_corrupt_record_instead_of_dropping_it(
+        self, queue: RedisQueue, damage: str
+    ) -> None:
+        good = Job(type="good", priority=Priority.HIGH)
+        queue.enqueue(good)
+        queue.fail(_take(queue), "retry")
+        if damage == "garbage":
+            queue.client.set(queue.keys.job("bad-record"), b"\xffgarbage{")
+        queue.client.zadd(queue.keys.scheduled(), {"bad-record": 0})
+        assert queue.move_scheduled_to_ready(now=2**62) == 2
+        assert _ids(queue.client, queue.keys.dead()) == ["bad-record"]
+        assert _ids(queue.client, queue.keys.queue(Priority.HIGH)) == [good.id]
+        assert queue.client.zcard(queue.keys.scheduled()) == 0
+        assert _take(queue).id == good.id
+
+
+class TestPresets(BehaviourSuite):
+    @pytest.fixture
+    def variant(self, preset: Variant) -> Variant:
+        return preset
+
+
+class TestSingleToggles(BehaviourSuite):
+    @pytest.fixture(params=TOGGLE_VARIANTS)
+    def variant(self, request: pytest.FixtureRequest) -> Variant:
+        variant = parse_variant(request.param)
+        assert variant.label() == request.param
+        return fast(variant)
+
+
+# -- dequeue modes: what differs is when a waiting worker sees a job, never which job ----
+NOTIFY_VARIANTS = ("scripted", "baseline+dequeue=notify", "optimized+dequeue=notify")
+
+
+def _notify(spec: str) -> Variant:
+    # A long wait: every assertion below holds long before it would end, so it only
+    # makes the tests robust on a loaded machine, never slower.
+    return fast(parse_variant(spec)).with_overrides(notify_timeout_s=10.0)
+
+
+def _blocked_clients(client: redis.Redis) -> int:
+    return int(client.info("clients")["blocked_clients"])
+
+
+def _wait_until_blocked(client: redis.Redis, count: int) -> None:
+    """Until `count` clients are blocked on the server (consumers in their wait)."""
+    deadline = time.monotonic() + 10
+    while _blocked_clients(client) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} clients ever blocked"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("spec", NOTIFY_VARIANTS)
+def test_notify_wakes_every_waiting_consumer_for_a_batch(
+    spec: str, make_queue: QueueFactory, raw_client: redis.Redis
+) -> None:
+    variant = _notify(spec)
+    producer = make_queue(variant, consumer="producer")
+    consumers = [make_queue(variant, namespace=producer.namespace, consumer=f"c{i}") for i in range(5)]
+    already_blocked = _blocked_clients(raw_client)
+    with ThreadPoolExecutor(len(consumers)) as pool:
+        calls = [pool.submit(c.dequeue, wait=True) for c in consumers]
+        _wait_until_blocked(raw_client, already_blocked + len(consumers))
+        jobs = [Job(type="fan-out") for _ in range(5)]
+        producer.enqueue_many(jobs)
+        claimed = [call.result(timeout=30) for call in calls]
+    # One enqueue set the marker once; each claim re-arms it while jobs remain.
+    assert all(job is not None for job in claimed)
+    assert sorted(job.id for job in claimed if job) == sorted(job.id for job in jobs)
+    assert [len(_held(c)) for c in consumers] == [1] * 5
+    assert producer.client.exists(producer.keys.marker()) == 0  # nothing left to wake for
+
+
+@pytest.mark.parametrize("spec", NOTIFY_VARIANTS)
+def test_notify_gives_a_job_enqueued_during_the_wait_to_that_same_call(
+    spec: str, make_queue: QueueFactory, raw_client: redis.Redis
+) -> None:
+    variant = _notify(spec)
+    consumer = make_queue(variant, consumer="c1")
+    producer = make_queue(variant, namespace=consumer.namespace, consumer="producer")
+    consumer.register_consumer()
+    already_blocked = _blocked_clients(raw_client)
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(consumer.dequeue, wait=True)
+        _wait_until_blocked(raw_client, already_blocked + 1)
+        urgent = Job(type="urgent", priority=Priority.HIGH)
+        producer.enqueue(urgent)
+        job = call.result(timeout=30)
+    assert job is not None and job.id == urgent.id
+
+
+@pytest.mark.parametrize("spec", NOTIFY_VARIANTS)
+@pytest.mark.parametrize("source", ["scheduler", "stopping consumer"])
+def test_notify_wakes_a_waiting_consumer_for_retries_and_returned_jobs(
+    spec: str, source: str, make_queue: QueueFactory, raw_client: redis.Redis
+) -> None:
+    variant = _notify(spec)
+    waiting = make_queue(variant, consumer="c1")
+    other = make_queue(variant, namespace=waiting.namespace, consumer="c2")
+    job = Job(type="comes back")
+    other.enqueue(job)
+    taken = _take(other)
+    if source == "scheduler":
+        other.fail(taken, "retry")
+    waiting.register_consumer()
+    already_blocked = _blocked_clients(raw_client)
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(waiting.dequeue, wait=True)
+        _wait_until_blocked(raw_client, already_blocked + 1)
+        if source == "scheduler":
+            assert other.move_scheduled_to_ready(now=2**62) == 1
+        else:
+            assert other.unregister_consumer() == 1
+        claimed = call.result(timeout=30)
+    assert claimed is not None and claimed.id == job.id
+
+
+@pytest.mark.parametrize("spec", ["scripted", "optimized+dequeue=notify"])
+def test_notify_claims_in_priority_order_what_arrives_during_a_wait(
+    spec: str, make_queue: QueueFactory, raw_client: redis.Redis
+) -> None:
+    # Only for batch modes that push a whole batch before waking anyone (one script
+    # or one pipeline); `loop` wakes a waiter after each job, by design.
+    variant = _notify(spec)
+    consumer = make_queue(variant, consumer="c1")
+    producer = make_queue(variant, namespace=consumer.namespace, consumer="producer")
+    consumer.register_consumer()
+    already_blocked = _blocked_clients(raw_client)
+    batch = [Job(type=p.label, priority=p) for p in (Priority.LOW, Priority.NORMAL, Priority.HIGH)]
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(consumer.dequeue, wait=True)
+        _wait_until_blocked(raw_client, already_blocked + 1)
+        producer.enqueue_many(batch)
+        job = call.result(timeout=30)
+    assert job is not None and job.type == "high"
+    assert [_take(consumer).type for _ in range(2)] == ["normal", "low"]
+
+
+def test_block_mode_serves_a_high_job_only_after_its_low_wait_times_out(
+    make_queue: QueueFactory, raw_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed's priority inversion, by order of events: a high job that arrives
+    while the worker blocks on the low queue waits out that low timeout; the call
+    returns nothing and the next call takes it."""
+    variant = fast(PRESETS["optimized"]).with_overrides(block_timeouts_s=(0.2, 0.2, 1.0))
+    consumer = make_queue(variant, consumer="c1")
+    producer = make_queue(variant, namespace=consumer.namespace, consumer="producer")
+    consumer.register_consumer()
+    labels = {consumer.keys.queue(p): p.label for p in PRIORITY_ORDER}
+    events: list[str] = []
+    low_wait_sent = threading.Event()
+    real_wait = consumer.client.brpoplpush
+
+    def traced_wait(source: str, destination: str, timeout: float) -> object:
+        # Records each real BRPOPLPUSH on the real server, and what it returned.
+        events.append(f"wait {labels[source]}")
+        if labels[source] == "low":
+            low_wait_sent.set()
+        job_id = real_wait(source, destination, timeout=timeout)  # type: ignore[arg-type]
+        events.append(f"{labels[source]} wait ended: {'job' if job_id else 'timeout'}")
+        return job_id
+
+    monkeypatch.setattr(consumer.client, "brpoplpush", traced_wait)
+    already_blocked = _blocked_clients(raw_client)
+    urgent = Job(type="urgent", priority=Priority.HIGH)
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(consumer.dequeue, wait=True)
+        assert low_wait_sent.wait(30)
+        _wait_until_blocked(raw_client, already_blocked + 1)
+        producer.enqueue(urgent)
+        events.append("high job enqueued")
+        returned = call.result(timeout=30)
+    events.append(f"call returned {returned}")
+    assert events == [
+        "wait high",
+        "high wait ended: timeout",
+        "wait normal",
+        "normal wait ended: timeout",
+        "wait low",
+        "high job enqueued",
+        "low wait ended: timeout",
+        "call returned None",
+    ]
+    assert _ids(raw_client, consumer.keys.queue(Priority.HIGH)) == [urgent.id]
+    events.clear()
+    taken = consumer.dequeue(wait=True)
+    assert taken is not None and taken.id == urgent.id
+    assert events == ["wait high", "high wait ended: job"]
