@@ -1,0 +1,283 @@
+"""Experiment 2: what 10 idle workers cost Redis, per dequeue mode (seed: 300 → 0 commands/s)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.counting import command_stats, stats_delta
+from harness.experiments import RunContext, Section
+from harness.experiments.pool_runs import (
+    IDLE_COMMANDS_PER_CYCLE,
+    PoolRun,
+    option_number,
+    wait_cycle_s,
+)
+from harness.render import (
+    CLAIM_HEADER,
+    DOES_NOT_HOLD,
+    HOLDS,
+    PARTLY,
+    PRESET_COLUMNS,
+    figure,
+    markdown_table,
+    save_chart,
+    spread_cell,
+    values_of,
+)
+from harness.results import Row, Spread, params
+from queue_impl.config import PRESETS, Variant, VariantError, parse_variant
+from queue_impl.worker import HEARTBEAT_INTERVAL_S
+
+NAME = "idle_cost"
+TITLE = "Idle cost: Redis commands per second with 10 idle workers"
+
+WORKERS = 10
+WINDOW_S = 10.0
+"""Two 5 s wait cycles (block, notify) and one 10 s heartbeat interval: a window of
+whole cycles counts the same however the workers' cycles are phased against it."""
+QUICK_MIN_WINDOW_S = 3.0
+SETTLE_S = 0.5
+"""Lets every worker open its connection and send its first wait before counting."""
+SEED_BEFORE, SEED_AFTER = 300.0, 0.0
+
+DEQUEUE_COMMANDS = {
+    "poll": ("rpoplpush",),
+    "block": ("brpoplpush",),
+    "notify": ("evalsha", "exists", "del", "bzpopmin"),
+}
+HEARTBEAT_COMMANDS = ("set",)
+
+
+def run(ctx: RunContext) -> list[Row]:
+    variants = _variants(ctx)
+    rows: list[Row] = []
+    for variant in variants:
+        cycle = wait_cycle_s(variant)
+        if ctx.quick:
+            window_s, windows = option_number(ctx.options, "window_s", max(QUICK_MIN_WINDOW_S, cycle)), 1
+        else:
+            window_s, windows = option_number(ctx.options, "window_s", WINDOW_S), max(3, ctx.repeats)
+        ctx.progress(f"{variant.label()}: {WORKERS} idle workers, {windows} x {window_s:g} s")
+        rows += _measure(ctx.url, variant, window_s=window_s, windows=windows)
+    return rows
+
+
+def _variants(ctx: RunContext) -> list[Variant]:
+    given = ctx.options.get("variants")
+    if isinstance(given, Sequence):
+        return [v for v in given if isinstance(v, Variant)]
+    return list(PRESETS.values())
+
+
+def _measure(url: str, variant: Variant, *, window_s: float, windows: int) -> list[Row]:
+    label = variant.label()
+    samples: list[tuple[float, Counter[str], int]] = []
+    with PoolRun(url, variant, workers=WORKERS, tag="idle") as run:
+        run.start()
+        time.sleep(SETTLE_S)
+        for _ in range(windows):
+            before = command_stats(run.admin)
+            rt0, _ = run.counter.snapshot()
+            started = time.perf_counter()
+            time.sleep(window_s)
+            seconds = time.perf_counter() - started
+            rt1, _ = run.counter.snapshot()
+            delta = stats_delta(before, command_stats(run.admin))
+            # Connection handshakes and the harness's own CLIENT calls are not the queue's.
+            commands = Counter({n: c for n, c in delta.items() if not n.startswith("client")})
+            samples.append((seconds, commands, rt1 - rt0))
+    names = sorted(set().union(*(c for _, c, _ in samples)))
+    rows = []
+    for repeat, (seconds, commands, round_trips) in enumerate(samples):
+
+        def row(metric: str, value: float, unit: str, **extra: object) -> Row:
+            return Row(NAME, label, params(workers=WORKERS, **extra), metric, value, unit, repeat)  # noqa: B023
+
+        for command in names:
+            rows.append(
+                row("idle_commands_per_s", commands[command] / seconds, "commands/s", command=command)
+            )
+        rows.append(row("idle_commands_per_s", sum(commands.values()) / seconds, "commands/s", command="all"))
+        rows.append(row("idle_round_trips_per_s", round_trips / seconds, "round_trips/s"))
+        rows.append(row("idle_window_s", seconds, "s"))
+    return rows
+
+
+# -- render ---------------------------------------------------------------------------
+def expected_per_s(variant: Variant, workers: int = WORKERS) -> dict[str, float]:
+    """Idle commands/s the configuration implies: dequeue waits and heartbeats."""
+    per_cycle = IDLE_COMMANDS_PER_CYCLE[variant.dequeue]
+    return {
+        "dequeue": per_cycle * workers / wait_cycle_s(variant),
+        "heartbeat": 1.0 / HEARTBEAT_INTERVAL_S,
+    }
+
+
+def _variant_of(label: str) -> Variant | None:
+    try:
+        return parse_variant(label)
+    except VariantError:
+        return None
+
+
+def _rate(rows: list[Row], variant: str, command: str) -> list[float]:
+    return values_of(
+        rows, variant=variant, metric="idle_commands_per_s", params=params(command=command, workers=WORKERS)
+    )
+
+
+def _group_rate(rows: list[Row], variant: str, commands: Sequence[str]) -> list[float]:
+    """Per-window sums of the given commands' rates."""
+    per_command = [_rate(rows, variant, c) for c in commands]
+    per_command = [v for v in per_command if v]
+    if not per_command:
+        return []
+    return [sum(values) for values in zip(*per_command, strict=True)]
+
+
+def render(rows: list[Row], charts_dir: Path) -> Section:
+    mine = [r for r in rows if r.experiment == NAME]
+    presets = [p for p in PRESET_COLUMNS if _rate(mine, p, "all")]
+    windows = values_of(mine, variant=presets[0], metric="idle_window_s") if presets else []
+    total = {p: _rate(mine, p, "all") for p in PRESET_COLUMNS}
+    dequeue = {p: _group_rate(mine, p, DEQUEUE_COMMANDS[PRESETS[p].dequeue]) for p in PRESET_COLUMNS}
+    heartbeat = {p: _group_rate(mine, p, HEARTBEAT_COMMANDS) for p in PRESET_COLUMNS}
+    round_trips = {
+        p: values_of(mine, variant=p, metric="idle_round_trips_per_s", params=params(workers=WORKERS))
+        for p in PRESET_COLUMNS
+    }
+    verdict, why = _verdict(total, dequeue, heartbeat)
+    window_text = (
+        f"{len(windows)} window(s) of {Spread.of(windows).median:.1f} s per dequeue mode"
+        if windows
+        else "no windows measured"
+    )
+    parts = [
+        f"{WORKERS} idle workers (one `WorkerPool`, concurrency {WORKERS}, its heartbeat thread "
+        f"included) per preset; {window_text}. Server commands are `INFO commandstats` deltas "
+        "read on a separate connection, minus the harness's own INFO and CLIENT calls and "
+        "connection handshakes; commands run inside the claim script count (Redis counts them). "
+        "Cells: median (min..max) over the windows.",
+        "",
+        markdown_table(
+            CLAIM_HEADER,
+            [
+                [
+                    "Idle Redis commands/s (10 workers)",
+                    f"{SEED_BEFORE:g} → {SEED_AFTER:g}",
+                    *(spread_cell(total[p], digits=1) for p in PRESET_COLUMNS),
+                    verdict,
+                ],
+                [
+                    "… of which dequeue waits",
+                    "300 RPOPLPUSH/s → 0",
+                    *(spread_cell(dequeue[p], digits=1) for p in PRESET_COLUMNS),
+                    "",
+                ],
+                [
+                    "… of which heartbeats (SET)",
+                    "not mentioned",
+                    *(spread_cell(heartbeat[p], digits=2) for p in PRESET_COLUMNS),
+                    "",
+                ],
+                [
+                    "Client round trips/s",
+                    "100 polls/s → 0",
+                    *(spread_cell(round_trips[p], digits=1) for p in PRESET_COLUMNS),
+                    "",
+                ],
+            ],
+        ),
+        "",
+        "### By command, beside what the configuration implies",
+        "",
+        _breakdown_table(mine),
+        "",
+    ]
+    charts = [_chart(mine, charts_dir)] if presets else []
+    return Section(
+        title=TITLE,
+        markdown="\n".join(parts),
+        verdicts=[("Idle Redis calls/s: 300 → 0 (10 workers)", verdict, why)],
+        charts=charts,
+    )
+
+
+def _verdict(
+    total: dict[str, list[float]], dequeue: dict[str, list[float]], heartbeat: dict[str, list[float]]
+) -> tuple[str, str]:
+    if not total["baseline"] or not total["optimized"]:
+        return "not measured", "the baseline or optimized preset was not measured"
+    before = Spread.of(total["baseline"]).median
+    after = Spread.of(total["optimized"]).median
+    before_ok = abs(before - SEED_BEFORE) <= 0.1 * SEED_BEFORE
+    waits = Spread.of(dequeue["optimized"]).median if dequeue["optimized"] else 0.0
+    beats = Spread.of(heartbeat["optimized"]).median if heartbeat["optimized"] else 0.0
+    scripted = f"; scripted (notify) {Spread.of(total['scripted']).median:.1f}/s" if total["scripted"] else ""
+    cut = 100.0 * (1 - after / before) if before else 0.0
+    why = (
+        f"baseline {before:.1f}/s, optimized {after:.1f}/s ({cut:.1f}% fewer, not 0): "
+        f"BRPOPLPUSH returns at every timeout ({waits:.1f}/s = 3 per 5 s cycle per worker) "
+        f"and heartbeats add {beats:.2f}/s{scripted}"
+    )
+    if after <= 0.5 and before_ok:
+        return HOLDS, why
+    if before_ok and cut >= 90.0:
+        return PARTLY, why
+    return DOES_NOT_HOLD, why
+
+
+def _breakdown_table(rows: list[Row]) -> str:
+    commands = sorted(
+        {r.params for r in rows if r.metric == "idle_commands_per_s" and "command=all" not in r.params}
+    )
+    body = []
+    for p in commands:
+        command = p.split("command=", 1)[1].split(";", 1)[0]
+        cells = [
+            spread_cell(values_of(rows, variant=v, metric="idle_commands_per_s", params=p), digits=2)
+            for v in PRESET_COLUMNS
+        ]
+        body.append([command.upper(), *cells])
+    expected_cells = []
+    for preset in PRESET_COLUMNS:
+        variant = _variant_of(preset)
+        if variant is None:
+            expected_cells.append("-")
+            continue
+        expected = expected_per_s(variant)
+        expected_cells.append(f"{expected['dequeue']:.1f} + {expected['heartbeat']:.1f} heartbeat")
+    body.append(["expected from the configuration", *expected_cells])
+    return markdown_table(["Command (commands/s)", *PRESET_COLUMNS], body)
+
+
+def _chart(rows: list[Row], charts_dir: Path) -> str:
+    fig, (ax,) = figure(width=7.0, height=4.0)
+    names = sorted(
+        {r.params.split("command=", 1)[1].split(";", 1)[0] for r in rows if r.metric == "idle_commands_per_s"}
+        - {"all"}
+    )
+    width = 0.8 / max(1, len(names))
+    for i, command in enumerate(names):
+        heights = []
+        for preset in PRESET_COLUMNS:
+            found = _rate(rows, preset, command)
+            heights.append(Spread.of(found).median if found else 0.0)
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(PRESET_COLUMNS))]
+        ax.bar(xs, [max(h, 1e-3) for h in heights], width=width, label=command.upper())
+    totals = [
+        Spread.of(_rate(rows, p, "all")).median if _rate(rows, p, "all") else 0.0 for p in PRESET_COLUMNS
+    ]
+    for j, value in enumerate(totals):
+        ax.annotate(f"total {value:.1f}/s", (j, max(value, 1e-3)), ha="center", va="bottom", fontsize=8)
+    ax.axhline(SEED_BEFORE, color="grey", linestyle="--", linewidth=1, label="seed: 300/s before")
+    ax.set_yscale("log")
+    ax.set_ylim(0.01, 1000)
+    ax.set_xticks(range(len(PRESET_COLUMNS)), list(PRESET_COLUMNS))
+    ax.set_ylabel("commands/s seen by Redis (log)")
+    ax.set_title(f"Idle cost: {WORKERS} idle workers (seed: 300 → 0)")
+    ax.legend(fontsize=7, ncol=2)
+    return save_chart(fig, charts_dir, "idle_cost")

@@ -1,0 +1,358 @@
+"""Experiment 4: workers 5…60 against pool 10 / 50 / sized (seed: capacity 10 → 40 workers)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.experiments import RunContext, Section
+from harness.experiments.pool_runs import (
+    PoolRun,
+    StartLog,
+    jobs_lost,
+    measure_windows,
+    option_number,
+    percentile,
+    quiet_worker_logs,
+)
+from harness.render import (
+    CLAIM_HEADER,
+    DOES_NOT_HOLD,
+    HOLDS,
+    NOT_MEASURED,
+    PARTLY,
+    PRESET_COLUMNS,
+    figure,
+    markdown_table,
+    save_chart,
+    spread_cell,
+)
+from harness.results import Row, Spread, params
+from queue_impl.config import POOL_SIZED, PRESETS, PoolMode, Variant
+from queue_impl.job import Priority
+
+NAME = "pool_scaling"
+TITLE = "Pool and worker scaling: jobs/s and pool errors, workers 5-60 x pool 10 / 50 / sized"
+
+WORKERS = (5, 10, 20, 40, 60)
+POOLS = ("10", "50", "sized")
+RAISE_CELLS = (("baseline", 20), ("baseline", 40), ("optimized", 20), ("optimized", 40))
+"""(preset, workers) also run with pool 10 in raise mode (fail at once when exhausted)."""
+QUICK_WORKERS = (5, 40)
+POOL_SIZES = {"10": 10, "50": 50, "sized": POOL_SIZED}
+SLEEP_MS = 2
+"""Handler time per job: long enough that concurrency matters, short enough to keep a backlog busy."""
+WARMUP_S = 0.3
+BLOCK_WARMUP_S = 1.2
+"""Past the first 1 s BRPOPLPUSH on the empty high queue that every block-mode worker starts with."""
+WINDOW_S = 0.5
+BLOCK_WINDOW_S = {False: 2.0, True: 1.0}
+"""Block mode completes in bursts once per 1 s high-priority wait, so its windows are whole seconds;
+in full mode a cell (warm-up + windows) outlasts the 5 s pool wait timeout, so starved waits show."""
+SEED_POOL_BEFORE, SEED_POOL_AFTER = 10, 50
+SEED_CAPACITY_BEFORE, SEED_CAPACITY_AFTER = 10, 40
+GAIN = 1.1
+"""A worker count 'still scales' when it gets at least 10% more jobs/s than the previous one."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    preset: str
+    workers: int
+    pool: str
+    pool_mode: PoolMode
+
+    def variant(self) -> Variant:
+        return PRESETS[self.preset].with_overrides(pool_size=POOL_SIZES[self.pool], pool_mode=self.pool_mode)
+
+    def params(self) -> str:
+        return params(pool=self.pool, pool_mode=self.pool_mode, workers=self.workers)
+
+
+def cells(quick: bool) -> list[Cell]:
+    """Full: every preset x pool x worker count in wait mode, plus a few raise-mode cells.
+    Quick: pool 10 at 5 and 40 workers per preset, plus optimized with pool 50 at 40."""
+    if quick:
+        grid = [Cell(preset, workers, "10", "wait") for preset in PRESETS for workers in QUICK_WORKERS]
+        return [*grid, Cell("optimized", SEED_CAPACITY_AFTER, "50", "wait")]
+    grid = [
+        Cell(preset, workers, pool, "wait") for preset in PRESETS for pool in POOLS for workers in WORKERS
+    ]
+    return grid + [Cell(preset, workers, "10", "raise") for preset, workers in RAISE_CELLS]
+
+
+def run(ctx: RunContext) -> list[Row]:
+    given = ctx.options.get("cells")
+    grid = [c for c in given if isinstance(c, Cell)] if isinstance(given, Sequence) else cells(ctx.quick)
+    window_s = option_number(ctx.options, "window_s", WINDOW_S)
+    block_window_s = option_number(ctx.options, "block_window_s", BLOCK_WINDOW_S[ctx.quick])
+    peak: dict[str, float] = {}
+    rows: list[Row] = []
+    for index, cell in enumerate(grid, start=1):
+        variant = cell.variant()
+        block = variant.dequeue == "block"
+        window = block_window_s if block else window_s
+        warmup_s = option_number(ctx.options, "warmup_s", BLOCK_WARMUP_S if block else WARMUP_S)
+        ctx.progress(
+            f"[{index}/{len(grid)}] {cell.preset}: {cell.workers} workers, pool {cell.pool} "
+            f"({cell.pool_mode}), {ctx.repeats} x {window:g} s"
+        )
+        cell_rows, rate = _measure(
+            ctx.url,
+            cell,
+            variant,
+            warmup_s=warmup_s,
+            window_s=window,
+            windows=ctx.repeats,
+            expected_rate=_expected_rate(cell, variant, peak.get(cell.preset, 0.0)),
+        )
+        peak[cell.preset] = max(peak.get(cell.preset, 0.0), rate)
+        rows += cell_rows
+    return rows
+
+
+def _expected_rate(cell: Cell, variant: Variant, peak: float) -> float:
+    """Jobs/s to prefill for: block mode takes one job per worker per high-priority wait;
+    otherwise the handler bounds each worker, and the best rate seen so far the pool."""
+    if variant.dequeue == "block":
+        return cell.workers / variant.block_timeouts_s[0]
+    return min(cell.workers * 1000.0 / SLEEP_MS, max(1.5 * peak, 1500.0))
+
+
+def _measure(
+    url: str,
+    cell: Cell,
+    variant: Variant,
+    *,
+    warmup_s: float,
+    window_s: float,
+    windows: int,
+    expected_rate: float,
+) -> tuple[list[Row], float]:
+    label = variant.label()
+    log = StartLog()
+    prefill = math.ceil(expected_rate * (warmup_s + window_s * windows) * 1.25) + cell.workers
+    with (
+        quiet_worker_logs() as tally,
+        PoolRun(url, variant, workers=cell.workers, on_job_start=log, tag="scaling") as run,
+    ):
+        run.prefill(prefill, job_type="sleep", payload=str(SLEEP_MS).encode(), priority=Priority.NORMAL)
+        run.start()
+        measured = measure_windows(run, warmup_s=warmup_s, window_s=window_s, windows=windows)
+        ran_dry = sum(run.backlog()[p.label] for p in Priority) == 0
+        run.stop()
+        left = run.backlog()
+        completed = run.pool.counters.completed
+    p = cell.params()
+    rows: list[Row] = []
+    for repeat, window in enumerate(measured):
+        rows += [
+            Row(NAME, label, p, "jobs_per_s", window.jobs_per_s, "jobs/s", repeat),
+            Row(NAME, label, p, "pool_errors", window.redis_errors, "errors", repeat),
+            Row(
+                NAME, label, p, "complete_ms_p99", percentile(window.timings_ms["complete"], 99), "ms", repeat
+            ),
+            Row(NAME, label, p, "dequeue_ms_p99", percentile(window.timings_ms["dequeue"], 99), "ms", repeat),
+        ]
+    rows += [
+        Row(NAME, label, p, "pool_exhaustion_errors", tally.kinds["pool_exhaustion"], "errors", 0),
+        Row(NAME, label, p, "other_redis_errors", tally.kinds["other"], "errors", 0),
+        Row(NAME, label, p, "backlog_ran_dry", int(ran_dry), "count", 0),
+        Row(NAME, label, p, "jobs_lost", jobs_lost(prefill, completed, left), "jobs", 0),
+        Row(NAME, label, p, "duplicate_starts", log.duplicate_starts, "jobs", 0),
+    ]
+    best = max((w.jobs_per_s for w in measured), default=0.0)
+    return rows, best
+
+
+# -- render ---------------------------------------------------------------------------
+def _cell_values(rows: list[Row], preset: str, metric: str, p: str) -> list[float]:
+    return [
+        r.value
+        for r in sorted(rows, key=lambda r: r.repeat)
+        if r.variant.split("+")[0] == preset and r.params == p and r.metric == metric
+    ]
+
+
+def _rate(rows: list[Row], preset: str, pool: str, workers: int, mode: str = "wait") -> float | None:
+    found = _cell_values(rows, preset, "jobs_per_s", params(pool=pool, pool_mode=mode, workers=workers))
+    return Spread.of(found).median if found else None
+
+
+def _errors(rows: list[Row], preset: str, pool: str, workers: int, mode: str = "wait") -> int:
+    p = params(pool=pool, pool_mode=mode, workers=workers)
+    return int(sum(_cell_values(rows, preset, "pool_errors", p)))
+
+
+def capacity(rows: list[Row], preset: str, pool: str, mode: str = "wait") -> int | None:
+    """The largest worker count that still added >= 10% jobs/s over the previous count,
+    with no pool errors; None when the series was not measured."""
+    counts = sorted(
+        {
+            int(r.params.split("workers=", 1)[1])
+            for r in rows
+            if r.variant.split("+")[0] == preset and f"pool={pool};pool_mode={mode};" in r.params
+        }
+    )
+    best: int | None = None
+    previous: float | None = None
+    for workers in counts:
+        rate = _rate(rows, preset, pool, workers, mode)
+        if rate is None:
+            continue
+        if _errors(rows, preset, pool, workers, mode) == 0 and (previous is None or rate >= GAIN * previous):
+            best = workers
+        elif best is not None:
+            break
+        previous = rate
+    return best
+
+
+def render(rows: list[Row], charts_dir: Path) -> Section:
+    mine = [r for r in rows if r.experiment == NAME]
+    workers = sorted({int(r.params.split("workers=", 1)[1]) for r in mine})
+    pools = [p for p in ("10", "50", "sized") if any(f"pool={p};" in r.params for r in mine)]
+    caps = {(preset, pool): capacity(mine, preset, pool) for preset in PRESET_COLUMNS for pool in pools}
+
+    def cap_cell(preset: str, pool: str) -> str:
+        value = caps.get((preset, pool))
+        return "-" if value is None else f"{value} workers"
+
+    before, after = caps.get(("optimized", "10")), caps.get(("optimized", "50"))
+    verdict, why = _verdict(mine, before, after)
+    claim_rows = [
+        [
+            f"Capacity, pool {pool}",
+            _claimed(pool),
+            *(cap_cell(p, pool) for p in PRESET_COLUMNS),
+            verdict if pool == "50" else "",
+        ]
+        for pool in pools
+    ]
+    parts = [
+        f"Each cell: a backlog of normal-priority `sleep` jobs ({SLEEP_MS} ms each) prefilled on a fresh "
+        "namespace, then W worker threads sharing the preset's connection pool (pool size overridden); "
+        "jobs/s over consecutive windows after a warm-up (the windows are the repeats). "
+        "'Capacity' = the largest worker count that still added at least 10% jobs/s over the previous "
+        "count without a pool error. Pool errors are Redis errors the workers hit (exhausted pool in "
+        "raise mode, a wait for a connection longer than 5 s in wait mode). Cells: median (min..max).",
+        "",
+        markdown_table(CLAIM_HEADER, claim_rows),
+        "",
+        "### jobs/s (pool errors), wait mode",
+        "",
+        _grid_table(mine, workers, pools),
+        "",
+        _raise_text(mine),
+        "",
+        _integrity_text(mine),
+    ]
+    charts = [_chart(mine, workers, pools, charts_dir)] if mine else []
+    return Section(
+        title=TITLE,
+        markdown="\n".join(parts),
+        verdicts=[("Max worker capacity: 10 → 40 (pool 10 → 50)", verdict, why)],
+        charts=charts,
+    )
+
+
+def _claimed(pool: str) -> str:
+    if pool == "10":
+        return f"{SEED_CAPACITY_BEFORE} workers"
+    if pool == "50":
+        return f"{SEED_CAPACITY_AFTER} workers"
+    return "-"
+
+
+def _verdict(rows: list[Row], before: int | None, after: int | None) -> tuple[str, str]:
+    if before is None or after is None:
+        return NOT_MEASURED, "optimized with pool 10 and pool 50 not both measured"
+    opt = _rate(rows, "optimized", "50", SEED_CAPACITY_AFTER)
+    base = _rate(rows, "baseline", "10", SEED_CAPACITY_AFTER)
+    rate_text = ""
+    if opt is not None and base is not None:
+        rate_text = (
+            f"; at {SEED_CAPACITY_AFTER} workers optimized+pool 50 does {opt:.0f} jobs/s vs "
+            f"baseline+pool 10 {base:.0f} jobs/s (block mode takes one normal job per worker "
+            "per 1 s wait on the empty high queue)"
+        )
+    why = f"optimized capacity {before} workers with pool 10, {after} with pool 50{rate_text}"
+    if before <= SEED_CAPACITY_BEFORE * 1.5 and after >= SEED_CAPACITY_AFTER:
+        return HOLDS, why
+    if after > before:
+        return PARTLY, why
+    return DOES_NOT_HOLD, why
+
+
+def _grid_table(rows: list[Row], workers: list[int], pools: list[str]) -> str:
+    body = []
+    for preset in PRESET_COLUMNS:
+        for pool in pools:
+            cells = []
+            for w in workers:
+                p = params(pool=pool, pool_mode="wait", workers=w)
+                found = _cell_values(rows, preset, "jobs_per_s", p)
+                if not found:
+                    cells.append("-")
+                    continue
+                errors = _errors(rows, preset, pool, w)
+                cells.append(f"{spread_cell(found, digits=0)}" + (f" ({errors} err)" if errors else ""))
+            body.append([preset, pool, *cells])
+    return markdown_table(["preset", "pool", *(f"{w} workers" for w in workers)], body)
+
+
+def _raise_text(rows: list[Row]) -> str:
+    raised = sorted({(r.variant.split("+")[0], r.params) for r in rows if "pool_mode=raise" in r.params})
+    if not raised:
+        return "Raise mode (fail at once when the pool is exhausted): not measured in this run."
+    body = []
+    for preset, p in raised:
+        workers = p.split("workers=", 1)[1]
+        body.append(
+            [
+                preset,
+                workers,
+                spread_cell(_cell_values(rows, preset, "jobs_per_s", p), digits=0),
+                str(int(sum(_cell_values(rows, preset, "pool_errors", p)))),
+                str(int(sum(_cell_values(rows, preset, "pool_exhaustion_errors", p)))),
+            ]
+        )
+    return "Pool 10 in raise mode (fail at once when exhausted):\n\n" + markdown_table(
+        ["preset", "workers", "jobs/s", "Redis errors in windows", "'Too many connections' (whole cell)"],
+        body,
+    )
+
+
+def _integrity_text(rows: list[Row]) -> str:
+    lost = sum(r.value for r in rows if r.metric == "jobs_lost")
+    dup = sum(r.value for r in rows if r.metric == "duplicate_starts")
+    dry = [f"{r.variant} {r.params}" for r in rows if r.metric == "backlog_ran_dry" and r.value]
+    text = f"Every cell's jobs are accounted for: {int(lost)} lost, {int(dup)} started twice."
+    if dry:
+        text += (
+            f" The backlog ran dry in {len(dry)} cell(s) (their jobs/s is a lower bound): {'; '.join(dry)}."
+        )
+    return text
+
+
+def _chart(rows: list[Row], workers: list[int], pools: list[str], charts_dir: Path) -> str:
+    fig, axes = figure(ncols=len(PRESET_COLUMNS), width=4.4, height=3.8)
+    for ax, preset in zip(axes, PRESET_COLUMNS, strict=True):
+        for pool in pools:
+            ys = [_rate(rows, preset, pool, w) for w in workers]
+            ax.plot(workers, [math.nan if y is None else y for y in ys], marker="o", label=f"pool {pool}")
+            errs = [
+                (w, y)
+                for w, y in zip(workers, ys, strict=True)
+                if y is not None and _errors(rows, preset, pool, w)
+            ]
+            if errs:
+                ax.scatter([w for w, _ in errs], [y for _, y in errs], marker="x", color="red", zorder=3)
+        ax.set_yscale("log")
+        ax.set_xlabel("workers")
+        ax.set_ylabel("jobs/s (log)")
+        ax.set_title(f"{preset} ({PRESETS[preset].dequeue})")
+        ax.legend(fontsize=7)
+    return save_chart(fig, charts_dir, "pool_scaling")
