@@ -30,8 +30,8 @@ HIGHER_IS_BETTER_METRICS = ("*completed*", "*processed*", "*recovered*", "*saved
 """Counters where more is better (most counted things are costs: more is worse)."""
 UNJUDGED_TIMING_METRICS = ("*_max", "*max_*")
 """A maximum is one sample: too noisy to gate on, so it is listed but never judged."""
-BENCH_TIMING_STAT = "median"
-"""pytest-benchmark statistic judged: the median resists the odd slow round."""
+BENCH_TIMING_STAT = "min"
+"""pytest-benchmark statistic judged: the fastest round is the least disturbed by other load."""
 
 
 class GateInputError(ValueError):
@@ -405,6 +405,14 @@ def format_report(report: GateReport, *, show_all: bool = False, max_rows: int =
     else:
         out.append(f"gate: passed: {counters} counters held, {timings} timings within tolerance")
     return "\n".join(out)
+
+
+def _fmt_change(change: float | None) -> str:
+    if change is None:
+        return ""
+    if change == 0:
+        return "="
+    return f"{change:+.1%} worse" if change > 0 else f"{-change:.1%} better"
 
 
 def _fmt(value: float | None) -> str:

@@ -1,0 +1,124 @@
+"""Each queue operation per preset: timing, plus exact round trips and commands per call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from harness.measured import MeasuredQueue, make_jobs
+from queue_impl.config import PRESET_NAMES
+from queue_impl.job import Job, Priority
+
+pytestmark = pytest.mark.parametrize("preset", PRESET_NAMES)
+
+PAYLOAD = b"x" * 128
+BATCH = 100
+ROUNDS = 200
+"""Rounds for operations that need a fresh job each call (setup is not timed)."""
+
+
+def new_job() -> Job:
+    # High priority: every dequeue mode finds it on its first try (the seed's blocking
+    # mode would otherwise wait out the high-priority timeout first).
+    return Job(type="bench", payload=PAYLOAD, priority=Priority.HIGH)
+
+
+def record_cost(
+    benchmark: BenchmarkFixture, mq: MeasuredQueue, action: Callable[[], object], *, jobs: int = 1
+) -> None:
+    """Count one call of `action` exactly and keep the counts in the saved run."""
+    with mq.measure() as cost:
+        action()
+    benchmark.extra_info["round_trips_per_op"] = cost.round_trips
+    benchmark.extra_info["commands_per_op"] = cost.commands
+    benchmark.extra_info["batch_size"] = jobs
+    benchmark.extra_info["bytes_per_job"] = len(mq.queue.codec.encode(new_job()))
+
+
+def claimed(mq: MeasuredQueue) -> Job:
+    mq.queue.enqueue(new_job())
+    job = mq.queue.dequeue(wait=True)
+    assert job is not None
+    return job
+
+
+@pytest.mark.benchmark(group="enqueue")
+def test_enqueue(benchmark: BenchmarkFixture, measured: MeasuredQueue, preset: str) -> None:
+    q = measured.queue
+    record_cost(benchmark, measured, lambda: q.enqueue(new_job()))
+    benchmark(lambda: q.enqueue(new_job()))
+
+
+@pytest.mark.benchmark(group="enqueue_many")
+def test_enqueue_many(benchmark: BenchmarkFixture, measured: MeasuredQueue, preset: str) -> None:
+    q = measured.queue
+    record_cost(benchmark, measured, lambda: q.enqueue_many(make_jobs(BATCH, payload=PAYLOAD)), jobs=BATCH)
+    benchmark.pedantic(
+        q.enqueue_many, setup=lambda: ((make_jobs(BATCH, payload=PAYLOAD),), {}), rounds=ROUNDS // 4
+    )
+
+
+@pytest.mark.benchmark(group="dequeue")
+def test_dequeue(benchmark: BenchmarkFixture, measured: MeasuredQueue, preset: str) -> None:
+    q = measured.queue
+    q.enqueue(new_job())
+    record_cost(benchmark, measured, lambda: q.dequeue(wait=True))
+
+    def one_ready() -> tuple[tuple[()], dict[str, object]]:
+        q.enqueue(new_job())
+        return (), {"wait": True}
+
+    benchmark.pedantic(q.dequeue, setup=one_ready, rounds=ROUNDS)
+    assert q.stats().queued["high"] == 0
+
+
+@pytest.mark.benchmark(group="complete")
+def test_complete(benchmark: BenchmarkFixture, measured: MeasuredQueue, preset: str) -> None:
+    q = measured.queue
+    job = claimed(measured)
+    record_cost(benchmark, measured, lambda: q.complete(job))
+    benchmark.pedantic(q.complete, setup=lambda: ((claimed(measured),), {}), rounds=ROUNDS)
+    assert q.stats().processing == 0
+
+
+@pytest.mark.benchmark(group="fail")
+def test_fail(benchmark: BenchmarkFixture, measured: MeasuredQueue, preset: str) -> None:
+    q = measured.queue
+    job = claimed(measured)
+    record_cost(benchmark, measured, lambda: q.fail(job, "bench"))
+    benchmark.pedantic(q.fail, setup=lambda: ((claimed(measured), "bench"), {}), rounds=ROUNDS)
+    assert q.stats().processing == 0
+
+
+@pytest.mark.benchmark(group="move_scheduled_to_ready")
+def test_move_scheduled_to_ready(benchmark: BenchmarkFixture, measured: MeasuredQueue, preset: str) -> None:
+    q = measured.queue
+    measured.seed_due_jobs(BATCH, payload=PAYLOAD)
+    record_cost(benchmark, measured, lambda: q.move_scheduled_to_ready(limit=BATCH), jobs=BATCH)
+
+    def due_jobs() -> tuple[tuple[()], dict[str, object]]:
+        measured.seed_due_jobs(BATCH, payload=PAYLOAD)
+        return (), {"limit": BATCH}
+
+    moved = benchmark.pedantic(q.move_scheduled_to_ready, setup=due_jobs, rounds=ROUNDS // 4)
+    assert moved == BATCH
+
+
+@pytest.mark.benchmark(group="get_job")
+def test_get_job(benchmark: BenchmarkFixture, measured: MeasuredQueue, preset: str) -> None:
+    q = measured.queue
+    job_id = q.enqueue(new_job())
+    record_cost(benchmark, measured, lambda: q.get_job(job_id))
+    found = benchmark(q.get_job, job_id)
+    assert found is not None and found.id == job_id
+
+
+@pytest.mark.benchmark(group="stats")
+def test_stats(benchmark: BenchmarkFixture, measured: MeasuredQueue, preset: str) -> None:
+    q = measured.queue
+    q.enqueue(new_job())
+    record_cost(benchmark, measured, q.stats)
+    stats = benchmark(q.stats)
+    assert stats.queued["high"] == 1
