@@ -223,7 +223,13 @@ class RedisServerProcess:
     def _failure_reason(self) -> str:
         log = self.dir / "redis.log"
         lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-        return lines[-1] if lines else "no log"
+        exit_code = None if self.proc is None else self.proc.poll()
+        if not lines and exit_code is not None and self.proc is not None and self.proc.stderr:
+            # Argument and config errors are printed to stderr before the log opens.
+            lines = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
+        if lines:
+            return lines[-1].strip()
+        return "no log" if exit_code is None else f"exited with code {exit_code}, no log"
 
     def restart(self) -> None:
         """Stop and start again on the same port and data dir (for restart chaos)."""
