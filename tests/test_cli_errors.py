@@ -1,0 +1,106 @@
+"""Bad input to `qbench` ends in one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.redis_server import free_port
+
+
+@dataclass(frozen=True)
+class Case:
+    args: tuple[str, ...]
+    exit_code: int
+    message: str
+    """A fragment the single stderr line must contain."""
+    env: tuple[tuple[str, str], ...] = ()
+
+
+CLOSED_PORT = free_port()  # bound then released: nothing listens there
+CASES = {
+    "bad flag": Case(("ops", "--bogus"), 2, "unrecognized arguments: --bogus"),
+    "unknown verb": Case(("nosuchverb",), 2, "invalid choice: 'nosuchverb'"),
+    "no verb": Case((), 2, "the following arguments are required: VERB"),
+    "unknown preset": Case(("ops", "--variant", "nope"), 2, "unknown preset 'nope'"),
+    "bad toggle value": Case(
+        ("ops", "--variant", "baseline+dequeue=fast"),
+        2,
+        "dequeue='fast': expected one of poll, block, notify",
+    ),
+    "bad batches": Case(("ops", "--batches", "ten"), 2, "--batches: expected comma-separated integers"),
+    "unreachable redis": Case(
+        ("ops", "--redis-url", "redis://127.0.0.1:1"), 1, "cannot reach Redis at redis://127.0.0.1:1"
+    ),
+    "closed port with a password": Case(
+        ("ops", "--redis-url", f"redis://:hunter2@127.0.0.1:{CLOSED_PORT}/0"),
+        1,
+        f"cannot reach Redis at redis://:***@127.0.0.1:{CLOSED_PORT}/0",
+    ),
+    "REDIS_SERVER not executable": Case(
+        ("ops",),
+        1,
+        "REDIS_SERVER=/nonexistent/redis-server is not an executable file",
+        env=(("REDIS_SERVER", "/nonexistent/redis-server"), ("QBENCH_NO_DOCKER", "1")),
+    ),
+}
+
+
+def _qbench() -> list[str]:
+    script = Path(sys.executable).with_name("qbench")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+
+
+@pytest.fixture(scope="module")
+def finished() -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
+    """Every case run once, all at the same time (each is mostly interpreter start-up)."""
+    base_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REDIS_SERVER")}
+    running = {
+        name: subprocess.Popen(
+            [*_qbench(), *case.args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**base_env, **dict(case.env)},
+        )
+        for name, case in CASES.items()
+    }
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    try:
+        for name, proc in running.items():
+            # A hang guard: each of these ends in a few seconds even on a loaded machine.
+            stdout, stderr = proc.communicate(timeout=60)
+            results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        yield results
+    finally:
+        for proc in running.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gives_one_line_and_the_right_exit_code(
+    finished: dict[str, subprocess.CompletedProcess[str]], name: str
+) -> None:
+    case, result = CASES[name], finished[name]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("qbench: error: ")
+    assert case.message in lines[0]
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+    assert result.stdout == ""
+    assert result.returncode == case.exit_code
+
+
+def test_help_lists_the_ops_verb_and_exits_zero() -> None:
+    result = subprocess.run([*_qbench(), "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    assert " ops " in result.stdout and result.stderr == ""
