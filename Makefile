@@ -38,3 +38,9 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: peers
+# RQ, arq, SAQ, Dramatiq, Huey, Celery, taskiq-redis and the three presets, full mode (~30 min);
+# each peer library gets its own virtualenv under .venv/peers/ on first use (needs PyPI).
+peers: $(STAMP)
+	$(BIN)/qbench peers --out results/peers

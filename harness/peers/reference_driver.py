@@ -1,0 +1,73 @@
+"""The reference presets as peers: `RedisQueue` producers and a `WorkerPool` of threads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from harness.peers.base import QUEUE_NAME, Driver, record_pickup
+from queue_impl.config import PRESETS, Variant
+from queue_impl.connection import make_client
+from queue_impl.job import Job
+from queue_impl.queue import RedisQueue
+from queue_impl.worker import WorkerPool
+
+JOB_TYPE = "noop"
+
+
+def _handle(job: Job) -> None:
+    record_pickup(float(job.payload.decode()))
+
+
+class ReferenceDriver(Driver):
+    """One preset of the reference queue, with the same defaults `qbench` uses elsewhere."""
+
+    distribution = "qbench"
+    has_enqueue_many = True
+    preset: ClassVar[str]
+
+    def __init__(self, *, url: str, concurrency: int) -> None:
+        super().__init__(url=url, concurrency=concurrency)
+        self.variant: Variant = PRESETS[self.preset]
+        self.queue = RedisQueue(
+            make_client(url, self.variant, workers=concurrency), self.variant, namespace=QUEUE_NAME
+        )
+
+    def setup(self) -> str:
+        return (
+            f"1 process, WorkerPool of {self.concurrency} threads "
+            f"(dequeue={self.variant.dequeue}, batch={self.variant.batch}, ttl={self.variant.ttl})"
+        )
+
+    @staticmethod
+    def _job(sent_at: float) -> Job:
+        return Job(type=JOB_TYPE, payload=repr(sent_at).encode())
+
+    def enqueue(self, sent_at: float) -> None:
+        self.queue.enqueue(self._job(sent_at))
+
+    def enqueue_many(self, sent_at: Sequence[float]) -> None:
+        self.queue.enqueue_many([self._job(t) for t in sent_at])
+
+    def run_worker(self, *, index: int) -> None:
+        pool = WorkerPool(self.queue, {JOB_TYPE: _handle}, concurrency=self.concurrency)
+        pool.run_until_stopped()
+
+    def close(self) -> None:
+        self.queue.client.close()
+        self.queue.client.connection_pool.disconnect()
+
+
+class BaselineDriver(ReferenceDriver):
+    name = "baseline"
+    preset = "baseline"
+
+
+class OptimizedDriver(ReferenceDriver):
+    name = "optimized"
+    preset = "optimized"
+
+
+class ScriptedDriver(ReferenceDriver):
+    name = "scripted"
+    preset = "scripted"

@@ -1,0 +1,243 @@
+"""PEERS.md and one chart per metric, rendered from metrics.csv and run.json only."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.peers.registry import DRIVERS, REFERENCE_NAMES
+from harness.results import Row, Spread, parse_params
+
+REPORT_FILE = "PEERS.md"
+CHARTS_DIR = "charts"
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One column of the table and one chart."""
+
+    key: str
+    metric: str
+    match: tuple[tuple[str, str], ...]
+    label: str
+    unit: str
+    higher_is_better: bool
+    digits: int = 0
+
+
+METRICS = (
+    Metric(
+        "enqueue", "enqueue_jobs_per_s", (("calls", "serial"),), "enqueue, one call per job", "jobs/s", True
+    ),
+    Metric(
+        "enqueue_many",
+        "enqueue_jobs_per_s",
+        (("calls", "many100"),),
+        "bulk enqueue (100/call)",
+        "jobs/s",
+        True,
+    ),
+    Metric("process", "process_jobs_per_s", (), "processing, ~10 workers", "jobs/s", True),
+    Metric(
+        "commands",
+        "commands_per_job",
+        (("command", "all"),),
+        "Redis commands per job",
+        "commands/job",
+        False,
+        1,
+    ),
+    Metric(
+        "idle", "idle_commands_per_s", (("command", "all"),), "idle workers' commands", "commands/s", False, 1
+    ),
+    Metric("pickup_p50", "pickup_ms_p50", (), "pickup latency p50", "ms", False, 2),
+    Metric("pickup_p99", "pickup_ms_p99", (), "pickup latency p99", "ms", False, 2),
+    Metric("pickup_max", "pickup_ms_max", (), "pickup latency max", "ms", False, 2),
+    Metric("memory", "memory_bytes_per_job", (), "memory after the jobs", "bytes/job", False),
+    Metric("keys", "keys_left", (), "keys left after the jobs", "keys", False),
+    Metric("keys_no_ttl", "keys_left_no_ttl", (), "keys left without a TTL", "keys", False),
+)
+
+
+def _matches(row: Row, metric: Metric) -> bool:
+    if row.metric != metric.metric:
+        return False
+    values = parse_params(row.params)
+    return all(values.get(k) == v for k, v in metric.match)
+
+
+def collect(rows: Sequence[Row], metric: Metric) -> dict[str, Spread]:
+    """Per driver, the spread of a metric over repeats.
+
+    Commands per job add the phases of one job's life (enqueue + process) per repeat.
+    """
+    per_driver: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for row in rows:
+        if not _matches(row, metric):
+            continue
+        if metric.key == "commands" and parse_params(row.params).get("phase") not in ("enqueue", "process"):
+            continue
+        per_driver[row.variant][row.repeat] += row.value
+    return {name: Spread.of(list(by_repeat.values())) for name, by_repeat in per_driver.items()}
+
+
+def _fmt(value: float, digits: int) -> str:
+    if value != value:  # NaN: too few jobs to compute a rate
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _order(names: Sequence[str]) -> list[str]:
+    known = [name for name in DRIVERS if name in names]
+    return known + sorted(set(names) - set(known))
+
+
+def command_breakdown(rows: Sequence[Row], driver: str, phase: str) -> str:
+    """`cmd n, cmd n` (repeat 0) for one phase, most frequent first."""
+    found = [
+        (parse_params(r.params)["command"], r.value)
+        for r in rows
+        if r.variant == driver
+        and r.metric in ("commands_per_job", "idle_commands_per_s")
+        and r.repeat == 0
+        and parse_params(r.params).get("phase") == phase
+        and parse_params(r.params).get("command") != "all"
+    ]
+    found.sort(key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{cmd} {value:.2f}" for cmd, value in found) or "none"
+
+
+def standing(values: Mapping[str, Spread], metric: Metric, reference: str = "scripted") -> str | None:
+    """Where `reference` stands against the best peer library on one metric."""
+    peers = {name: s for name, s in values.items() if name not in REFERENCE_NAMES and s.median == s.median}
+    if reference not in values or not peers:
+        return None
+    pick = max if metric.higher_is_better else min
+    best = pick(peers, key=lambda name: peers[name].median)
+    ours, theirs = values[reference].median, peers[best].median
+    if ours == theirs:
+        verdict = "ties"
+    elif (ours > theirs) == metric.higher_is_better:
+        verdict = "beats"
+    else:
+        verdict = "trails"
+    ratio = f"{ours / theirs:.2f}x" if theirs else "n/a"
+    return (
+        f"{metric.label}: {reference} {_fmt(ours, metric.digits)} vs best peer {best} "
+        f"{_fmt(theirs, metric.digits)} {metric.unit} ({ratio}): {verdict}"
+    )
+
+
+def render_chart(values: Mapping[str, Spread], metric: Metric, charts_dir: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = _order(list(values))
+    medians = [values[n].median for n in names]
+    low = [values[n].median - values[n].min for n in names]
+    high = [values[n].max - values[n].median for n in names]
+    colors = ["tab:orange" if n in REFERENCE_NAMES else "tab:blue" for n in names]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
+    ax.barh(names, medians, xerr=[low, high], color=colors, capsize=3)
+    ax.invert_yaxis()
+    better = "higher" if metric.higher_is_better else "lower"
+    ax.set_title(f"{metric.label} ({better} is better)")
+    ax.set_xlabel(metric.unit)
+    for i, value in enumerate(medians):
+        ax.text(value, i, f" {_fmt(value, metric.digits)}", va="center", fontsize=8)
+    fig.tight_layout()
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"peers_{metric.key}"
+    fig.savefig(charts_dir / f"{stem}.png", dpi=100)
+    fig.savefig(charts_dir / f"{stem}.svg")
+    plt.close(fig)
+    return f"{stem}.png"
+
+
+def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -> Path:
+    """Write PEERS.md and the charts; returns the report's path."""
+    drivers: Mapping[str, Any] = meta.get("drivers", {})
+    failures: Mapping[str, str] = meta.get("failures", {})
+    sizes: Mapping[str, Any] = meta.get("sizes", {})
+    names = _order(list({r.variant for r in rows}))
+    table = {m.key: collect(rows, m) for m in METRICS}
+    shown = [m for m in METRICS if table[m.key]]
+    server = meta.get("server", {})
+    cpus = meta.get("cpu", {}).get("cpu_count", "?")
+    commit = meta.get("git", {}).get("commit")
+    lines = [
+        "# Peers: the reference presets beside the queues people use",
+        "",
+        f"Mode **{meta.get('mode', '?')}**: {sizes.get('jobs', '?'):,} no-op jobs per phase, "
+        f"{sizes.get('repeats', '?')} repeat(s) of the timed phases (median, min..max in the charts), "
+        f"{sizes.get('concurrency', '?')} concurrent workers, idle window {sizes.get('idle_s', '?')} s, "
+        f"{sizes.get('pickup_samples', '?')} pickup samples. Each driver had a fresh Redis "
+        f"({server.get('flavor', 'redis')} {server.get('version', '?')}, {server.get('allocator', '?')}) "
+        f"and its library in a virtualenv of its own. Created {meta.get('created_at', '?')} "
+        f"on {cpus} CPUs (unpinned), git {commit}.",
+        "",
+        "| driver | version | " + " | ".join(f"{m.label} ({m.unit})" for m in shown) + " |",
+        "|---|---|" + "---:|" * len(shown),
+    ]
+    for name in names:
+        version = drivers.get(name, {}).get("version", "?")
+        cells = [_fmt(table[m.key][name].median, m.digits) if name in table[m.key] else "-" for m in shown]
+        lines.append(f"| {name} | {version} | " + " | ".join(cells) + " |")
+    lines += ["", "## Where `scripted` stands against the best peer", ""]
+    lines += [f"- {s}" for m in shown if (s := standing(table[m.key], m)) is not None] or ["- (not measured)"]
+    lines += [
+        "",
+        "## Setup per driver",
+        "",
+        "| driver | library | setup | redis-py | run load (1 min) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        d = drivers.get(name, {})
+        load = f"{d.get('loadavg_before', ['?'])[0]} -> {d.get('loadavg_after', ['?'])[0]}"
+        lines.append(
+            f"| {name} | {d.get('distribution', '?')} {d.get('version', '?')} | {d.get('setup', '?')} "
+            f"| {d.get('redis_py', '?')} | {load} |"
+        )
+    lines += [
+        "",
+        "## Redis commands by command",
+        "",
+        "Per job for enqueue (one call per job) and processing (from starting the workers to the "
+        "last job: worker start-up and polling included); per second for idle workers.",
+        "",
+        "| driver | enqueue, per job | processing, per job | idle, per second |",
+        "|---|---|---|---|",
+    ]
+    for name in names:
+        lines.append(
+            f"| {name} | {command_breakdown(rows, name, 'enqueue')} | "
+            f"{command_breakdown(rows, name, 'process')} | {command_breakdown(rows, name, 'idle')} |"
+        )
+    charts = [render_chart(table[m.key], m, out_dir / CHARTS_DIR) for m in shown]
+    lines += ["", "## Charts", ""] + [f"![{c}]({CHARTS_DIR}/{c})" for c in charts]
+    lines += [
+        "",
+        "## How it was measured",
+        "",
+        "- Enqueue: the producer process enqueues the jobs one call at a time (the bulk column: "
+        "the library's own bulk call, 100 jobs per call, where it has one); time spent inside the calls.",
+        "- Processing: jobs enqueued first, then the workers started; the rate is taken from the "
+        "handlers' start times over the middle 90% of the jobs (worker boot left out).",
+        "- Commands: `INFO commandstats` deltas on the driver's own server.",
+        "- Idle: workers running with empty queues, after a settle pause.",
+        "- Pickup: one job at a time, the next once the previous has started; latency from the "
+        "timestamp in the job's arguments to the handler's start (same host clock).",
+        "- Memory and keys: `used_memory` delta and the keys in the database after the first "
+        "batch of jobs was processed and the workers stopped; keys without a TTL stay forever.",
+    ]
+    if failures:
+        lines += ["", "## Failed drivers", ""] + [f"- {name}: {why}" for name, why in failures.items()]
+    path = out_dir / REPORT_FILE
+    path.write_text("\n".join(lines) + "\n")
+    return path

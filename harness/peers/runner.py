@@ -1,0 +1,464 @@
+"""Measures every driver the same way, each on a Redis of its own, into tidy rows."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+
+from harness.counting import command_stats, stats_delta
+from harness.peers.base import SINK_ENV, URL_ENV
+from harness.peers.registry import DriverSpec
+from harness.results import Row, params
+
+EXPERIMENT = "peers"
+READY_TIMEOUT_S = 120.0
+REPLY_TIMEOUT_S = 900.0
+STALL_TIMEOUT_S = 60.0
+"""A drain that makes no progress for this long fails the driver (never a hang)."""
+STOP_TIMEOUT_S = 30.0
+PICKUP_WARMUP = 3
+"""Pickup samples taken and dropped first: connections and imports settle in them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much each driver is asked to do (full or quick mode)."""
+
+    jobs: int = 10_000
+    repeats: int = 3
+    idle_s: float = 10.0
+    pickup_samples: int = 100
+    batch: int = 100
+    concurrency: int = 10
+    settle_s: float = 1.0
+    """Pause after a drain before the idle window starts (late acks, prefetch refills)."""
+
+
+FULL = Sizes()
+QUICK = Sizes(jobs=1_000, repeats=1, idle_s=3.0, pickup_samples=20)
+
+
+class DriverFailedError(RuntimeError):
+    """A driver could not finish a phase; the message says which and why."""
+
+
+class Sink:
+    """Reads the lines handlers append: `sent_at_us started_at_us` per job."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.samples: list[tuple[int, int]] = []
+        self._offset = 0
+        self._partial = b""
+
+    def count(self) -> int:
+        with contextlib.suppress(FileNotFoundError), self.path.open("rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+            self._offset += len(data)
+            data = self._partial + data
+            *lines, self._partial = data.split(b"\n")
+            for line in lines:
+                sent, started = line.split()
+                self.samples.append((int(sent), int(started)))
+        return len(self.samples)
+
+
+def processing_rate(samples: list[tuple[int, int]]) -> float:
+    """Jobs/s from handler start times over the middle 90% of the jobs.
+
+    Using start times leaves worker boot out; the trimmed ends leave out the ramp while
+    worker processes come up one by one, and the tail where only a few jobs are left.
+    """
+    starts = sorted(started for _sent, started in samples)
+    if len(starts) < 2:
+        return float("nan")
+    lo, hi = int(0.05 * len(starts)), max(int(0.95 * len(starts)) - 1, 1)
+    if hi <= lo:
+        lo, hi = 0, len(starts) - 1
+    span_us = starts[hi] - starts[lo]
+    return (hi - lo) / (span_us / 1e6) if span_us > 0 else float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, round(q / 100 * len(ordered) + 0.4999))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+class DriverProcess:
+    """The harness's handle on one driver: enqueue, start workers, stop, wait for drain.
+
+    The driver itself runs in subprocesses under its library's virtualenv: one
+    producer answering JSON-line commands, and the worker processes it asks for.
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: DriverSpec,
+        python: str,
+        url: str,
+        concurrency: int,
+        work_dir: Path,
+        import_root: Path,
+    ) -> None:
+        self.spec = spec
+        self.python = python
+        self.url = url
+        self.concurrency = concurrency
+        self.work_dir = work_dir
+        self.import_root = import_root
+        self.ready: dict[str, Any] = {}
+        self._producer: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._replies: queue.Queue[str | None] = queue.Queue()
+        self._workers: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+        work_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- subprocesses ---------------------------------------------------------------
+    def _env(self, sink: Path | None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env["PYTHONPATH"] = str(self.import_root)
+        env[URL_ENV] = self.url
+        env[SINK_ENV] = str(sink or self.work_dir / "producer.sink")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _argv(self, role: str, index: int = 0) -> list[str]:
+        return [
+            self.python,
+            "-m",
+            "harness.peers.agent",
+            "--driver",
+            self.spec.name,
+            "--role",
+            role,
+            "--url",
+            self.url,
+            "--concurrency",
+            str(self.concurrency),
+            "--index",
+            str(index),
+        ]
+
+    def _log(self, name: str) -> IO[bytes]:
+        fh = (self.work_dir / name).open("ab")
+        self._logs.append(fh)
+        return fh
+
+    def start(self) -> dict[str, Any]:
+        self._producer = subprocess.Popen(
+            self._argv("producer"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log("producer.log"),
+            env=self._env(None),
+            text=True,
+            start_new_session=True,
+        )
+        stdout = self._producer.stdout
+        assert stdout is not None
+        self._reader = threading.Thread(target=self._read_replies, args=(stdout,), daemon=True)
+        self._reader.start()
+        self.ready = self._reply(READY_TIMEOUT_S, "start")
+        return self.ready
+
+    def _read_replies(self, stdout: IO[str]) -> None:
+        for line in stdout:
+            self._replies.put(line)
+        self._replies.put(None)
+
+    def _reply(self, timeout_s: float, what: str) -> dict[str, Any]:
+        try:
+            line = self._replies.get(timeout=timeout_s)
+        except queue.Empty:
+            raise DriverFailedError(f"{what}: no answer in {timeout_s:g}s") from None
+        if line is None:
+            raise DriverFailedError(f"{what}: producer exited ({self.last_log_line('producer.log')})")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise DriverFailedError(f"{what}: {reply['error']}")
+        return reply
+
+    def _command(self, what: str, **command: object) -> dict[str, Any]:
+        if self._producer is None or self._producer.stdin is None:
+            raise DriverFailedError(f"{what}: producer not started")
+        self._producer.stdin.write(json.dumps(command) + "\n")
+        self._producer.stdin.flush()
+        return self._reply(REPLY_TIMEOUT_S, what)
+
+    def last_log_line(self, name: str) -> str:
+        path = self.work_dir / name
+        lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+        return lines[-1][:300] if lines else "no output"
+
+    # -- the driver interface, harness side ----------------------------------------------
+    def enqueue(self, count: int) -> float:
+        """Enqueue `count` jobs one call at a time; seconds spent inside the calls."""
+        return float(self._command("enqueue", op="enqueue", count=count)["seconds"])
+
+    def enqueue_many(self, count: int, batch: int) -> float:
+        return float(self._command("enqueue_many", op="enqueue_many", count=count, batch=batch)["seconds"])
+
+    def start_workers(self, sink: Path) -> None:
+        processes = int(self.ready.get("processes", 1))
+        for index in range(processes):
+            self._workers.append(
+                subprocess.Popen(
+                    self._argv("worker", index),
+                    stdin=subprocess.DEVNULL,
+                    stdout=self._log("worker.log"),
+                    stderr=subprocess.STDOUT,
+                    env=self._env(sink),
+                    start_new_session=True,
+                )
+            )
+
+    def workers_alive(self) -> bool:
+        return all(proc.poll() is None for proc in self._workers)
+
+    def stop_workers(self) -> None:
+        """SIGTERM (the libraries' warm shutdown), then SIGKILL the process group."""
+        for proc in self._workers:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in self._workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            # Children (Celery's pool, RQ's horses) go with their group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self._workers.clear()
+
+    def wait_for_drain(self, sink: Sink, expected: int) -> None:
+        """Until the sink holds `expected` jobs; fails after STALL_TIMEOUT_S without progress."""
+        seen, last_progress = sink.count(), time.monotonic()
+        while seen < expected:
+            time.sleep(0.02)
+            now = sink.count()
+            if now > seen:
+                seen, last_progress = now, time.monotonic()
+            elif time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                raise DriverFailedError(
+                    f"drain stalled at {seen}/{expected} jobs ({self.last_log_line('worker.log')})"
+                )
+            elif not self.workers_alive():
+                raise DriverFailedError(
+                    f"a worker exited at {seen}/{expected} jobs ({self.last_log_line('worker.log')})"
+                )
+
+    def close(self) -> None:
+        self.stop_workers()
+        if self._producer is not None:
+            with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+                assert self._producer.stdin is not None
+                self._producer.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self._producer.stdin.close()
+            try:
+                self._producer.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._producer.kill()
+                self._producer.wait()
+            if self._reader is not None:
+                self._reader.join(timeout=5)
+            if self._producer.stdout is not None:
+                self._producer.stdout.close()
+            self._producer = None
+        for fh in self._logs:
+            fh.close()
+        self._logs.clear()
+
+
+class ServerProbe:
+    """Reads what the harness measures on the driver's Redis: commands, memory, keys."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=30)
+
+    def commands(self) -> Counter[str]:
+        return command_stats(self.client)
+
+    def used_memory(self) -> int:
+        return int(self.client.info("memory")["used_memory"])
+
+    def keys(self) -> tuple[int, int]:
+        """(keys in the database, keys among them without a TTL)."""
+        total = no_ttl = 0
+        batch: list[bytes] = []
+
+        def flush() -> int:
+            pipe = self.client.pipeline(transaction=False)
+            for key in batch:
+                pipe.ttl(key)
+            found = sum(1 for ttl in pipe.execute() if ttl == -1)
+            batch.clear()
+            return found
+
+        for key in self.client.scan_iter(count=1000):
+            total += 1
+            batch.append(key)
+            if len(batch) >= 500:
+                no_ttl += flush()
+        if batch:
+            no_ttl += flush()
+        return total, no_ttl
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class DriverResult:
+    """What one driver produced: rows, plus what the report says about its setup."""
+
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _command_rows(
+    name: str,
+    metric: str,
+    phase: str,
+    delta: Mapping[str, int],
+    divisor: float,
+    repeat: int,
+    **extra: object,
+) -> list[Row]:
+    """One row for all commands and one per command, each divided by `divisor` (jobs or seconds)."""
+    unit = "commands/job" if metric == "commands_per_job" else "commands/s"
+    counts = {"all": sum(delta.values()), **dict(sorted(delta.items()))}
+    return [
+        Row(
+            EXPERIMENT,
+            name,
+            params(command=command, phase=phase, **extra),
+            metric,
+            calls / divisor,
+            unit,
+            repeat,
+        )
+        for command, calls in counts.items()
+    ]
+
+
+def measure_driver(
+    driver: DriverProcess,
+    probe: ServerProbe,
+    sizes: Sizes,
+    progress: Callable[[str], None] = print,
+) -> list[Row]:
+    """Every metric for one driver, in a fixed order of phases (see PEERS.md)."""
+    name, n = driver.spec.name, sizes.jobs
+    rows: list[Row] = []
+
+    def row(metric: str, value: float, unit: str, repeat: int = 0, **extra: object) -> None:
+        rows.append(Row(EXPERIMENT, name, params(**extra), metric, value, unit, repeat))
+
+    memory_before = probe.used_memory()
+    for r in range(sizes.repeats):
+        stats0 = probe.commands()
+        seconds = driver.enqueue(n)
+        stats1 = probe.commands()
+        row("enqueue_jobs_per_s", n / seconds, "jobs/s", r, calls="serial", jobs=n)
+        rows += _command_rows(name, "commands_per_job", "enqueue", stats_delta(stats0, stats1), n, r)
+        sink = Sink(driver.work_dir / f"process-{r}.sink")
+        driver.start_workers(sink.path)
+        driver.wait_for_drain(sink, n)
+        stats2 = probe.commands()
+        row(
+            "process_jobs_per_s",
+            processing_rate(sink.samples),
+            "jobs/s",
+            r,
+            jobs=n,
+            workers=sizes.concurrency,
+        )
+        row("jobs_handled", sink.count(), "jobs", r, jobs=n)
+        rows += _command_rows(name, "commands_per_job", "process", stats_delta(stats1, stats2), n, r)
+        progress(
+            f"  {name}: repeat {r + 1}/{sizes.repeats}: {n / seconds:,.0f} enqueued/s, "
+            f"{processing_rate(sink.samples):,.0f} processed/s"
+        )
+        if r == 0:
+            time.sleep(sizes.settle_s)
+            idle0 = probe.commands()
+            time.sleep(sizes.idle_s)
+            idle = stats_delta(idle0, probe.commands())
+            rows += _command_rows(
+                name, "idle_commands_per_s", "idle", idle, sizes.idle_s, 0, seconds=f"{sizes.idle_s:g}"
+            )
+        driver.stop_workers()
+        if r == 0:
+            total, no_ttl = probe.keys()
+            row("memory_bytes_per_job", (probe.used_memory() - memory_before) / n, "bytes/job", jobs=n)
+            row("keys_left", total, "keys", jobs=n)
+            row("keys_left_no_ttl", no_ttl, "keys", jobs=n)
+    _measure_pickup(driver, sizes, row)
+    if driver.ready.get("has_enqueue_many"):
+        for r in range(sizes.repeats):
+            stats0 = probe.commands()
+            seconds = driver.enqueue_many(n, sizes.batch)
+            row("enqueue_jobs_per_s", n / seconds, "jobs/s", r, calls=f"many{sizes.batch}", jobs=n)
+            rows += _command_rows(
+                name,
+                "commands_per_job",
+                f"enqueue_many{sizes.batch}",
+                stats_delta(stats0, probe.commands()),
+                n,
+                r,
+            )
+    return rows
+
+
+def _measure_pickup(driver: DriverProcess, sizes: Sizes, row: Callable[..., None]) -> None:
+    """Low load: one job at a time, the next only once the previous one started."""
+    sink = Sink(driver.work_dir / "pickup.sink")
+    driver.start_workers(sink.path)
+    try:
+        for i in range(PICKUP_WARMUP + sizes.pickup_samples):
+            driver.enqueue(1)
+            driver.wait_for_drain(sink, i + 1)
+    finally:
+        driver.stop_workers()
+    latencies_ms = [(started - sent) / 1000 for sent, started in sink.samples[PICKUP_WARMUP:]]
+    for metric, value in (
+        ("pickup_ms_p50", statistics.median(latencies_ms)),
+        ("pickup_ms_p99", percentile(latencies_ms, 99)),
+        ("pickup_ms_max", max(latencies_ms)),
+    ):
+        row(metric, value, "ms", samples=len(latencies_ms))
+
+
+@contextlib.contextmanager
+def driver_process(
+    *, spec: DriverSpec, python: str, url: str, concurrency: int, work_dir: Path, import_root: Path
+) -> Iterator[DriverProcess]:
+    process = DriverProcess(
+        spec=spec, python=python, url=url, concurrency=concurrency, work_dir=work_dir, import_root=import_root
+    )
+    try:
+        process.start()
+        yield process
+    finally:
+        process.close()

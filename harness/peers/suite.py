@@ -1,0 +1,220 @@
+"""The `qbench peers` run: a Redis and a virtualenv per driver, measure, write, render."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from harness.peers import DEFAULT_OUT
+from harness.peers.envs import PeerEnvError, ensure_env, import_root
+from harness.peers.registry import DRIVERS
+from harness.peers.runner import (
+    FULL,
+    QUICK,
+    DriverFailedError,
+    ServerProbe,
+    Sizes,
+    driver_process,
+    measure_driver,
+)
+from harness.redis_server import ServerInfo, describe, provision, redact_url
+from harness.results import METRICS_FILE, RUN_FILE, Row, read_metrics, run_metadata, write_metrics, write_run
+
+REPORT_FILE = "PEERS.md"
+
+
+@dataclass
+class SuiteResult:
+    rows: list[Row] = field(default_factory=list)
+    drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    servers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def parse_only(text: str | None) -> list[str]:
+    """Driver names in report order; a name that is not a driver is a usage error."""
+    from harness.cli import UsageError
+
+    if not text:
+        return list(DRIVERS)
+    wanted = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in DRIVERS]
+    if unknown or not wanted:
+        raise UsageError(
+            f"--only: unknown driver(s) {', '.join(unknown) or '(none given)'}; "
+            f"expected some of {', '.join(DRIVERS)}"
+        )
+    return [name for name in DRIVERS if name in wanted]
+
+
+def sizes_for(*, quick: bool, jobs: int | None, repeats: int | None) -> Sizes:
+    from harness.cli import UsageError
+
+    sizes = QUICK if quick else FULL
+    if jobs is not None:
+        if jobs < 1:
+            raise UsageError("--jobs must be >= 1")
+        sizes = dataclasses.replace(sizes, jobs=jobs)
+    if repeats is not None:
+        if repeats < 1:
+            raise UsageError("--repeats must be >= 1")
+        sizes = dataclasses.replace(sizes, repeats=repeats)
+    return sizes
+
+
+@contextlib.contextmanager
+def server_for(name: str, url: str | None) -> Iterator[tuple[str, ServerInfo]]:
+    """A fresh redis-server for `name`, or its own logical DB of a server given by URL.
+
+    A server qbench did not start is never flushed: its DB for this driver must be
+    empty, and whatever the library leaves there stays (the run says where).
+    """
+    if url is None:
+        with provision(None, use_docker=False) as server:
+            yield server.url, server.info
+        return
+    from harness.cli import UsageError
+
+    db = 1 + list(DRIVERS).index(name)
+    parts = urlsplit(url)
+    driver_url = urlunsplit(parts._replace(path=f"/{db}"))
+    info = describe(driver_url, "url", owned=False)
+    client = redis.Redis.from_url(driver_url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        size = client.dbsize()
+    finally:
+        client.close()
+    if size:
+        raise UsageError(
+            f"{redact_url(driver_url)} holds {size} keys: {name} needs an empty DB "
+            "(qbench never flushes a server it did not start)"
+        )
+    yield driver_url, info
+
+
+def run_suite(
+    names: Sequence[str],
+    sizes: Sizes,
+    *,
+    url: str | None = None,
+    progress: Callable[[str], None] = print,
+    logs_dir: Path | None = None,
+) -> SuiteResult:
+    """Measure each driver in turn; a driver that fails is recorded, the others still run."""
+    result = SuiteResult()
+    path_root = import_root()
+    work_root = Path(tempfile.mkdtemp(prefix="qbench-peers-"))
+    try:
+        for name in names:
+            spec = DRIVERS[name]
+            progress(f"{name}: preparing its environment")
+            try:
+                python = ensure_env(spec, log=(logs_dir / f"{name}-pip.log") if logs_dir else None)
+            except PeerEnvError as exc:
+                result.failures[name] = str(exc)
+                progress(f"{name}: FAILED: {exc}")
+                continue
+            work_dir = work_root / name
+            load_before = os.getloadavg()
+            try:
+                with server_for(name, url) as (driver_url, info):
+                    result.servers[name] = info.as_dict()
+                    probe = ServerProbe(driver_url)
+                    try:
+                        with driver_process(
+                            spec=spec,
+                            python=python,
+                            url=driver_url,
+                            concurrency=sizes.concurrency,
+                            work_dir=work_dir,
+                            import_root=path_root,
+                        ) as driver:
+                            progress(f"{name}: {driver.ready.get('version')}, {driver.ready.get('setup')}")
+                            started = time.monotonic()
+                            result.rows += measure_driver(driver, probe, sizes, progress)
+                            result.drivers[name] = {
+                                **driver.ready,
+                                "seconds": round(time.monotonic() - started, 1),
+                                "loadavg_before": [round(x, 2) for x in load_before],
+                                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                            }
+                    finally:
+                        probe.close()
+            except (DriverFailedError, redis.RedisError, OSError, ValueError, KeyError) as exc:
+                result.failures[name] = f"{type(exc).__name__}: {exc}"
+                progress(f"{name}: FAILED: {result.failures[name]}")
+                if logs_dir is not None and work_dir.exists():
+                    for log in work_dir.glob("*.log"):
+                        logs_dir.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(log, logs_dir / f"{name}-{log.name}")
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
+        shutil.rmtree(path_root, ignore_errors=True)
+    return result
+
+
+def write_suite(result: SuiteResult, sizes: Sizes, out_dir: Path, *, mode: str) -> None:
+    from harness.peers.report import render_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_metrics(out_dir / METRICS_FILE, result.rows)
+    first_server = next(iter(result.servers.values()), {})
+    meta = run_metadata(
+        server=first_server,
+        mode=mode,
+        extra={
+            "experiment": "peers",
+            "sizes": dataclasses.asdict(sizes),
+            "drivers": result.drivers,
+            "failures": result.failures,
+            "servers": result.servers,
+        },
+    )
+    write_run(out_dir / RUN_FILE, meta)
+    render_report(result.rows, meta, out_dir)
+
+
+def run_verb(args: argparse.Namespace) -> int:
+    from harness.cli import UsageError
+    from harness.peers.report import render_report
+
+    if args.render:
+        out_dir = Path(args.render)
+        try:
+            rows = read_metrics(out_dir / METRICS_FILE)
+            meta = json.loads((out_dir / RUN_FILE).read_text())
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+        render_report(rows, meta, out_dir)
+        print(f"rendered {out_dir / REPORT_FILE}")
+        return 0
+    names = parse_only(args.only)
+    sizes = sizes_for(quick=args.quick, jobs=args.jobs, repeats=args.repeats)
+    out_dir = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
+    url = args.redis_url or os.environ.get("REDIS_URL") or None
+    print(
+        f"qbench peers: {', '.join(names)}; {sizes.jobs:,} jobs x {sizes.repeats} repeat(s); load {_load()}"
+    )
+    result = run_suite(names, sizes, url=url, logs_dir=out_dir / "logs")
+    write_suite(result, sizes, out_dir, mode="quick" if args.quick else "full")
+    print(f"load {_load()}; wrote {out_dir / REPORT_FILE}")
+    for name, reason in result.failures.items():
+        print(f"FAILED {name}: {reason}")
+    return 1 if result.failures else 0
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())

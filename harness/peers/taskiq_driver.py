@@ -1,0 +1,67 @@
+"""taskiq-redis: the README's setup (RedisStreamBroker + RedisAsyncResultBackend)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from harness.peers.base import AsyncDriver, record_pickup
+
+TASK = "qbench_noop"
+
+
+async def qbench_noop(sent_at: float) -> None:
+    record_pickup(sent_at)
+
+
+class TaskiqDriver(AsyncDriver):
+    name = "taskiq"
+    distribution = "taskiq-redis"
+
+    def __init__(self, *, url: str, concurrency: int) -> None:
+        super().__init__(url=url, concurrency=concurrency)
+        from taskiq_redis import (  # type: ignore[import-not-found,unused-ignore]
+            RedisAsyncResultBackend,
+            RedisStreamBroker,
+        )
+
+        self.broker: Any = RedisStreamBroker(url=url).with_result_backend(
+            RedisAsyncResultBackend(redis_url=url)
+        )
+        self.task: Any = self.broker.task(task_name=TASK)(qbench_noop)
+        self.started = False
+
+    def setup(self) -> str:
+        return (
+            f"1 process, asyncio, receiver with max_async_tasks={self.concurrency} "
+            "(the CLI's default is 2 processes x 100)"
+        )
+
+    async def aenqueue(self, sent_at: float) -> None:
+        if not self.started:
+            await self.broker.startup()
+            self.started = True
+        await self.task.kiq(sent_at)
+
+    async def aclose(self) -> None:
+        if self.started:
+            await self.broker.shutdown()
+
+    def run_worker(self, *, index: int) -> None:
+        from taskiq.api import run_receiver_task  # type: ignore[import-not-found,unused-ignore]
+
+        async def work() -> None:
+            self.broker.is_worker_process = True
+            await self.broker.startup()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            receiver = asyncio.create_task(run_receiver_task(self.broker, max_async_tasks=self.concurrency))
+            await stop.wait()
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+            await self.broker.shutdown()
+
+        self.run(work())

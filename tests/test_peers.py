@@ -1,0 +1,180 @@
+"""`qbench peers`: the driver protocol, the reference drivers and one cheap peer (Huey), end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from harness.cli import UsageError, main
+from harness.peers.envs import PeerEnvError, ensure_env, import_root
+from harness.peers.registry import DRIVERS, PEER_NAMES, REFERENCE_NAMES
+from harness.peers.report import render_report
+from harness.peers.runner import (
+    DriverFailedError,
+    Sink,
+    Sizes,
+    driver_process,
+    percentile,
+    processing_rate,
+)
+from harness.peers.suite import SuiteResult, parse_only, run_suite, server_for, write_suite
+from harness.results import Row, parse_params, read_metrics
+
+JOBS = 200
+TINY = Sizes(jobs=JOBS, repeats=1, idle_s=0.5, pickup_samples=5, settle_s=0.2)
+"""Sizes for tests: every phase runs, counts are exact, timings mean nothing here."""
+
+
+def value(rows: list[Row], driver: str, metric: str, **match: str) -> float:
+    found = [
+        r.value
+        for r in rows
+        if r.variant == driver
+        and r.metric == metric
+        and all(parse_params(r.params).get(k) == v for k, v in match.items())
+    ]
+    assert len(found) == 1, f"{driver} {metric} {match}: {found}"
+    return found[0]
+
+
+# -- pure parts ---------------------------------------------------------------------------------
+def test_registry_has_seven_libraries_and_three_presets() -> None:
+    assert PEER_NAMES == ("rq", "arq", "saq", "dramatiq", "huey", "celery", "taskiq")
+    assert REFERENCE_NAMES == ("baseline", "optimized", "scripted")
+    for spec in DRIVERS.values():
+        cls = spec.load() if spec.requirements is None else None
+        if cls is not None:
+            assert cls.name == spec.name
+        else:
+            assert (Path("harness/peers/requirements") / str(spec.requirements)).is_file()
+
+
+def test_parse_only_keeps_report_order_and_rejects_unknown_names() -> None:
+    assert parse_only("huey, scripted") == ["scripted", "huey"]
+    assert parse_only(None) == list(DRIVERS)
+    with pytest.raises(UsageError, match="unknown driver"):
+        parse_only("huey,sidekiq")
+
+
+def test_bad_flags_exit_2_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["peers", "--only", "nope"]) == 2
+    assert main(["peers", "--jobs", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("qbench: error:") for line in err)
+
+
+def test_sink_reads_whole_lines_only(tmp_path: Path) -> None:
+    sink = Sink(tmp_path / "s.sink")
+    assert sink.count() == 0  # no file yet
+    (tmp_path / "s.sink").write_bytes(b"1 5\n2 9\n3 1")
+    assert sink.count() == 2
+    with (tmp_path / "s.sink").open("ab") as fh:
+        fh.write(b"2\n")
+    assert sink.count() == 3
+    assert sink.samples == [(1, 5), (2, 9), (3, 12)]
+
+
+def test_rate_and_percentiles() -> None:
+    # 101 jobs started 10 ms apart: 100 jobs/s whatever the trimming.
+    samples = [(0, i * 10_000) for i in range(101)]
+    assert processing_rate(samples) == pytest.approx(100.0)
+    assert processing_rate(samples[:1]) != processing_rate(samples[:1])  # NaN: too few
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50, 99, 100)
+
+
+# -- against real Redis servers ---------------------------------------------------------------------
+def test_a_server_not_started_by_qbench_is_used_only_if_its_db_is_empty(redis_url: str) -> None:
+    db = 1 + list(DRIVERS).index("scripted")
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{db}")
+    try:
+        client.set("someone-elses-key", b"1")
+        with pytest.raises(UsageError, match="needs an empty DB"), server_for("scripted", redis_url):
+            pass
+        assert client.get("someone-elses-key") == b"1"  # never flushed
+    finally:
+        client.delete("someone-elses-key")
+        client.close()
+
+
+def test_driver_errors_end_in_one_line_not_a_hang(tmp_path: Path) -> None:
+    root = import_root()
+    with (
+        driver_process(
+            spec=DRIVERS["scripted"],
+            python=ensure_env(DRIVERS["scripted"]),
+            url="redis://127.0.0.1:1/0",
+            concurrency=2,
+            work_dir=tmp_path / "work",
+            import_root=root,
+        ) as driver,
+        pytest.raises(DriverFailedError, match=r"enqueue: .*(Connection|connect)"),
+    ):
+        driver.enqueue(1)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SuiteResult, Path]]:
+    out = tmp_path_factory.mktemp("peers")
+    result = run_suite(["baseline", "scripted"], TINY, progress=lambda _line: None, logs_dir=out / "logs")
+    write_suite(result, TINY, out, mode="test")
+    yield result, out
+
+
+@pytest.mark.slow
+def test_reference_presets_process_every_job_and_count_exactly(
+    reference_run: tuple[SuiteResult, Path],
+) -> None:
+    result, _out = reference_run
+    assert result.failures == {}
+    rows = result.rows
+    for name in ("baseline", "scripted"):
+        assert value(rows, name, "jobs_handled") == JOBS
+        assert "WorkerPool of 10 threads" in result.drivers[name]["setup"]
+    # baseline enqueue: SET + LPUSH per job; scripted: one script call doing the same writes.
+    assert value(rows, "baseline", "commands_per_job", phase="enqueue", command="set") == 1.0
+    assert value(rows, "baseline", "commands_per_job", phase="enqueue", command="lpush") == 1.0
+    # One EVALSHA per job, plus the very first one that a fresh server answers NOSCRIPT.
+    evalsha = round(value(rows, "scripted", "commands_per_job", phase="enqueue", command="evalsha") * JOBS)
+    assert evalsha in (JOBS, JOBS + 1)
+    # Job records stay: forever without TTLs (baseline), with a TTL in the scripted preset.
+    assert value(rows, "baseline", "keys_left_no_ttl") >= JOBS
+    assert value(rows, "scripted", "keys_left") >= JOBS
+    assert value(rows, "scripted", "keys_left_no_ttl") == 0
+    assert value(rows, "scripted", "enqueue_jobs_per_s", calls="many100") > 0
+
+
+@pytest.mark.slow
+def test_reference_run_writes_tidy_results_and_a_report(reference_run: tuple[SuiteResult, Path]) -> None:
+    result, out = reference_run
+    assert read_metrics(out / "metrics.csv") == result.rows
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["experiment"] == "peers" and set(meta["drivers"]) == {"baseline", "scripted"}
+    report = (out / "PEERS.md").read_text()
+    assert "| baseline | 0.1.0 |" in report and "| scripted | 0.1.0 |" in report
+    assert (out / "charts" / "peers_process.png").is_file()
+    (out / "PEERS.md").unlink()
+    assert main(["peers", "--render", str(out)]) == 0  # re-renders from the files alone
+    assert (out / "PEERS.md").read_text() == report
+
+
+@pytest.mark.slow
+def test_huey_end_to_end_in_its_own_virtualenv(tmp_path: Path) -> None:
+    """The cheapest peer: builds its venv once (about 10 s from PyPI), then a tiny run."""
+    try:
+        ensure_env(DRIVERS["huey"], log=tmp_path / "pip.log")
+    except PeerEnvError as exc:
+        pytest.skip(f"huey's virtualenv cannot be built here (no package index?): {exc}")
+    result = run_suite(["huey"], TINY, progress=lambda _line: None, logs_dir=tmp_path)
+    assert result.failures == {}
+    rows = result.rows
+    assert value(rows, "huey", "jobs_handled") == JOBS
+    assert value(rows, "huey", "commands_per_job", phase="enqueue", command="lpush") == 1.0
+    assert value(rows, "huey", "keys_left_no_ttl") == 0  # a None result is not stored
+    assert result.drivers["huey"]["version"] == "3.5.4"
+    render_report(rows, {"drivers": result.drivers, "sizes": {"jobs": JOBS}}, tmp_path)
+    assert "| huey | 3.5.4 |" in (tmp_path / "PEERS.md").read_text()
