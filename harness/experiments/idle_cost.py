@@ -49,6 +49,7 @@ DEQUEUE_COMMANDS = {
     "notify": ("evalsha", "exists", "del", "bzpopmin"),
 }
 HEARTBEAT_COMMANDS = ("set",)
+HANDSHAKE_COMMANDS = frozenset({"hello", "auth", "select"})
 
 
 def run(ctx: RunContext) -> list[Row]:
@@ -87,7 +88,7 @@ def _measure(url: str, variant: Variant, *, window_s: float, windows: int) -> li
             rt1, _ = run.counter.snapshot()
             delta = stats_delta(before, command_stats(run.admin))
             # Connection handshakes and the harness's own CLIENT calls are not the queue's.
-            commands = Counter({n: c for n, c in delta.items() if not n.startswith("client")})
+            commands = Counter({n: c for n, c in delta.items() if not _handshake_or_harness(n)})
             samples.append((seconds, commands, rt1 - rt0))
     names = sorted(set().union(*(c for _, c, _ in samples)))
     rows = []
@@ -104,6 +105,12 @@ def _measure(url: str, variant: Variant, *, window_s: float, windows: int) -> li
         rows.append(row("idle_round_trips_per_s", round_trips / seconds, "round_trips/s"))
         rows.append(row("idle_window_s", seconds, "s"))
     return rows
+
+
+def _handshake_or_harness(command: str) -> bool:
+    """HELLO/AUTH/SELECT and CLIENT SETINFO/SETNAME open a connection (the pool opens one
+    lazily when more workers overlap); CLIENT LIST/UNBLOCK are the harness stopping workers."""
+    return command in HANDSHAKE_COMMANDS or command.startswith("client")
 
 
 # -- render ---------------------------------------------------------------------------

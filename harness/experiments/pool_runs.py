@@ -192,7 +192,7 @@ class PoolRun:
 
     def backlog(self) -> dict[str, int]:
         """Jobs still waiting per priority, in processing lists, dead-lettered, scheduled."""
-        stats = self.queue.stats()
+        stats = self.producer().stats()  # on the admin connection: the pool may be starved
         return {
             **stats.queued,
             "processing": stats.processing,

@@ -41,7 +41,6 @@ POOLS = ("10", "50", "sized")
 RAISE_CELLS = (("baseline", 20), ("baseline", 40), ("optimized", 20), ("optimized", 40))
 """(preset, workers) also run with pool 10 in raise mode (fail at once when exhausted)."""
 QUICK_WORKERS = (5, 40)
-POOL_SIZES = {"10": 10, "50": 50, "sized": POOL_SIZED}
 SLEEP_MS = 2
 """Handler time per job: long enough that concurrency matters, short enough to keep a backlog busy."""
 WARMUP_S = 0.3
@@ -64,8 +63,9 @@ class Cell:
     pool: str
     pool_mode: PoolMode
 
-    def variant(self) -> Variant:
-        return PRESETS[self.preset].with_overrides(pool_size=POOL_SIZES[self.pool], pool_mode=self.pool_mode)
+    def variant(self, **overrides: object) -> Variant:
+        size = POOL_SIZED if self.pool == "sized" else int(self.pool)
+        return PRESETS[self.preset].with_overrides(pool_size=size, pool_mode=self.pool_mode, **overrides)
 
     def params(self) -> str:
         return params(pool=self.pool, pool_mode=self.pool_mode, workers=self.workers)
@@ -88,10 +88,12 @@ def run(ctx: RunContext) -> list[Row]:
     grid = [c for c in given if isinstance(c, Cell)] if isinstance(given, Sequence) else cells(ctx.quick)
     window_s = option_number(ctx.options, "window_s", WINDOW_S)
     block_window_s = option_number(ctx.options, "block_window_s", BLOCK_WINDOW_S[ctx.quick])
+    given_overrides = ctx.options.get("overrides", {})
+    overrides = dict(given_overrides) if isinstance(given_overrides, dict) else {}
     peak: dict[str, float] = {}
     rows: list[Row] = []
     for index, cell in enumerate(grid, start=1):
-        variant = cell.variant()
+        variant = cell.variant(**overrides)
         block = variant.dequeue == "block"
         window = block_window_s if block else window_s
         warmup_s = option_number(ctx.options, "warmup_s", BLOCK_WARMUP_S if block else WARMUP_S)

@@ -1,0 +1,141 @@
+"""The worker experiments in a tiny mode: their deterministic parts (commands, job counts, errors)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from harness.experiments import RunContext, idle_cost, pickup_latency, pool_scaling, throughput
+from harness.experiments.pool_runs import IDLE_COMMANDS_PER_CYCLE, wait_cycle_s
+from harness.redis_server import ProvisionedRedis
+from harness.results import Row, parse_params
+from queue_impl.config import PRESETS, Variant
+from tests.conftest import FAST, fast
+
+pytestmark = pytest.mark.slow
+
+FAST_PRESETS = [fast(v) for v in PRESETS.values()]
+
+
+def context(server: ProvisionedRedis, tmp_path: Path, **options: object) -> RunContext:
+    return RunContext(
+        url=server.url,
+        server=server.info,
+        quick=True,
+        repeats=1,
+        out_dir=tmp_path,
+        progress=lambda message: None,
+        options=dict(options),
+    )
+
+
+def by_variant(rows: list[Row], metric: str) -> dict[str, list[Row]]:
+    grouped: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        if row.metric == metric:
+            grouped[row.variant].append(row)
+    return grouped
+
+
+def assert_rendered(module: object, rows: list[Row], charts: Path) -> None:
+    section = module.render(rows, charts)  # type: ignore[attr-defined]
+    assert section.markdown and section.verdicts
+    for name in section.charts:
+        assert (charts / name).exists() and (charts / name.replace(".png", ".svg")).exists()
+
+
+# -- idle cost ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def idle_rows(redis_server: ProvisionedRedis, tmp_path_factory: pytest.TempPathFactory) -> list[Row]:
+    ctx = context(redis_server, tmp_path_factory.mktemp("idle"), variants=FAST_PRESETS, window_s=2.0)
+    return idle_cost.run(ctx)
+
+
+def commands_in_window(rows: list[Row], variant: Variant) -> dict[str, float]:
+    """Commands counted per command name in the (single) window: rate x window length."""
+    label = variant.label()
+    window = next(r.value for r in rows if r.variant == label and r.metric == "idle_window_s")
+    return {
+        parse_params(r.params)["command"]: r.value * window
+        for r in rows
+        if r.variant == label and r.metric == "idle_commands_per_s"
+    }
+
+
+def test_idle_poll_commands_are_rpoplpush(idle_rows: list[Row]) -> None:
+    commands = commands_in_window(idle_rows, FAST_PRESETS[0])
+    assert commands["rpoplpush"] > 0
+    # Only the three-list poll and, at most, heartbeats.
+    assert set(commands) - {"all"} <= {"rpoplpush", "set"}
+    # Three RPOPLPUSH per pass, one pass per poll interval at most.
+    variant = FAST_PRESETS[0]
+    assert commands["rpoplpush"] <= 3 * idle_cost.WORKERS * (2.0 / variant.poll_interval_s + 1)
+
+
+@pytest.mark.parametrize("index", [1, 2], ids=["block", "notify"])
+def test_idle_wait_commands_bounded_by_config(idle_rows: list[Row], index: int) -> None:
+    variant = FAST_PRESETS[index]
+    commands = commands_in_window(idle_rows, variant)
+    per_cycle = IDLE_COMMANDS_PER_CYCLE[variant.dequeue]
+    cycles = 2.0 / wait_cycle_s(variant) + 1  # a window may catch one extra partial cycle
+    waits = sum(n for name, n in commands.items() if name not in {"all", "set"})
+    assert 0 < waits <= per_cycle * idle_cost.WORKERS * cycles
+    expected = {"brpoplpush"} if variant.dequeue == "block" else {"evalsha", "exists", "del", "bzpopmin"}
+    assert set(commands) - {"all", "set"} == expected
+
+
+def test_idle_renders(idle_rows: list[Row], tmp_path: Path) -> None:
+    assert_rendered(idle_cost, idle_rows, tmp_path)
+
+
+# -- pickup latency -------------------------------------------------------------------
+def test_pickup_every_job_picked_up(redis_server: ProvisionedRedis, tmp_path: Path) -> None:
+    ctx = context(redis_server, tmp_path, variants=FAST_PRESETS, lanes_per_repeat=2, samples_per_lane=1)
+    rows = pickup_latency.run(ctx)
+    samples = by_variant(rows, "pickup_samples")
+    for variant in FAST_PRESETS:
+        # 2 lanes x 1 job per priority, all in the one repeat.
+        assert sorted(r.value for r in samples[variant.label()]) == [2, 2, 2]
+        assert all(r.value >= 0 for r in rows if r.variant == variant.label() and r.unit == "ms")
+    assert not any(r.value for r in rows if r.metric == "pickups_missed")
+    probes = by_variant(rows, "pickup_ms")
+    assert {v.label() for v in FAST_PRESETS} == set(probes)
+    assert_rendered(pickup_latency, rows, tmp_path / "charts")
+
+
+# -- pool scaling ---------------------------------------------------------------------
+def test_pool_scaling_accounts_for_every_job(redis_server: ProvisionedRedis, tmp_path: Path) -> None:
+    cells = [
+        pool_scaling.Cell("baseline", 4, "sized", "wait"),
+        pool_scaling.Cell("optimized", 4, "sized", "wait"),
+        pool_scaling.Cell("scripted", 4, "sized", "wait"),
+        # Block-mode workers pin a connection each while they wait: 6 workers on 2
+        # connections in raise mode must fail to get one.
+        pool_scaling.Cell("optimized", 6, "2", "raise"),
+    ]
+    ctx = context(
+        redis_server, tmp_path, cells=cells, overrides=FAST, window_s=0.3, block_window_s=0.3, warmup_s=0.3
+    )
+    rows = pool_scaling.run(ctx)
+    for metric in ("jobs_lost", "duplicate_starts"):
+        assert [r.value for r in rows if r.metric == metric] == [0, 0, 0, 0]
+    sized = [r for r in rows if "pool=sized" in r.params]
+    assert not any(r.value for r in sized if r.metric in {"pool_errors", "pool_exhaustion_errors"})
+    starved = [r for r in rows if "pool=2" in r.params and r.metric == "pool_exhaustion_errors"]
+    assert starved and starved[0].value > 0
+    assert_rendered(pool_scaling, rows, tmp_path / "charts")
+
+
+# -- throughput -----------------------------------------------------------------------
+def test_throughput_processes_each_job_once(redis_server: ProvisionedRedis, tmp_path: Path) -> None:
+    ctx = context(
+        redis_server, tmp_path, variants=FAST_PRESETS, submissions=50, batches=2, window_s=0.3, warmup_s=0.3
+    )
+    rows = throughput.run(ctx)
+    for variant in FAST_PRESETS:
+        mine = {r.metric: r.value for r in rows if r.variant == variant.label() and r.repeat == 0}
+        assert mine["jobs_lost"] == 0 and mine["duplicate_starts"] == 0
+        assert mine["submissions_per_s"] > 0 and mine["pool_errors"] == 0
+    assert_rendered(throughput, rows, tmp_path / "charts")
