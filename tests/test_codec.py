@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from queue_impl import job_pb2
@@ -152,13 +153,22 @@ def test_lua_requeue_of_a_protobuf_record_sets_queued_and_keeps_every_other_fiel
     assert queue.move_scheduled_to_ready(now=1) == 1
     # The script appends field 12 (status) = 0; protobuf parsers keep the last value.
     assert _raw(queue, job.id) == record + b"\x60\x00"
-    job.status = Status.QUEUED
-    assert queue.get_job(job.id) == job
+    assert queue.get_job(job.id) == dataclasses.replace(job, status=Status.QUEUED)
     assert queue.client.lrange(queue.keys.queue(job.priority), 0, -1) == [job.id.encode()]
 
 
 @PROPERTY
 @given(job=jobs)
+@example(
+    job=Job(
+        type="t",
+        status=Status.SCHEDULED,
+        created_at_us=2**63 - 1,
+        scheduled_at_us=-(2**63),
+        started_at_us=1_764_300_000_123_457,  # more digits than cjson prints for a number
+        finished_at_us=2**53 + 1,  # the first integer a double cannot hold
+    )
+)
 def test_lua_requeue_of_a_json_record_keeps_64_bit_times_exact(
     script_queues: dict[CodecName, RedisQueue], job: Job
 ) -> None:
@@ -166,8 +176,7 @@ def test_lua_requeue_of_a_json_record_keeps_64_bit_times_exact(
     queue.cleanup()
     _schedule_raw(queue, job.id, queue.codec.encode(job))
     assert queue.move_scheduled_to_ready(now=1) == 1
-    job.status = Status.QUEUED
-    assert queue.get_job(job.id) == job
+    assert queue.get_job(job.id) == dataclasses.replace(job, status=Status.QUEUED)
     assert queue.client.lrange(queue.keys.queue(job.priority), 0, -1) == [job.id.encode()]
 
 

@@ -130,7 +130,7 @@ _TOGGLE_VALUES = {
 }
 
 
-@settings(max_examples=200)
+@settings(max_examples=100, deadline=None)
 @given(
     preset=st.sampled_from(list(PRESETS)),
     overrides=st.fixed_dictionaries({}, optional=_TOGGLE_VALUES),
