@@ -357,15 +357,22 @@ def _notify(spec: str) -> Variant:
     return fast(parse_variant(spec)).with_overrides(notify_timeout_s=10.0)
 
 
-def _blocked_clients(client: redis.Redis) -> int:
-    return int(client.info("clients")["blocked_clients"])
+def _named(queue: RedisQueue) -> RedisQueue:
+    """Name the queue's connections (`<namespace>-<consumer>`) before the first one opens,
+    so `_wait_until_blocked` can tell its clients from any other on a shared server."""
+    queue.client.connection_pool.connection_kwargs["client_name"] = f"{queue.namespace}-{queue.consumer}"
+    return queue
 
 
-def _wait_until_blocked(client: redis.Redis, count: int) -> None:
-    """Until `count` clients are blocked on the server (consumers in their wait)."""
+def _wait_until_blocked(client: redis.Redis, *queues: RedisQueue) -> None:
+    """Until each queue's consumer is blocked on the server (inside its wait)."""
+    names = {f"{q.namespace}-{q.consumer}" for q in queues}
     deadline = time.monotonic() + 10
-    while _blocked_clients(client) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} clients ever blocked"
+    while True:
+        blocked = {c["name"] for c in client.client_list() if c["name"] in names and "b" in c["flags"]}
+        if blocked == names:
+            return
+        assert time.monotonic() < deadline, f"never blocked: {sorted(names - blocked)}"
         time.sleep(0.005)
 
 
@@ -375,11 +382,12 @@ def test_notify_wakes_every_waiting_consumer_for_a_batch(
 ) -> None:
     variant = _notify(spec)
     producer = make_queue(variant, consumer="producer")
-    consumers = [make_queue(variant, namespace=producer.namespace, consumer=f"c{i}") for i in range(5)]
-    already_blocked = _blocked_clients(raw_client)
+    consumers = [
+        _named(make_queue(variant, namespace=producer.namespace, consumer=f"c{i}")) for i in range(5)
+    ]
     with ThreadPoolExecutor(len(consumers)) as pool:
         calls = [pool.submit(c.dequeue, wait=True) for c in consumers]
-        _wait_until_blocked(raw_client, already_blocked + len(consumers))
+        _wait_until_blocked(raw_client, *consumers)
         jobs = [Job(type="fan-out") for _ in range(5)]
         producer.enqueue_many(jobs)
         claimed = [call.result(timeout=30) for call in calls]
@@ -395,13 +403,12 @@ def test_notify_gives_a_job_enqueued_during_the_wait_to_that_same_call(
     spec: str, make_queue: QueueFactory, raw_client: redis.Redis
 ) -> None:
     variant = _notify(spec)
-    consumer = make_queue(variant, consumer="c1")
+    consumer = _named(make_queue(variant, consumer="c1"))
     producer = make_queue(variant, namespace=consumer.namespace, consumer="producer")
     consumer.register_consumer()
-    already_blocked = _blocked_clients(raw_client)
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(consumer.dequeue, wait=True)
-        _wait_until_blocked(raw_client, already_blocked + 1)
+        _wait_until_blocked(raw_client, consumer)
         urgent = Job(type="urgent", priority=Priority.HIGH)
         producer.enqueue(urgent)
         job = call.result(timeout=30)
@@ -414,7 +421,7 @@ def test_notify_wakes_a_waiting_consumer_for_retries_and_returned_jobs(
     spec: str, source: str, make_queue: QueueFactory, raw_client: redis.Redis
 ) -> None:
     variant = _notify(spec)
-    waiting = make_queue(variant, consumer="c1")
+    waiting = _named(make_queue(variant, consumer="c1"))
     other = make_queue(variant, namespace=waiting.namespace, consumer="c2")
     job = Job(type="comes back")
     other.enqueue(job)
@@ -422,10 +429,9 @@ def test_notify_wakes_a_waiting_consumer_for_retries_and_returned_jobs(
     if source == "scheduler":
         other.fail(taken, "retry")
     waiting.register_consumer()
-    already_blocked = _blocked_clients(raw_client)
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(waiting.dequeue, wait=True)
-        _wait_until_blocked(raw_client, already_blocked + 1)
+        _wait_until_blocked(raw_client, waiting)
         if source == "scheduler":
             assert other.move_scheduled_to_ready(now=2**62) == 1
         else:
@@ -441,14 +447,13 @@ def test_notify_claims_in_priority_order_what_arrives_during_a_wait(
     # Only for batch modes that push a whole batch before waking anyone (one script
     # or one pipeline); `loop` wakes a waiter after each job, by design.
     variant = _notify(spec)
-    consumer = make_queue(variant, consumer="c1")
+    consumer = _named(make_queue(variant, consumer="c1"))
     producer = make_queue(variant, namespace=consumer.namespace, consumer="producer")
     consumer.register_consumer()
-    already_blocked = _blocked_clients(raw_client)
     batch = [Job(type=p.label, priority=p) for p in (Priority.LOW, Priority.NORMAL, Priority.HIGH)]
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(consumer.dequeue, wait=True)
-        _wait_until_blocked(raw_client, already_blocked + 1)
+        _wait_until_blocked(raw_client, consumer)
         producer.enqueue_many(batch)
         job = call.result(timeout=30)
     assert job is not None and job.type == "high"
@@ -462,7 +467,7 @@ def test_block_mode_serves_a_high_job_only_after_its_low_wait_times_out(
     while the worker blocks on the low queue waits out that low timeout; the call
     returns nothing and the next call takes it."""
     variant = fast(PRESETS["optimized"]).with_overrides(block_timeouts_s=(0.2, 0.2, 1.0))
-    consumer = make_queue(variant, consumer="c1")
+    consumer = _named(make_queue(variant, consumer="c1"))
     producer = make_queue(variant, namespace=consumer.namespace, consumer="producer")
     consumer.register_consumer()
     labels = {consumer.keys.queue(p): p.label for p in PRIORITY_ORDER}
@@ -480,12 +485,11 @@ def test_block_mode_serves_a_high_job_only_after_its_low_wait_times_out(
         return job_id
 
     monkeypatch.setattr(consumer.client, "brpoplpush", traced_wait)
-    already_blocked = _blocked_clients(raw_client)
     urgent = Job(type="urgent", priority=Priority.HIGH)
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(consumer.dequeue, wait=True)
         assert low_wait_sent.wait(30)
-        _wait_until_blocked(raw_client, already_blocked + 1)
+        _wait_until_blocked(raw_client, consumer)
         producer.enqueue(urgent)
         events.append("high job enqueued")
         returned = call.result(timeout=30)
