@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -210,4 +209,3 @@ def test_free_ports_are_loopback_ports_nobody_listens_on() -> None:
     port = free_port()
     assert 1024 <= port <= 65535
     assert not _answers(f"redis://127.0.0.1:{port}/0")
-    assert os.environ.get("REDIS_URL") is None
