@@ -121,7 +121,11 @@ def describe(url: str, source: Source, owned: bool, binary: str = "") -> ServerI
         info = client.info("server")
         memory = client.info("memory")
     except redis.RedisError as exc:
-        raise RedisUnavailableError(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
+        from queue_impl.service import explain_redis_error
+
+        raise RedisUnavailableError(
+            f"cannot reach Redis at {redact_url(url)}: {explain_redis_error(exc)}"
+        ) from None
     finally:
         client.close()
     flavor = "valkey" if "valkey_version" in info or info.get("server_name") == "valkey" else "redis"

@@ -26,6 +26,14 @@ CORRUPT_JOB_TYPE = "qbench.corrupt"
 DEFAULT_LEASE_S = 30
 """A consumer whose heartbeat is older than this is dead; its jobs are recovered."""
 
+MAX_PAYLOAD_BYTES = 1024 * 1024
+"""Largest payload `enqueue` accepts (1 MiB): a queue carries references to big data,
+not the data; an oversized job fails at once, before anything is written."""
+
+
+class PayloadTooLargeError(ValueError):
+    """A job whose payload exceeds the queue's `max_payload_bytes`; nothing was enqueued."""
+
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
@@ -64,8 +72,10 @@ class RedisQueue:
         *,
         namespace: str = "default",
         consumer: str | None = None,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self.client = client
+        self.max_payload_bytes = max_payload_bytes
         self.variant = variant
         self.namespace = namespace
         self.keys = make_keys(variant.keys, namespace)
@@ -79,13 +89,24 @@ class RedisQueue:
 
     # -- producing --------------------------------------------------------------
     def enqueue(self, job: Job) -> str:
+        self._check_payloads([job])
         self._batch.enqueue_many([job])
         return job.id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
+        """Enqueue every job, or none when one is rejected (`PayloadTooLargeError`)."""
+        self._check_payloads(jobs)
         if jobs:
             self._batch.enqueue_many(jobs)
         return [job.id for job in jobs]
+
+    def _check_payloads(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            if len(job.payload) > self.max_payload_bytes:
+                raise PayloadTooLargeError(
+                    f"job {job.id} ({job.type}): payload of {len(job.payload)} bytes exceeds "
+                    f"the limit of {self.max_payload_bytes} bytes"
+                )
 
     # -- consuming --------------------------------------------------------------
     def dequeue(self, *, wait: bool = True) -> Job | None:
@@ -165,15 +186,44 @@ class RedisQueue:
         )
 
     # -- consumers, heartbeats, recovery -------------------------------------------
-    def register_consumer(self, lease_s: int = DEFAULT_LEASE_S) -> None:
+    def register_consumer(self, lease_s: float = DEFAULT_LEASE_S) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.sadd(self.keys.consumers(), self.consumer)
-        pipe.set(self.keys.heartbeat(self.consumer), b"1", ex=lease_s)
+        pipe.set(self.keys.heartbeat(self.consumer), b"1", px=_lease_ms(lease_s))
         pipe.execute()
         self._registered = True
 
-    def heartbeat(self, lease_s: int = DEFAULT_LEASE_S) -> None:
-        self.client.set(self.keys.heartbeat(self.consumer), b"1", ex=lease_s)
+    def heartbeat(self, lease_s: float = DEFAULT_LEASE_S) -> None:
+        """Renew this consumer's lease (one SET ... GET).
+
+        When the old heartbeat was gone (the lease lapsed and recovery forgot this
+        consumer, or Redis restarted without its data) the consumer registers again,
+        so stale recovery keeps watching its processing list.
+        """
+        previous = self.client.set(self.keys.heartbeat(self.consumer), b"1", px=_lease_ms(lease_s), get=True)
+        if previous is None:
+            self.register_consumer(lease_s)
+
+    def held_job_ids(self) -> list[str]:
+        """Ids in this consumer's processing list (a job held twice appears twice)."""
+        return [as_text(i) for i in self.client.lrange(self.keys.processing(self.consumer), 0, -1)]
+
+    def requeue_held(self, job_ids: Sequence[str]) -> int:
+        """Return jobs from this (live) consumer's processing list to their queues.
+
+        For claims no worker thread knows about: the server moved the job but the
+        reply was lost with the connection. Each id is moved only if still held (one
+        occurrence per listed id); a corrupt record is dead-lettered. Returns how many.
+        """
+        if not job_ids:
+            return 0
+        returned = self.scripts.requeue(
+            keys=[self.keys.processing(self.consumer), self.keys.dead(), self.keys.marker()],
+            args=[self.keys.prefix, self.codec.name, int(self.notify), *job_ids],
+        )
+        if returned:
+            log.warning("requeued %d orphaned job(s) held by %s", returned, self.consumer)
+        return int(returned)
 
     def unregister_consumer(self) -> int:
         """Return this consumer's held jobs to their queues and forget it (clean stop)."""
@@ -244,6 +294,12 @@ class RedisQueue:
     def cleanup(self) -> int:
         """Delete this namespace's keys (and only them); returns how many."""
         return delete_namespace(self.client, self.keys.prefix)
+
+
+def _lease_ms(lease_s: float) -> int:
+    if lease_s <= 0:
+        raise ValueError(f"lease must be positive, got {lease_s}")
+    return max(1, round(lease_s * 1000))
 
 
 def delete_namespace(client: redis.Redis, prefix: str) -> int:

@@ -198,6 +198,36 @@ return returned
 )
 
 
+REQUEUE = (
+    _RECORD_HELPERS
+    + r"""
+-- KEYS: processing list of a live consumer, dead list, marker.
+-- ARGV: prefix, codec, notify, then job ids.
+-- Returns held jobs that no worker thread owns (a claim whose reply was lost) to the
+-- front of their priority queue; an id no longer held is skipped. Returns how many.
+local prefix, codec = ARGV[1], ARGV[2]
+local returned = 0
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if redis.call('LREM', KEYS[1], 1, id) == 1 then
+    local key = prefix .. 'job:' .. id
+    local record = redis.call('GET', key)
+    local label = record and record_priority(record, codec)
+    if label then
+      redis.call('SET', key, record_requeued(record, codec), 'KEEPTTL')
+      redis.call('RPUSH', prefix .. 'queue:' .. label, id)
+    else
+      redis.call('LPUSH', KEYS[2], id)
+    end
+    returned = returned + 1
+  end
+end
+if returned > 0 and ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 0, 'ready') end
+return returned
+"""
+)
+
+
 class Scripts:
     """The scripts as redis-py `Script` objects, one set per queue.
 
@@ -212,3 +242,4 @@ class Scripts:
         self.fail = client.register_script(FAIL)
         self.move_scheduled = client.register_script(MOVE_SCHEDULED)
         self.recover = client.register_script(RECOVER)
+        self.requeue = client.register_script(REQUEUE)

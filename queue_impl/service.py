@@ -83,8 +83,27 @@ def open_queue(args: argparse.Namespace, *, workers: int = 1, consumer: str | No
     try:
         client.ping()
     except redis.RedisError as exc:
-        fail(1, f"cannot reach Redis at {args.redis_url}: {exc}")
+        fail(1, f"cannot reach Redis at {redact_password(args.redis_url)}: {explain_redis_error(exc)}")
     return RedisQueue(client, variant, namespace=args.namespace, consumer=consumer)
+
+
+def explain_redis_error(exc: redis.RedisError) -> str:
+    """One line a user can act on (Redis's own reply to a missing password talks about HELLO)."""
+    if isinstance(exc, redis.AuthenticationError):
+        return (
+            f"authentication failed ({str(exc).split(',')[0].rstrip('.')}): "
+            "give the password (and ACL user) in the URL, redis://[USER]:PASSWORD@HOST:PORT/DB"
+        )
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def redact_password(url: str) -> str:
+    """`url` with its password (if any) shown as `***`, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
 def fail(code: int, message: str) -> NoReturn:

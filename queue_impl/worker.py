@@ -9,6 +9,7 @@ returned to its queue.
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import importlib
 import logging
@@ -58,6 +59,7 @@ class PoolCounters:
     dead: int = 0
     timed_out: int = 0
     redis_errors: int = 0
+    orphans_requeued: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, n: int = 1) -> None:
@@ -81,8 +83,8 @@ class WorkerPool:
         *,
         concurrency: int = 10,
         job_timeout_s: float | None = 30.0,
-        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
-        lease_s: int = DEFAULT_LEASE_S,
+        heartbeat_interval_s: float | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
         on_job_start: Callable[[Job], None] | None = None,
     ) -> None:
         if concurrency < 1:
@@ -91,12 +93,17 @@ class WorkerPool:
         self.handlers = dict(handlers)
         self.concurrency = concurrency
         self.job_timeout_s = job_timeout_s
-        self.heartbeat_interval_s = heartbeat_interval_s
         self.lease_s = lease_s
+        # Three heartbeats per lease unless told otherwise (HEARTBEAT_INTERVAL_S by default).
+        self.heartbeat_interval_s = heartbeat_interval_s or lease_s / 3
         self.on_job_start = on_job_start
         self.counters = PoolCounters()
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._in_flight: collections.Counter[str] = collections.Counter()
+        """Jobs a worker thread holds, by id (a duplicated id can be held twice)."""
+        self._in_flight_lock = threading.Lock()
+        self._orphan_candidates: collections.Counter[str] = collections.Counter()
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -149,7 +156,15 @@ class WorkerPool:
                     continue
                 backoff.reset()
                 if job is not None:
-                    executor = self._process(job, executor)
+                    with self._in_flight_lock:
+                        self._in_flight[job.id] += 1
+                    try:
+                        executor = self._process(job, executor)
+                    finally:
+                        with self._in_flight_lock:
+                            self._in_flight[job.id] -= 1
+                            if self._in_flight[job.id] <= 0:
+                                del self._in_flight[job.id]
         finally:
             if executor is not None:
                 executor.shutdown(wait=False)
@@ -211,8 +226,27 @@ class WorkerPool:
         while not self.stopping.wait(self.heartbeat_interval_s):
             try:
                 self.queue.heartbeat(self.lease_s)
+                self._requeue_orphans()
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+
+    def _requeue_orphans(self) -> None:
+        """Hand back held jobs that no worker thread owns, seen so on two heartbeats.
+
+        A claim is one server-side move; when the connection drops before the reply
+        arrives (redis-py then retries the command on a new connection), the job sits
+        in this live consumer's processing list with no thread working on it, and stale
+        recovery never returns it because the heartbeat is alive. A job between its
+        claim and its thread's bookkeeping looks the same for microseconds, so a job is
+        only handed back when it was unowned one heartbeat ago too.
+        """
+        held = collections.Counter(self.queue.held_job_ids())
+        with self._in_flight_lock:
+            unowned = held - self._in_flight
+        confirmed = unowned & self._orphan_candidates
+        self._orphan_candidates = unowned - confirmed
+        if confirmed:
+            self.counters.add("orphans_requeued", self.queue.requeue_held(list(confirmed.elements())))
 
     def _redis_trouble(self, backoff: Backoff, what: str, exc: Exception) -> None:
         self.counters.add("redis_errors")
@@ -254,6 +288,13 @@ def load_handlers(spec: str | None) -> dict[str, Handler]:
     return handlers
 
 
+def lease_arg(text: str) -> float:
+    lease = duration_arg(text)
+    if lease < 0.1:
+        raise argparse.ArgumentTypeError(f"lease must be at least 100ms, got {text!r}")
+    return lease
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ServiceArgumentParser(prog="python -m queue_impl.worker", description=__doc__)
     add_queue_arguments(parser)
@@ -272,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--handlers", help="module:ATTR mapping job type to handler (added to noop/sleep/fail)"
     )
+    parser.add_argument(
+        "--lease",
+        type=lease_arg,
+        default=os.environ.get("QBENCH_LEASE", f"{DEFAULT_LEASE_S}s"),
+        help="heartbeat lease: a worker silent this long is dead and its jobs are recovered "
+        "(env QBENCH_LEASE; default %(default)s)",
+    )
     return parser
 
 
@@ -283,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         fail(2, str(exc))
     queue = open_queue(args, workers=args.concurrency)
-    pool = WorkerPool(queue, handlers, concurrency=args.concurrency, job_timeout_s=args.job_timeout)
+    pool = WorkerPool(
+        queue, handlers, concurrency=args.concurrency, job_timeout_s=args.job_timeout, lease_s=args.lease
+    )
     log.info("worker %s: %d threads, variant %s", queue.consumer, args.concurrency, queue.variant.label())
     returned = pool.run_until_stopped()
     log.info("stopped: %s; %d held job(s) returned", pool.counters, returned)
