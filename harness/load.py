@@ -183,7 +183,7 @@ def prefill(url: str, plan: LoadPlan, namespace: str) -> int:
         while done < total:
             size = min(PREFILL_CHUNK, total - done)
             picks = rng.choice(len(priorities), size=size, p=np.array(weights) / sum(weights))
-            queue.enqueue_many([Job(type="load", payload=payload, priority=priorities[i]) for i in picks])
+            queue.enqueue_many([Job(type="noop", payload=payload, priority=priorities[i]) for i in picks])
             done += size
     finally:
         client.close()
@@ -244,7 +244,15 @@ def _variant_spec(variant: Variant) -> str:
 
 def run_locust(plan: LoadPlan, out_dir: Path, *, host: str, env: dict[str, str]) -> int:
     """Locust headless in child processes (its gevent patching never touches this one)."""
-    base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
+    base = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--loglevel",
+        os.environ.get("QBENCH_LOCUST_LOGLEVEL", "WARNING"),
+    ]
     master = [
         *base,
         "--headless",
@@ -520,10 +528,11 @@ def _op_of(param_text: str) -> str:
     return dict(item.split("=", 1) for item in param_text.split(";")).get("op", param_text)
 
 
-def write_results(run: LoadRun) -> list[Row]:
+def write_results(run: LoadRun, *, charts: bool = True) -> list[Row]:
     rows = rows_of(run)
     write_metrics(run.out_dir / "metrics.csv", rows)
-    run.meta["charts"] = render_charts(rows, run.out_dir, f"{run.plan.workload.name} · {run.plan.label}")
+    title = f"{run.plan.workload.name} · {run.plan.label}"
+    run.meta["charts"] = render_charts(rows, run.out_dir, title) if charts else []
     run.meta["job_census"] = run.census
     write_run(run.out_dir / "run.json", run.meta)
     return rows
@@ -573,6 +582,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="results dir (default: results/load/SCENARIO/LABEL)"
     )
+    parser.add_argument("--no-charts", action="store_true", help="write metrics and Locust files only")
     add_redis_url_argument(parser)
 
 
@@ -624,7 +634,7 @@ def run(args: argparse.Namespace) -> int:
         f"load {plan.workload.name} · {plan.label}: {plan.users} users for {plan.duration_s:g} s", flush=True
     )
     result = run_load(plan, out_dir, redis_url=args.redis_url)
-    rows = write_results(result)
+    rows = write_results(result, charts=not args.no_charts)
     print(summary(rows))
     print(f"results in {out_dir}")
     failures = sum(s.failures for s in result.samples.values())

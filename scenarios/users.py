@@ -31,7 +31,8 @@ from scenarios.workload import Workload
 
 T = TypeVar("T")
 
-JOB_TYPE = "load"
+JOB_TYPE = "noop"
+"""The worker service's built-in no-op handler takes these (`qbench profile` runs one)."""
 
 _user_ids = count()
 

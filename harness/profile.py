@@ -1,0 +1,286 @@
+"""`qbench profile SCENARIO --variant V`: a worker service under scalene (or py-spy) during a load run."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from harness.load import add_common_arguments, plan_from_args, run_load, summary, write_results
+from harness.redis_server import ProvisionedRedis
+from queue_impl.config import Variant
+from queue_impl.keys import make_keys
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT_ROOT = Path("results/profile")
+TOOLS = ("scalene", "py-spy")
+WORKER_START_TIMEOUT_S = 60.0
+STOP_WAIT_S = 60.0
+"""The worker finishes in-flight jobs and returns held ones; scalene then writes its profile."""
+LAUNCHER = """\
+import runpy
+runpy.run_module("queue_impl.worker", run_name="__main__", alter_sys=True)
+"""
+"""Runs the worker service as a script: a path inside `queue_impl/` would shadow the stdlib `queue`."""
+
+
+class ProfileError(RuntimeError):
+    """The profiled worker did not start or wrote no profile (one line)."""
+
+
+def worker_args(url: str, variant: Variant, namespace: str, concurrency: int) -> list[str]:
+    from harness.load import _variant_spec
+
+    return [
+        "--redis-url",
+        url,
+        "--variant",
+        _variant_spec(variant),
+        "--namespace",
+        namespace,
+        "--concurrency",
+        str(concurrency),
+        "--job-timeout",
+        "0",
+    ]
+
+
+@contextlib.contextmanager
+def profiled_worker(
+    tool: str, profile_dir: Path, url: str, variant: Variant, namespace: str, concurrency: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker service consuming the run's jobs under `tool`; stopped with SIGTERM at the end."""
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("scalene.json", "py-spy.speedscope.json", "summary.md"):
+        (profile_dir / stale).unlink(missing_ok=True)
+    launcher = profile_dir / "run_worker.py"
+    launcher.write_text(LAUNCHER)
+    args = worker_args(url, variant, namespace, concurrency)
+    log = (profile_dir / "worker.log").open("wb")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    if tool == "scalene":
+        cmd = [
+            sys.executable,
+            "-m",
+            "scalene",
+            "run",
+            "-o",
+            str(profile_dir / "scalene.json"),
+            "--cpu-only",
+            "--program-path",
+            str(REPO_ROOT),
+            str(launcher),
+            "---",
+            *args,
+        ]
+        # Its own session: scalene may re-launch the program in a child, and the stop
+        # signal must reach the worker wherever it runs.
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        target = proc
+        spy = None
+    else:
+        target = subprocess.Popen(
+            [sys.executable, str(launcher), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        spy_cmd = [
+            _py_spy(),
+            "record",
+            "--pid",
+            str(target.pid),
+            "--idle",
+            "--rate",
+            "200",
+            "--format",
+            "speedscope",
+            "-o",
+            str(profile_dir / "py-spy.speedscope.json"),
+        ]
+        spy = subprocess.Popen(spy_cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = target
+    try:
+        _wait_until_consuming(url, variant, namespace, proc, profile_dir / "worker.log")
+        yield proc
+    finally:
+        # SIGTERM to the whole session: the worker stops gracefully (scalene may run it
+        # in a re-launched child and writes the profile when it exits).
+        _signal_group(target.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for p in (target, spy):
+            if p is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        while _group_alive(target.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for p in (target, spy):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        _signal_group(target.pid, signal.SIGKILL)
+        log.close()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    if _group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live (non-zombie) process is in process group `pgid`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # Fields after the parenthesised command: state, ppid, pgrp, ...
+            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(pgrp) == pgid and state != "Z":
+                return True
+    return False
+
+
+def _wait_until_consuming(
+    url: str, variant: Variant, namespace: str, proc: subprocess.Popen[bytes], log: Path
+) -> None:
+    """Block until the worker has registered as a consumer (scalene starts slowly)."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    consumers = make_keys(variant.keys, namespace).consumers()
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    try:
+        while not client.scard(consumers):
+            if proc.poll() is not None:
+                lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+                raise ProfileError(f"the profiled worker exited: {lines[-1] if lines else proc.returncode}")
+            if time.monotonic() > deadline:
+                raise ProfileError(f"the profiled worker did not start within {WORKER_START_TIMEOUT_S:g} s")
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def _py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).is_file():
+        from harness.cli import UsageError
+
+        raise UsageError("py-spy is not installed (pip install py-spy)")
+    return found
+
+
+def scalene_summary(path: Path, top: int = 15) -> list[dict[str, Any]]:
+    """The source lines with the most CPU time in a scalene JSON profile."""
+    doc = json.loads(path.read_text())
+    lines: list[dict[str, Any]] = []
+    for filename, data in (doc.get("files") or {}).items():
+        for line in data.get("lines") or []:
+            python = float(line.get("n_cpu_percent_python", 0) or 0)
+            native = float(line.get("n_cpu_percent_c", 0) or 0)
+            system = float(line.get("n_sys_percent", 0) or 0)
+            if python + native + system <= 0:
+                continue
+            shown = os.path.relpath(filename, REPO_ROOT) if filename.startswith(str(REPO_ROOT)) else filename
+            lines.append(
+                {
+                    "where": f"{shown}:{line.get('lineno')}",
+                    "code": str(line.get("line", "")).strip()[:70],
+                    "cpu_percent": python + native + system,
+                    "python_percent": python,
+                    "native_percent": native,
+                    "system_percent": system,
+                }
+            )
+    lines.sort(key=lambda item: item["cpu_percent"], reverse=True)
+    return lines[:top]
+
+
+def format_summary(lines: list[dict[str, Any]], elapsed_s: float | None) -> str:
+    title = "# Worker CPU profile (scalene)"
+    out = [
+        f"{title}, {elapsed_s:.1f} s" if elapsed_s else title,
+        "",
+        "Share of the profiled worker's CPU time per source line (scalene --cpu-only).",
+        "",
+        "| CPU % | Python % | native % | system % | line | code |",
+        "|---:|---:|---:|---:|---|---|",
+    ]
+    out += [
+        f"| {f['cpu_percent']:.1f} | {f['python_percent']:.1f} | {f['native_percent']:.1f} | "
+        f"{f['system_percent']:.1f} | {f['where']} | `{f['code']}` |"
+        for f in lines
+    ]
+    return "\n".join(out) + "\n"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "profile", help="profile a worker service (scalene/py-spy) during a load run"
+    )
+    add_common_arguments(parser)
+    parser.add_argument("--tool", choices=TOOLS, default="scalene", help="profiler (default scalene)")
+    parser.add_argument("--concurrency", type=int, default=4, help="worker threads of the profiled worker")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.cli import UsageError
+
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be >= 1")
+    plan = plan_from_args(args)
+    out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
+    profile_dir = out_dir / "profile"
+    if args.tool == "py-spy":
+        _py_spy()
+
+    def during(server: ProvisionedRedis, namespace: str) -> contextlib.AbstractContextManager[object]:
+        return profiled_worker(args.tool, profile_dir, server.url, plan.variant, namespace, args.concurrency)
+
+    print(f"profile {plan.workload.name} · {plan.label} with {args.tool}: {plan.duration_s:g} s", flush=True)
+    result = run_load(plan, out_dir, redis_url=args.redis_url, during=during)
+    result.meta["profile"] = {"tool": args.tool, "concurrency": args.concurrency, "dir": "profile"}
+    rows = write_results(result, charts=not args.no_charts)
+    print(summary(rows))
+    if args.tool == "scalene":
+        scalene_json = profile_dir / "scalene.json"
+        if not scalene_json.is_file():
+            print(
+                f"qbench: error: scalene wrote no profile (see {profile_dir / 'worker.log'})", file=sys.stderr
+            )
+            return 1
+        elapsed = json.loads(scalene_json.read_text()).get("elapsed_time_sec")
+        text = format_summary(scalene_summary(scalene_json), elapsed)
+        (profile_dir / "summary.md").write_text(text)
+        print(text)
+    else:
+        if not (profile_dir / "py-spy.speedscope.json").is_file():
+            print(
+                f"qbench: error: py-spy wrote no profile (see {profile_dir / 'worker.log'})", file=sys.stderr
+            )
+            return 1
+        print(
+            f"py-spy profile: {profile_dir / 'py-spy.speedscope.json'} (open in https://www.speedscope.app)"
+        )
+    print(f"results and profile in {out_dir}")
+    return 0

@@ -1,0 +1,124 @@
+"""The submission API over a real Redis: submit, read, stats, and bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness.load import api_server
+from harness.measured import unique_namespace
+from queue_impl.api import DEFAULT_HOST, parse_args
+from queue_impl.config import PRESETS
+from queue_impl.job import Priority
+from queue_impl.queue import RedisQueue
+from tests.conftest import QueueFactory, fast
+
+VARIANT = fast(PRESETS["optimized"])
+
+
+@pytest.fixture(scope="module")
+def api(redis_url: str) -> Iterator[tuple[str, str]]:
+    """(base URL, namespace) of a running `python -m queue_impl.api`."""
+    namespace = unique_namespace("api")
+    with api_server(redis_url, VARIANT, namespace) as base:
+        yield base, namespace
+
+
+@pytest.fixture
+def queue(api: tuple[str, str], make_queue: QueueFactory) -> RedisQueue:
+    """The API's queue, read directly; emptied after each test."""
+    return make_queue(VARIANT, namespace=api[1])
+
+
+def call(base: str, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_submitted_job_is_queued_and_readable(api: tuple[str, str], queue: RedisQueue) -> None:
+    base, _ = api
+    status, created = call(base, "POST", "/jobs", {"type": "email", "payload": "héllo", "priority": "high"})
+    assert status == 201
+
+    status, doc = call(base, "GET", f"/jobs/{created['id']}")
+    assert status == 200
+    assert (doc["type"], doc["priority"], doc["status"]) == ("email", "high", "queued")
+    assert base64.b64decode(doc["payload_base64"]) == "héllo".encode()
+
+    job = queue.dequeue(wait=False)
+    assert job is not None
+    assert (job.id, job.payload, job.priority) == (created["id"], "héllo".encode(), Priority.HIGH)
+    queue.complete(job)
+
+
+def test_base64_payload_and_stats_count_every_submission(api: tuple[str, str], queue: RedisQueue) -> None:
+    base, _ = api
+    raw = bytes(range(256))
+    for priority in ("high", "normal", "normal", "low"):
+        body = {"type": "blob", "payload": base64.b64encode(raw).decode(), "payload_encoding": "base64"}
+        status, _ = call(base, "POST", "/jobs", {**body, "priority": priority})
+        assert status == 201
+
+    status, stats = call(base, "GET", "/stats")
+    assert status == 200
+    assert stats["queued"] == {"high": 1, "normal": 2, "low": 1}
+    job = queue.dequeue(wait=False)
+    assert job is not None and job.payload == raw
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": ""},
+        {"payload": "no type"},
+        {"type": "t", "priority": "urgent"},
+        {"type": "t", "max_retries": -1},
+        {"type": "t", "payload": "not base64!", "payload_encoding": "base64"},
+    ],
+)
+def test_malformed_job_is_rejected_and_nothing_is_queued(
+    api: tuple[str, str], queue: RedisQueue, body: dict[str, object]
+) -> None:
+    status, doc = call(api[0], "POST", "/jobs", body)
+    assert status == 422 and "detail" in doc
+    assert sum(queue.stats().queued.values()) == 0
+
+
+def test_malformed_json_and_unknown_job(api: tuple[str, str]) -> None:
+    assert call(api[0], "POST", "/jobs", raw=b"{not json")[0] == 422
+    status, doc = call(api[0], "GET", "/jobs/does-not-exist")
+    assert status == 404 and "does-not-exist" in doc["detail"]
+
+
+def test_binds_loopback_by_default() -> None:
+    assert parse_args([]).host == DEFAULT_HOST == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--variant", "fastest"], 2, "unknown preset"),
+        (["--redis-url", "redis://127.0.0.1:1/0"], 1, "cannot reach Redis"),
+    ],
+)
+def test_bad_start_is_one_line(args: list[str], code: int, message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "queue_impl.api", *args], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == code
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr
