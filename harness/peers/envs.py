@@ -43,7 +43,7 @@ def ensure_env(spec: DriverSpec, *, root: Path | None = None, log: Path | None =
     wanted = requirements_text(spec)
     if wanted is None:
         return sys.executable
-    venv = (root or venvs_root()) / spec.name
+    venv = (root or venvs_root()) / str(spec.env_name)
     python = venv / "bin" / "python"
     stamp = venv / STAMP
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:

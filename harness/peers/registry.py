@@ -19,6 +19,11 @@ class DriverSpec:
     """Requirements file (under harness/peers/requirements/) of its own virtualenv;
     None: the reference queue, which runs in the project's own environment."""
 
+    @property
+    def env_name(self) -> str | None:
+        """Name of its virtualenv: one per requirements file, shared by a library's configurations."""
+        return None if self.requirements is None else self.requirements.removesuffix(".txt")
+
     def load(self) -> type[Driver]:
         cls: type[Driver] = getattr(importlib.import_module(self.module), self.attr)
         return cls
@@ -41,7 +46,15 @@ DRIVERS: dict[str, DriverSpec] = {
         _peer("huey", "huey_driver", "HueyDriver"),
         _peer("celery", "celery_driver", "CeleryDriver"),
         _peer("taskiq", "taskiq_driver", "TaskiqDriver"),
+        # Labelled configurations: a library's own option changed from its default.
+        DriverSpec(
+            "taskiq+result_ex_time=3600",
+            "harness.peers.taskiq_driver",
+            "TaskiqResultExpiryDriver",
+            "taskiq.txt",
+        ),
     )
 }
 REFERENCE_NAMES = ("baseline", "optimized", "scripted")
-PEER_NAMES = tuple(name for name in DRIVERS if name not in REFERENCE_NAMES)
+PEER_NAMES = tuple(name for name in DRIVERS if name not in REFERENCE_NAMES and "+" not in name)
+"""The seven libraries with their defaults (labelled configurations excluded)."""

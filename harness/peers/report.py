@@ -112,7 +112,12 @@ def command_breakdown(rows: Sequence[Row], driver: str, phase: str) -> str:
 
 def standing(values: Mapping[str, Spread], metric: Metric, reference: str = "scripted") -> str | None:
     """Where `reference` stands against the best peer library on one metric."""
-    peers = {name: s for name, s in values.items() if name not in REFERENCE_NAMES and s.median == s.median}
+    # Libraries with their defaults only: a labelled configuration is reported, not ranked.
+    peers = {
+        name: s
+        for name, s in values.items()
+        if name not in REFERENCE_NAMES and "+" not in name and s.median == s.median
+    }
     if reference not in values or not peers:
         return None
     pick = max if metric.higher_is_better else min
@@ -194,15 +199,16 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         "",
         "## Setup per driver",
         "",
-        "| driver | library | setup | redis-py | run load (1 min) |",
-        "|---|---|---|---|---|",
+        "| driver | library | setup | redis-py | repeats | load (1 min) before -> after |",
+        "|---|---|---|---|---:|---|",
     ]
     for name in names:
         d = drivers.get(name, {})
         load = f"{d.get('loadavg_before', ['?'])[0]} -> {d.get('loadavg_after', ['?'])[0]}"
+        repeats = len({r.repeat for r in rows if r.variant == name and r.metric == "process_jobs_per_s"})
         lines.append(
             f"| {name} | {d.get('distribution', '?')} {d.get('version', '?')} | {d.get('setup', '?')} "
-            f"| {d.get('redis_py', '?')} | {load} |"
+            f"| {d.get('redis_py', '?')} | {repeats} | {load} |"
         )
     lines += [
         "",

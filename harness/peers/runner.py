@@ -46,6 +46,9 @@ class Sizes:
     concurrency: int = 10
     settle_s: float = 1.0
     """Pause after a drain before the idle window starts (late acks, prefetch refills)."""
+    repeat_budget_s: float = 240.0
+    """No further repeat starts once a driver's repeats took this long: a library (or
+    preset) that drains at ~10 jobs/s gets one repeat, not an hour (the report shows n)."""
 
 
 FULL = Sizes()
@@ -376,7 +379,11 @@ def measure_driver(
         rows.append(Row(EXPERIMENT, name, params(**extra), metric, value, unit, repeat))
 
     memory_before = probe.used_memory()
+    started = time.monotonic()
     for r in range(sizes.repeats):
+        if r > 0 and time.monotonic() - started > sizes.repeat_budget_s:
+            progress(f"  {name}: {r} repeat(s) took over {sizes.repeat_budget_s:g}s; no more")
+            break
         stats0 = probe.commands()
         seconds = driver.enqueue(n)
         stats1 = probe.commands()

@@ -27,10 +27,14 @@ class TaskiqDriver(AsyncDriver):
         )
 
         self.broker: Any = RedisStreamBroker(url=url).with_result_backend(
-            RedisAsyncResultBackend(redis_url=url)
+            RedisAsyncResultBackend(redis_url=url, **self.backend_options())
         )
         self.task: Any = self.broker.task(task_name=TASK)(qbench_noop)
         self.started = False
+
+    def backend_options(self) -> dict[str, Any]:
+        """Result backend options: none, the README's setup (results never expire)."""
+        return {}
 
     def setup(self) -> str:
         return (
@@ -65,3 +69,15 @@ class TaskiqDriver(AsyncDriver):
             await self.broker.shutdown()
 
         self.run(work())
+
+
+class TaskiqResultExpiryDriver(TaskiqDriver):
+    """A labelled configuration: results expire after an hour (`result_ex_time`)."""
+
+    name = "taskiq+result_ex_time=3600"
+
+    def backend_options(self) -> dict[str, Any]:
+        return {"result_ex_time": 3600}
+
+    def setup(self) -> str:
+        return super().setup() + "; results expire after 3600 s"
