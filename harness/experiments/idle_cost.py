@@ -138,11 +138,12 @@ def _rate(rows: list[Row], variant: str, command: str) -> list[float]:
 
 def _group_rate(rows: list[Row], variant: str, commands: Sequence[str]) -> list[float]:
     """Per-window sums of the given commands' rates."""
-    per_command = [_rate(rows, variant, c) for c in commands]
-    per_command = [v for v in per_command if v]
-    if not per_command:
+    windows = _rate(rows, variant, "all")
+    per_command = [found for c in commands if (found := _rate(rows, variant, c))]
+    if not windows:
         return []
-    return [sum(values) for values in zip(*per_command, strict=True)]
+    # A command never seen in this variant's windows ran 0 times there.
+    return [sum(values) for values in zip(*per_command, strict=True)] if per_command else [0.0] * len(windows)
 
 
 def render(rows: list[Row], charts_dir: Path) -> Section:

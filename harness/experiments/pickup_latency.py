@@ -44,8 +44,8 @@ TITLE = "Pickup latency: enqueue → start with idle workers"
 
 TOGGLES_ALONE = ("baseline+dequeue=block", "baseline+dequeue=notify")
 """The dequeue toggle without the preset's other changes."""
-LANES_PER_REPEAT = {True: 1, False: 4}
-SAMPLES_PER_LANE = {True: 1, False: 3}
+LANES_PER_REPEAT = {True: 1, False: 6}
+SAMPLES_PER_LANE = {True: 1, False: 2}
 """Per priority; keyed by quick. A lane is one idle worker on a namespace of its own."""
 PROBE_WORKERS = 10
 PICKUP_TIMEOUT_S = 15.0
@@ -65,8 +65,9 @@ def run(ctx: RunContext) -> list[Row]:
             f"of the {wait_cycle_s(variant):g} s wait cycle"
         )
         rows += _random_phase(ctx, variant, lanes=lanes, samples=samples)
-    ctx.progress(f"priority-inversion probe: {PROBE_WORKERS} fresh workers per variant, {ctx.repeats} rounds")
-    rows += _inversion_probe(ctx, variants)
+    rounds = 1 if ctx.quick else ctx.repeats
+    ctx.progress(f"priority-inversion probe: {PROBE_WORKERS} fresh workers per variant, {rounds} round(s)")
+    rows += _inversion_probe(ctx, variants, rounds)
     return rows
 
 
@@ -185,9 +186,9 @@ def probe_offset_s(variant: Variant) -> float:
     return high + normal + 0.1 * low
 
 
-def _inversion_probe(ctx: RunContext, variants: list[Variant]) -> list[Row]:
+def _inversion_probe(ctx: RunContext, variants: list[Variant], rounds: int) -> list[Row]:
     rows: list[Row] = []
-    for repeat in range(ctx.repeats):
+    for repeat in range(rounds):
         runs: list[tuple[Variant, PoolRun, StartLog]] = []
         try:
             for variant in variants:

@@ -135,25 +135,12 @@ def _measure(
     for repeat, window in enumerate(windows):
         rows += [
             Row(NAME, label, PROCESSING, "jobs_per_s", window.jobs_per_s, "jobs/s", repeat),
-            Row(
-                NAME,
-                label,
-                PROCESSING,
-                "dequeue_ms_p99",
-                percentile(window.timings_ms["dequeue"], 99),
-                "ms",
-                repeat,
-            ),
-            Row(
-                NAME,
-                label,
-                PROCESSING,
-                "complete_ms_p99",
-                percentile(window.timings_ms["complete"], 99),
-                "ms",
-                repeat,
-            ),
             Row(NAME, label, PROCESSING, "pool_errors", window.redis_errors, "errors", repeat),
+        ]
+        rows += [
+            Row(NAME, label, PROCESSING, f"{op}_ms_p99", percentile(window.timings_ms[op], 99), "ms", repeat)
+            for op in ("dequeue", "complete")
+            if window.timings_ms[op]  # a block-mode window can fall between two bursts
         ]
     rows += [
         Row(NAME, label, PROCESSING, "backlog_ran_dry", int(ran_dry), "count", 0),
