@@ -79,11 +79,15 @@ def ensure_env(spec: DriverSpec, *, root: Path | None = None, log: Path | None =
 
 
 def import_root() -> Path:
-    """A directory holding only a `harness` link, for PYTHONPATH of driver subprocesses.
+    """A directory holding only `harness` and `queue_impl` links, for driver subprocesses' PYTHONPATH.
 
     Pointing PYTHONPATH at the project's site-packages would put this environment's
-    redis-py in front of the peer's own; the link exposes the harness package alone.
+    redis-py in front of the peer's own; the links expose our two packages alone, the
+    very copies this process runs (so a run from a snapshot measures that snapshot).
     """
+    import queue_impl
+
     root = Path(tempfile.mkdtemp(prefix="qbench-peers-path-"))
     (root / "harness").symlink_to(Path(__file__).resolve().parent.parent, target_is_directory=True)
+    (root / "queue_impl").symlink_to(Path(queue_impl.__file__).resolve().parent, target_is_directory=True)
     return root
