@@ -1,0 +1,111 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # qbench results
+#
+# Loads any qbench results directory (a `qbench reproduce` run, one `qbench load` run, or a
+# tree of them such as `results/load/`) and renders every table and chart in it. It only
+# reads `metrics.csv`, `run.json` and `charts/`: nothing is measured here.
+#
+# Run headless: `qbench report --notebook DIR` (writes `DIR/report.html`).
+
+# %% tags=["parameters"]
+RESULTS_DIR = "results/load"
+
+# %%
+# ruff: noqa: E402 -- the parameters cell (papermill's convention) comes before the imports.
+import json
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Image, Markdown, display
+
+DETERMINISTIC_UNITS = {"count", "round_trips", "commands", "bytes", "jobs", "keys"}
+
+root = Path(RESULTS_DIR)
+sources = sorted(root.rglob("metrics.csv"))
+if not sources:
+    raise FileNotFoundError(f"no metrics.csv under {root}")
+frames = []
+for path in sources:
+    frame = pd.read_csv(path, dtype={"params": str})
+    frame["params"] = frame["params"].fillna("")
+    frame["run"] = str(path.parent.relative_to(root)) if path.parent != root else "."
+    frames.append(frame)
+metrics = pd.concat(frames, ignore_index=True)
+display(Markdown(f"**{len(metrics)} rows** from {len(sources)} run(s) under `{root}`"))
+
+# %% [markdown]
+# ## Runs
+
+# %%
+runs = []
+for path in sources:
+    run_file = path.parent / "run.json"
+    meta = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    server = meta.get("server", {})
+    runs.append(
+        {
+            "run": str(path.parent.relative_to(root)) if path.parent != root else ".",
+            "created": meta.get("created_at"),
+            "mode": meta.get("mode"),
+            "variant": meta.get("variant", ""),
+            "server": f"{server.get('version', '?')} ({server.get('allocator', '?')})",
+            "commit": (meta.get("git", {}).get("commit") or "")[:10],
+            "cpus": meta.get("cpu", {}).get("cpu_count"),
+            "load avg before": meta.get("load_avg_before"),
+        }
+    )
+display(pd.DataFrame(runs).set_index("run"))
+
+# %% [markdown]
+# ## Tables
+#
+# One table per experiment: the median over repeats, one column per variant. Counts (round
+# trips, commands, bytes, jobs) are exact; timings are medians of repeats.
+
+# %%
+for experiment, part in metrics.groupby("experiment", sort=False):
+    display(Markdown(f"### {experiment}"))
+    table = (
+        part.groupby(["run", "params", "metric", "unit", "variant"])["value"]
+        .median()
+        .unstack("variant")
+        .sort_index()
+    )
+    display(table)
+
+# %% [markdown]
+# ## Deterministic counts that varied across repeats
+#
+# Every count should come out identical in every repeat; any row here needs a look.
+
+# %%
+counts = metrics[metrics["unit"].isin(DETERMINISTIC_UNITS)]
+spread = counts.groupby(["run", "experiment", "variant", "params", "metric"])["value"].agg(["min", "max"])
+varied = spread[spread["min"] != spread["max"]]
+display(varied if len(varied) else Markdown("None: every count was identical in every repeat."))
+
+# %% [markdown]
+# ## Charts
+
+# %%
+charts = sorted(root.rglob("charts/*.png"))
+for chart in charts:
+    display(Markdown(f"### {chart.relative_to(root)}"))
+    display(Image(filename=str(chart)))
+if not charts:
+    display(Markdown("No charts in this directory."))
