@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -48,9 +50,12 @@ def render_notebook(results_dir: Path, *, out: Path | None = None) -> Path:
         try:
             client.execute()
         except CellExecutionError as exc:
-            last = [line for line in str(exc).splitlines() if line.strip()]
+            # Tracebacks come with terminal colours: keep the plain text of the last line.
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+            last = [line for line in plain.splitlines() if line.strip()]
             raise NotebookError(f"the report notebook failed: {last[-1] if last else exc}") from None
     exporter = HTMLExporter(exclude_input=True)  # type: ignore[no-untyped-call]
+    exporter.log.setLevel(logging.ERROR)  # its accessibility hints are not our users' errors
     html, _ = exporter.from_notebook_node(notebook)
     path = out or results_dir / HTML_FILE
     path.write_text(html)
@@ -69,3 +74,17 @@ def _inject_parameters(notebook: object, nbformat: object, **values: str) -> Non
     cell = nbformat.v4.new_code_cell(source)  # type: ignore[attr-defined]
     cell.metadata["tags"] = ["injected-parameters"]
     cells.insert(index + 1, cell)
+
+
+def run_notebook(results_dir: Path) -> int:
+    """`qbench report --notebook DIR`: print the HTML path; one-line errors."""
+    from harness.cli import UsageError
+
+    if not results_dir.is_dir():
+        raise UsageError(f"{results_dir}: not a directory")
+    try:
+        path = render_notebook(results_dir)
+    except NotebookError as exc:
+        raise UsageError(str(exc)) from None
+    print(path)
+    return 0

@@ -39,14 +39,23 @@ root = Path(RESULTS_DIR)
 sources = sorted(root.rglob("metrics.csv"))
 if not sources:
     raise FileNotFoundError(f"no metrics.csv under {root}")
-frames = []
+COLUMNS = ["experiment", "variant", "params", "metric", "value", "unit", "repeat"]
+frames, skipped = [], []
 for path in sources:
     frame = pd.read_csv(path, dtype={"params": str})
+    if list(frame.columns) != COLUMNS:
+        skipped.append(path)  # some other tool's metrics.csv
+        continue
     frame["params"] = frame["params"].fillna("")
     frame["run"] = str(path.parent.relative_to(root)) if path.parent != root else "."
     frames.append(frame)
+if not frames:
+    raise FileNotFoundError(f"no qbench metrics.csv under {root}")
+sources = [p for p in sources if p not in skipped]
 metrics = pd.concat(frames, ignore_index=True)
 display(Markdown(f"**{len(metrics)} rows** from {len(sources)} run(s) under `{root}`"))
+if skipped:
+    display(Markdown("Skipped (not qbench metrics): " + ", ".join(f"`{p}`" for p in skipped)))
 
 # %% [markdown]
 # ## Runs
@@ -106,6 +115,6 @@ display(varied if len(varied) else Markdown("None: every count was identical in 
 charts = sorted(root.rglob("charts/*.png"))
 for chart in charts:
     display(Markdown(f"### {chart.relative_to(root)}"))
-    display(Image(filename=str(chart)))
+    display(Image(filename=str(chart), alt=f"chart {chart.stem}"))
 if not charts:
     display(Markdown("No charts in this directory."))
