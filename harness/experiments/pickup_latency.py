@@ -52,6 +52,9 @@ PICKUP_TIMEOUT_S = 15.0
 PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("max", 100.0))
 SEED_BEFORE_MAX_MS, SEED_AFTER_MS = 100.0, 1.0
 SEED_INVERSION_S = 3.0
+BEFORE_CLAIM = "Job start latency before: 0-100 ms (polling)"
+AFTER_CLAIM = "Job start latency after: < 1 ms (blocking dequeue)"
+INVERSION_CLAIM = "Trade-off: a high job during the low-priority wait may wait up to 3 s"
 
 
 def run(ctx: RunContext) -> list[Row]:
@@ -278,10 +281,12 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         ]
     )
     verdicts = _verdicts(mine)
-    for claim, verdict, _ in verdicts:
-        for line in body:
-            if claim.startswith("Job start latency") and line[0].startswith("normal: p50"):
-                line[-1] = verdict
+    by_claim = {claim: verdict for claim, verdict, _ in verdicts}
+    for line in body:
+        if line[0].startswith("normal: p50"):
+            line[-1] = f"before: {by_claim.get(BEFORE_CLAIM, '-')}; after: {by_claim.get(AFTER_CLAIM, '-')}"
+        elif line[0].startswith("high job sent"):
+            line[-1] = by_claim.get(INVERSION_CLAIM, "")
     parts = [
         "Random phases: each lane is one idle worker on its own namespace; its producer (a "
         "separate connection, the variant's own enqueue) sends one job at a time, each after a "
@@ -309,16 +314,14 @@ def _verdicts(rows: list[Row]) -> list[tuple[str, str, str]]:
     base_max = [_median(_random(rows, "baseline", p.label, "max")) for p in PRIORITY_ORDER]
     base_p50 = [_median(_random(rows, "baseline", p.label, "p50")) for p in PRIORITY_ORDER]
     if None in base_max or None in base_p50:
-        verdicts.append(
-            ("Job start latency before: 0-100 ms (polling)", NOT_MEASURED, "baseline not measured")
-        )
+        verdicts.append((BEFORE_CLAIM, NOT_MEASURED, "baseline not measured"))
     else:
         worst = max(v for v in base_max if v is not None)
         mid = ", ".join(f"{v:.0f}" for v in base_p50 if v is not None)
         ok = worst <= SEED_BEFORE_MAX_MS * 1.2
         verdicts.append(
             (
-                "Job start latency before: 0-100 ms (polling)",
+                BEFORE_CLAIM,
                 HOLDS if ok else PARTLY,
                 f"baseline p50 {mid} ms (high/normal/low), max {worst:.0f} ms",
             )
@@ -332,9 +335,7 @@ def _verdicts(rows: list[Row]) -> list[tuple[str, str, str]]:
     }
     scr = {p.label: _median(_random(rows, "scripted", p.label, "p99")) for p in PRIORITY_ORDER}
     if any(v[0] is None or v[1] is None for v in opt.values()):
-        verdicts.append(
-            ("Job start latency after: < 1 ms (blocking dequeue)", NOT_MEASURED, "optimized not measured")
-        )
+        verdicts.append((AFTER_CLAIM, NOT_MEASURED, "optimized not measured"))
     else:
         all_fast = all((v[1] or 0.0) < SEED_AFTER_MS for v in opt.values())
         detail = "; ".join(f"{k} p50 {v[0]:.0f} / p99 {v[1]:.0f} ms" for k, v in opt.items())
@@ -347,16 +348,14 @@ def _verdicts(rows: list[Row]) -> list[tuple[str, str, str]]:
             f"optimized (block) {detail}: a job waits until the worker's BRPOPLPUSH on another "
             f"priority times out (1 s / 1 s / 3 s in turn){scripted}"
         )
-        verdicts.append(
-            ("Job start latency after: < 1 ms (blocking dequeue)", HOLDS if all_fast else DOES_NOT_HOLD, why)
-        )
+        verdicts.append((AFTER_CLAIM, HOLDS if all_fast else DOES_NOT_HOLD, why))
     probe = {v: _median(_probe(rows, v)) for v in PRESET_COLUMNS}
     if probe["optimized"] is not None:
         delayed = probe["optimized"] / 1e3
         others = ", ".join(f"{v} {probe[v]:.1f} ms" for v in ("baseline", "scripted") if probe[v] is not None)
         verdicts.append(
             (
-                "Trade-off: a high job during the low-priority wait may wait up to 3 s",
+                INVERSION_CLAIM,
                 HOLDS if delayed <= SEED_INVERSION_S * 1.05 else DOES_NOT_HOLD,
                 f"optimized probe {delayed:.2f} s (all {PROBE_WORKERS} workers sat in the 3 s wait); "
                 f"{others}",
