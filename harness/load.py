@@ -22,7 +22,7 @@ import numpy as np
 from harness.measured import unique_namespace
 from harness.redis_server import ProvisionedRedis, free_port, redis_for_run
 from harness.results import Row, params, run_metadata, write_metrics, write_run
-from queue_impl.config import Variant, parse_variant
+from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.connection import make_client
 from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status, as_bytes, as_text
 from queue_impl.queue import RedisQueue
@@ -192,10 +192,13 @@ def prefill(url: str, plan: LoadPlan, namespace: str) -> int:
 
 
 def _locust_env(plan: LoadPlan, url: str, namespace: str, samples_dir: Path) -> dict[str, str]:
+    # The plan may override users or duration: Locust's processes read this exact shape.
+    workload_file = samples_dir / "workload.toml"
+    workload_file.write_text(_to_toml(plan.workload))
     env = dict(os.environ)
     env.update(
         {
-            run_settings.ENV_WORKLOAD: str(_workload_source(plan.workload)),
+            run_settings.ENV_WORKLOAD: str(workload_file),
             run_settings.ENV_VARIANT: _variant_spec(plan.variant),
             run_settings.ENV_REDIS_URL: url,
             run_settings.ENV_NAMESPACE: namespace,
@@ -206,21 +209,6 @@ def _locust_env(plan: LoadPlan, url: str, namespace: str, samples_dir: Path) -> 
         }
     )
     return env
-
-
-_WORKLOAD_FILES: dict[int, Path] = {}
-
-
-def _workload_source(workload: Workload) -> Path:
-    """A TOML file holding exactly `workload` (the plan may override users/duration)."""
-    path = _WORKLOAD_FILES.get(id(workload))
-    if path is None:
-        fd, name = tempfile.mkstemp(prefix=f"qbench-{workload.name}-", suffix=".toml")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(_to_toml(workload))
-        path = Path(name)
-        _WORKLOAD_FILES[id(workload)] = path
-    return path
 
 
 def _to_toml(workload: Workload) -> str:
@@ -238,8 +226,9 @@ def _to_toml(workload: Workload) -> str:
 
 def _variant_spec(variant: Variant) -> str:
     """A `preset+toggle=value,...` string that `parse_variant` turns back into `variant`."""
-    label = variant.label()
-    return label if variant.name != "custom" else "baseline"
+    if variant.name not in PRESETS:
+        raise ValueError(f"variant {variant.name!r} is not based on a preset: build it with parse_variant")
+    return variant.label()
 
 
 def run_locust(plan: LoadPlan, out_dir: Path, *, host: str, env: dict[str, str]) -> int:
