@@ -267,6 +267,10 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         "",
         _grid_table(mine, workers, pools),
         "",
+        "### complete() p99 (ms), wait mode: includes any wait for a free connection",
+        "",
+        _grid_table(mine, workers, pools, "complete_ms_p99"),
+        "",
         _raise_text(mine),
         "",
         _integrity_text(mine),
@@ -319,19 +323,21 @@ def _verdict(rows: list[Row], before: int | None, after: int | None) -> tuple[st
     return DOES_NOT_HOLD, why
 
 
-def _grid_table(rows: list[Row], workers: list[int], pools: list[str]) -> str:
+def _grid_table(rows: list[Row], workers: list[int], pools: list[str], metric: str = "jobs_per_s") -> str:
+    """One row per preset and pool, one column per worker count (wait mode); jobs/s cells
+    also show the pool errors of the cell."""
+    digits = 0 if metric == "jobs_per_s" else 1
     body = []
     for preset in PRESET_COLUMNS:
         for pool in pools:
             cells = []
             for w in workers:
-                p = params(pool=pool, pool_mode="wait", workers=w)
-                found = _cell_values(rows, preset, "jobs_per_s", p)
+                found = _cell_values(rows, preset, metric, params(pool=pool, pool_mode="wait", workers=w))
                 if not found:
                     cells.append("-")
                     continue
-                errors = _errors(rows, preset, pool, w)
-                cells.append(f"{spread_cell(found, digits=0)}" + (f" ({errors} err)" if errors else ""))
+                errors = _errors(rows, preset, pool, w) if metric == "jobs_per_s" else 0
+                cells.append(spread_cell(found, digits=digits) + (f" ({errors} err)" if errors else ""))
             body.append([preset, pool, *cells])
     return markdown_table(["preset", "pool", *(f"{w} workers" for w in workers)], body)
 
