@@ -12,7 +12,7 @@ import redis
 from harness.cli import UsageError, main
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
 from harness.peers.registry import DRIVERS, PEER_NAMES, REFERENCE_NAMES
-from harness.peers.report import render_report
+from harness.peers.report import METRICS, collect, render_report, standing
 from harness.peers.runner import (
     DriverFailedError,
     Sink,
@@ -85,6 +85,27 @@ def test_rate_and_percentiles() -> None:
     assert processing_rate(samples[:1]) != processing_rate(samples[:1])  # NaN: too few
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50, 99, 100)
+
+
+def test_report_ranks_scripted_against_the_best_default_peer() -> None:
+    def rows(name: str, rate: float, commands: float) -> list[Row]:
+        return [
+            Row("peers", name, "calls=serial;jobs=10", "enqueue_jobs_per_s", rate, "jobs/s", 0),
+            Row("peers", name, "command=all;phase=enqueue", "commands_per_job", commands, "commands/job", 0),
+            Row("peers", name, "command=all;phase=process", "commands_per_job", 1.0, "commands/job", 0),
+            Row("peers", name, "command=all;phase=idle", "idle_commands_per_s", 7.0, "commands/s", 0),
+        ]
+
+    data = rows("scripted", 900.0, 3.0) + rows("huey", 1000.0, 1.0) + rows("rq", 500.0, 5.0)
+    data += rows("taskiq+result_ex_time=3600", 5000.0, 0.5)  # labelled: shown, never ranked
+    by_key = {m.key: m for m in METRICS}
+    enqueue = collect(data, by_key["enqueue"])
+    assert standing(enqueue, by_key["enqueue"]) == (
+        "enqueue, one call per job: scripted 900 vs best peer huey 1,000 jobs/s (0.90x): trails"
+    )
+    commands = collect(data, by_key["commands"])  # enqueue + process, the idle phase left out
+    assert commands["scripted"].median == 4.0 and commands["rq"].median == 6.0
+    assert str(standing(commands, by_key["commands"])).endswith("huey 2.0 commands/job (2.00x): trails")
 
 
 # -- against real Redis servers ---------------------------------------------------------------------
