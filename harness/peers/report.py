@@ -235,7 +235,8 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         "the library's own bulk call, 100 jobs per call, where it has one); time spent inside the calls.",
         "- Processing: jobs enqueued first, then the workers started; the rate is taken from the "
         "handlers' start times over the middle 90% of the jobs (worker boot left out).",
-        "- Commands: `INFO commandstats` deltas on the driver's own server.",
+        "- Commands: `INFO commandstats` deltas on the driver's own server; commands that Lua "
+        "scripts run count too, as Redis counts them (an EVALSHA plus each command inside it).",
         "- Idle: workers running with empty queues, after a settle pause.",
         "- Pickup: one job at a time, the next once the previous has started; latency from the "
         "timestamp in the job's arguments to the handler's start (same host clock).",
