@@ -43,8 +43,8 @@ PERSISTENCE: dict[str, tuple[str, ...]] = {
 REPORT_FILE = "RELIABILITY.md"
 CHAOS_WAITS: dict[str, object] = {
     "poll_interval_s": 0.02,
-    "block_timeouts_s": (0.2, 0.2, 0.6),
-    "notify_timeout_s": 1.0,
+    "block_timeouts_s": (0.1, 0.1, 0.3),
+    "notify_timeout_s": 0.5,
 }
 """Short dequeue waits so a run takes seconds; losses and duplicates do not depend on them."""
 DRAIN_DEADLINE_S = 60.0
@@ -678,6 +678,7 @@ def render_markdown(rows: Sequence[Row], *, heading: str = "##") -> str:
         outcomes_from_rows(rows),
         key=lambda o: (
             CASES.index(o.case) if o.case in CASES else len(CASES),
+            list(PERSISTENCE).index(o.setting) if o.setting in PERSISTENCE else 0,
             o.setting,
             list(PRESETS).index(o.preset) if o.preset in PRESETS else 99,
         ),

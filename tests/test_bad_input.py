@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -280,3 +281,25 @@ def test_qbench_against_a_bad_redis_is_one_line(
     )
     if auth == "no-password":
         assert "authentication failed" in err
+
+
+# -- workload files ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"users = [\n", "not a readable TOML workload"),
+        (b"\xff\xfe\x00 binary", "not a readable TOML workload"),
+        (b"users = 2\nbogus_key = 1\n", "unknown key(s) bogus_key"),
+        (None, "workload file not found"),
+    ],
+    ids=["bad-toml", "binary", "unknown-key", "missing"],
+)
+def test_bad_workload_files_are_one_line_usage_errors(
+    tmp_path: Path, content: bytes | None, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "workload.toml"
+    if content is not None:
+        path.write_bytes(content)
+    assert qbench_main(["load", str(path), "--variant", "optimized"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err

@@ -346,6 +346,12 @@ def test_servers_and_proxies_listen_on_loopback_only(redis_url: str) -> None:
         server.stop()
 
 
+def test_the_api_binds_loopback_by_default() -> None:
+    from queue_impl.api import parse_args
+
+    assert parse_args([]).host == "127.0.0.1"
+
+
 def test_no_listener_defaults_to_every_interface() -> None:
     """No source file binds 0.0.0.0 / :: by default (a user may still pass it explicitly)."""
     pattern = re.compile(r"""["'](0\.0\.0\.0|::)["']""")
