@@ -25,7 +25,9 @@ Status = Literal["FAIL", "ok", "better", "missing", "new", "info"]
 
 DEFAULT_TOLERANCE = 0.10
 LOWER_IS_BETTER_TIMING_UNITS = frozenset({"s", "ms", "us", "ns"})
-HIGHER_IS_BETTER_UNIT_SUFFIX = "/s"
+RATE_SUFFIX = "/s"
+HIGHER_IS_BETTER_RATES = frozenset({"ops/s", "jobs/s", "requests/s", "submissions/s"})
+"""Throughputs. Any other rate (`commands/s`, `round_trips/s`: an idle cost) is worse when higher."""
 HIGHER_IS_BETTER_METRICS = ("*completed*", "*processed*", "*recovered*", "*saved*", "*reduction*")
 """Counters where more is better (most counted things are costs: more is worse)."""
 UNJUDGED_TIMING_METRICS = ("*_max", "*max_*")
@@ -149,12 +151,12 @@ Key = tuple[str, str, str, str]
 def _is_timing(unit: str, metric: str = "") -> bool:
     if any(fnmatch.fnmatch(metric, pattern) for pattern in UNJUDGED_TIMING_METRICS):
         return False
-    return unit in LOWER_IS_BETTER_TIMING_UNITS or unit.endswith(HIGHER_IS_BETTER_UNIT_SUFFIX)
+    return unit in LOWER_IS_BETTER_TIMING_UNITS or unit.endswith(RATE_SUFFIX)
 
 
 def _higher_is_better(metric: str, unit: str) -> bool:
-    if unit.endswith(HIGHER_IS_BETTER_UNIT_SUFFIX):
-        return True
+    if unit.endswith(RATE_SUFFIX):
+        return unit in HIGHER_IS_BETTER_RATES
     return any(fnmatch.fnmatch(metric, pattern) for pattern in HIGHER_IS_BETTER_METRICS)
 
 

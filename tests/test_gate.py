@@ -135,6 +135,19 @@ def test_direction_of_counters_and_rates() -> None:
     assert sorted(v.metric for v in report.failed) == ["jobs_completed", "jobs_missing", "throughput"]
 
 
+def test_an_idle_cost_rate_is_worse_when_higher() -> None:
+    def run(commands_per_s: float) -> ResultSet:
+        return rows_set(
+            [
+                Row("idle_cost", "baseline", "", "idle_commands", 300, "commands/s"),
+                Row("idle_cost", "optimized", "", "idle_commands", commands_per_s, "commands/s"),
+            ]
+        )
+
+    assert not compare(run(10), run(5)).failed
+    assert [v.variant for v in compare(run(10), run(20)).failed] == ["optimized"]
+
+
 def test_single_variant_sets_are_paired_and_maxima_never_judged() -> None:
     base = rows_set([Row("load", "a", "", "latency_ms_max", 1, "ms"), Row("load", "a", "", "n", 5, "count")])
     cand = rows_set([Row("load", "b", "", "latency_ms_max", 9, "ms"), Row("load", "b", "", "n", 5, "count")])
