@@ -51,8 +51,6 @@ def worker_args(url: str, variant: Variant, namespace: str, concurrency: int) ->
         namespace,
         "--concurrency",
         str(concurrency),
-        "--job-timeout",
-        "0",
     ]
 
 

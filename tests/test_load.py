@@ -139,3 +139,36 @@ def test_distributed_fixed_arrival_run_accounts_for_every_job(redis_url: str, tm
     assert table[("all", "jobs_missing")][0] == 0
     assert table[("all", "jobs_stranded")][0] == 0
     assert json.loads((out / "run.json").read_text())["locust_workers"] == 2
+
+
+@pytest.mark.slow
+def test_profile_stores_a_scalene_profile_of_the_worker_beside_results(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "profile"
+    args = ["producer", "--variant", "scripted", "--users", "2", "--duration", "2", "--no-charts"]
+    proc = qbench("profile", *args, "--concurrency", "2", "--redis-url", redis_url, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+
+    profile = json.loads((out / "profile" / "scalene.json").read_text())
+    profiled = {Path(name).name for name in profile["files"]}
+    assert "worker.py" in profiled  # the worker service's own code was sampled
+    assert (out / "profile" / "summary.md").read_text().count("| queue_impl/") >= 1
+    table = metrics(out)
+    # The profiled worker consumed the producers' jobs, and none went missing.
+    assert table[("all", "jobs_completed")][0] > 0
+    assert table[("all", "jobs_missing")][0] == table[("all", "jobs_stranded")][0] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--tool", "gprof"], "invalid choice"), (["--concurrency", "0"], "--concurrency must be >= 1")],
+)
+def test_bad_profile_arguments_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(["profile", "producer", "--variant", "optimized", *args])
+    except SystemExit as exc:  # argparse rejects a bad choice itself
+        code = int(str(exc.code))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
