@@ -142,7 +142,7 @@ def test_distributed_fixed_arrival_run_accounts_for_every_job(redis_url: str, tm
 
 
 @pytest.mark.slow
-def test_profile_stores_a_scalene_profile_of_the_worker_beside_results(redis_url: str, tmp_path: Path) -> None:
+def test_profile_keeps_a_scalene_profile_of_the_worker(redis_url: str, tmp_path: Path) -> None:
     out = tmp_path / "profile"
     args = ["producer", "--variant", "scripted", "--users", "2", "--duration", "2", "--no-charts"]
     proc = qbench("profile", *args, "--concurrency", "2", "--redis-url", redis_url, "--out", str(out))
