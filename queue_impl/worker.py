@@ -74,6 +74,8 @@ class WorkerPool:
     complete, or fail (retry with backoff / dead-letter). A handler running past
     `job_timeout_s` is abandoned (Python threads cannot be killed) and its job failed
     with a timeout error. Lost connections are retried with exponential backoff.
+    The pool owns its queue's consumer id: a job in that consumer's processing list
+    that none of its threads holds is handed back (see `_requeue_orphans`).
     """
 
     def __init__(
