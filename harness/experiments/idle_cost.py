@@ -57,6 +57,9 @@ HANDSHAKE_COMMANDS = frozenset({"hello", "auth", "select"})
 def run(ctx: RunContext) -> list[Row]:
     variants = _variants(ctx)
     rows: list[Row] = []
+    if not ctx.server.owned:
+        ctx.progress("the server is not qbench's own: other clients' commands count too")
+        rows.append(Row(NAME, "-", params(), "shared_server", 1, "count", 0))
     for variant in variants:
         cycle = wait_cycle_s(variant)
         if ctx.quick:
@@ -160,6 +163,7 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         for p in PRESET_COLUMNS
     }
     verdict, why = _verdict(total, dequeue, heartbeat)
+    shared = any(r.metric == "shared_server" and r.value for r in mine)
     window_text = (
         f"{len(windows)} window(s) of {Spread.of(windows).median:.1f} s per dequeue mode"
         if windows
@@ -170,7 +174,8 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         f"included) per preset; {window_text}. Server commands are `INFO commandstats` deltas "
         "read on a separate connection, minus the harness's own INFO and CLIENT calls and "
         "connection handshakes; commands run inside the claim script count (Redis counts them). "
-        "Cells: median (min..max) over the windows.",
+        "Cells: median (min..max) over the windows."
+        + (" **The server was not qbench's own: other clients' commands are included.**" if shared else ""),
         "",
         markdown_table(
             CLAIM_HEADER,
@@ -228,10 +233,15 @@ def _verdict(
     beats = Spread.of(heartbeat["optimized"]).median if heartbeat["optimized"] else 0.0
     scripted = f"; scripted (notify) {Spread.of(total['scripted']).median:.1f}/s" if total["scripted"] else ""
     cut = 100.0 * (1 - after / before) if before else 0.0
+    beats_text = (
+        f"the heartbeat thread adds {beats:.2f}/s"
+        if beats
+        else f"no heartbeat fell in the windows (one per {HEARTBEAT_INTERVAL_S:g} s)"
+    )
     why = (
         f"baseline {before:.1f}/s, optimized {after:.1f}/s ({cut:.1f}% fewer, not 0): "
         f"BRPOPLPUSH returns at every timeout ({waits:.1f}/s = 3 per 5 s cycle per worker) "
-        f"and the heartbeat thread adds {beats:.2f}/s{scripted}"
+        f"and {beats_text}{scripted}"
     )
     if after <= 0.5 and before_ok:
         return HOLDS, why

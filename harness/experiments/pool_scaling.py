@@ -338,7 +338,8 @@ def _grid_table(rows: list[Row], workers: list[int], pools: list[str], metric: s
                     continue
                 errors = _errors(rows, preset, pool, w) if metric == "jobs_per_s" else 0
                 cells.append(spread_cell(found, digits=digits) + (f" ({errors} err)" if errors else ""))
-            body.append([preset, pool, *cells])
+            if any(cell != "-" for cell in cells):
+                body.append([preset, pool, *cells])
     return markdown_table(["preset", "pool", *(f"{w} workers" for w in workers)], body)
 
 
