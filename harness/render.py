@@ -187,7 +187,7 @@ def _run_facts(meta: Mapping[str, Any]) -> str:
     total = meta.get("total_wall_s")
     lines = [
         f"- Mode: **{meta.get('mode', '?')}**, {meta.get('repeats', '?')} repeats; "
-        f"created {meta.get('created_at', '?')}; total wall time "
+        f"created {meta.get('created_at', '?')}; measuring wall time "
         f"{f'{total:.0f} s' if isinstance(total, int | float) else '?'}",
         f"- Redis {server.get('version', '?')} ({server.get('flavor', '?')}), allocator "
         f"{server.get('allocator', '?')}, {server.get('source', '?')}: `{server.get('binary', '?')}`",

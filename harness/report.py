@@ -29,6 +29,7 @@ def render_results(
         rows = read_metrics(out_dir / METRICS_FILE)
     if meta is None:
         meta = read_run(out_dir)
+    meta.pop("render_errors", None)  # this rendering's own, not a previous one's
     charts_dir = out_dir / CHARTS_DIR
     charts_dir.mkdir(parents=True, exist_ok=True)
     experiments_meta: dict[str, Any] = meta.get("experiments", {})

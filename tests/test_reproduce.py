@@ -1,0 +1,217 @@
+"""`qbench reproduce` end to end (quick), `qbench report` without Redis, failures and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import cli, report
+from harness.experiments import RunContext, Section, load_experiments
+from harness.render import VERDICTS, determinism_flags
+from harness.reproduce import Progress, exit_code, reproduce
+from harness.results import COLUMNS, DETERMINISTIC_UNITS, Row, params, read_metrics
+
+FIXTURE = Path(__file__).parent / "fixtures" / "reproduce" / "quick_run"
+RUN_KEYS = {"created_at", "mode", "repeats", "git", "server", "python", "packages", "cpu", "placement"}
+RUN_KEYS |= {"experiments", "total_wall_s", "server_config"}
+SEED_TABLE_HEADER = "| Claim | Claimed | baseline | optimized | scripted | Verdict |"
+
+
+def summary_verdicts(report_text: str) -> dict[str, list[str]]:
+    """Experiment -> verdicts of its rows in REPORT.md's summary table."""
+    summary = report_text.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    found: dict[str, list[str]] = {}
+    for line in summary.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[2].startswith("**"):
+            found.setdefault(cells[0], []).append(cells[2].strip("*"))
+    return found
+
+
+def check_layout(out: Path) -> list[Row]:
+    assert (out / "metrics.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+    rows = read_metrics(out / "metrics.csv")
+    charts = out / "charts"
+    pngs = sorted(p.stem for p in charts.glob("*.png"))
+    assert pngs and pngs == sorted(p.stem for p in charts.glob("*.svg"))
+    text = (out / "REPORT.md").read_text()
+    for match in re.finditer(r"\]\(charts/([^)]+)\)", text):
+        assert (charts / match.group(1)).is_file(), match.group(1)
+    verdicts = summary_verdicts(text)
+    for experiment in dict.fromkeys(r.experiment for r in rows):
+        assert verdicts.get(experiment), f"no verdict row for {experiment}"
+        assert set(verdicts[experiment]) <= set(VERDICTS), verdicts[experiment]
+    return rows
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end(tmp_path: Path) -> None:
+    """The whole `qbench reproduce --quick`, as a user runs it (its own Redis, every experiment)."""
+    out = tmp_path / "run"
+    env = {**os.environ, "QBENCH_NO_DOCKER": "1"}
+    env.pop("REDIS_URL", None)
+    # Two repeats keep the test inside its time budget and still prove counts repeat exactly.
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "reproduce", "--quick", "--repeats", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    progress_lines = done.stderr.splitlines()
+    assert any("round_trips: start" in line for line in progress_lines)
+
+    rows = check_layout(out)
+    run = json.loads((out / "run.json").read_text())
+    assert set(run) >= RUN_KEYS
+    assert run["mode"] == "quick" and run["repeats"] == 2
+    assert {"version", "allocator", "source", "binary"} <= set(run["server"])
+    assert run["server"]["source"] == "binary" and run["server"]["owned"] is True
+    assert {"commit", "dirty"} <= set(run["git"])
+    assert {"cpu_count", "affinity"} <= set(run["cpu"])
+    assert "harness_affinity" in run["placement"]
+    names = {module.NAME for module in load_experiments()}
+    assert set(run["experiments"]) == names
+    for name, info in run["experiments"].items():
+        assert info["status"] == "ok" and info["rows"] > 0 and info["wall_s"] >= 0, name
+    assert {r.experiment for r in rows} == names
+
+    # Every deterministic count came out the same in both repeats, and some were repeated.
+    assert determinism_flags(rows) == []
+    repeated = {
+        (r.experiment, r.variant, r.params, r.metric)
+        for r in rows
+        if r.unit in DETERMINISTIC_UNITS and r.repeat == 1
+    }
+    assert len(repeated) >= 50
+    text = (out / "REPORT.md").read_text()
+    assert SEED_TABLE_HEADER in text
+    assert "identical in every repeat" in text
+
+    # Spot checks of exact counts against the seed's tables.
+    def count(variant: str, p: str, metric: str = "round_trips") -> set[float]:
+        return {
+            r.value
+            for r in rows
+            if r.experiment == "round_trips" and r.variant == variant and r.params == p and r.metric == metric
+        }
+
+    move_100 = params(op="move_scheduled_to_ready", batch=100, network="delay_1ms")
+    assert count("baseline", move_100) == {201} and count("optimized", move_100) == {3}
+    assert count("scripted", move_100) == {1}
+    assert count("baseline", params(op="complete", batch=1, network="loopback")) == {3}
+
+    # Re-rendering from the saved files gives the same report.
+    original = text
+    (out / "REPORT.md").unlink()
+    shutil.rmtree(out / "charts")
+    assert cli.main(["report", str(out)]) == 0
+    assert (out / "REPORT.md").read_text() == original
+
+
+def test_report_rerenders_a_saved_run_without_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import redis.connection
+
+    def no_redis(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("qbench report must not connect to Redis")
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "connect", no_redis)
+    out = tmp_path / "saved"
+    shutil.copytree(FIXTURE, out)
+    assert cli.main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "REPORT.md")
+    rows = check_layout(out)
+    assert {"round_trips", "memory", "key_building", "codec"} <= {r.experiment for r in rows}
+    assert SEED_TABLE_HEADER in (out / "REPORT.md").read_text()
+
+
+def _fake_experiment(name: str, *, fails: bool) -> types.ModuleType:
+    module = types.ModuleType(f"fake_{name}")
+
+    def run(ctx: RunContext) -> list[Row]:
+        if fails:
+            raise RuntimeError("the fake experiment broke")
+        ctx.progress("measuring")
+        return [
+            Row(name, "baseline", params(n=1), "round_trips", 3.0, "round_trips", r)
+            for r in range(ctx.repeats)
+        ]
+
+    def render(rows: list[Row], charts_dir: Path) -> Section:
+        return Section(
+            title=f"Fake {name}", markdown=f"{len(rows)} rows", verdicts=[("fake claim", "holds", "3")]
+        )
+
+    module.NAME, module.TITLE = name, f"Fake {name}"  # type: ignore[attr-defined]
+    module.run, module.render = run, render  # type: ignore[attr-defined]
+    return module
+
+
+def test_a_failing_experiment_keeps_the_others_rows(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good, bad = _fake_experiment("good", fails=False), _fake_experiment("bad", fails=True)
+    monkeypatch.setattr(report, "load_experiments", lambda: [good, bad])
+    meta = reproduce(
+        out_dir=tmp_path,
+        quick=True,
+        repeats=2,
+        experiments=[bad, good],
+        redis_url=redis_url,
+        progress=Progress(),
+    )
+    assert exit_code(meta) == 1
+    assert meta["experiments"]["bad"]["status"] == "error"
+    assert "RuntimeError: the fake experiment broke" in meta["experiments"]["bad"]["error"]
+    assert meta["experiments"]["good"]["status"] == "ok"
+    assert [r.experiment for r in read_metrics(tmp_path / "metrics.csv")] == ["good", "good"]
+    assert json.loads((tmp_path / "run.json").read_text())["experiments"]["bad"]["status"] == "error"
+    assert "Traceback" in (tmp_path / "error-bad.txt").read_text()
+    verdicts = summary_verdicts((tmp_path / "REPORT.md").read_text())
+    assert verdicts == {"good": ["holds"], "bad": ["error"]}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["reproduce", "--only", "nope"], "--only: unknown experiment 'nope'"),
+        (["reproduce", "--only", ","], "--only: expected comma-separated experiment names"),
+        (["reproduce", "--repeats", "0"], "--repeats: must be >= 1"),
+        (["reproduce", "--repeats", "x"], "argument --repeats: invalid int value"),
+        (["report", "{tmp}/empty"], "no metrics.csv here"),
+        (["report", "{tmp}/bad_csv"], "not a qbench metrics.csv"),
+        (["report", "{tmp}/bad_run"], "not JSON"),
+        (["reproduce", "--out", "{tmp}/a_file"], "exists and is not a directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad_csv").mkdir()
+    (tmp_path / "bad_csv" / "metrics.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "bad_run").mkdir()
+    (tmp_path / "bad_run" / "metrics.csv").write_text(",".join(COLUMNS) + "\n")
+    (tmp_path / "bad_run" / "run.json").write_text("{not json")
+    (tmp_path / "a_file").write_text("")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from inside the parser
+        code = int(exc.code or 0)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err
