@@ -197,6 +197,11 @@ def _run_facts(meta: Mapping[str, Any]) -> str:
         "- Timings: median (min..max) over the repeats, all measured in this run; "
         "counts (round trips, commands, bytes) must be identical in every repeat.",
     ]
+    if server.get("owned") is False:
+        lines.append(
+            "- ⚠ The server was not started by qbench (`--redis-url`): server-side command counts "
+            "and memory include whatever else its other clients did meanwhile."
+        )
     return "\n".join(lines)
 
 

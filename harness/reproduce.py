@@ -70,6 +70,8 @@ def reproduce(
     """Run `experiments` in order; returns run.json's content. A failing experiment is
     recorded (run.json, report) and the next one runs; rows already measured are kept."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("error-*.txt"):  # a previous run's failures are not this run's
+        stale.unlink()
     started = time.monotonic()
     rows: list[Row] = []
     results: dict[str, Any] = {}

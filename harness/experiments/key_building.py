@@ -353,7 +353,7 @@ def _charts(rows: list[Row], charts_dir: Path) -> list[str]:
     width = 0.4
     for ax, metric, ylabel in (
         (axes[0], "allocations_per_op", "blocks per call"),
-        (axes[1], "ns_per_op", "ns per call (median)"),
+        (axes[1], "ns_per_op", "ns per call; job key set: per job (median)"),
     ):
         for i, mode in enumerate(MODES):
             ys = [median_of(rows, variant=mode, metric=metric, params=params(kind=k)) or 0.0 for k in labels]

@@ -347,6 +347,17 @@ def _charts(rows: list[Row], charts_dir: Path) -> list[str]:
     ax_rt.legend()
     names = [save_chart(fig, charts_dir, "round_trips_scheduler")]
 
+    fig, (ax_c,) = figure(width=4.8)
+    complete_p = params(op="complete", batch=1, network="loopback")
+    measured = [
+        median_of(rows, variant=v, metric="round_trips", params=complete_p) or 0.0 for v in PRESET_COLUMNS
+    ]
+    ax_c.bar(PRESET_COLUMNS, measured, color="tab:blue", label="measured")
+    ax_c.plot(PRESET_COLUMNS[:2], SEED_COMPLETE_RT, "kx", markersize=12, label="seed: 3 → 2")
+    ax_c.set(ylabel="round trips", title="complete(): round trips per call")
+    ax_c.legend()
+    names.append(save_chart(fig, charts_dir, "round_trips_complete"))
+
     fig, axes = figure(2)
     for ax, network in zip(axes, NETWORKS, strict=True):
         for v in PRESET_COLUMNS:
