@@ -217,10 +217,11 @@ class RedisQueue:
         """
         if not job_ids:
             return 0
-        returned = self.scripts.requeue(
+        returned, *corrupt = self.scripts.requeue(
             keys=[self.keys.processing(self.consumer), self.keys.dead(), self.keys.marker()],
             args=[self.keys.prefix, self.codec.name, int(self.notify), *job_ids],
         )
+        self.describe_dead_corrupt(corrupt, "requeue of an orphaned claim")
         if returned:
             log.warning("requeued %d orphaned job(s) held by %s", returned, self.consumer)
         return int(returned)
@@ -250,9 +251,13 @@ class RedisQueue:
             ],
             args=[self.keys.prefix, self.codec.name, consumer, int(self.notify)],
         )
-        if returned > 0:
-            log.warning("recovered %d job(s) from consumer %s", returned, consumer)
-        return max(int(returned), 0)
+        if not isinstance(returned, list):
+            return 0  # -1: the consumer's heartbeat is alive again
+        count, *corrupt = returned
+        self.describe_dead_corrupt(corrupt, f"stale recovery from consumer {consumer}")
+        if count > 0:
+            log.warning("recovered %d job(s) from consumer %s", count, consumer)
+        return int(count)
 
     # -- internals ---------------------------------------------------------------
     def _decode_claimed(self, claimed: Claimed) -> Job | None:
@@ -270,6 +275,14 @@ class RedisQueue:
 
     def _dead_letter_corrupt(self, job_id: str, raw: bytes, reason: str) -> None:
         log.error("dead-lettering job %s: %s", job_id, reason)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lrem(self.keys.processing(self.consumer), 1, job_id)
+        pipe.set(self.keys.job(job_id), self.corrupt_wrapper(job_id, raw, reason), ex=self.dead_ttl())
+        pipe.lpush(self.keys.dead(), job_id)
+        pipe.execute()
+
+    def corrupt_wrapper(self, job_id: str, raw: bytes, reason: str) -> bytes:
+        """The record a dead-lettered corrupt job gets: its raw bytes as payload, the reason."""
         wrapper = Job(
             id=job_id,
             type=CORRUPT_JOB_TYPE,
@@ -279,11 +292,30 @@ class RedisQueue:
             finished_at_us=now_us(),
             max_retries=0,
         )
-        pipe = self.client.pipeline(transaction=True)
-        pipe.lrem(self.keys.processing(self.consumer), 1, job_id)
-        pipe.set(self.keys.job(job_id), self.codec.encode(wrapper), ex=self.dead_ttl())
-        pipe.lpush(self.keys.dead(), job_id)
-        pipe.execute()
+        return self.codec.encode(wrapper)
+
+    def corrupt_reason(self, job_id: str, raw: bytes | None) -> str:
+        """Why a stored record cannot be used ('' when it can)."""
+        if raw is None:
+            return "job record is missing"
+        try:
+            job = self.codec.decode(raw)
+        except CorruptJobError as exc:
+            return str(exc)
+        return "" if job.id == job_id else f"record holds id {job.id!r}"
+
+    def describe_dead_corrupt(self, job_ids: Sequence[object], where: str) -> None:
+        """Give jobs a server-side script dead-lettered as corrupt a wrapper record with
+        the reason (the scripts cannot encode one), as the dequeue path does."""
+        for value in job_ids:
+            job_id = as_text(value)
+            data = self.client.get(self.keys.job(job_id))
+            raw = None if data is None else as_bytes(data)
+            reason = f"{where}: {self.corrupt_reason(job_id, raw) or 'undecodable record'}"
+            log.error("dead-lettered job %s: %s", job_id, reason)
+            self.client.set(
+                self.keys.job(job_id), self.corrupt_wrapper(job_id, raw or b"", reason), ex=self.dead_ttl()
+            )
 
     def completed_ttl(self) -> int | None:
         return self.variant.completed_ttl_s if self.variant.ttl == "on" else None

@@ -142,10 +142,10 @@ MOVE_SCHEDULED = (
 -- KEYS: scheduled set, dead list, marker. ARGV: prefix, codec, now (us), limit, notify
 -- Moves due jobs to their priority queue. ZREM decides ownership, so two schedulers
 -- running at once never move a job twice. A job whose record is missing or corrupt
--- is dead-lettered, never dropped. Returns {moved, dead_lettered}.
+-- is dead-lettered, never dropped. Returns {moved, dead_lettered, dead-lettered ids...}.
 local prefix, codec = ARGV[1], ARGV[2]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
-local moved, dead = 0, 0
+local moved, dead, corrupt = 0, 0, {}
 for _, id in ipairs(ids) do
   if redis.call('ZREM', KEYS[1], id) == 1 then
     local key = prefix .. 'job:' .. id
@@ -158,11 +158,12 @@ for _, id in ipairs(ids) do
     else
       redis.call('LPUSH', KEYS[2], id)
       dead = dead + 1
+      corrupt[#corrupt + 1] = id
     end
   end
 end
 if moved > 0 and ARGV[5] == '1' then redis.call('ZADD', KEYS[3], 0, 'ready') end
-return {moved, dead}
+return {moved, dead, unpack(corrupt)}
 """
 )
 
@@ -173,10 +174,11 @@ RECOVER = (
 --       heartbeat key of that consumer.
 -- ARGV: prefix, codec, consumer id, notify
 -- Returns every job a dead consumer held to its priority queue (at-least-once), and
--- forgets the consumer. Does nothing when the consumer's heartbeat is alive again.
+-- forgets the consumer. Does nothing when the consumer's heartbeat is alive again (-1).
+-- Returns {returned, ids dead-lettered as corrupt...}.
 if redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
 local prefix, codec = ARGV[1], ARGV[2]
-local returned = 0
+local returned, corrupt = 0, {}
 while true do
   local id = redis.call('RPOP', KEYS[1])
   if not id then break end
@@ -188,12 +190,13 @@ while true do
     redis.call('RPUSH', prefix .. 'queue:' .. label, id)
   else
     redis.call('LPUSH', KEYS[2], id)
+    corrupt[#corrupt + 1] = id
   end
   returned = returned + 1
 end
 redis.call('SREM', KEYS[4], ARGV[3])
 if returned > 0 and ARGV[4] == '1' then redis.call('ZADD', KEYS[3], 0, 'ready') end
-return returned
+return {returned, unpack(corrupt)}
 """
 )
 
@@ -204,9 +207,10 @@ REQUEUE = (
 -- KEYS: processing list of a live consumer, dead list, marker.
 -- ARGV: prefix, codec, notify, then job ids.
 -- Returns held jobs that no worker thread owns (a claim whose reply was lost) to the
--- front of their priority queue; an id no longer held is skipped. Returns how many.
+-- front of their priority queue; an id no longer held is skipped.
+-- Returns {how many, ids dead-lettered as corrupt...}.
 local prefix, codec = ARGV[1], ARGV[2]
-local returned = 0
+local returned, corrupt = 0, {}
 for i = 4, #ARGV do
   local id = ARGV[i]
   if redis.call('LREM', KEYS[1], 1, id) == 1 then
@@ -218,12 +222,13 @@ for i = 4, #ARGV do
       redis.call('RPUSH', prefix .. 'queue:' .. label, id)
     else
       redis.call('LPUSH', KEYS[2], id)
+      corrupt[#corrupt + 1] = id
     end
     returned = returned + 1
   end
 end
 if returned > 0 and ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 0, 'ready') end
-return returned
+return {returned, unpack(corrupt)}
 """
 )
 

@@ -264,10 +264,11 @@ class ScriptOps:
 
     def move_scheduled(self, now_us: int, limit: int) -> int:
         q = self.q
-        moved, dead = q.scripts.move_scheduled(
+        moved, dead, *corrupt = q.scripts.move_scheduled(
             keys=[q.keys.scheduled(), q.keys.dead(), q.keys.marker()],
             args=[q.keys.prefix, q.codec.name, now_us, limit, int(q.notify)],
         )
+        q.describe_dead_corrupt(corrupt, "scheduler move")
         return int(moved) + int(dead)
 
 
@@ -332,6 +333,8 @@ def _queue_move(q: RedisQueue, pipe: Pipeline, job_id: str, record: bytes | None
         except ValueError:
             job = None
     if job is None:
+        reason = f"scheduler move: {q.corrupt_reason(job_id, record) or 'undecodable record'}"
+        pipe.set(q.keys.job(job_id), q.corrupt_wrapper(job_id, record or b"", reason), ex=q.dead_ttl())
         pipe.lpush(q.keys.dead(), job_id)
     else:
         job.status = Status.QUEUED

@@ -186,6 +186,24 @@ def test_corrupt_records_in_the_scheduler_and_recovery_paths_are_dead_lettered(
     assert sorted(dead_ids(queue)) == sorted([scheduled, held])
     stats = queue.stats()
     assert stats.scheduled == 0 and stats.processing == 0 and sum(stats.queued.values()) == 0
+    for job_id, raw, where in (
+        (scheduled, b"\x08\x96", "scheduler move: "),
+        (held, b"\xff" * 8, "stale recovery from consumer dead-consumer: "),
+    ):
+        wrapper = queue.get_job(job_id)  # the reason is kept with the raw bytes
+        assert wrapper is not None and wrapper.type == CORRUPT_JOB_TYPE and wrapper.status is Status.DEAD
+        assert wrapper.payload == raw and wrapper.last_error.startswith(where), wrapper.last_error
+
+
+def test_a_missing_record_met_by_the_scheduler_is_dead_lettered_with_its_reason(
+    make_queue: QueueFactory, preset: Variant
+) -> None:
+    queue = make_queue(preset)
+    queue.client.zadd(queue.keys.scheduled(), {"no-record": 0})
+    assert queue.move_scheduled_to_ready() == 1
+    wrapper = queue.get_job("no-record")
+    assert wrapper is not None and wrapper.last_error == "scheduler move: job record is missing"
+    assert dead_ids(queue) == ["no-record"]
 
 
 # -- service flags ------------------------------------------------------------------------------
