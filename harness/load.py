@@ -99,6 +99,8 @@ def run_load(
     progress: Callable[[str], None] = print,
 ) -> LoadRun:
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("locust*"):  # a failed rerun must not pass off old stats as its own
+        stale.unlink()
     load_before = os.getloadavg()
     started = time.time()
     with redis_for_run(redis_url) as server, tempfile.TemporaryDirectory(prefix="qbench-load-") as tmp:
