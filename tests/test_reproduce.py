@@ -215,3 +215,34 @@ def test_bad_input_is_one_line_and_exit_2(
     assert code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_memory_projection_scales_the_measured_curve() -> None:
+    """The seed's tables are the retention run scaled by rate: measured days as they are,
+    later days along the no-TTL slope, or the TTL plateau plus the never-trimmed dead ids."""
+    from harness.experiments import memory
+
+    def rows_for(label: str, curve: dict[int, float]) -> list[Row]:
+        return [
+            Row("memory", label, params(day=d), "used_memory_bytes", v, "bytes_observed", 0)
+            for d, v in curve.items()
+        ]
+
+    off = {d: 1000.0 * d for d in range(1, 11)}  # 1,000 B per simulated day
+    on = {d: 1000.0 + 50.0 * min(d, 7) for d in range(1, 11)}
+    rows = rows_for("ttl_off", off) + rows_for("ttl_on", on)
+    rows.append(Row("memory", "ttl_on", "", "jobs_per_day", 10, "jobs", 0))
+    dead_p = params(payload="1KB", outcome="dead")
+    rows.append(Row("memory", "optimized", dead_p, "dead_list_bytes_per_id", 40, "bytes", 0))
+    model = memory._model(rows)
+    assert model is not None
+    assert model.off_slope == pytest.approx(1000.0)
+    assert model.plateau == pytest.approx(1350.0)  # days 8..10
+    scale = 1_000_000 / 10
+    assert model.project(1_000_000, 7, ttl=False) == pytest.approx(7000.0 * scale)
+    assert model.project(1_000_000, 30, ttl=False) == pytest.approx(30_000.0 * scale)
+    # Past day 10: the plateau plus 5% of 10 jobs a day x 40 B for each further day.
+    assert model.project(1_000_000, 30, ttl=True) == pytest.approx((1350.0 + 0.5 * 40 * 20) * scale)
+    assert memory._verdict(30e9, 1.35e9, (30e9, 1.35e9)) == "holds"
+    assert memory._verdict(42e9, 1.9e9, (30e9, 1.35e9)) == "partly"  # same saving, larger bytes
+    assert memory._verdict(42e9, 20e9, (30e9, 1.35e9)) == "does not hold"
