@@ -142,6 +142,25 @@ def test_distributed_fixed_arrival_run_accounts_for_every_job(redis_url: str, tm
 
 
 @pytest.mark.slow
+def test_http_scenario_submits_through_the_api_and_loses_nothing(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "http"
+    args = ["http", "--variant", "optimized", "--users", "2", "--duration", "2", "--no-charts"]
+    proc = qbench("load", *args, "--redis-url", redis_url, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+
+    table = metrics(out)
+    locust_stats = {s["name"]: s for s in json.loads((out / "locust.json").read_text())}
+    assert locust_stats["submit"]["num_failures"] == 0 == table[("submit", "failures")][0]
+    # Every 201 the users saw is a job record in Redis, and Locust counted the same requests.
+    assert (
+        table[("submit", "requests")][0]
+        == table[("all", "jobs_recorded")][0]
+        == locust_stats["submit"]["num_requests"]
+    )
+    assert table[("all", "jobs_missing")][0] == 0
+
+
+@pytest.mark.slow
 def test_profile_keeps_a_scalene_profile_of_the_worker(redis_url: str, tmp_path: Path) -> None:
     out = tmp_path / "profile"
     args = ["producer", "--variant", "scripted", "--users", "2", "--duration", "2", "--no-charts"]
