@@ -2,11 +2,13 @@
 
 `tc netem` is not available on these kernels, so the harness injects delay itself.
 The proxy runs in a child process (`python -m harness.delay_proxy`) so that its
-busy-wait never competes for the measured client's GIL. One thread, one selector:
+waiting never competes for the measured client's GIL. One thread, one selector:
 every chunk read from one side is held until `arrival + one-way delay`, then written
-to the other side, in order (a chunk never overtakes an earlier one). Waits longer
-than `SPIN_WINDOW_S` sleep in the selector; the last stretch is a busy-wait, because
-selector timeouts round up to whole milliseconds.
+to the other side, in order (a chunk never overtakes an earlier one). Sub-millisecond
+waits need care: epoll and poll timeouts round up to whole milliseconds (why an asyncio
+proxy cannot add 0.5 ms), so the loop waits in select(2), whose timeout has microsecond
+resolution, with the process's timer slack cut to 1 µs, and busy-waits only the last
+`SPIN_WINDOW_S` before a deadline.
 
 A round-trip delay of D ms is applied as D/2 on the way to the server and D/2 on
 the way back, like a symmetric link with RTT D. Calibrate at 0 ms (`calibrate`) to
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import ctypes
 import json
 import os
 import select
@@ -38,8 +41,10 @@ import redis
 
 from harness.redis_server import _die_with_parent
 
-SPIN_WINDOW_S = 0.002
-"""Closer than this to a deadline, poll without sleeping (selector sleeps round up to 1 ms)."""
+SPIN_WINDOW_S = 0.0002
+"""Closer than this to a deadline, poll without sleeping: a select() wake-up can be late by
+tens of microseconds, more on a busy machine."""
+_PR_SET_TIMERSLACK = 29
 RECV_BYTES = 256 * 1024
 CONTROL_TIMEOUT_S = 10.0
 
@@ -92,7 +97,9 @@ class _ProxyLoop:
     def __init__(self, listener: socket.socket, upstream: tuple[str, int]) -> None:
         self.listener = listener
         self.upstream = upstream
-        self.sel = selectors.DefaultSelector()
+        # select(2): microsecond timeouts (see the module docstring); fine for the few
+        # hundred connections a benchmark opens (file descriptors must stay below 1024).
+        self.sel = selectors.SelectSelector()
         self.connections: set[_Connection] = set()
         self.to_server_s = 0.0
         self.to_client_s = 0.0
@@ -322,6 +329,8 @@ def _child_main(argv: list[str] | None = None) -> int:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, int(port)))
     listener.listen(128)
+    with contextlib.suppress(OSError, AttributeError):  # default slack (50 µs) blurs short waits
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_TIMERSLACK, 1000)
     os.write(1, json.dumps({"port": listener.getsockname()[1]}).encode() + b"\n")
     _ProxyLoop(listener, (up_host, int(up_port))).run()
     listener.close()

@@ -142,7 +142,7 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         "Round trips are counted where redis-py writes a request; server commands come from "
         "`INFO commandstats` (commands inside scripts included). "
         f"The delay proxy (a child process on 127.0.0.1) adds {DELAY_MS:g} ms per round trip, "
-        f"{DELAY_MS / 2:g} ms each way, with a busy-wait for the last stretch of each wait.",
+        f"{DELAY_MS / 2:g} ms each way (microsecond-resolution waits, see `harness/delay_proxy.py`).",
         "",
         _calibration_text(rows),
         "",
