@@ -45,6 +45,8 @@ SPIN_WINDOW_S = 0.0002
 """Closer than this to a deadline, poll without sleeping: a select() wake-up can be late by
 tens of microseconds, more on a busy machine."""
 _PR_SET_TIMERSLACK = 29
+SELECT_FD_LIMIT = 1024
+"""select(2) watches descriptors below FD_SETSIZE only: about 500 proxied connections."""
 RECV_BYTES = 256 * 1024
 CONTROL_TIMEOUT_S = 10.0
 
@@ -157,6 +159,11 @@ class _ProxyLoop:
         except OSError:
             self.counts["refused"] += 1
             _reset(client)
+            return
+        if upstream.fileno() >= SELECT_FD_LIMIT:  # select(2) cannot watch it: refuse, visibly
+            self.counts["refused"] += 1
+            _reset(client)
+            _reset(upstream)
             return
         for sock in (client, upstream):
             sock.setblocking(False)
