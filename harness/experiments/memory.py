@@ -56,6 +56,8 @@ CLOSE_SETTLE_S = 0.02
 """Time for the server to free a closed connection before used_memory is read."""
 RESIZE_SETTLE_S = 0.15
 """After a cleanup, the server shrinks its key tables in its cron (10 Hz): wait for it."""
+MIN_GROWTH_SAMPLES = 5
+"""Days after the dead TTL needed to fit the TTL-on curve's remaining growth."""
 OBSERVED = "bytes_observed"
 """Unit of figures read from INFO used_memory: allocator and dict growth make them vary a little,
 so (unlike `bytes`, from MEMORY USAGE or STRLEN) they are not required to repeat exactly."""
@@ -252,6 +254,13 @@ class RetentionModel:
     """bytes per simulated day without TTL (least squares)."""
     plateau: float
     """mean TTL-on used_memory growth once dead records expire (after day 7)."""
+    plateau_day: float
+    """the mean day of the plateau's samples."""
+    on_growth: float
+    """bytes per simulated day the TTL-on curve still grows after day 7."""
+    on_growth_measured: bool
+    """True: least squares over the plateau's samples; False: too few samples, so only the
+    dead-letter ids (which never expire) are counted."""
     entry_bytes: float
     """dead-letter list bytes per id (stays after its record expired)."""
 
@@ -262,8 +271,14 @@ class RetentionModel:
             return curve[day] * scale
         if not ttl:
             return self.off_slope * day * scale
-        extra_days = day - self.days_run
-        return (self.plateau + FAILURE_RATE * self.jobs_per_day * self.entry_bytes * extra_days) * scale
+        return (self.plateau + self.on_growth * (day - self.plateau_day)) * scale
+
+
+def _slope(curve: dict[int, float]) -> float:
+    """Least-squares bytes per day of a sampled curve."""
+    days = sorted(curve)
+    mean_d = statistics.fmean(days)
+    return sum((d - mean_d) * curve[d] for d in days) / sum((d - mean_d) ** 2 for d in days)
 
 
 def _model(rows: list[Row]) -> RetentionModel | None:
@@ -278,24 +293,26 @@ def _model(rows: list[Row]) -> RetentionModel | None:
     jobs = values_of(rows, variant="ttl_on", metric="jobs_per_day")
     if not off or not on or not jobs:
         return None
-    days = sorted(off)
-    mean_d = statistics.fmean(days)
-    slope = sum((d - mean_d) * off[d] for d in days) / sum((d - mean_d) ** 2 for d in days)
-    settled = [v for d, v in on.items() if d > SEED_DEAD_TTL_DAYS] or [on[max(on)]]
+    settled = {d: v for d, v in on.items() if d > SEED_DEAD_TTL_DAYS} or {max(on): on[max(on)]}
     entry = median_of(
         rows,
         variant="optimized",
         metric="dead_list_bytes_per_id",
         params=params(payload="1KB", outcome="dead"),
     )
+    measured = len(settled) >= MIN_GROWTH_SAMPLES
+    entry_bytes = entry or 0.0
     return RetentionModel(
         jobs_per_day=int(jobs[0]),
-        days_run=max(days),
+        days_run=max(off),
         off_curve=off,
         on_curve=on,
-        off_slope=slope,
-        plateau=statistics.fmean(settled),
-        entry_bytes=entry or 0.0,
+        off_slope=_slope(off),
+        plateau=statistics.fmean(settled.values()),
+        plateau_day=statistics.fmean(settled),
+        on_growth=_slope(settled) if measured else FAILURE_RATE * int(jobs[0]) * entry_bytes,
+        on_growth_measured=measured,
+        entry_bytes=entry_bytes,
     )
 
 
@@ -389,7 +406,7 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         "",
         "baseline = no TTL, optimized and scripted = 24 h / 7 d TTLs; projected from the retention "
         "run (its measured used_memory curve scaled by 1M / jobs-per-simulated-day; past the run's "
-        "last day: the no-TTL slope, and the TTL plateau plus the dead-letter ids that never expire).",
+        "last day: the no-TTL slope, and the TTL plateau plus its remaining growth).",
         "",
         markdown_table(CLAIM_HEADER, body),
         "",
@@ -466,6 +483,7 @@ def _retention_text(rows: list[Row], model: RetentionModel, entry: float | None)
     }
     last = max(records_on) if records_on else 0
     day_jobs = model.jobs_per_day
+    list_growth = FAILURE_RATE * day_jobs * model.entry_bytes
     return [
         "### Time-compressed retention run",
         "",
@@ -483,6 +501,14 @@ def _retention_text(rows: list[Row], model: RetentionModel, entry: float | None)
         f"= {model.plateau / model.off_slope:.2f} days of jobs (the model of 1 day of completed + 7 days "
         f"of 5% dead gives {1 - FAILURE_RATE + FAILURE_RATE * SEED_DEAD_TTL_DAYS:.2f}); "
         f"job records alive at day {last}: {records_on.get(last, 0):,.0f}.",
+        f"- TTL on, after day {SEED_DEAD_TTL_DAYS}: still grows {fmt_bytes(model.on_growth)} "
+        "per simulated day "
+        + (
+            f"(least squares; the never-trimmed dead-letter ids account for {fmt_bytes(list_growth)})"
+            if model.on_growth_measured
+            else "(the dead-letter ids alone: too few days after the dead TTL to fit a slope)"
+        )
+        + "; the projections below continue it past the run's last day.",
         "",
     ]
 
