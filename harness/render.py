@@ -197,6 +197,9 @@ def _run_facts(meta: Mapping[str, Any]) -> str:
         "- Timings: median (min..max) over the repeats, all measured in this run; "
         "counts (round trips, commands, bytes) must be identical in every repeat.",
     ]
+    repeats = meta.get("repeats")
+    if isinstance(repeats, int) and repeats < 3:
+        lines.append(f"- ⚠ Only {repeats} repeat(s): a timing's min..max spread needs at least 3.")
     if server.get("owned") is False:
         lines.append(
             "- ⚠ The server was not started by qbench (`--redis-url`): server-side command counts "
