@@ -243,8 +243,36 @@ def test_memory_projection_scales_the_measured_curve() -> None:
     assert model.project(1_000_000, 30, ttl=False) == pytest.approx(30_000.0 * scale)
     # Three days after the dead TTL are too few to fit a slope: past day 10, the plateau
     # (centred on day 9) grows by the dead-letter ids only, 5% of 10 jobs a day x 40 B.
-    assert not model.on_growth_measured
+    assert model.fitted_growth is None
     assert model.project(1_000_000, 30, ttl=True) == pytest.approx((1350.0 + 0.5 * 40 * 21) * scale)
     assert memory._verdict(30e9, 1.35e9, (30e9, 1.35e9)) == "holds"
     assert memory._verdict(42e9, 1.9e9, (30e9, 1.35e9)) == "partly"  # same saving, larger bytes
     assert memory._verdict(42e9, 20e9, (30e9, 1.35e9)) == "does not hold"
+
+
+def test_memory_projection_can_use_the_fitted_growth() -> None:
+    from harness.experiments import memory
+
+    rows = [
+        Row("memory", "ttl_off", params(day=d), "used_memory_bytes", 1000.0 * d, "bytes_observed", 0)
+        for d in range(1, 15)
+    ]
+    rows += [
+        Row(
+            "memory",
+            "ttl_on",
+            params(day=d),
+            "used_memory_bytes",
+            1300.0 + 30.0 * max(d - 7, 0),
+            "bytes_observed",
+            0,
+        )
+        for d in range(1, 15)
+    ]
+    rows.append(Row("memory", "ttl_on", "", "jobs_per_day", 10, "jobs", 0))
+    model = memory._model(rows)
+    assert model is not None and model.fitted_growth == pytest.approx(30.0)
+    assert model.id_growth == 0.0  # no dead-letter measurement in these rows
+    plateau = 1300.0 + 30.0 * 4  # days 8..14, centred on day 11
+    assert model.project(10, 31, ttl=True, fitted=True) == pytest.approx(plateau + 30.0 * 20)
+    assert model.project(10, 31, ttl=True) == pytest.approx(plateau)
