@@ -242,6 +242,10 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         "timestamp in the job's arguments to the handler's start (same host clock).",
         "- Memory and keys: `used_memory` delta and the keys in the database after the first "
         "batch of jobs was processed and the workers stopped; keys without a TTL stay forever.",
+        "- Repeats stop early once a driver's repeats took 4 minutes (the `repeats` column).",
+        "",
+        "Reproduce: `make peers` (this full run), `qbench peers --quick`, or `qbench peers --only "
+        "scripted,huey`; `qbench peers --render DIR` redraws this report from `metrics.csv` and `run.json`.",
     ]
     if failures:
         lines += ["", "## Failed drivers", ""] + [f"- {name}: {why}" for name, why in failures.items()]
