@@ -14,7 +14,7 @@ from queue_impl.codec import CODECS, CorruptJobError
 from queue_impl.config import CodecName, parse_variant
 from queue_impl.connection import make_client
 from queue_impl.job import Job, Priority, Status
-from queue_impl.queue import RedisQueue
+from queue_impl.queue import CORRUPT_JOB_TYPE, RedisQueue
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 UINT32 = st.integers(0, 2**32 - 1)
@@ -210,7 +210,10 @@ def test_lua_move_dead_letters_a_corrupt_or_missing_record(
     assert queue.client.zcard(queue.keys.scheduled()) == 0
     assert queue.client.lrange(queue.keys.queue(Priority.LOW), 0, -1) == [good.id.encode()]
     assert queue.client.llen(queue.keys.queue(Priority.NORMAL)) == 0
-    assert _raw(queue, "bad") == record  # kept as it was, for inspection
+    # The dead letter says why, and keeps the raw bytes as its payload for inspection.
+    dead = queue.get_job("bad")
+    assert dead is not None and dead.type == CORRUPT_JOB_TYPE and dead.status is Status.DEAD
+    assert dead.last_error.startswith("scheduler move:") and dead.payload == (record or b"")
 
 
 @pytest.mark.parametrize(("codec", "record"), [(c, r) for c, r in CORRUPT_FOR_LUA if r in (None, b"garbage")])
