@@ -54,6 +54,7 @@ def check_layout(out: Path) -> list[Row]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)  # ~2 min on a quiet 2-core machine; far more when it is shared
 def test_quick_run_end_to_end(tmp_path: Path) -> None:
     """The whole `qbench reproduce --quick`, as a user runs it (its own Redis, every experiment)."""
     out = tmp_path / "run"
@@ -64,7 +65,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
         [sys.executable, "-m", "harness.cli", "reproduce", "--quick", "--repeats", "2", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=420,
+        timeout=600,
         env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
