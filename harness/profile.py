@@ -58,88 +58,63 @@ def worker_args(url: str, variant: Variant, namespace: str, concurrency: int) ->
 def profiled_worker(
     tool: str, profile_dir: Path, url: str, variant: Variant, namespace: str, concurrency: int
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker service consuming the run's jobs under `tool`; stopped with SIGTERM at the end."""
+    """A worker service consuming the run's jobs under `tool`; stopped with SIGTERM at the end.
+
+    The profiler launches the worker itself (py-spy cannot attach to this interpreter
+    build by pid) in a session of its own; at the end the worker gets SIGTERM, stops
+    gracefully, and the profiler writes its file when the worker exits.
+    """
     profile_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("scalene.json", "py-spy.speedscope.json", "summary.md"):
         (profile_dir / stale).unlink(missing_ok=True)
     launcher = profile_dir / "run_worker.py"
     launcher.write_text(LAUNCHER)
-    args = worker_args(url, variant, namespace, concurrency)
+    worker = [sys.executable, str(launcher), *worker_args(url, variant, namespace, concurrency)]
+    if tool == "scalene":
+        output = profile_dir / "scalene.json"
+        profiler = [sys.executable, "-m", "scalene", "run", "-o", str(output), "--cpu-only"]
+        cmd = [*profiler, "--program-path", str(REPO_ROOT), *worker[1:2], "---", *worker[2:]]
+    else:
+        output = profile_dir / "py-spy.speedscope.json"
+        spy = [_py_spy(), "record", "--idle", "--rate", "100", "--format", "speedscope", "-o", str(output)]
+        cmd = [*spy, "--", *worker]
     log = (profile_dir / "worker.log").open("wb")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
-    if tool == "scalene":
-        cmd = [
-            sys.executable,
-            "-m",
-            "scalene",
-            "run",
-            "-o",
-            str(profile_dir / "scalene.json"),
-            "--cpu-only",
-            "--program-path",
-            str(REPO_ROOT),
-            str(launcher),
-            "---",
-            *args,
-        ]
-        # Its own session: scalene may re-launch the program in a child, and the stop
-        # signal must reach the worker wherever it runs.
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        target = proc
-        spy = None
-    else:
-        target = subprocess.Popen(
-            [sys.executable, str(launcher), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        spy_cmd = [
-            _py_spy(),
-            "record",
-            "--pid",
-            str(target.pid),
-            "--idle",
-            "--rate",
-            "200",
-            "--format",
-            "speedscope",
-            "-o",
-            str(profile_dir / "py-spy.speedscope.json"),
-        ]
-        spy = subprocess.Popen(spy_cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        proc = target
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         _wait_until_consuming(url, variant, namespace, proc, profile_dir / "worker.log")
         yield proc
     finally:
-        # SIGTERM to the whole session: the worker stops gracefully (scalene may run it
-        # in a re-launched child and writes the profile when it exits).
-        _signal_group(target.pid, signal.SIGTERM)
+        # py-spy must outlive the worker to write its file: signal the worker only.
+        # scalene handles SIGTERM itself and passes it on, whichever process runs the worker.
+        if tool == "scalene":
+            _signal_group(proc.pid, signal.SIGTERM)
+        else:
+            for child in _children(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGTERM)
         deadline = time.monotonic() + STOP_WAIT_S
-        for p in (target, spy):
-            if p is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        while _group_alive(target.pid) and time.monotonic() < deadline:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=STOP_WAIT_S)
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        for p in (target, spy):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
-        _signal_group(target.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _signal_group(proc.pid, signal.SIGKILL)  # anything left in the session
         log.close()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    with contextlib.suppress(OSError, ValueError):
+        return [int(c) for c in path.read_text().split()]
+    return []
 
 
 def _signal_group(pgid: int, signum: int) -> None:

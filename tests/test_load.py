@@ -161,16 +161,25 @@ def test_http_scenario_submits_through_the_api_and_loses_nothing(redis_url: str,
 
 
 @pytest.mark.slow
-def test_profile_keeps_a_scalene_profile_of_the_worker(redis_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tool", ["scalene", "py-spy"])
+def test_profile_keeps_the_workers_profile_beside_the_results(
+    redis_url: str, tmp_path: Path, tool: str
+) -> None:
     out = tmp_path / "profile"
     args = ["producer", "--variant", "scripted", "--users", "2", "--duration", "2", "--no-charts"]
-    proc = qbench("profile", *args, "--concurrency", "2", "--redis-url", redis_url, "--out", str(out))
+    proc = qbench(
+        "profile", *args, "--tool", tool, "--concurrency", "2", "--redis-url", redis_url, "--out", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
 
-    profile = json.loads((out / "profile" / "scalene.json").read_text())
-    profiled = {Path(name).name for name in profile["files"]}
-    assert "worker.py" in profiled  # the worker service's own code was sampled
-    assert (out / "profile" / "summary.md").read_text().count("| queue_impl/") >= 1
+    if tool == "scalene":
+        profile = json.loads((out / "profile" / "scalene.json").read_text())
+        assert "worker.py" in {Path(name).name for name in profile["files"]}  # the service's own code
+        assert (out / "profile" / "summary.md").read_text().count("| queue_impl/") >= 1
+    else:
+        profile = json.loads((out / "profile" / "py-spy.speedscope.json").read_text())
+        frames = {frame["file"] for frame in profile["shared"]["frames"]}
+        assert any(name.endswith("queue_impl/worker.py") for name in frames)
     table = metrics(out)
     # The profiled worker consumed the producers' jobs, and none went missing.
     assert table[("all", "jobs_completed")][0] > 0
