@@ -23,6 +23,7 @@ import redis
 from harness.measured import unique_namespace
 from harness.redis_server import ProvisionedRedis, free_port, redis_for_run
 from harness.results import Row, params, run_metadata, write_metrics, write_run
+from queue_impl.codec import CorruptJobError
 from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.connection import make_client
 from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status, as_bytes, as_text
@@ -410,8 +411,12 @@ def job_census(queue: RedisQueue) -> dict[str, int]:
         for name, data in zip(names, client.mget(names), strict=True):
             if data is None:
                 continue  # expired between SCAN and MGET
-            job = queue.codec.decode(as_bytes(data))
             census["records"] += 1
+            try:
+                job = queue.codec.decode(as_bytes(data))
+            except CorruptJobError:
+                census["stranded"] += 1  # an unreadable record is a lost job too
+                continue
             census[job.status.name.lower()] += 1
             job_id = as_text(name).removeprefix(job_prefix)
             if job.status in (Status.QUEUED, Status.ACTIVE, Status.SCHEDULED) and job_id not in placed:
