@@ -107,7 +107,12 @@ def command_breakdown(rows: Sequence[Row], driver: str, phase: str) -> str:
         and parse_params(r.params).get("command") != "all"
     ]
     found.sort(key=lambda item: (-item[1], item[0]))
-    return ", ".join(f"{cmd} {value:.2f}" for cmd, value in found) or "none"
+    shown = [f"{cmd} {value:.2f}" for cmd, value in found if value >= 0.005]
+    rare = [value for _cmd, value in found if value < 0.005]
+    if rare:  # connection handshakes, start-up and housekeeping, spread over many jobs
+        shown.append(f"{len(rare)} others {sum(rare):.2g}")
+    # A `|` (as in `client|setinfo`) would split the Markdown table cell.
+    return ", ".join(shown).replace("|", "\\|") or "none"
 
 
 def standing(values: Mapping[str, Spread], metric: Metric, reference: str = "scripted") -> str | None:
