@@ -99,9 +99,6 @@ def run_load(
     during: DuringRun | None = None,
     progress: Callable[[str], None] = print,
 ) -> LoadRun:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("locust*"):  # a failed rerun must not pass off old stats as its own
-        stale.unlink()
     load_before = os.getloadavg()
     started = time.time()
     with redis_for_run(redis_url) as server, tempfile.TemporaryDirectory(prefix="qbench-load-") as tmp:
@@ -289,6 +286,9 @@ def run_locust(plan: LoadPlan, out_dir: Path, *, host: str, env: dict[str, str])
             "--expect-workers-max-wait",
             "30",
         ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("locust*"):  # a failed rerun must not pass off old stats as its own
+        stale.unlink()
     timeout_s = plan.duration_s + STOP_TIMEOUT_S + 60
     log_path = out_dir / "locust.log"
     with log_path.open("wb") as log:
