@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import redis
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from queue_impl.config import VariantError, parse_variant
-from queue_impl.connection import make_client
 from queue_impl.job import Job, Priority
-from queue_impl.queue import RedisQueue
+from queue_impl.queue import PayloadTooLargeError, RedisQueue
+from queue_impl.service import ServiceArgumentParser, add_queue_arguments, open_queue, positive_int_arg
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REQUEST_THREADS = 40
 """Starlette runs sync endpoints on AnyIO's default pool of 40 threads: size the Redis pool for them."""
 
@@ -61,6 +59,11 @@ def create_app(queue: RedisQueue) -> FastAPI:
     """The API over `queue`. Endpoints are sync: redis-py is sync, so they run on threads."""
     app = FastAPI(title="qbench submission API", version="1")
 
+    @app.exception_handler(redis.RedisError)
+    def redis_unavailable(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        # Nothing was lost: the caller was not told "created", so it can retry.
+        return JSONResponse(status_code=503, content={"detail": f"Redis unavailable: {exc}"})
+
     @app.post("/jobs", status_code=201)
     def submit(request: SubmitRequest) -> SubmitResponse:
         try:
@@ -77,7 +80,10 @@ def create_app(queue: RedisQueue) -> FastAPI:
             priority=Priority.parse(request.priority),
             max_retries=request.max_retries,
         )
-        return SubmitResponse(id=queue.enqueue(job))
+        try:
+            return SubmitResponse(id=queue.enqueue(job))
+        except PayloadTooLargeError as exc:
+            raise HTTPException(status_code=413, detail=str(exc)) from None
 
     @app.get("/jobs/{job_id}")
     def read_job(job_id: str) -> dict[str, Any]:
@@ -98,31 +104,22 @@ def create_app(queue: RedisQueue) -> FastAPI:
     return app
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = ServiceArgumentParser(prog="python -m queue_impl.api", description=__doc__)
+    add_queue_arguments(parser)
+    parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: %(default)s)")
+    parser.add_argument("--port", type=positive_int_arg, default=DEFAULT_PORT, help="default: %(default)s")
+    return parser
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m queue_impl.api", description=__doc__)
-    parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--variant", default="optimized", help="preset[+toggle=value,...]")
-    parser.add_argument("--redis-url", default=None, help=f"default: REDIS_URL, else {DEFAULT_REDIS_URL}")
-    parser.add_argument("--namespace", default="api", help="queue namespace (keys qbench:{NS}:...)")
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    url = args.redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    try:
-        variant = parse_variant(args.variant)
-        client = make_client(url, variant, workers=REQUEST_THREADS)
-        client.ping()
-        queue = RedisQueue(client, variant, namespace=args.namespace)
-    except (VariantError, ValueError) as exc:
-        print(f"queue_impl.api: error: {exc}", file=sys.stderr)
-        return 2
-    except redis.RedisError as exc:
-        print(f"queue_impl.api: error: cannot reach Redis: {exc}", file=sys.stderr)
-        return 1
-    print(f"queue_impl.api: serving {variant.label()} on http://{args.host}:{args.port}", flush=True)
+    queue = open_queue(args, workers=REQUEST_THREADS)
+    print(f"queue_impl.api: serving {queue.variant.label()} on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(create_app(queue), host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

@@ -79,12 +79,18 @@ def open_queue(args: argparse.Namespace, *, workers: int = 1, consumer: str | No
         variant = parse_variant(args.variant)
     except VariantError as exc:
         fail(2, f"--variant: {exc}")
-    client = make_client(args.redis_url, variant, workers=workers)
+    try:
+        client = make_client(args.redis_url, variant, workers=workers)
+    except ValueError as exc:  # redis-py's message for a URL it cannot parse
+        fail(2, f"--redis-url: {exc}")
     try:
         client.ping()
     except redis.RedisError as exc:
         fail(1, f"cannot reach Redis at {redact_password(args.redis_url)}: {explain_redis_error(exc)}")
-    return RedisQueue(client, variant, namespace=args.namespace, consumer=consumer)
+    try:
+        return RedisQueue(client, variant, namespace=args.namespace, consumer=consumer)
+    except ValueError as exc:
+        fail(2, f"--namespace: {exc}")
 
 
 def explain_redis_error(exc: redis.RedisError) -> str:

@@ -122,3 +122,26 @@ def test_bad_start_is_one_line(args: list[str], code: int, message: str) -> None
     )
     assert proc.returncode == code
     assert proc.stderr.count("\n") == 1 and message in proc.stderr
+
+
+def test_oversized_payload_is_413_and_nothing_is_queued(api: tuple[str, str], queue: RedisQueue) -> None:
+    body = {"type": "noop", "payload": "x" * (queue.max_payload_bytes + 1)}
+    status, doc = call(api[0], "POST", "/jobs", body)
+    assert status == 413 and "payload" in doc["detail"]
+    assert sum(queue.stats().queued.values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "zero"], "--port"),
+        (["--redis-url", "nota://url"], "--redis-url"),
+        (["--bogus"], "--bogus"),
+    ],
+)
+def test_bad_flags_are_one_line_exit_2(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "queue_impl.api", *args], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr
