@@ -69,6 +69,21 @@ local function record_requeued(record, codec)
   end
   return record .. '\96\0'
 end
+
+-- Put a held job back at the front of its priority queue (status QUEUED, TTL kept), or
+-- dead-letter it when its record is missing or corrupt. Returns true when requeued.
+local function return_to_queue(prefix, codec, id, dead_key)
+  local key = prefix .. 'job:' .. id
+  local record = redis.call('GET', key)
+  local label = record and record_priority(record, codec)
+  if label then
+    redis.call('SET', key, record_requeued(record, codec), 'KEEPTTL')
+    redis.call('RPUSH', prefix .. 'queue:' .. label, id)
+    return true
+  end
+  redis.call('LPUSH', dead_key, id)
+  return false
+end
 """
 
 ENQUEUE = r"""
@@ -182,16 +197,7 @@ local returned, corrupt = 0, {}
 while true do
   local id = redis.call('RPOP', KEYS[1])
   if not id then break end
-  local key = prefix .. 'job:' .. id
-  local record = redis.call('GET', key)
-  local label = record and record_priority(record, codec)
-  if label then
-    redis.call('SET', key, record_requeued(record, codec), 'KEEPTTL')
-    redis.call('RPUSH', prefix .. 'queue:' .. label, id)
-  else
-    redis.call('LPUSH', KEYS[2], id)
-    corrupt[#corrupt + 1] = id
-  end
+  if not return_to_queue(prefix, codec, id, KEYS[2]) then corrupt[#corrupt + 1] = id end
   returned = returned + 1
 end
 redis.call('SREM', KEYS[4], ARGV[3])
@@ -214,16 +220,7 @@ local returned, corrupt = 0, {}
 for i = 4, #ARGV do
   local id = ARGV[i]
   if redis.call('LREM', KEYS[1], 1, id) == 1 then
-    local key = prefix .. 'job:' .. id
-    local record = redis.call('GET', key)
-    local label = record and record_priority(record, codec)
-    if label then
-      redis.call('SET', key, record_requeued(record, codec), 'KEEPTTL')
-      redis.call('RPUSH', prefix .. 'queue:' .. label, id)
-    else
-      redis.call('LPUSH', KEYS[2], id)
-      corrupt[#corrupt + 1] = id
-    end
+    if not return_to_queue(prefix, codec, id, KEYS[2]) then corrupt[#corrupt + 1] = id end
     returned = returned + 1
   end
 end
