@@ -17,6 +17,7 @@ import redis
 
 from harness.counting import RoundTripCounter, counting_connection_class
 from harness.measured import unique_namespace
+from harness.results import Row
 from queue_impl.config import Variant
 from queue_impl.connection import make_client
 from queue_impl.job import PRIORITY_ORDER, Job, Priority
@@ -228,6 +229,30 @@ class Window:
     @property
     def jobs_per_s(self) -> float:
         return self.completed / self.seconds if self.seconds > 0 else 0.0
+
+
+def window_rows(experiment: str, variant: str, params: str, windows: Sequence[Window]) -> list[Row]:
+    """Per-window rows (one repeat each): jobs/s, Redis errors, dequeue/complete p99."""
+    rows: list[Row] = []
+    for repeat, window in enumerate(windows):
+        rows += [
+            Row(experiment, variant, params, "jobs_per_s", window.jobs_per_s, "jobs/s", repeat),
+            Row(experiment, variant, params, "pool_errors", window.redis_errors, "errors", repeat),
+        ]
+        rows += [
+            Row(
+                experiment,
+                variant,
+                params,
+                f"{op}_ms_p99",
+                percentile(window.timings_ms[op], 99),
+                "ms",
+                repeat,
+            )
+            for op in ("dequeue", "complete")
+            if window.timings_ms[op]  # a block-mode window can fall between two bursts
+        ]
+    return rows
 
 
 def measure_windows(run: PoolRun, *, warmup_s: float, window_s: float, windows: int) -> list[Window]:

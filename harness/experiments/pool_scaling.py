@@ -14,8 +14,8 @@ from harness.experiments.pool_runs import (
     jobs_lost,
     measure_windows,
     option_number,
-    percentile,
     quiet_worker_logs,
+    window_rows,
 )
 from harness.render import (
     CLAIM_HEADER,
@@ -149,17 +149,7 @@ def _measure(
         left = run.backlog()
         completed = run.pool.counters.completed
     p = cell.params()
-    rows: list[Row] = []
-    for repeat, window in enumerate(measured):
-        rows += [
-            Row(NAME, label, p, "jobs_per_s", window.jobs_per_s, "jobs/s", repeat),
-            Row(NAME, label, p, "pool_errors", window.redis_errors, "errors", repeat),
-        ]
-        rows += [
-            Row(NAME, label, p, f"{op}_ms_p99", percentile(window.timings_ms[op], 99), "ms", repeat)
-            for op in ("dequeue", "complete")
-            if window.timings_ms[op]  # a block-mode window can fall between two bursts
-        ]
+    rows = window_rows(NAME, label, p, measured)
     rows += [
         Row(NAME, label, p, "pool_exhaustion_errors", tally.kinds["pool_exhaustion"], "errors", 0),
         Row(NAME, label, p, "other_redis_errors", tally.kinds["other"], "errors", 0),

@@ -15,6 +15,7 @@ from harness.experiments.pool_runs import (
     measure_windows,
     option_number,
     percentile,
+    window_rows,
 )
 from harness.render import (
     CLAIM_HEADER,
@@ -132,16 +133,7 @@ def _measure(
         run.stop()
         left = run.backlog()
         completed = run.pool.counters.completed
-    for repeat, window in enumerate(windows):
-        rows += [
-            Row(NAME, label, PROCESSING, "jobs_per_s", window.jobs_per_s, "jobs/s", repeat),
-            Row(NAME, label, PROCESSING, "pool_errors", window.redis_errors, "errors", repeat),
-        ]
-        rows += [
-            Row(NAME, label, PROCESSING, f"{op}_ms_p99", percentile(window.timings_ms[op], 99), "ms", repeat)
-            for op in ("dequeue", "complete")
-            if window.timings_ms[op]  # a block-mode window can fall between two bursts
-        ]
+    rows += window_rows(NAME, label, PROCESSING, windows)
     rows += [
         Row(NAME, label, PROCESSING, "backlog_ran_dry", int(ran_dry), "count", 0),
         Row(NAME, label, PROCESSING, "jobs_lost", jobs_lost(submitted, completed, left), "jobs", 0),
