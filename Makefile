@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce reproduce-quick test lint typecheck bench proto clean
+.PHONY: install reproduce reproduce-quick load-runs test lint typecheck bench proto clean
+
+LOAD_SCENARIOS := producer consumer mixed burst arrival http
+PRESETS := baseline optimized scripted
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +22,12 @@ reproduce: $(STAMP)
 
 reproduce-quick: $(STAMP)
 	$(BIN)/qbench reproduce --quick --out results/quick
+
+# The committed load runs: every scenario x preset, each at its workload's duration (~10 min).
+load-runs: $(STAMP)
+	set -e; for scenario in $(LOAD_SCENARIOS); do for preset in $(PRESETS); do \
+		$(BIN)/qbench load $$scenario --variant $$preset --out results/load/$$scenario/$$preset; \
+	done; done
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest
