@@ -54,4 +54,5 @@ def make_client(
     wrap_connection_class: ConnectionClassWrapper | None = None,
 ) -> redis.Redis:
     pool = make_pool(url, variant, workers=workers, wrap_connection_class=wrap_connection_class)
-    return redis.Redis(connection_pool=pool)
+    # from_pool: the client owns its pool, so close() also closes every pooled socket.
+    return redis.Redis.from_pool(pool)

@@ -137,6 +137,13 @@ class WorkerPool:
             log.error("could not return held jobs (stale recovery will): %s", exc)
         return returned
 
+    def join(self, timeout_s: float) -> bool:
+        """Wait for worker threads still finishing after `stop()`; True when all ended."""
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
     def run_until_stopped(self) -> int:
         """Start, then block until SIGTERM/SIGINT (or `stopping` is set), then stop."""
         install_stop_handlers(self.stopping)

@@ -154,3 +154,5 @@ def test_stop_returns_jobs_still_held(make_queue: QueueFactory, preset: Variant)
     job = queue.get_job(job_id)
     assert job is not None and job.status is Status.QUEUED
     assert queue.stats().queued["normal"] == 1
+    # The abandoned handler still finishes (and acknowledges) on its own thread.
+    assert pool.join(timeout_s=10)
