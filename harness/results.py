@@ -119,7 +119,8 @@ def git_commit(cwd: Path | None = None) -> dict[str, Any]:
         ).stdout.strip()
 
     commit = git("rev-parse", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    # Only code counts: result files rewritten by this very batch of runs are outputs.
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"))
     return {"commit": commit or None, "dirty": dirty}
 
 
