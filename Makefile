@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce reproduce-quick load-runs test lint typecheck bench proto clean
+.PHONY: install reproduce reproduce-reference reproduce-quick load-runs test test-fast lint typecheck bench proto clean
 
 LOAD_SCENARIOS := producer consumer mixed burst arrival http
 PRESETS := baseline optimized scripted
@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# A new results/<UTC time>-full/ per run: the committed reference stays as it is.
 reproduce: $(STAMP)
-	$(BIN)/qbench reproduce --out results/reference
+	$(BIN)/qbench reproduce
+
+# Regenerate the committed reference run, results/reference/ (then commit it).
+reproduce-reference: $(STAMP)
+	$(BIN)/qbench reproduce --update-reference
 
 reproduce-quick: $(STAMP)
 	$(BIN)/qbench reproduce --quick --out results/quick
@@ -31,6 +36,10 @@ load-runs: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest
+
+# The inner loop: everything but the tests marked slow (end-to-end runs of the verbs).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,8 +1,9 @@
-"""`qbench`: one entry point, one module per verb.
+"""qbench: measure Redis job queues, and keep the claims made about them honest.
 
-Each verb module defines `add_parser(subparsers)` (which sets `func`) and its own
-`run(args) -> int`. Errors a user can fix end in one line on stderr and exit 2; a
-regression or failed run exits 1; success 0.
+qbench runs a reference queue (every optimization of the seed pull request is a toggle)
+and peer libraries against a real Redis it starts itself, counts round trips and
+server commands exactly, measures latency, memory and throughput, and writes tidy
+results (metrics.csv, run.json, charts, a report with a verdict per claim).
 """
 
 from __future__ import annotations
@@ -12,60 +13,54 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from importlib import metadata
 
-from harness.redis_server import NotOwnedError, RedisUnavailableError
-from queue_impl.codec import CorruptJobError
-from queue_impl.config import VariantError
+import redis
+
+from harness.errors import EXIT_FAILED, EXIT_USAGE, OneLineParser, UsageError
+from harness.infra.redis_server import NotOwnedError, RedisUnavailableError
 
 VERB_MODULES = (
-    "harness.ops",
-    "harness.reproduce",
-    "harness.load",
-    "harness.gate",
-    "harness.profile",
-    "harness.report",
-    "harness.peers",
-    "harness.chaos",
+    "harness.verbs.ops",
+    "harness.verbs.reproduce",
+    "harness.verbs.report",
+    "harness.verbs.load",
+    "harness.verbs.gate",
+    "harness.verbs.profile",
+    "harness.verbs.peers",
+    "harness.verbs.chaos",
 )
-"""Verb modules in help order; one not written yet is simply absent from the CLI."""
+"""Verb modules, in help order."""
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EPILOG = """\
+exit status: 0 success; 1 a failed run or a regression; 2 bad input (one line on stderr).
+`qbench VERB --help` describes each verb. Redis: --redis-url or REDIS_URL, else qbench
+starts its own (a container when Docker answers, else a redis-server binary)."""
 
 
-class UsageError(Exception):
-    """Bad input from the user (flag, file, value): one line, exit 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (plus exit 2), not a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+def version() -> str:
+    try:
+        return metadata.version("qbench")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="qbench", description=__doc__.splitlines()[0] if __doc__ else None)
+    assert __doc__ is not None
+    summary, _, body = __doc__.partition("\n\n")
+    parser = OneLineParser(
+        prog="qbench",
+        description=f"{summary}\n\n{body.strip()}",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"qbench {version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
-    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=OneLineParser)
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", title="verbs", parser_class=OneLineParser)
     subparsers.required = True
     for name in VERB_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.add_parser(subparsers)
+        importlib.import_module(name).add_parser(subparsers)
     return parser
-
-
-def add_redis_url_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--redis-url",
-        default=None,
-        help="measure this Redis (default: REDIS_URL, else a container, else a redis-server qbench starts)",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,18 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (UsageError, VariantError, CorruptJobError, NotOwnedError, FileNotFoundError) as exc:
+    except (UsageError, NotOwnedError) as exc:
         return _fail(EXIT_USAGE, exc)
     except RedisUnavailableError as exc:
         return _fail(EXIT_FAILED, exc)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return _fail(EXIT_FAILED, f"Redis connection failed: {exc}")
     except KeyboardInterrupt:
         print("qbench: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # last resort: still one line, with the type for a bug report
-        import redis
-
-        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            return _fail(EXIT_FAILED, f"Redis connection failed: {exc}")
         if args.verbose:
             raise
         return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc} (rerun with -v for a traceback)")

@@ -213,3 +213,37 @@ def _parse_value(key: str, raw: str) -> object:
     except ValueError as exc:
         raise VariantError(f"bad value for {key}: {raw!r} ({exc})") from None
     return raw
+
+
+TOGGLE_VALUES: dict[str, str] = {
+    "dequeue": "poll | block | notify",
+    "batch": "loop | pipeline | script",
+    "ttl": "off | on",
+    "keys": "format | precomputed",
+    "pool_size": "N | sized (one connection per worker + 2)",
+    "pool_mode": "wait | raise",
+    "codec": "protobuf | json",
+    "completed_ttl_s": "seconds",
+    "dead_ttl_s": "seconds",
+    "pool_timeout_s": "seconds",
+    "poll_interval_s": "seconds",
+    "block_timeouts_s": "high/normal/low seconds, e.g. 1/1/3",
+    "notify_timeout_s": "seconds",
+    "retry_base_s": "seconds",
+    "retry_max_s": "seconds",
+}
+"""What each toggle accepts, for `--help` (the docstrings of `Variant` say what each does)."""
+
+
+def toggle_help() -> str:
+    """The presets and every toggle with the values it accepts, one per line."""
+    lines = ["presets:"]
+    for name, preset in PRESETS.items():
+        shown = ", ".join(
+            f"{k}={_format_value(preset.toggles()[k])}"
+            for k in ("dequeue", "batch", "ttl", "keys", "pool_size", "codec")
+        )
+        lines.append(f"  {name:<10} {shown}")
+    lines.append("toggles:")
+    lines += [f"  {name:<17} {values}" for name, values in TOGGLE_VALUES.items()]
+    return "\n".join(lines)

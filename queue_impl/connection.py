@@ -56,3 +56,15 @@ def make_client(
     pool = make_pool(url, variant, workers=workers, wrap_connection_class=wrap_connection_class)
     # from_pool: the client owns its pool, so close() also closes every pooled socket.
     return redis.Redis.from_pool(pool)
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) shown as `***`, for logs, errors and results.
+
+    `redis://user@host` names a user and no password (as redis-py reads it): unchanged.
+    """
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"

@@ -15,7 +15,7 @@ from typing import NoReturn
 import redis
 
 from queue_impl.config import VariantError, parse_variant
-from queue_impl.connection import make_client
+from queue_impl.connection import make_client, redact_url
 from queue_impl.queue import RedisQueue
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -86,7 +86,7 @@ def open_queue(args: argparse.Namespace, *, workers: int = 1, consumer: str | No
     try:
         client.ping()
     except redis.RedisError as exc:
-        fail(1, f"cannot reach Redis at {redact_password(args.redis_url)}: {explain_redis_error(exc)}")
+        fail(1, f"cannot reach Redis at {redact_url(args.redis_url)}: {explain_redis_error(exc)}")
     try:
         return RedisQueue(client, variant, namespace=args.namespace, consumer=consumer)
     except ValueError as exc:
@@ -101,15 +101,6 @@ def explain_redis_error(exc: redis.RedisError) -> str:
             "give the password (and ACL user) in the URL, redis://[USER]:PASSWORD@HOST:PORT/DB"
         )
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def redact_password(url: str) -> str:
-    """`url` with its password (if any) shown as `***`, for error messages."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return url
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
 def fail(code: int, message: str) -> NoReturn:

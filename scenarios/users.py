@@ -21,7 +21,7 @@ import locust
 import redis
 from locust import FastHttpUser, User, constant, events, task
 
-from harness.counting import RoundTripCounter, counting_connection_class
+from harness.infra.counting import RoundTripCounter, counting_connection_class
 from queue_impl.connection import make_client
 from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue

@@ -83,6 +83,18 @@ def workload_names() -> list[str]:
     return sorted(p.stem for p in WORKLOADS_DIR.glob("*.toml"))
 
 
+def describe_workloads() -> str:
+    """One line per shipped scenario: its name and its description."""
+    lines = []
+    for name in workload_names():
+        try:
+            description = load_workload(name).description
+        except WorkloadError as exc:
+            description = f"(unreadable: {exc})"
+        lines.append(f"  {name:<10} {description}")
+    return "\n".join(lines)
+
+
 def resolve_workload_path(name_or_path: str) -> Path:
     """A workload by name (`producer`) or by path to a TOML file."""
     path = Path(name_or_path)

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from harness.measured import unique_namespace
-from harness.redis_server import ProvisionedRedis, provision
+from harness.infra.measured import unique_namespace
+from harness.infra.redis_server import ProvisionedRedis, provision
 from queue_impl.config import PRESETS, Variant
 from queue_impl.connection import make_client
 from queue_impl.queue import RedisQueue

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from harness.load import api_server
-from harness.measured import unique_namespace
+from harness.infra.measured import unique_namespace
+from harness.load.runner import api_server
 from queue_impl.api import DEFAULT_HOST, parse_args
 from queue_impl.config import PRESETS
 from queue_impl.job import Priority

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main as qbench_main
-from harness.redis_server import RedisServerProcess, free_port
+from harness.infra.redis_server import RedisServerProcess, free_port
 from queue_impl import scheduler as scheduler_service
 from queue_impl import worker as worker_service
 from queue_impl.config import Variant

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.chaos import CASES, QUICK, REPORT_FILE, outcomes_from_rows, render_markdown
+from harness.chaos.cases import CASES, QUICK, REPORT_FILE, outcomes_from_rows, render_markdown
 from harness.cli import main
-from harness.results import METRICS_FILE, RUN_FILE, read_metrics
+from harness.results.rows import METRICS_FILE, RUN_FILE, read_metrics
 from queue_impl.config import PRESETS
 
 pytestmark = pytest.mark.slow

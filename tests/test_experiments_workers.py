@@ -9,8 +9,8 @@ import pytest
 
 from harness.experiments import RunContext, idle_cost, pickup_latency, pool_scaling, throughput
 from harness.experiments.pool_runs import IDLE_COMMANDS_PER_CYCLE, wait_cycle_s
-from harness.redis_server import ProvisionedRedis
-from harness.results import Row, parse_params
+from harness.infra.redis_server import ProvisionedRedis
+from harness.results.rows import Row, parse_params
 from queue_impl.config import PRESETS, Variant
 from tests.conftest import FAST, fast
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.results import read_metrics
+from harness.results.rows import read_metrics
 from scenarios.workload import WorkloadError, load_workload, parse_workload, workload_names
 
 SCENARIOS = ("arrival", "burst", "consumer", "http", "mixed", "producer")

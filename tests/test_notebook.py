@@ -8,8 +8,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from harness.notebook import NOTEBOOK_SOURCE, NotebookError, render_notebook
-from harness.results import Row, params, write_metrics, write_run
+from harness.results.notebook import NOTEBOOK_SOURCE, NotebookError, render_notebook
+from harness.results.rows import Row, params, write_metrics, write_run
 
 
 def test_notebook_pair_is_in_sync() -> None:

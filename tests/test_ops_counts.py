@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.ops import measure_operations
+from harness.experiments.ops import measure_operations, op_costs
 from queue_impl.config import PRESETS
 
 pytestmark = pytest.mark.slow
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def ops(redis_url: str) -> dict[tuple[str, str, int], int]:
     variants = [PRESETS[name].with_overrides(block_timeouts_s=(0.2, 0.2, 0.6)) for name in PRESETS]
     rows = measure_operations(redis_url, variants, batches=(10, 50, 100, 500))
-    return {(r.preset.split("+")[0], r.operation, r.batch): r.round_trips for r in rows}
+    return {(c.preset.split("+")[0], c.operation, c.batch): c.round_trips for c in op_costs(rows)}
 
 
 @pytest.mark.parametrize(("batch", "loop"), [(10, 21), (50, 101), (100, 201), (500, 1001)])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.cli import UsageError, main
+from harness.cli import main
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
 from harness.peers.registry import DRIVERS, PEER_NAMES, REFERENCE_NAMES
 from harness.peers.report import METRICS, collect, render_report, standing
@@ -21,8 +21,8 @@ from harness.peers.runner import (
     percentile,
     processing_rate,
 )
-from harness.peers.suite import SuiteResult, parse_only, run_suite, server_for, write_suite
-from harness.results import Row, parse_params, read_metrics
+from harness.peers.suite import PeersInputError, SuiteResult, parse_only, run_suite, server_for, write_suite
+from harness.results.rows import Row, parse_params, read_metrics
 
 JOBS = 200
 TINY = Sizes(jobs=JOBS, repeats=1, idle_s=0.5, pickup_samples=5, settle_s=0.2)
@@ -56,7 +56,7 @@ def test_registry_has_seven_libraries_and_three_presets() -> None:
 def test_parse_only_keeps_report_order_and_rejects_unknown_names() -> None:
     assert parse_only("huey, scripted") == ["scripted", "huey"]
     assert parse_only(None) == list(DRIVERS)
-    with pytest.raises(UsageError, match="unknown driver"):
+    with pytest.raises(PeersInputError, match="unknown driver"):
         parse_only("huey,sidekiq")
 
 
@@ -114,7 +114,7 @@ def test_a_server_not_started_by_qbench_is_used_only_if_its_db_is_empty(redis_ur
     client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{db}")
     try:
         client.set("someone-elses-key", b"1")
-        with pytest.raises(UsageError, match="needs an empty DB"), server_for("scripted", redis_url):
+        with pytest.raises(PeersInputError, match="needs an empty DB"), server_for("scripted", redis_url):
             pass
         assert client.get("someone-elses-key") == b"1"  # never flushed
     finally:

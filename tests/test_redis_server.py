@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.redis_server import (
+from harness.infra.redis_server import (
     NotOwnedError,
     RedisServerProcess,
     RedisUnavailableError,
@@ -16,9 +16,9 @@ from harness.redis_server import (
     find_redis_server_binary,
     free_port,
     provision,
-    redact_url,
     redis_for_run,
 )
+from queue_impl.connection import redact_url
 
 
 @pytest.fixture(autouse=True)
@@ -198,6 +198,7 @@ def test_an_unreachable_url_fails_within_a_few_seconds() -> None:
         ("redis://:pw@host:1/0", "redis://:***@host:1/0"),
         ("redis://user:pw@host:1", "redis://user:***@host:1"),
         ("rediss://user:p@ss@host:1", "rediss://user:***@host:1"),
+        ("redis://user@host:1/0", "redis://user@host:1/0"),
         ("not a url", "not a url"),
     ],
 )

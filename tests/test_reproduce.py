@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from harness import cli, report
+from harness import cli
 from harness.experiments import RunContext, Section, load_experiments
-from harness.render import VERDICTS, determinism_flags
-from harness.reproduce import Progress, exit_code, reproduce
-from harness.results import COLUMNS, DETERMINISTIC_UNITS, Row, params, read_metrics
+from harness.experiments.runner import Progress, exit_code, reproduce
+from harness.results import report
+from harness.results.render import VERDICTS, determinism_flags
+from harness.results.rows import COLUMNS, DETERMINISTIC_UNITS, Row, params, read_metrics
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reproduce" / "quick_run"
 RUN_KEYS = {"created_at", "mode", "repeats", "git", "server", "python", "packages", "cpu", "placement"}

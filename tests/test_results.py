@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.render import (
+from harness.results.render import (
     count_cell,
     determinism_flags,
     deterministic_series_count,
@@ -15,7 +15,7 @@ from harness.render import (
     spread_cell,
     values_of,
 )
-from harness.results import COLUMNS, Row, Spread, params, parse_params, read_metrics, write_metrics
+from harness.results.rows import COLUMNS, Row, Spread, params, parse_params, read_metrics, write_metrics
 
 
 def test_rows_round_trip_through_metrics_csv(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.delay_proxy import DelayProxy
-from harness.redis_server import (
+from harness.infra.delay_proxy import DelayProxy
+from harness.infra.redis_server import (
     NotOwnedError,
     ProvisionedRedis,
     RedisServerProcess,

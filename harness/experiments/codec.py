@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from harness.experiments import RunContext, Section
-from harness.render import (
+from harness.results.render import (
     DOES_NOT_HOLD,
     HOLDS,
     NOT_MEASURED,
@@ -20,7 +20,7 @@ from harness.render import (
     spread_cell,
     values_of,
 )
-from harness.results import Row, params
+from harness.results.rows import Row, params
 from queue_impl.codec import CODECS, Codec
 from queue_impl.config import CodecName
 from queue_impl.job import Job, Priority, Status

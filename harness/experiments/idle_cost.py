@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.counting import command_stats, stats_delta
 from harness.experiments import RunContext, Section
 from harness.experiments.pool_runs import (
     IDLE_COMMANDS_PER_CYCLE,
@@ -15,7 +14,8 @@ from harness.experiments.pool_runs import (
     option_number,
     wait_cycle_s,
 )
-from harness.render import (
+from harness.infra.counting import command_stats, stats_delta
+from harness.results.render import (
     CLAIM_HEADER,
     DOES_NOT_HOLD,
     HOLDS,
@@ -27,7 +27,7 @@ from harness.render import (
     spread_cell,
     values_of,
 )
-from harness.results import Row, Spread, params
+from harness.results.rows import Row, Spread, params
 from queue_impl.config import PRESETS, Variant, VariantError, parse_variant
 from queue_impl.worker import HEARTBEAT_INTERVAL_S
 

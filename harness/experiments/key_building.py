@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.experiments import RunContext, Section
-from harness.measured import MeasuredQueue, unique_namespace
-from harness.render import (
+from harness.infra.measured import MeasuredQueue, unique_namespace
+from harness.results.render import (
     CLAIM_HEADER,
     DOES_NOT_HOLD,
     HOLDS,
@@ -26,7 +26,7 @@ from harness.render import (
     spread_cell,
     values_of,
 )
-from harness.results import Row, params
+from harness.results.rows import Row, params
 from queue_impl.config import PRESETS, KeyMode
 from queue_impl.job import Job, Priority
 from queue_impl.keys import KeyBuilder, make_keys

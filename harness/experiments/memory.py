@@ -10,8 +10,8 @@ from pathlib import Path
 import redis
 
 from harness.experiments import RunContext, Section
-from harness.measured import MeasuredQueue, make_jobs
-from harness.render import (
+from harness.infra.measured import MeasuredQueue, make_jobs
+from harness.results.render import (
     CLAIM_HEADER,
     DOES_NOT_HOLD,
     HOLDS,
@@ -27,7 +27,7 @@ from harness.render import (
     spread_cell,
     values_of,
 )
-from harness.results import Row, params
+from harness.results.rows import Row, params
 from queue_impl.config import PRESETS, Variant
 from queue_impl.job import as_text
 from queue_impl.queue import RedisQueue

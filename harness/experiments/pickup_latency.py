@@ -22,7 +22,7 @@ from harness.experiments.pool_runs import (
     process_cpu,
     wait_cycle_s,
 )
-from harness.render import (
+from harness.results.render import (
     CLAIM_HEADER,
     DOES_NOT_HOLD,
     HOLDS,
@@ -35,7 +35,7 @@ from harness.render import (
     spread_cell,
     values_of,
 )
-from harness.results import Row, Spread, params
+from harness.results.rows import Row, Spread, params
 from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.job import PRIORITY_ORDER, Job, Priority
 

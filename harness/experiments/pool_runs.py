@@ -15,9 +15,9 @@ from typing import Any
 
 import redis
 
-from harness.counting import RoundTripCounter, counting_connection_class
-from harness.measured import unique_namespace
-from harness.results import Row
+from harness.infra.counting import RoundTripCounter, counting_connection_class
+from harness.infra.measured import unique_namespace
+from harness.results.rows import Row
 from queue_impl.config import Variant
 from queue_impl.connection import make_client
 from queue_impl.job import PRIORITY_ORDER, Job, Priority

@@ -17,7 +17,7 @@ from harness.experiments.pool_runs import (
     quiet_worker_logs,
     window_rows,
 )
-from harness.render import (
+from harness.results.render import (
     CLAIM_HEADER,
     DOES_NOT_HOLD,
     HOLDS,
@@ -29,7 +29,7 @@ from harness.render import (
     save_chart,
     spread_cell,
 )
-from harness.results import Row, Spread, params
+from harness.results.rows import Row, Spread, params
 from queue_impl.config import POOL_SIZED, PRESETS, PoolMode, Variant
 from queue_impl.job import Priority
 

@@ -6,10 +6,10 @@ import statistics
 import time
 from pathlib import Path
 
-from harness.delay_proxy import DelayProxy, calibrate
 from harness.experiments import RunContext, Section
-from harness.measured import MeasuredQueue, make_jobs
-from harness.render import (
+from harness.infra.delay_proxy import DelayProxy, calibrate
+from harness.infra.measured import MeasuredQueue, make_jobs
+from harness.results.render import (
     CLAIM_HEADER,
     DOES_NOT_HOLD,
     HOLDS,
@@ -23,7 +23,7 @@ from harness.render import (
     spread_cell,
     values_of,
 )
-from harness.results import Row, params
+from harness.results.rows import Row, params
 from queue_impl.config import PRESETS, Variant
 
 NAME = "round_trips"
@@ -142,7 +142,7 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         "Round trips are counted where redis-py writes a request; server commands come from "
         "`INFO commandstats` (commands inside scripts included). "
         f"The delay proxy (a child process on 127.0.0.1) adds {DELAY_MS:g} ms per round trip, "
-        f"{DELAY_MS / 2:g} ms each way (microsecond-resolution waits, see `harness/delay_proxy.py`).",
+        f"{DELAY_MS / 2:g} ms each way (microsecond-resolution waits, see `harness/infra/delay_proxy.py`).",
         "",
         _calibration_text(rows),
         "",

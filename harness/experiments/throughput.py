@@ -17,7 +17,7 @@ from harness.experiments.pool_runs import (
     percentile,
     window_rows,
 )
-from harness.render import (
+from harness.results.render import (
     CLAIM_HEADER,
     DOES_NOT_HOLD,
     HOLDS,
@@ -30,7 +30,7 @@ from harness.render import (
     spread_cell,
     values_of,
 )
-from harness.results import Row, Spread, params
+from harness.results.rows import Row, Spread, params
 from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.job import Job, Priority
 

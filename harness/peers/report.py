@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.peers.registry import DRIVERS, REFERENCE_NAMES
-from harness.results import Row, Spread, parse_params
+from harness.results.rows import Row, Spread, parse_params
 
 REPORT_FILE = "PEERS.md"
 CHARTS_DIR = "charts"

@@ -19,10 +19,10 @@ from typing import IO, Any
 
 import redis
 
-from harness.counting import command_stats, stats_delta
+from harness.infra.counting import command_stats, stats_delta
 from harness.peers.base import SINK_ENV, URL_ENV
 from harness.peers.registry import DriverSpec
-from harness.results import Row, params
+from harness.results.rows import Row, params
 
 EXPERIMENT = "peers"
 READY_TIMEOUT_S = 120.0

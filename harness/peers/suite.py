@@ -1,8 +1,7 @@
-"""The `qbench peers` run: a Redis and a virtualenv per driver, measure, write, render."""
+"""The peers run: a Redis and a virtualenv per driver, measure, write, render."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -18,9 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from harness.peers import DEFAULT_OUT
+from harness.infra.redis_server import ServerInfo, describe, provision
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
 from harness.peers.registry import DRIVERS
+from harness.peers.report import render_report
 from harness.peers.runner import (
     FULL,
     QUICK,
@@ -30,8 +30,16 @@ from harness.peers.runner import (
     driver_process,
     measure_driver,
 )
-from harness.redis_server import ServerInfo, describe, provision, redact_url
-from harness.results import METRICS_FILE, RUN_FILE, Row, read_metrics, run_metadata, write_metrics, write_run
+from harness.results.rows import (
+    METRICS_FILE,
+    RUN_FILE,
+    Row,
+    read_metrics,
+    run_metadata,
+    write_metrics,
+    write_run,
+)
+from queue_impl.connection import redact_url
 
 REPORT_FILE = "PEERS.md"
 
@@ -44,16 +52,18 @@ class SuiteResult:
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def parse_only(text: str | None) -> list[str]:
-    """Driver names in report order; a name that is not a driver is a usage error."""
-    from harness.cli import UsageError
+class PeersInputError(ValueError):
+    """A driver name, size or server the run cannot use (one line)."""
 
+
+def parse_only(text: str | None) -> list[str]:
+    """Driver names in report order; PeersInputError for a name that is not a driver."""
     if not text:
         return list(DRIVERS)
     wanted = [name.strip().lower() for name in text.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in DRIVERS]
     if unknown or not wanted:
-        raise UsageError(
+        raise PeersInputError(
             f"--only: unknown driver(s) {', '.join(unknown) or '(none given)'}; "
             f"expected some of {', '.join(DRIVERS)}"
         )
@@ -61,16 +71,14 @@ def parse_only(text: str | None) -> list[str]:
 
 
 def sizes_for(*, quick: bool, jobs: int | None, repeats: int | None) -> Sizes:
-    from harness.cli import UsageError
-
     sizes = QUICK if quick else FULL
     if jobs is not None:
         if jobs < 1:
-            raise UsageError("--jobs must be >= 1")
+            raise PeersInputError("--jobs must be >= 1")
         sizes = dataclasses.replace(sizes, jobs=jobs)
     if repeats is not None:
         if repeats < 1:
-            raise UsageError("--repeats must be >= 1")
+            raise PeersInputError("--repeats must be >= 1")
         sizes = dataclasses.replace(sizes, repeats=repeats)
     return sizes
 
@@ -86,8 +94,6 @@ def server_for(name: str, url: str | None) -> Iterator[tuple[str, ServerInfo]]:
         with provision(None, use_docker=False) as server:
             yield server.url, server.info
         return
-    from harness.cli import UsageError
-
     db = 1 + list(DRIVERS).index(name)
     parts = urlsplit(url)
     driver_url = urlunsplit(parts._replace(path=f"/{db}"))
@@ -98,7 +104,7 @@ def server_for(name: str, url: str | None) -> Iterator[tuple[str, ServerInfo]]:
     finally:
         client.close()
     if size:
-        raise UsageError(
+        raise PeersInputError(
             f"{redact_url(driver_url)} holds {size} keys: {name} needs an empty DB "
             "(qbench never flushes a server it did not start)"
         )
@@ -167,8 +173,6 @@ def run_suite(
 
 
 def write_suite(result: SuiteResult, sizes: Sizes, out_dir: Path, *, mode: str) -> None:
-    from harness.peers.report import render_report
-
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(out_dir / METRICS_FILE, result.rows)
     first_server = next(iter(result.servers.values()), {})
@@ -187,34 +191,16 @@ def write_suite(result: SuiteResult, sizes: Sizes, out_dir: Path, *, mode: str) 
     render_report(result.rows, meta, out_dir)
 
 
-def run_verb(args: argparse.Namespace) -> int:
-    from harness.cli import UsageError
-    from harness.peers.report import render_report
-
-    if args.render:
-        out_dir = Path(args.render)
-        try:
-            rows = read_metrics(out_dir / METRICS_FILE)
-            meta = json.loads((out_dir / RUN_FILE).read_text())
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise UsageError(str(exc).splitlines()[0]) from None
-        render_report(rows, meta, out_dir)
-        print(f"rendered {out_dir / REPORT_FILE}")
-        return 0
-    names = parse_only(args.only)
-    sizes = sizes_for(quick=args.quick, jobs=args.jobs, repeats=args.repeats)
-    out_dir = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
-    url = args.redis_url or os.environ.get("REDIS_URL") or None
-    print(
-        f"qbench peers: {', '.join(names)}; {sizes.jobs:,} jobs x {sizes.repeats} repeat(s); load {_load()}"
-    )
-    result = run_suite(names, sizes, url=url, logs_dir=out_dir / "logs")
-    write_suite(result, sizes, out_dir, mode="quick" if args.quick else "full")
-    print(f"load {_load()}; wrote {out_dir / REPORT_FILE}")
-    for name, reason in result.failures.items():
-        print(f"FAILED {name}: {reason}")
-    return 1 if result.failures else 0
+def render_saved(out_dir: Path) -> Path:
+    """Re-render a saved peers run's report and charts from its rows; PeersInputError if unreadable."""
+    try:
+        rows = read_metrics(out_dir / METRICS_FILE)
+        meta = json.loads((out_dir / RUN_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise PeersInputError(str(exc).splitlines()[0]) from None
+    render_report(rows, meta, out_dir)
+    return out_dir / REPORT_FILE
 
 
-def _load() -> str:
+def load_text() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())

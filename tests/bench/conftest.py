@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from harness.measured import MeasuredQueue
+from harness.infra.measured import MeasuredQueue
 from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.job import Job, Priority
 from tests.conftest import fast

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from harness.measured import MeasuredQueue, make_jobs
+from harness.infra.measured import MeasuredQueue, make_jobs
 from queue_impl.config import PRESET_NAMES
 from queue_impl.job import Job, Priority
 

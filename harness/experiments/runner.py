@@ -1,8 +1,7 @@
-"""`qbench reproduce`: run every experiment against a real Redis, write rows, render the report."""
+"""The reproduce run: every experiment against a real Redis, into rows, then the report."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -16,9 +15,9 @@ from typing import Any
 import redis
 
 from harness.experiments import EXPERIMENTS, RunContext, load_experiments
-from harness.redis_server import ProvisionedRedis, redis_for_run
-from harness.report import render_results
-from harness.results import METRICS_FILE, RUN_FILE, Row, run_metadata, write_metrics, write_run
+from harness.infra.redis_server import ProvisionedRedis, redis_for_run
+from harness.results.report import render_results
+from harness.results.rows import METRICS_FILE, RUN_FILE, Row, run_metadata, write_metrics, write_run
 
 DEFAULT_REPEATS = 3
 SERVER_CONFIG_KEYS = ("hz", "maxmemory", "maxmemory-policy", "active-expire-effort", "io-threads")
@@ -39,23 +38,21 @@ class Progress:
         print(f"[{elapsed:7.1f}s] {self.experiment}: {message}", file=sys.stderr, flush=True)
 
 
-def select_experiments(only: Sequence[str] | None) -> list[ModuleType]:
-    """The experiment modules to run; UsageError for a name that is unknown or not written yet."""
-    from harness.cli import UsageError
+class UnknownExperimentError(ValueError):
+    """A name that is not one of `EXPERIMENT_NAMES`."""
 
+
+def select_experiments(only: Sequence[str] | None) -> list[ModuleType]:
+    """The experiment modules to run, in report order (all of them when `only` is empty)."""
     available = {module.NAME: module for module in load_experiments()}
     if not only:
         return list(available.values())
-    chosen = []
-    for name in only:
-        if name not in EXPERIMENT_NAMES:
-            raise UsageError(
-                f"--only: unknown experiment {name!r} (expected some of {', '.join(EXPERIMENT_NAMES)})"
-            )
-        if name not in available:
-            raise UsageError(f"--only: experiment {name!r} is not available in this version of qbench")
-        chosen.append(available[name])
-    return chosen
+    unknown = [name for name in only if name not in available]
+    if unknown:
+        raise UnknownExperimentError(
+            f"unknown experiment {', '.join(map(repr, unknown))} (expected some of {', '.join(available)})"
+        )
+    return [available[name] for name in only]
 
 
 def reproduce(
@@ -170,67 +167,11 @@ def _server_config(url: str) -> dict[str, str]:
     return config
 
 
-def _default_out_dir(quick: bool) -> Path:
+REFERENCE_DIR = Path("results/reference")
+"""The committed reference run; only `--update-reference` (`make reproduce-reference`) writes it."""
+
+
+def default_out_dir(quick: bool) -> Path:
+    """`results/<run-id>`: a new folder per run, so a run never overwrites a committed one."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return Path("results") / f"{stamp}-{'quick' if quick else 'full'}"
-
-
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from harness.cli import add_redis_url_argument
-
-    parser = subparsers.add_parser(
-        "reproduce", help="run every experiment: metrics.csv, run.json, charts and REPORT.md"
-    )
-    parser.add_argument("--quick", action="store_true", help="reduced sizes: every experiment in < 3 minutes")
-    parser.add_argument(
-        "--out", type=Path, default=None, metavar="DIR", help="results dir (default: results/<run-id>)"
-    )
-    parser.add_argument(
-        "--only", default=None, metavar="NAME,...", help=f"run only these ({', '.join(EXPERIMENT_NAMES)})"
-    )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=DEFAULT_REPEATS,
-        metavar="N",
-        help=f"repeats of every measurement (default {DEFAULT_REPEATS}; timings need >= 3)",
-    )
-    add_redis_url_argument(parser)
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from harness.cli import UsageError
-
-    if args.repeats < 1:
-        raise UsageError(f"--repeats: must be >= 1, got {args.repeats}")
-    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-    if args.only is not None and not only:
-        raise UsageError("--only: expected comma-separated experiment names")
-    experiments = select_experiments(only)
-    if not experiments:
-        raise UsageError("no experiment is available in this version of qbench")
-    out_dir: Path = args.out or _default_out_dir(args.quick)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out: {out_dir} exists and is not a directory")
-    progress = Progress()
-    if args.repeats < 3:
-        progress(f"--repeats {args.repeats}: timings need 3 repeats for a spread; the report says so")
-    meta = reproduce(
-        out_dir=out_dir,
-        quick=args.quick,
-        repeats=args.repeats,
-        experiments=experiments,
-        redis_url=args.redis_url,
-        progress=progress,
-    )
-    if exit_code(meta):
-        failed = [name for name, info in meta["experiments"].items() if info.get("status") != "ok"]
-        failed += list(meta.get("render_errors", {}))
-        print(
-            f"qbench: error: failed: {', '.join(dict.fromkeys(failed))} (see {out_dir / 'REPORT.md'})",
-            file=sys.stderr,
-        )
-        return 1
-    print(out_dir / "REPORT.md")
-    return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.experiments import Section
-from harness.results import DETERMINISTIC_UNITS, Row, Spread
+from harness.results.rows import DETERMINISTIC_UNITS, Row, Spread
 
 HOLDS = "holds"
 PARTLY = "partly"

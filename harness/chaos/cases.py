@@ -1,8 +1,7 @@
-"""`qbench chaos`: inject faults into live queues; count jobs submitted, completed, duplicated, lost."""
+"""Fault cases: inject faults into live queues; count jobs submitted, completed, duplicated, lost."""
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -20,11 +19,20 @@ from pathlib import Path
 
 import redis
 
-from harness.chaos_handlers import JOB_TYPE, LOG_DIR_ENV, ExecutionLog, Executions, read_executions
-from harness.delay_proxy import DelayProxy
-from harness.measured import unique_namespace
-from harness.redis_server import RedisServerProcess, _die_with_parent, redis_for_run
-from harness.results import METRICS_FILE, RUN_FILE, Row, params, run_metadata, write_metrics, write_run
+from harness.chaos.handlers import JOB_TYPE, LOG_DIR_ENV, ExecutionLog, Executions, read_executions
+from harness.infra.delay_proxy import DelayProxy
+from harness.infra.measured import unique_namespace
+from harness.infra.redis_server import RedisServerProcess, _die_with_parent, redis_for_run
+from harness.results.rows import (
+    METRICS_FILE,
+    RUN_FILE,
+    Row,
+    params,
+    parse_params,
+    run_metadata,
+    write_metrics,
+    write_run,
+)
 from queue_impl.config import PRESETS, Variant
 from queue_impl.connection import make_client
 from queue_impl.job import PRIORITY_ORDER, Job, Status, as_text
@@ -246,7 +254,7 @@ class WorkerProcesses:
             "--lease",
             f"{scale.lease_s:g}s",
             "--handlers",
-            "harness.chaos_handlers:HANDLERS",
+            "harness.chaos.handlers:HANDLERS",
         ]
         self.env = {**os.environ, LOG_DIR_ENV: str(log_dir)}
         self.log_dir = log_dir
@@ -633,8 +641,6 @@ def run_cases(
 
 def outcomes_from_rows(rows: Sequence[Row]) -> list[Outcome]:
     """Rebuild outcomes from tidy rows (the report reads rows only)."""
-    from harness.results import parse_params
-
     cells: dict[tuple[str, str], dict[str, float]] = collections.defaultdict(dict)
     for row in rows:
         if row.experiment == EXPERIMENT:
@@ -714,67 +720,38 @@ def render_markdown(rows: Sequence[Row], *, heading: str = "##") -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from harness.cli import add_redis_url_argument
-
-    parser = subparsers.add_parser(
-        "chaos", help="kill workers, race schedulers, restart Redis, cut links; count jobs"
-    )
-    parser.add_argument("--quick", action="store_true", help="small runs (what `make test` runs)")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="results directory (default results/chaos[-quick])"
-    )
-    parser.add_argument(
-        "--only", default=",".join(CASES), help=f"comma-separated cases among {', '.join(CASES)}"
-    )
-    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets (default: all)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed for kill moments and job durations")
-    add_redis_url_argument(parser)
-    parser.set_defaults(func=run)
-
-
-def parse_list(text: str, allowed: Sequence[str], flag: str) -> list[str]:
-    from harness.cli import UsageError
-
-    chosen = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = [c for c in chosen if c not in allowed]
-    if unknown or not chosen:
-        raise UsageError(
-            f"{flag}: unknown {', '.join(unknown) or 'empty list'}; expected some of {', '.join(allowed)}"
-        )
-    return chosen
-
-
-def run(args: argparse.Namespace) -> int:
-    cases = parse_list(args.only, CASES, "--only")
-    presets = parse_list(args.presets, list(PRESETS), "--presets")
-    scale = QUICK if args.quick else FULL
-    out: Path = args.out or Path("results") / ("chaos-quick" if args.quick else "chaos")
+def run_chaos(
+    redis_url: str | None,
+    *,
+    cases: Sequence[str],
+    presets: Sequence[str],
+    scale: ChaosScale,
+    seed: int,
+    out: Path,
+    mode: str,
+) -> list[Outcome]:
+    """Run the cases and write `metrics.csv`, `run.json` and `RELIABILITY.md` to `out`."""
     started = time.monotonic()
-    with redis_for_run(args.redis_url) as server, tempfile.TemporaryDirectory(prefix="qbench-chaos-") as tmp:
+    with redis_for_run(redis_url) as server, tempfile.TemporaryDirectory(prefix="qbench-chaos-") as tmp:
         outcomes = run_cases(
-            server.url, cases=cases, presets=presets, scale=scale, seed=args.seed, work_dir=Path(tmp)
+            server.url, cases=cases, presets=presets, scale=scale, seed=seed, work_dir=Path(tmp)
         )
         server_info = server.info.as_dict()
     rows = [row for o in outcomes for row in o.rows()]
     write_metrics(out / METRICS_FILE, rows)
     meta = run_metadata(
         server=server_info,
-        mode="quick" if args.quick else "full",
+        mode=mode,
         extra={
             "experiment": EXPERIMENT,
-            "cases": cases,
-            "presets": presets,
+            "cases": list(cases),
+            "presets": list(presets),
             "scale": dataclasses.asdict(scale),
-            "seed": args.seed,
+            "seed": seed,
             "elapsed_s": round(time.monotonic() - started, 1),
             "restart_server": "a redis-server started by this run (same binary), crashed with SIGKILL",
         },
     )
     write_run(out / RUN_FILE, meta)
     (out / REPORT_FILE).write_text(render_markdown(rows))
-    problems = violations(outcomes)
-    for problem in problems:
-        print(f"qbench chaos: violated: {problem}", file=sys.stderr)
-    print(f"wrote {out / METRICS_FILE}, {out / RUN_FILE}, {out / REPORT_FILE}")
-    return 1 if problems else 0
+    return outcomes

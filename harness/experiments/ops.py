@@ -1,26 +1,28 @@
-"""`qbench ops`: exact round trips and server commands of every queue operation, per preset."""
+"""Exact round trips and server commands of every queue operation (the `ops` verb), as rows."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from harness.counting import Cost
-from harness.measured import MeasuredQueue, make_jobs
-from harness.redis_server import redis_for_run
-from queue_impl.config import PRESETS, Variant, parse_variant
+from harness.infra.counting import Cost
+from harness.infra.measured import MeasuredQueue, make_jobs
+from harness.results.rows import Row, params, parse_params
+from queue_impl.config import Variant
 from queue_impl.job import Job, Priority
 
 BATCH_SIZES = (10, 50, 100, 500)
 OPERATIONS = ("enqueue", "enqueue_many", "dequeue", "complete", "fail", "move_scheduled_to_ready")
 
 
+EXPERIMENT = "ops"
+
+
 @dataclass(frozen=True)
 class OpCost:
-    """One row of `qbench ops --json` (keys are a stable interface)."""
+    """One object of `qbench ops --json` (keys are a stable interface), rebuilt from rows."""
 
     preset: str
     operation: str
@@ -30,11 +32,16 @@ class OpCost:
     client_commands: int
     commands_by_name: dict[str, int] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 def measure_operations(
     url: str, variants: Iterable[Variant], batches: Sequence[int] = BATCH_SIZES
-) -> list[OpCost]:
-    rows: list[OpCost] = []
+) -> list[Row]:
+    """Rows per (variant, op, batch): `round_trips`, `client_commands`, and `commands` for
+    `command=all` and for each command the server ran."""
+    rows: list[Row] = []
     for variant in variants:
         with MeasuredQueue(url, variant) as mq:
             _warm_up(mq)
@@ -58,14 +65,14 @@ def _warm_up(mq: MeasuredQueue) -> None:
     q.register_consumer()
 
 
-def _measure_variant(mq: MeasuredQueue, label: str, batches: Sequence[int]) -> list[OpCost]:
+def _measure_variant(mq: MeasuredQueue, label: str, batches: Sequence[int]) -> list[Row]:
     q = mq.queue
-    rows: list[OpCost] = []
+    rows: list[Row] = []
 
     def row(operation: str, batch: int, action: Callable[[], object]) -> None:
         with mq.measure() as cost:
             action()
-        rows.append(_row(label, operation, batch, cost))
+        rows.extend(_rows(label, operation, batch, cost))
 
     row("enqueue", 1, lambda: q.enqueue(Job(type="noop")))
     # A normal-priority job is ready (the default priority): what dequeue costs then.
@@ -103,16 +110,56 @@ def _dequeue_one(mq: MeasuredQueue) -> Job:
     return job
 
 
-def _row(label: str, operation: str, batch: int, cost: Cost) -> OpCost:
-    return OpCost(
-        preset=label,
-        operation=operation,
-        batch=batch,
-        round_trips=cost.round_trips,
-        commands=cost.commands,
-        client_commands=cost.client_commands,
-        commands_by_name=dict(sorted(cost.server_commands.items())),
-    )
+def _rows(label: str, operation: str, batch: int, cost: Cost) -> list[Row]:
+    cell = params(batch=batch, op=operation)
+    rows = [
+        Row(EXPERIMENT, label, cell, "round_trips", cost.round_trips, "round_trips"),
+        Row(EXPERIMENT, label, cell, "client_commands", cost.client_commands, "commands"),
+        Row(
+            EXPERIMENT,
+            label,
+            params(batch=batch, command="all", op=operation),
+            "commands",
+            cost.commands,
+            "commands",
+        ),
+    ]
+    rows += [
+        Row(EXPERIMENT, label, params(batch=batch, command=name, op=operation), "commands", calls, "commands")
+        for name, calls in sorted(cost.server_commands.items())
+    ]
+    return rows
+
+
+def op_costs(rows: Iterable[Row]) -> list[OpCost]:
+    """The `--json` objects, in measuring order, from the rows alone."""
+    found: dict[tuple[str, str, int], dict[str, Any]] = {}
+    by_name: defaultdict[tuple[str, str, int], dict[str, int]] = defaultdict(dict)
+    for row in rows:
+        if row.experiment != EXPERIMENT:
+            continue
+        p = parse_params(row.params)
+        key = (row.variant, p["op"], int(p["batch"]))
+        cost = found.setdefault(key, {})
+        command = p.get("command")
+        if command is None:
+            cost[row.metric] = int(row.value)
+        elif command == "all":
+            cost["commands"] = int(row.value)
+        else:
+            by_name[key][command] = int(row.value)
+    return [
+        OpCost(
+            preset=variant,
+            operation=op,
+            batch=batch,
+            round_trips=cost["round_trips"],
+            commands=cost["commands"],
+            client_commands=cost["client_commands"],
+            commands_by_name=by_name[(variant, op, batch)],
+        )
+        for (variant, op, batch), cost in found.items()
+    ]
 
 
 def format_table(rows: Sequence[OpCost]) -> str:
@@ -130,48 +177,3 @@ def format_table(rows: Sequence[OpCost]) -> str:
     ]
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out) + "\n\ncells: round trips / server commands (commands inside scripts included)"
-
-
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from harness.cli import add_redis_url_argument
-
-    parser = subparsers.add_parser(
-        "ops", help="round trips and server commands of every operation, per preset"
-    )
-    parser.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
-    parser.add_argument(
-        "--variant",
-        action="append",
-        dest="variants",
-        metavar="SPEC",
-        help="preset[+toggle=value,...]; repeatable (default: every preset)",
-    )
-    parser.add_argument(
-        "--batches",
-        default=",".join(map(str, BATCH_SIZES)),
-        help="batch sizes for enqueue_many and the scheduler move",
-    )
-    add_redis_url_argument(parser)
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from harness.cli import UsageError
-
-    variants = [parse_variant(s) for s in args.variants] if args.variants else list(PRESETS.values())
-    try:
-        batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    except ValueError:
-        raise UsageError(f"--batches: expected comma-separated integers, got {args.batches!r}") from None
-    if not batches or min(batches) < 1:
-        raise UsageError("--batches: every batch size must be >= 1")
-    with redis_for_run(args.redis_url) as server:
-        rows = measure_operations(server.url, variants, batches)
-    if args.json:
-        json.dump([asdict(r) for r in rows], sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        info = server.info
-        print(f"Redis {info.version} ({info.allocator}, {info.source})\n")
-        print(format_table(rows))
-    return 0

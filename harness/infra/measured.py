@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from harness.counting import Cost, RoundTripCounter, counting_connection_class, measure
+from harness.infra.counting import Cost, RoundTripCounter, counting_connection_class, measure
 from queue_impl.config import Variant
 from queue_impl.connection import make_client
 from queue_impl.job import Job, Priority, Status

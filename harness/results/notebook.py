@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_SOURCE = REPO_ROOT / "notebooks" / "report.py"
 HTML_FILE = "report.html"
 PARAMETERS_TAG = "parameters"
@@ -74,17 +74,3 @@ def _inject_parameters(notebook: object, nbformat: object, **values: str) -> Non
     cell = nbformat.v4.new_code_cell(source)  # type: ignore[attr-defined]
     cell.metadata["tags"] = ["injected-parameters"]
     cells.insert(index + 1, cell)
-
-
-def run_notebook(results_dir: Path) -> int:
-    """`qbench report --notebook DIR`: print the HTML path; one-line errors."""
-    from harness.cli import UsageError
-
-    if not results_dir.is_dir():
-        raise UsageError(f"{results_dir}: not a directory")
-    try:
-        path = render_notebook(results_dir)
-    except NotebookError as exc:
-        raise UsageError(str(exc)) from None
-    print(path)
-    return 0

@@ -54,7 +54,7 @@ class _ProcessLog:
 
 
 HANDLERS = {JOB_TYPE: _ProcessLog()}
-"""For `python -m queue_impl.worker --handlers harness.chaos_handlers:HANDLERS`."""
+"""For `python -m queue_impl.worker --handlers harness.chaos.handlers:HANDLERS`."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`qbench gate --baseline A --candidate B`: fail CI when a result set gets worse.
+"""Comparing two result sets for `qbench gate`: which rows got worse.
 
 Deterministic counters (units in `DETERMINISTIC_UNITS`, and pytest-benchmark
 `extra_info` counters) are held exact: any that gets worse fails. Timings are noisy
@@ -8,7 +8,6 @@ variant against a reference variant from the same job) and compared with a toler
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import statistics
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.results import DETERMINISTIC_UNITS, METRICS_FILE, Row, params, read_metrics
+from harness.results.rows import DETERMINISTIC_UNITS, METRICS_FILE, Row, params, read_metrics
 
 TimingMode = Literal["auto", "ratio", "absolute", "off"]
 Status = Literal["FAIL", "ok", "better", "missing", "new", "info"]
@@ -37,7 +36,8 @@ BENCH_TIMING_STAT = "min"
 
 
 class GateInputError(ValueError):
-    """A result set that cannot be read (one line; exit 2)."""
+    """Input the gate cannot use: a result set it cannot read, a bad tolerance, a timing
+    mode the two sets do not allow (one line; the verb exits 2)."""
 
 
 @dataclass(frozen=True)
@@ -267,9 +267,7 @@ def _timing_mode(
     if has_reference:
         return "ratio"
     if requested == "ratio":
-        from harness.cli import UsageError
-
-        raise UsageError(
+        raise GateInputError(
             f"--timings ratio needs reference variant {reference!r} beside others in both sets "
             f"(baseline has {', '.join(baseline.variants())}; "
             f"candidate has {', '.join(candidate.variants())})"
@@ -427,56 +425,13 @@ def _fmt(value: float | None) -> str:
 
 def parse_tolerance(text: str) -> float:
     """`10%` or `0.1` -> 0.1."""
-    from harness.cli import UsageError
-
     raw = text.strip()
     try:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise UsageError(
+        raise GateInputError(
             f"--tolerance: expected a percentage like 10% or a fraction like 0.1, got {text!r}"
         ) from None
     if not 0 <= value < 10:
-        raise UsageError(f"--tolerance: {text!r} is out of range")
+        raise GateInputError(f"--tolerance: {text!r} is out of range")
     return value
-
-
-# -- CLI -----------------------------------------------------------------------------
-
-
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("gate", help="fail (exit 1) when a candidate result set regresses")
-    parser.add_argument(
-        "--baseline", required=True, type=Path, help="results dir, metrics.csv or pytest-benchmark JSON"
-    )
-    parser.add_argument("--candidate", required=True, type=Path, help="same kinds as --baseline")
-    parser.add_argument("--tolerance", default="10%", help="allowed timing-ratio change (default 10%%)")
-    parser.add_argument(
-        "--timings",
-        choices=("auto", "ratio", "absolute", "off"),
-        default="auto",
-        help="ratio: each variant against --reference inside each set (auto when possible); "
-        "absolute: medians compared directly (same job only); off: counters only",
-    )
-    parser.add_argument("--reference", default="baseline", help="reference variant for timing ratios")
-    parser.add_argument("--all", action="store_true", help="list unchanged rows too")
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from harness.cli import UsageError
-
-    tolerance = parse_tolerance(args.tolerance)
-    try:
-        baseline = load_result_set(args.baseline)
-        candidate = load_result_set(args.candidate)
-    except GateInputError as exc:
-        raise UsageError(str(exc)) from None
-    if baseline.kind != candidate.kind:
-        raise UsageError(f"cannot compare {baseline.kind} results with {candidate.kind} results")
-    report = compare(baseline, candidate, tolerance=tolerance, timings=args.timings, reference=args.reference)
-    if report.compared == 0:
-        raise UsageError("nothing to compare: the two sets share no experiment, variant, params and metric")
-    print(f"baseline:  {baseline.source}\ncandidate: {candidate.source}\n")
-    print(format_report(report, show_all=args.all))
-    return 1 if report.failed else 0

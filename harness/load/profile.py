@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -17,12 +17,12 @@ from typing import Any
 
 import redis
 
-from harness.load import add_common_arguments, plan_from_args, run_load, summary, write_results
-from harness.redis_server import ProvisionedRedis
+from harness.infra.redis_server import ProvisionedRedis
+from harness.load.runner import LoadPlan, run_load, summary, variant_spec, write_results
 from queue_impl.config import Variant
 from queue_impl.keys import make_keys
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT_ROOT = Path("results/profile")
 TOOLS = ("scalene", "py-spy")
 WORKER_START_TIMEOUT_S = 60.0
@@ -39,14 +39,16 @@ class ProfileError(RuntimeError):
     """The profiled worker did not start or wrote no profile (one line)."""
 
 
-def worker_args(url: str, variant: Variant, namespace: str, concurrency: int) -> list[str]:
-    from harness.load import _variant_spec
+class ProfilerMissingError(ProfileError):
+    """The profiler asked for is not installed."""
 
+
+def worker_args(url: str, variant: Variant, namespace: str, concurrency: int) -> list[str]:
     return [
         "--redis-url",
         url,
         "--variant",
-        _variant_spec(variant),
+        variant_spec(variant),
         "--namespace",
         namespace,
         "--concurrency",
@@ -156,9 +158,7 @@ def _wait_until_consuming(
 def _py_spy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(found).is_file():
-        from harness.cli import UsageError
-
-        raise UsageError("py-spy is not installed (pip install py-spy)")
+        raise ProfilerMissingError("py-spy is not installed (pip install py-spy)")
     return found
 
 
@@ -206,54 +206,41 @@ def format_summary(lines: list[dict[str, Any]], elapsed_s: float | None) -> str:
     return "\n".join(out) + "\n"
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "profile", help="profile a worker service (scalene/py-spy) during a load run"
-    )
-    add_common_arguments(parser)
-    parser.add_argument("--tool", choices=TOOLS, default="scalene", help="profiler (default scalene)")
-    parser.add_argument("--concurrency", type=int, default=4, help="worker threads of the profiled worker")
-    parser.set_defaults(func=run)
+@dataclasses.dataclass(frozen=True)
+class ProfileResult:
+    """A load run with a profiled worker beside it: its summary table and the profile."""
+
+    load_summary: str
+    profile: Path
+    profile_summary: str
 
 
-def run(args: argparse.Namespace) -> int:
-    from harness.cli import UsageError
-
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be >= 1")
-    plan = plan_from_args(args)
-    out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
+def run_profile(
+    plan: LoadPlan, out_dir: Path, *, tool: str, concurrency: int, redis_url: str | None, charts: bool = True
+) -> ProfileResult:
+    """Run `plan` with a worker service under `tool` consuming its jobs; ProfileError if
+    the profiler wrote nothing."""
     profile_dir = out_dir / "profile"
-    if args.tool == "py-spy":
+    if tool == "py-spy":
         _py_spy()
 
     def during(server: ProvisionedRedis, namespace: str) -> contextlib.AbstractContextManager[object]:
-        return profiled_worker(args.tool, profile_dir, server.url, plan.variant, namespace, args.concurrency)
+        return profiled_worker(tool, profile_dir, server.url, plan.variant, namespace, concurrency)
 
-    print(f"profile {plan.workload.name} · {plan.label} with {args.tool}: {plan.duration_s:g} s", flush=True)
-    result = run_load(plan, out_dir, redis_url=args.redis_url, during=during)
-    result.meta["profile"] = {"tool": args.tool, "concurrency": args.concurrency, "dir": "profile"}
-    rows = write_results(result, charts=not args.no_charts)
-    print(summary(rows))
-    if args.tool == "scalene":
+    result = run_load(plan, out_dir, redis_url=redis_url, during=during)
+    result.meta["profile"] = {"tool": tool, "concurrency": concurrency, "dir": "profile"}
+    rows = write_results(result, charts=charts)
+    if tool == "scalene":
         scalene_json = profile_dir / "scalene.json"
         if not scalene_json.is_file():
-            print(
-                f"qbench: error: scalene wrote no profile (see {profile_dir / 'worker.log'})", file=sys.stderr
-            )
-            return 1
+            raise ProfileError(f"scalene wrote no profile (see {profile_dir / 'worker.log'})")
         elapsed = json.loads(scalene_json.read_text()).get("elapsed_time_sec")
         text = format_summary(scalene_summary(scalene_json), elapsed)
         (profile_dir / "summary.md").write_text(text)
-        print(text)
-    else:
-        if not (profile_dir / "py-spy.speedscope.json").is_file():
-            print(
-                f"qbench: error: py-spy wrote no profile (see {profile_dir / 'worker.log'})", file=sys.stderr
-            )
-            return 1
-        print(
-            f"py-spy profile: {profile_dir / 'py-spy.speedscope.json'} (open in https://www.speedscope.app)"
-        )
-    print(f"results and profile in {out_dir}")
-    return 0
+        return ProfileResult(summary(rows), scalene_json, text)
+    speedscope = profile_dir / "py-spy.speedscope.json"
+    if not speedscope.is_file():
+        raise ProfileError(f"py-spy wrote no profile (see {profile_dir / 'worker.log'})")
+    return ProfileResult(
+        summary(rows), speedscope, f"py-spy profile: {speedscope} (open in https://www.speedscope.app)"
+    )

@@ -1,7 +1,7 @@
 """A TCP delay proxy on loopback: adds network delay to Redis traffic, and can cut it.
 
 `tc netem` is not available on these kernels, so the harness injects delay itself.
-The proxy runs in a child process (`python -m harness.delay_proxy`) so that its
+The proxy runs in a child process (`python -m harness.infra.delay_proxy`) so that its
 waiting never competes for the measured client's GIL. One thread, one selector:
 every chunk read from one side is held until `arrival + one-way delay`, then written
 to the other side, in order (a chunk never overtakes an earlier one). Sub-millisecond
@@ -39,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from harness.redis_server import _die_with_parent
+from harness.infra.redis_server import _die_with_parent
 
 SPIN_WINDOW_S = 0.0002
 """Closer than this to a deadline, poll without sleeping: a select() wake-up can be late by
@@ -326,7 +326,7 @@ def _reset(sock: socket.socket) -> None:
 
 
 def _child_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.delay_proxy")
+    parser = argparse.ArgumentParser(prog="python -m harness.infra.delay_proxy")
     parser.add_argument("--upstream", required=True, help="HOST:PORT to forward to")
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to listen on")
     args = parser.parse_args(argv)
@@ -374,7 +374,7 @@ class DelayProxy:
             [
                 sys.executable,
                 "-m",
-                "harness.delay_proxy",
+                "harness.infra.delay_proxy",
                 "--upstream",
                 f"{self.upstream_host}:{self.upstream_port}",
                 "--listen",

@@ -25,6 +25,9 @@ from typing import Any, Literal
 
 import redis
 
+from queue_impl.connection import redact_url
+from queue_impl.service import explain_redis_error
+
 Source = Literal["url", "testcontainers", "binary"]
 
 START_TIMEOUT_S = 10.0
@@ -57,16 +60,6 @@ class ServerInfo:
         data = asdict(self)
         data["url"] = redact_url(self.url)
         return data
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -121,8 +114,6 @@ def describe(url: str, source: Source, owned: bool, binary: str = "") -> ServerI
         info = client.info("server")
         memory = client.info("memory")
     except redis.RedisError as exc:
-        from queue_impl.service import explain_redis_error
-
         raise RedisUnavailableError(
             f"cannot reach Redis at {redact_url(url)}: {explain_redis_error(exc)}"
         ) from None

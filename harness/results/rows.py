@@ -163,3 +163,17 @@ def run_metadata(
 def write_run(path: Path, meta: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_run(out_dir: Path) -> dict[str, Any]:
+    """`run.json` of a results dir ({} when absent); ValueError if it is not JSON."""
+    path = out_dir / RUN_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data

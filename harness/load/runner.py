@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -19,21 +18,21 @@ from typing import Any
 
 import redis
 
-from harness.measured import unique_namespace
-from harness.redis_server import ProvisionedRedis, free_port, redis_for_run
-from harness.results import Row, params, run_metadata, write_metrics, write_run
+from harness.infra.measured import unique_namespace
+from harness.infra.redis_server import ProvisionedRedis, free_port, redis_for_run
+from harness.results.rows import Row, params, run_metadata, write_metrics, write_run
 from queue_impl.codec import CorruptJobError
-from queue_impl.config import PRESETS, Variant, parse_variant
+from queue_impl.config import PRESETS, Variant
 from queue_impl.connection import make_client
 from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status, as_bytes, as_text
 from queue_impl.queue import RedisQueue
 from queue_impl.scripts import Scripts
 from scenarios import settings as run_settings
 from scenarios.recorder import OpSamples, load_samples
-from scenarios.workload import Workload, WorkloadError, load_workload
+from scenarios.workload import Workload
 
 EXPERIMENT = "load"
-LOCUSTFILE = Path(__file__).resolve().parent.parent / "scenarios" / "locustfile.py"
+LOCUSTFILE = Path(__file__).resolve().parents[2] / "scenarios" / "locustfile.py"
 DEFAULT_OUT_ROOT = Path("results/load")
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 STOP_TIMEOUT_S = 10
@@ -210,7 +209,7 @@ def _locust_env(plan: LoadPlan, url: str, namespace: str, samples_dir: Path) -> 
     env.update(
         {
             run_settings.ENV_WORKLOAD: str(workload_file),
-            run_settings.ENV_VARIANT: _variant_spec(plan.variant),
+            run_settings.ENV_VARIANT: variant_spec(plan.variant),
             run_settings.ENV_REDIS_URL: url,
             run_settings.ENV_NAMESPACE: namespace,
             run_settings.ENV_SAMPLES_DIR: str(samples_dir),
@@ -235,7 +234,7 @@ def _to_toml(workload: Workload) -> str:
     return "".join(f"{k} = {value(v)}\n" for k, v in doc.items())
 
 
-def _variant_spec(variant: Variant) -> str:
+def variant_spec(variant: Variant) -> str:
     """A `preset+toggle=value,...` string that `parse_variant` turns back into `variant`."""
     if variant.name not in PRESETS:
         raise ValueError(f"variant {variant.name!r} is not based on a preset: build it with parse_variant")
@@ -349,7 +348,7 @@ def api_server(url: str, variant: Variant, namespace: str) -> Iterator[str]:
         "--port",
         str(port),
         "--variant",
-        _variant_spec(variant),
+        variant_spec(variant),
         "--redis-url",
         url,
         "--namespace",
@@ -571,86 +570,3 @@ def summary(rows: Sequence[Row]) -> str:
         f"{total.get('jobs_missing', 0):.0f} missing, {total.get('jobs_stranded', 0):.0f} stranded"
     )
     return "\n".join(lines)
-
-
-# -- CLI -----------------------------------------------------------------------------
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    from harness.cli import add_redis_url_argument
-
-    parser.add_argument("scenario", help="workload name (scenarios/workloads/NAME.toml) or a .toml path")
-    parser.add_argument("--variant", required=True, metavar="SPEC", help="preset[+toggle=value,...]")
-    parser.add_argument("--users", type=int, default=None, help="override the workload's user count")
-    parser.add_argument("--spawn-rate", type=float, default=None, help="override users started per second")
-    parser.add_argument("--duration", type=float, default=None, metavar="S", help="override run time (s)")
-    parser.add_argument("--workers", type=int, default=0, help="Locust worker processes (distributed mode)")
-    parser.add_argument(
-        "--label", default=None, help="variant column in the rows (default: the variant's label)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="results dir (default: results/load/SCENARIO/LABEL)"
-    )
-    parser.add_argument("--no-charts", action="store_true", help="write metrics and Locust files only")
-    add_redis_url_argument(parser)
-
-
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("load", help="run a Locust scenario headless against one variant")
-    add_common_arguments(parser)
-    parser.set_defaults(func=run)
-
-
-def plan_from_args(args: argparse.Namespace) -> LoadPlan:
-    from harness.cli import UsageError
-
-    try:
-        workload = load_workload(args.scenario)
-    except WorkloadError as exc:
-        raise UsageError(str(exc)) from None
-    variant = parse_variant(args.variant)
-    users = workload.users if args.users is None else args.users
-    duration = workload.duration_s if args.duration is None else args.duration
-    spawn_rate = workload.spawn_rate if args.spawn_rate is None else args.spawn_rate
-    if users < 1:
-        raise UsageError("--users must be >= 1")
-    if duration <= 0:
-        raise UsageError("--duration must be > 0")
-    if spawn_rate <= 0:
-        raise UsageError("--spawn-rate must be > 0")
-    if not 0 <= args.workers <= 16:
-        raise UsageError("--workers must be between 0 and 16")
-    if args.workers and args.workers > users:
-        raise UsageError("--workers cannot exceed --users (a worker without users does nothing)")
-    shaped = Workload(
-        **{**workload.as_dict(), "users": users, "duration_s": duration, "spawn_rate": spawn_rate}
-    )
-    return LoadPlan(
-        workload=shaped,
-        variant=variant,
-        label=args.label or variant.label(),
-        users=users,
-        spawn_rate=spawn_rate,
-        duration_s=duration,
-        workers=args.workers,
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    plan = plan_from_args(args)
-    out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
-    print(
-        f"load {plan.workload.name} · {plan.label}: {plan.users} users for {plan.duration_s:g} s", flush=True
-    )
-    result = run_load(plan, out_dir, redis_url=args.redis_url)
-    rows = write_results(result, charts=not args.no_charts)
-    print(summary(rows))
-    print(f"results in {out_dir}")
-    failures = sum(s.failures for s in result.samples.values())
-    lost = result.census["stranded"] + abs(result.jobs_expected - result.census["records"])
-    if failures or lost:
-        print(
-            f"qbench: error: {failures} failed request(s), {lost} job(s) missing or stranded", file=sys.stderr
-        )
-        return 1
-    return 0

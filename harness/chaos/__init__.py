@@ -1,0 +1,1 @@
+"""Fault injection: workers killed, schedulers raced, Redis restarted, connections cut."""

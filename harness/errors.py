@@ -1,0 +1,96 @@
+"""Errors and exit codes of every `qbench` verb, the one-line argument parser, and `--redis-url`.
+
+Library code raises errors of its own (a `ValueError` or `RuntimeError` subclass named
+for what went wrong); each verb translates the ones a user can fix into `UsageError`.
+`harness.cli.main` turns them into one line on stderr and an exit code:
+
+    0  success
+    1  a failed run or a regression (the measurement says no), an unreachable Redis
+    2  bad input: a flag, a file, a value, a driver the user named
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import NoReturn
+
+from redis.connection import parse_url
+
+from queue_impl.config import Variant, VariantError, parse_variant
+from queue_impl.service import ServiceArgumentParser
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user (flag, file, value): one line, exit 2."""
+
+
+class OneLineParser(ServiceArgumentParser):
+    """argparse that reports a bad flag in one line (plus exit 2), not a usage dump.
+
+    The queue's own services (`python -m queue_impl.worker` ...) use its base class; a
+    verb's error starts with `qbench: error:` like every other error of `qbench`.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog.split()[0]}: error: {message} (see {self.prog} --help)\n")
+
+
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redis_url(text: str) -> str:
+    """An argparse `type`: a Redis URL redis-py can open, else a one-line usage error."""
+    scheme, sep, _rest = text.partition("://")
+    if not sep or scheme not in REDIS_URL_SCHEMES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Redis URL (expected {' or '.join(s + '://' for s in REDIS_URL_SCHEMES)}...)"
+        )
+    try:
+        parse_url(text)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return text
+
+
+def add_redis_url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        type=redis_url,
+        default=None,
+        metavar="URL",
+        help="measure this Redis (default: REDIS_URL, else a container, else a redis-server qbench starts)",
+    )
+
+
+def redis_url_from_env() -> str | None:
+    """REDIS_URL, checked like `--redis-url` (a bad value is a usage error, not a traceback)."""
+    url = os.environ.get("REDIS_URL") or None
+    if url is not None:
+        try:
+            redis_url(url)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"REDIS_URL: {exc}") from None
+    return url
+
+
+def variant_arg(text: str) -> Variant:
+    """An argparse `type`: `preset[+toggle=value,...]`, else a one-line usage error."""
+    try:
+        return parse_variant(text)
+    except VariantError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def comma_list(text: str, allowed: Sequence[str], flag: str) -> list[str]:
+    """`a,b` checked against `allowed`, in the order given; UsageError names what is wrong."""
+    chosen = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in chosen if item not in allowed]
+    if unknown or not chosen:
+        raise UsageError(
+            f"{flag}: unknown {', '.join(unknown) or 'empty list'}; expected some of {', '.join(allowed)}"
+        )
+    return chosen

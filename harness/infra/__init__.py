@@ -1,0 +1,1 @@
+"""Infrastructure every measurement stands on: Redis provisioning, the delay proxy, exact counting."""

@@ -1,0 +1,1 @@
+"""Results: tidy rows (`metrics.csv`, `run.json`), statistics, rendering, and comparing result sets."""

@@ -1,0 +1,112 @@
+"""`qbench load SCENARIO --variant V`: a headless Locust run in its own processes, into tidy rows."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import UsageError, add_redis_url_argument
+from harness.load.runner import DEFAULT_OUT_ROOT, LoadError, LoadPlan, run_load, summary, write_results
+from queue_impl.config import VariantError, parse_variant, toggle_help
+from scenarios.workload import Workload, WorkloadError, describe_workloads, load_workload
+
+
+def load_epilog() -> str:
+    """The scenarios and the toggles, for `load --help` and `profile --help`."""
+    return (
+        "scenarios (scenarios/workloads/NAME.toml, or any .toml path):\n"
+        + describe_workloads()
+        + "\n\nvariant: PRESET[+TOGGLE=VALUE,...], e.g. 'optimized+dequeue=notify,pool_size=sized'\n"
+        + toggle_help()
+    )
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = load_epilog()
+    parser.add_argument("scenario", help="workload name (scenarios/workloads/NAME.toml) or a .toml path")
+    parser.add_argument("--variant", required=True, metavar="SPEC", help="preset[+toggle=value,...]")
+    parser.add_argument("--users", type=int, default=None, help="override the workload's user count")
+    parser.add_argument("--spawn-rate", type=float, default=None, help="override users started per second")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="override run time (s)")
+    parser.add_argument("--workers", type=int, default=0, help="Locust worker processes (distributed mode)")
+    parser.add_argument(
+        "--label", default=None, help="variant column in the rows (default: the variant's label)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results dir (default: results/load/SCENARIO/LABEL)"
+    )
+    parser.add_argument("--no-charts", action="store_true", help="write metrics and Locust files only")
+    add_redis_url_argument(parser)
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "load",
+        help="run a Locust scenario headless against one variant",
+        description="Run a Locust scenario headless against one variant of the reference queue; "
+        "writes metrics.csv, run.json, Locust's own stats and charts, and checks that no job was lost.",
+    )
+    add_common_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def plan_from_args(args: argparse.Namespace) -> LoadPlan:
+    try:
+        workload = load_workload(args.scenario)
+    except WorkloadError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        variant = parse_variant(args.variant)
+    except VariantError as exc:
+        raise UsageError(f"--variant: {exc}") from None
+    users = workload.users if args.users is None else args.users
+    duration = workload.duration_s if args.duration is None else args.duration
+    spawn_rate = workload.spawn_rate if args.spawn_rate is None else args.spawn_rate
+    if users < 1:
+        raise UsageError("--users must be >= 1")
+    if duration <= 0:
+        raise UsageError("--duration must be > 0")
+    if spawn_rate <= 0:
+        raise UsageError("--spawn-rate must be > 0")
+    if not 0 <= args.workers <= 16:
+        raise UsageError("--workers must be between 0 and 16")
+    if args.workers and args.workers > users:
+        raise UsageError("--workers cannot exceed --users (a worker without users does nothing)")
+    shaped = Workload(
+        **{**workload.as_dict(), "users": users, "duration_s": duration, "spawn_rate": spawn_rate}
+    )
+    return LoadPlan(
+        workload=shaped,
+        variant=variant,
+        label=args.label or variant.label(),
+        users=users,
+        spawn_rate=spawn_rate,
+        duration_s=duration,
+        workers=args.workers,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = plan_from_args(args)
+    out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
+    print(
+        f"load {plan.workload.name} · {plan.label}: {plan.users} users for {plan.duration_s:g} s", flush=True
+    )
+    try:
+        result = run_load(plan, out_dir, redis_url=args.redis_url)
+    except LoadError as exc:
+        print(f"qbench: error: {exc}", file=sys.stderr)
+        return 1
+    rows = write_results(result, charts=not args.no_charts)
+    print(summary(rows))
+    print(f"results in {out_dir}")
+    failures = sum(s.failures for s in result.samples.values())
+    lost = result.census["stranded"] + abs(result.jobs_expected - result.census["records"])
+    if failures or lost:
+        print(
+            f"qbench: error: {failures} failed request(s), {lost} job(s) missing or stranded", file=sys.stderr
+        )
+        return 1
+    return 0
