@@ -15,7 +15,8 @@ from harness.results.render import (
     spread_cell,
     values_of,
 )
-from harness.results.rows import COLUMNS, Row, Spread, params, parse_params, read_metrics, write_metrics
+from harness.results.rows import COLUMNS, Row, params, parse_params, read_metrics, write_metrics
+from harness.results.stats import Spread
 
 
 def test_rows_round_trip_through_metrics_csv(tmp_path: Path) -> None:

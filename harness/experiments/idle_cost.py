@@ -27,7 +27,8 @@ from harness.results.render import (
     spread_cell,
     values_of,
 )
-from harness.results.rows import Row, Spread, params
+from harness.results.rows import Row, params
+from harness.results.stats import median
 from queue_impl.config import PRESETS, Variant, VariantError, parse_variant
 from queue_impl.worker import HEARTBEAT_INTERVAL_S
 
@@ -165,7 +166,7 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
     verdict, why = _verdict(total, dequeue, heartbeat)
     shared = any(r.metric == "shared_server" and r.value for r in mine)
     window_text = (
-        f"{len(windows)} window(s) of {Spread.of(windows).median:.1f} s per dequeue mode"
+        f"{len(windows)} window(s) of {median(windows):.1f} s per dequeue mode"
         if windows
         else "no windows measured"
     )
@@ -226,12 +227,12 @@ def _verdict(
 ) -> tuple[str, str]:
     if not total["baseline"] or not total["optimized"]:
         return "not measured", "the baseline or optimized preset was not measured"
-    before = Spread.of(total["baseline"]).median
-    after = Spread.of(total["optimized"]).median
+    before = median(total["baseline"])
+    after = median(total["optimized"])
     before_ok = abs(before - SEED_BEFORE) <= 0.1 * SEED_BEFORE
-    waits = Spread.of(dequeue["optimized"]).median if dequeue["optimized"] else 0.0
-    beats = Spread.of(heartbeat["optimized"]).median if heartbeat["optimized"] else 0.0
-    scripted = f"; scripted (notify) {Spread.of(total['scripted']).median:.1f}/s" if total["scripted"] else ""
+    waits = median(dequeue["optimized"]) if dequeue["optimized"] else 0.0
+    beats = median(heartbeat["optimized"]) if heartbeat["optimized"] else 0.0
+    scripted = f"; scripted (notify) {median(total['scripted']):.1f}/s" if total["scripted"] else ""
     cut = 100.0 * (1 - after / before) if before else 0.0
     beats_text = (
         f"the heartbeat thread adds {beats:.2f}/s"
@@ -285,12 +286,10 @@ def _chart(rows: list[Row], charts_dir: Path) -> str:
         heights = []
         for preset in PRESET_COLUMNS:
             found = _rate(rows, preset, command)
-            heights.append(Spread.of(found).median if found else 0.0)
+            heights.append(median(found) if found else 0.0)
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(PRESET_COLUMNS))]
         ax.bar(xs, [max(h, 1e-3) for h in heights], width=width, label=command.upper())
-    totals = [
-        Spread.of(_rate(rows, p, "all")).median if _rate(rows, p, "all") else 0.0 for p in PRESET_COLUMNS
-    ]
+    totals = [median(_rate(rows, p, "all")) if _rate(rows, p, "all") else 0.0 for p in PRESET_COLUMNS]
     for j, value in enumerate(totals):
         ax.annotate(f"total {value:.1f}/s", (j, max(value, 1e-3)), ha="center", va="bottom", fontsize=8)
     ax.axhline(SEED_BEFORE, color="grey", linestyle="--", linewidth=1, label="seed: 300/s before")

@@ -28,6 +28,7 @@ from harness.results.render import (
     values_of,
 )
 from harness.results.rows import Row, params
+from harness.results.stats import median
 from queue_impl.config import PRESETS, Variant
 from queue_impl.job import as_text
 from queue_impl.queue import RedisQueue
@@ -166,8 +167,8 @@ def _bytes_per_job(mq: MeasuredQueue, preset: str, count: int, repeat: int) -> l
             ids = _process(q, count, b"x" * payload_size, dead_every=dead_every)
             after = _used_memory(mq)
             sample = [q.keys.job(job_id) for job_id in ids[:25]]
-            usage = statistics.median(int(client.memory_usage(k) or 0) for k in sample)
-            record = statistics.median(int(client.strlen(k)) for k in sample)
+            usage = median([int(client.memory_usage(k) or 0) for k in sample])
+            record = median([int(client.strlen(k)) for k in sample])
             p = params(payload=payload_name, outcome=outcome)
             rows += [
                 Row(NAME, preset, p, "bytes_per_job", (after - before) / count, OBSERVED, repeat),

@@ -18,7 +18,6 @@ from harness.experiments.pool_runs import (
     current_cpu,
     local_server_pid,
     option_number,
-    percentile,
     process_cpu,
     wait_cycle_s,
 )
@@ -35,7 +34,8 @@ from harness.results.render import (
     spread_cell,
     values_of,
 )
-from harness.results.rows import Row, Spread, params
+from harness.results.rows import Row, params
+from harness.results.stats import median, median_or_none, percentile
 from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.job import PRIORITY_ORDER, Job, Priority
 
@@ -252,10 +252,6 @@ def _probe(rows: list[Row], variant: str) -> list[float]:
     ]
 
 
-def _median(found: list[float]) -> float | None:
-    return Spread.of(found).median if found else None
-
-
 def render(rows: list[Row], charts_dir: Path) -> Section:
     mine = [r for r in rows if r.experiment == NAME]
     variants = list(dict.fromkeys(r.variant for r in mine))
@@ -311,8 +307,8 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
 
 def _verdicts(rows: list[Row]) -> list[tuple[str, str, str]]:
     verdicts: list[tuple[str, str, str]] = []
-    base_max = [_median(_random(rows, "baseline", p.label, "max")) for p in PRIORITY_ORDER]
-    base_p50 = [_median(_random(rows, "baseline", p.label, "p50")) for p in PRIORITY_ORDER]
+    base_max = [median_or_none(_random(rows, "baseline", p.label, "max")) for p in PRIORITY_ORDER]
+    base_p50 = [median_or_none(_random(rows, "baseline", p.label, "p50")) for p in PRIORITY_ORDER]
     if None in base_max or None in base_p50:
         verdicts.append((BEFORE_CLAIM, NOT_MEASURED, "baseline not measured"))
     else:
@@ -328,12 +324,12 @@ def _verdicts(rows: list[Row]) -> list[tuple[str, str, str]]:
         )
     opt = {
         p.label: (
-            _median(_random(rows, "optimized", p.label, "p50")),
-            _median(_random(rows, "optimized", p.label, "p99")),
+            median_or_none(_random(rows, "optimized", p.label, "p50")),
+            median_or_none(_random(rows, "optimized", p.label, "p99")),
         )
         for p in PRIORITY_ORDER
     }
-    scr = {p.label: _median(_random(rows, "scripted", p.label, "p99")) for p in PRIORITY_ORDER}
+    scr = {p.label: median_or_none(_random(rows, "scripted", p.label, "p99")) for p in PRIORITY_ORDER}
     if any(v[0] is None or v[1] is None for v in opt.values()):
         verdicts.append((AFTER_CLAIM, NOT_MEASURED, "optimized not measured"))
     else:
@@ -349,7 +345,7 @@ def _verdicts(rows: list[Row]) -> list[tuple[str, str, str]]:
             f"priority times out (1 s / 1 s / 3 s in turn){scripted}"
         )
         verdicts.append((AFTER_CLAIM, HOLDS if all_fast else DOES_NOT_HOLD, why))
-    probe = {v: _median(_probe(rows, v)) for v in PRESET_COLUMNS}
+    probe = {v: median_or_none(_probe(rows, v)) for v in PRESET_COLUMNS}
     if probe["optimized"] is not None:
         delayed = probe["optimized"] / 1e3
         others = ", ".join(f"{v} {probe[v]:.1f} ms" for v in ("baseline", "scripted") if probe[v] is not None)
@@ -381,7 +377,7 @@ def _toggle_table(rows: list[Row], variants: list[str]) -> str:
 
 def _placement_text(rows: list[Row], variants: list[str]) -> str:
     shares = [
-        f"{v} {Spread.of(found).median:.0%}"
+        f"{v} {median(found):.0%}"
         for v in variants
         if (found := values_of(rows, variant=v, metric="same_cpu_as_redis_fraction"))
     ]
@@ -399,7 +395,7 @@ def _chart(rows: list[Row], variants: list[str], charts_dir: Path) -> str:
     width = 0.8 / max(1, len(variants))
     for ax, stat in zip(axes, ("p50", "p99"), strict=True):
         for i, variant in enumerate(variants):
-            heights = [_median(_random(rows, variant, p, stat)) or 0.0 for p in priorities]
+            heights = [median_or_none(_random(rows, variant, p, stat)) or 0.0 for p in priorities]
             xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(priorities))]
             ax.bar(xs, [max(h, 1e-3) for h in heights], width=width, label=variant)
         ax.axhline(SEED_AFTER_MS, color="green", linestyle="--", linewidth=1, label="seed after: 1 ms")

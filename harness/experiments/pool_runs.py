@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ import redis
 from harness.infra.counting import RoundTripCounter, counting_connection_class
 from harness.infra.measured import unique_namespace
 from harness.results.rows import Row
+from harness.results.stats import percentile
 from queue_impl.config import Variant
 from queue_impl.connection import make_client
 from queue_impl.job import PRIORITY_ORDER, Job, Priority
@@ -309,17 +309,6 @@ class StartLog:
 def jobs_lost(prefilled: int, completed: int, left: Mapping[str, int]) -> int:
     """Jobs neither completed nor still somewhere in the queue's keys (should be 0)."""
     return prefilled - completed - sum(left.values())
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between closest ranks; NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def priority_labels() -> tuple[str, ...]:

@@ -29,7 +29,8 @@ from harness.results.render import (
     save_chart,
     spread_cell,
 )
-from harness.results.rows import Row, Spread, params
+from harness.results.rows import Row, params
+from harness.results.stats import Spread
 from queue_impl.config import POOL_SIZED, PRESETS, PoolMode, Variant
 from queue_impl.job import Priority
 

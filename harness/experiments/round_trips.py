@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from harness.results.render import (
     values_of,
 )
 from harness.results.rows import Row, params
+from harness.results.stats import median
 from queue_impl.config import PRESETS, Variant
 
 NAME = "round_trips"
@@ -114,7 +114,7 @@ def _measure_complete(mq: MeasuredQueue, preset: str, network: str, repeat: int,
     return [
         _row(preset, p, "round_trips", round_trips / count, "round_trips", repeat),
         _row(preset, p, "commands", commands / count, "commands", repeat),
-        _row(preset, p, "wall_ms", statistics.median(walls), "ms", repeat),
+        _row(preset, p, "wall_ms", median(walls), "ms", repeat),
     ]
 
 

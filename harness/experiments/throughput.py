@@ -14,7 +14,6 @@ from harness.experiments.pool_runs import (
     jobs_lost,
     measure_windows,
     option_number,
-    percentile,
     window_rows,
 )
 from harness.results.render import (
@@ -30,7 +29,8 @@ from harness.results.render import (
     spread_cell,
     values_of,
 )
-from harness.results.rows import Row, Spread, params
+from harness.results.rows import Row, params
+from harness.results.stats import Spread, percentile
 from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.job import Job, Priority
 

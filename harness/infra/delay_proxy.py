@@ -27,7 +27,6 @@ import os
 import select
 import selectors
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from harness.infra.redis_server import _die_with_parent
+from harness.results.stats import median
 
 SPIN_WINDOW_S = 0.0002
 """Closer than this to a deadline, poll without sleeping: a select() wake-up can be late by
@@ -313,7 +313,7 @@ class _ProxyLoop:
             "bytes_to_client": self.counts["bytes_to_client"],
             "to_server_ms": self.to_server_s * 1000,
             "to_client_ms": self.to_client_s * 1000,
-            "late_ms_median": statistics.median(self.late_s) * 1000 if self.late_s else 0.0,
+            "late_ms_median": median(self.late_s) * 1000 if self.late_s else 0.0,
             "late_ms_max": max(self.late_s) * 1000 if self.late_s else 0.0,
         }
 
@@ -501,7 +501,7 @@ def median_ping_ms(url: str, samples: int) -> float:
             t0 = time.perf_counter()
             client.ping()
             times.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(times)
+        return median(times)
     finally:
         client.close()
 

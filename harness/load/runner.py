@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import redis
 from harness.infra.measured import unique_namespace
 from harness.infra.redis_server import ProvisionedRedis, free_port, redis_for_run
 from harness.results.rows import Row, params, run_metadata, write_metrics, write_run
+from harness.results.stats import percentiles
 from queue_impl.codec import CorruptJobError
 from queue_impl.config import PRESETS, Variant
 from queue_impl.connection import make_client
@@ -448,19 +450,17 @@ def rows_of(run: LoadRun) -> list[Row]:
     def add(op: str, metric: str, value: float, unit: str) -> None:
         rows.append(Row(EXPERIMENT, plan.label, plan.row_params(op=op), metric, float(value), unit))
 
-    import numpy as np  # see prefill(): kept off the CLI's start-up path
-
     for op in sorted(run.samples):
         samples = run.samples[op]
-        latencies = np.asarray(samples.latency_ms, dtype=float)
+        latencies = samples.latency_ms
         add(op, "requests", len(latencies), REQUEST_UNIT)
         add(op, "failures", samples.failures, REQUEST_UNIT)
         add(op, "rate", len(latencies) / plan.duration_s, "ops/s")
-        if len(latencies):
-            for p in PERCENTILES:
-                add(op, f"latency_ms_p{p:g}", float(np.percentile(latencies, p)), "ms")
-            add(op, "latency_ms_mean", float(latencies.mean()), "ms")
-            add(op, "latency_ms_max", float(latencies.max()), "ms")
+        if latencies:
+            for p, value in zip(PERCENTILES, percentiles(latencies, PERCENTILES), strict=True):
+                add(op, f"latency_ms_p{p:g}", value, "ms")
+            add(op, "latency_ms_mean", math.fsum(latencies) / len(latencies), "ms")
+            add(op, "latency_ms_max", max(latencies), "ms")
         if samples.round_trips:
             calls = sum(samples.round_trips.values())
             mean = sum(k * v for k, v in samples.round_trips.items()) / calls

@@ -7,7 +7,6 @@ import json
 import os
 import queue
 import signal
-import statistics
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ from harness.infra.counting import command_stats, stats_delta
 from harness.peers.base import SINK_ENV, URL_ENV
 from harness.peers.registry import DriverSpec
 from harness.results.rows import Row, params
+from harness.results.stats import median, percentile
 
 EXPERIMENT = "peers"
 READY_TIMEOUT_S = 120.0
@@ -95,13 +95,6 @@ def processing_rate(samples: list[tuple[int, int]]) -> float:
         lo, hi = 0, len(starts) - 1
     span_us = starts[hi] - starts[lo]
     return (hi - lo) / (span_us / 1e6) if span_us > 0 else float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, round(q / 100 * len(ordered) + 0.4999))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 class DriverProcess:
@@ -450,7 +443,7 @@ def _measure_pickup(driver: DriverProcess, sizes: Sizes, row: Callable[..., None
         driver.stop_workers()
     latencies_ms = [(started - sent) / 1000 for sent, started in sink.samples[PICKUP_WARMUP:]]
     for metric, value in (
-        ("pickup_ms_p50", statistics.median(latencies_ms)),
+        ("pickup_ms_p50", median(latencies_ms)),
         ("pickup_ms_p99", percentile(latencies_ms, 99)),
         ("pickup_ms_max", max(latencies_ms)),
     ):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.results.rows import DETERMINISTIC_UNITS, METRICS_FILE, Row, params, read_metrics
+from harness.results.stats import median
 
 TimingMode = Literal["auto", "ratio", "absolute", "off"]
 Status = Literal["FAIL", "ok", "better", "missing", "new", "info"]
@@ -317,15 +317,15 @@ def _judge_absolute(
         unit = units[key]
         if not _is_timing(unit, key[3]) or key not in cand_values:
             continue
-        b = statistics.median(base_values[key])
-        c = statistics.median(cand_values[key])
+        b = median(base_values[key])
+        c = median(cand_values[key])
         verdicts.append(_timing_verdict(key, unit, b, c, tolerance, f"median {unit}, ±{tolerance:.0%}"))
     return verdicts
 
 
 def _ratio(values: list[float], reference: list[float]) -> float | None:
-    ref = statistics.median(reference)
-    return None if ref == 0 else statistics.median(values) / ref
+    ref = median(reference)
+    return None if ref == 0 else median(values) / ref
 
 
 def _timing_verdict(key: Key, unit: str, b: float, c: float, tolerance: float, rule: str) -> Verdict:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.experiments import Section
-from harness.results.rows import DETERMINISTIC_UNITS, Row, Spread
+from harness.results.rows import DETERMINISTIC_UNITS, Row
+from harness.results.stats import Spread, median_or_none
 
 HOLDS = "holds"
 PARTLY = "partly"
@@ -42,8 +43,8 @@ def values_of(rows: Iterable[Row], *, variant: str, metric: str, params: str | N
 
 
 def median_of(rows: Iterable[Row], *, variant: str, metric: str, params: str | None = None) -> float | None:
-    found = values_of(rows, variant=variant, metric=metric, params=params)
-    return Spread.of(found).median if found else None
+    """Median over the repeats of one metric of one variant; None when nothing was measured."""
+    return median_or_none(values_of(rows, variant=variant, metric=metric, params=params))
 
 
 def determinism_flags(rows: Iterable[Row]) -> list[str]:

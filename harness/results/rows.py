@@ -13,7 +13,6 @@ import csv
 import json
 import os
 import platform
-import statistics
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from harness.results.stats import Spread as Spread  # re-exported for harness/peers/report.py
 
 METRICS_FILE = "metrics.csv"
 RUN_FILE = "run.json"
@@ -91,25 +92,6 @@ def read_metrics(path: Path) -> list[Row]:
             ]
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: bad row ({exc})") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Spread:
-    """min / median / max of repeated timings."""
-
-    min: float
-    median: float
-    max: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Spread:
-        if not values:
-            raise ValueError("no values")
-        return cls(min(values), statistics.median(values), max(values), len(values))
-
-    def fmt(self, digits: int = 2) -> str:
-        return f"{self.median:.{digits}f} ({self.min:.{digits}f}..{self.max:.{digits}f})"
 
 
 def git_commit(cwd: Path | None = None) -> dict[str, Any]:
