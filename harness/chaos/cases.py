@@ -21,7 +21,7 @@ import redis
 
 from harness.chaos.handlers import JOB_TYPE, LOG_DIR_ENV, ExecutionLog, Executions, read_executions
 from harness.infra.delay_proxy import DelayProxy
-from harness.infra.measured import unique_namespace
+from harness.infra.measured import seed_due_jobs, unique_namespace
 from harness.infra.redis_server import RedisServerProcess, _die_with_parent, redis_for_run
 from harness.results.rows import (
     METRICS_FILE,
@@ -35,7 +35,7 @@ from harness.results.rows import (
 )
 from queue_impl.config import PRESETS, Variant
 from queue_impl.connection import make_client
-from queue_impl.job import PRIORITY_ORDER, Job, Status, as_text
+from queue_impl.job import PRIORITY_ORDER, Job, as_text
 from queue_impl.queue import RedisQueue
 from queue_impl.scheduler import Scheduler
 from queue_impl.worker import WorkerPool
@@ -378,7 +378,7 @@ def run_scheduler_race(url: str, preset: str, scale: ChaosScale) -> Outcome:
     dequeued: collections.Counter[str] = collections.Counter()
     try:
         for _ in range(scale.race_rounds):
-            submitted += seed_due_jobs(drain, scale.race_batch)
+            submitted += seed_due_jobs(drain, scale.race_batch, job_type=JOB_TYPE)
             barrier = threading.Barrier(len(schedulers))
 
             def tick(queue: RedisQueue, barrier: threading.Barrier) -> None:
@@ -414,19 +414,6 @@ def run_scheduler_race(url: str, preset: str, scale: ChaosScale) -> Outcome:
         for queue in schedulers:
             close_queue(queue)
         close_queue(drain, cleanup=True)
-
-
-def seed_due_jobs(queue: RedisQueue, count: int) -> list[str]:
-    """`count` retries already due, written directly (as a failed attempt leaves them)."""
-    pipe = queue.client.pipeline(transaction=False)
-    ids = []
-    for _ in range(count):
-        job = Job(type=JOB_TYPE, attempts=1, status=Status.SCHEDULED)
-        pipe.set(queue.keys.job(job.id), queue.codec.encode(job))
-        pipe.zadd(queue.keys.scheduled(), {job.id: 0})
-        ids.append(job.id)
-    pipe.execute()
-    return ids
 
 
 # -- shared by cases 3 and 4: an in-process pool + scheduler + producer -------------------------

@@ -206,12 +206,8 @@ def _ns_per_call(keys: KeyBuilder, calls: list[Call], rounds: int) -> float:
 def _cycle_cost(url: str, preset: str, cycles: int) -> tuple[float, float]:
     """Wall and client CPU microseconds of one enqueue + dequeue + complete (mean of `cycles`)."""
     with MeasuredQueue(url, PRESETS[preset]) as mq:
+        mq.warm_up()
         q = mq.queue
-        q.register_consumer()
-        q.enqueue(Job(type="noop"))  # warm-up: connect, load scripts
-        warm = q.dequeue(wait=False)
-        if warm is not None:
-            q.complete(warm)
         jobs = [Job(type="noop") for _ in range(cycles)]
         wall0, cpu0 = time.perf_counter_ns(), time.process_time_ns()
         for job in jobs:

@@ -85,7 +85,7 @@ def run(ctx: RunContext) -> list[Row]:
     rows = _server_rows(ctx.url)
     for name, variant in PRESETS.items():
         with MeasuredQueue(ctx.url, variant) as mq:
-            _warm_up(mq.queue)
+            mq.warm_up()
             for repeat in range(ctx.repeats):
                 rows += _bytes_per_job(mq, name, sizes.jobs_per_config, repeat)
             ctx.progress(
@@ -113,14 +113,6 @@ def _server_rows(url: str) -> list[Row]:
     return [
         Row(NAME, "server", p, "server_hz", float(server.get("hz", 0)), "hz", 0),
     ]
-
-
-def _warm_up(q: RedisQueue) -> None:
-    q.enqueue_many(make_jobs(1))
-    job = q.dequeue(wait=False)
-    if job is not None:
-        q.fail(job, "warm-up", retry=False)
-    q.cleanup()
 
 
 def _used_memory(mq: MeasuredQueue) -> int:
@@ -200,8 +192,7 @@ def _retention_run(ctx: RunContext, variant: Variant, sizes: Sizes) -> list[Row]
     label = f"ttl_{variant.ttl}"
     with MeasuredQueue(ctx.url, variant) as mq:
         q, client = mq.queue, mq.stats_client
-        _warm_up(q)
-        q.register_consumer()
+        mq.warm_up()
         time.sleep(RESIZE_SETTLE_S)
         baseline = _used_memory(mq)
         payload = b"x" * PAYLOADS["1KB"]

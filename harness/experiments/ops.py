@@ -44,25 +44,9 @@ def measure_operations(
     rows: list[Row] = []
     for variant in variants:
         with MeasuredQueue(url, variant) as mq:
-            _warm_up(mq)
+            mq.warm_up()
             rows += _measure_variant(mq, variant.label(), batches)
     return rows
-
-
-def _warm_up(mq: MeasuredQueue) -> None:
-    """Open the connection and load every script once, so no row pays for setup."""
-    q = mq.queue
-    q.enqueue_many(make_jobs(2))
-    for action in ("complete", "fail"):
-        job = q.dequeue(wait=True)
-        assert job is not None, "warm-up dequeue found no job"
-        q.complete(job) if action == "complete" else q.fail(job, "warm-up")
-    q.move_scheduled_to_ready(now=2**62)
-    job = q.dequeue(wait=True)
-    if job is not None:
-        q.complete(job)
-    q.cleanup()
-    q.register_consumer()
 
 
 def _measure_variant(mq: MeasuredQueue, label: str, batches: Sequence[int]) -> list[Row]:

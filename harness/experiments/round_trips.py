@@ -71,7 +71,7 @@ def run(ctx: RunContext) -> list[Row]:
 def _measure_preset(url: str, variant: Variant, network: str, repeats: int, completes: int) -> list[Row]:
     rows: list[Row] = []
     with MeasuredQueue(url, variant) as mq:
-        _warm_up(mq)
+        mq.warm_up()
         q = mq.queue
         for repeat in range(repeats):
             for batch in BATCHES:
@@ -116,18 +116,6 @@ def _measure_complete(mq: MeasuredQueue, preset: str, network: str, repeat: int,
         _row(preset, p, "commands", commands / count, "commands", repeat),
         _row(preset, p, "wall_ms", median(walls), "ms", repeat),
     ]
-
-
-def _warm_up(mq: MeasuredQueue) -> None:
-    """Connect and load every script once, so no measured call pays for setup."""
-    q = mq.queue
-    q.enqueue_many(make_jobs(1))
-    job = q.dequeue(wait=False)
-    if job is not None:
-        q.complete(job)
-    mq.seed_due_jobs(1)
-    q.move_scheduled_to_ready(limit=1)
-    q.cleanup()
 
 
 def _row(variant: str, p: str, metric: str, value: float, unit: str, repeat: int) -> Row:

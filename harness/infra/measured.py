@@ -14,6 +14,7 @@ from queue_impl.config import Variant
 from queue_impl.connection import make_client
 from queue_impl.job import Job, Priority, Status
 from queue_impl.queue import RedisQueue
+from queue_impl.scripts import Scripts
 
 
 def unique_namespace(tag: str = "run") -> str:
@@ -54,21 +55,44 @@ class MeasuredQueue(AbstractContextManager["MeasuredQueue"]):
         with measure(self.counter, self.stats_client) as cost:
             yield cost
 
+    def warm_up(self) -> None:
+        """Pay every one-time cost before anything is measured: open the connection, load
+        every Lua script, and run each operation once (enqueue, enqueue_many, dequeue,
+        complete, fail with a retry and to the dead-letter list, the scheduler move).
+
+        Leaves the namespace empty and this consumer registered, so a measured call finds
+        the state every measurement starts from.
+        """
+        q = self.queue
+        load_scripts(self.client)
+        q.register_consumer()
+        # High priority: every dequeue mode finds the job on its first try (the seed's
+        # blocking mode would otherwise wait out the high-priority timeout first).
+        q.enqueue(Job(type="noop", priority=Priority.HIGH))
+        q.enqueue_many(make_jobs(2, priority=Priority.HIGH))
+        for outcome in ("complete", "retry", "dead"):
+            job = self._take("warm-up")
+            if outcome == "complete":
+                q.complete(job)
+            else:
+                q.fail(job, "warm-up", retry=outcome == "retry")
+        if q.move_scheduled_to_ready(now=2**62) != 1:  # the retry, due at any time before 2**62 µs
+            raise RuntimeError("warm-up: the scheduled retry was not moved")
+        q.complete(self._take("warm-up"))
+        q.cleanup()
+        q.register_consumer()
+
+    def _take(self, what: str) -> Job:
+        job = self.queue.dequeue(wait=True)
+        if job is None:
+            raise RuntimeError(f"{what}: a ready job could not be dequeued")
+        return job
+
     def seed_due_jobs(
         self, count: int, *, priority: Priority = Priority.NORMAL, payload: bytes = b""
     ) -> list[str]:
         """Put `count` jobs in the scheduled set, all due, without counting the setup."""
-        q = self.queue
-        pipe = self.stats_client.pipeline(transaction=False)
-        ids = []
-        for _ in range(count):
-            job = Job(type="noop", payload=payload, priority=priority, attempts=1)
-            job.status = Status.SCHEDULED
-            pipe.set(q.keys.job(job.id), q.codec.encode(job))
-            pipe.zadd(q.keys.scheduled(), {job.id: 0})
-            ids.append(job.id)
-        pipe.execute()
-        return ids
+        return seed_due_jobs(self.queue, count, client=self.stats_client, priority=priority, payload=payload)
 
     def close(self) -> None:
         try:
@@ -80,6 +104,40 @@ class MeasuredQueue(AbstractContextManager["MeasuredQueue"]):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def load_scripts(client: redis.Redis) -> None:
+    """Load every Lua script of the queue into the server, so no later call pays a NOSCRIPT
+    miss and its SCRIPT LOAD (round trips per call then stay exact)."""
+    for script in vars(Scripts(client)).values():
+        client.script_load(script.script)
+
+
+def seed_due_jobs(
+    queue: RedisQueue,
+    count: int,
+    *,
+    client: redis.Redis | None = None,
+    job_type: str = "noop",
+    priority: Priority = Priority.NORMAL,
+    payload: bytes = b"",
+) -> list[str]:
+    """`count` retries already due, written directly as a failed attempt leaves them (record
+    with status scheduled, id in the scheduled set at score 0), in one pipeline.
+
+    `client` writes them (default: the queue's own); pass an uncounted client to keep the
+    setup out of a measurement. Returns the ids.
+    """
+    writer = queue.client if client is None else client
+    pipe = writer.pipeline(transaction=False)
+    ids = []
+    for _ in range(count):
+        job = Job(type=job_type, payload=payload, priority=priority, attempts=1, status=Status.SCHEDULED)
+        pipe.set(queue.keys.job(job.id), queue.codec.encode(job))
+        pipe.zadd(queue.keys.scheduled(), {job.id: 0})
+        ids.append(job.id)
+    pipe.execute()
+    return ids
 
 
 def make_jobs(

@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from harness.infra.measured import unique_namespace
+from harness.infra.measured import load_scripts, unique_namespace
 from harness.infra.redis_server import ProvisionedRedis, free_port, redis_for_run
 from harness.results.rows import Row, params, run_metadata, write_metrics, write_run
 from harness.results.stats import percentiles
@@ -28,7 +26,6 @@ from queue_impl.config import PRESETS, Variant
 from queue_impl.connection import make_client
 from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status, as_bytes, as_text
 from queue_impl.queue import RedisQueue
-from queue_impl.scripts import Scripts
 from scenarios import settings as run_settings
 from scenarios.recorder import OpSamples, load_samples
 from scenarios.workload import Workload
@@ -107,7 +104,7 @@ def run_load(
         client = make_client(server.url, plan.variant)
         queue = RedisQueue(client, plan.variant, namespace=namespace, consumer="qbench-load")
         try:
-            preload_scripts(client)
+            load_scripts(client)  # no user's first call pays a NOSCRIPT miss
             prefilled = prefill(server.url, plan, namespace)
             if prefilled:
                 progress(f"prefilled {prefilled} jobs")
@@ -165,13 +162,6 @@ def run_load(
         locust_returncode=returncode,
         meta=meta,
     )
-
-
-def preload_scripts(client: redis.Redis) -> None:
-    """Load every Lua script into the server first, so no user's first call pays a
-    NOSCRIPT miss and SCRIPT LOAD (round trips per call then stay exact)."""
-    for script in vars(Scripts(client)).values():
-        client.script_load(script.script)
 
 
 def prefill(url: str, plan: LoadPlan, namespace: str) -> int:

@@ -10,7 +10,6 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from harness.infra.measured import MeasuredQueue
 from queue_impl.config import PRESETS, Variant, parse_variant
-from queue_impl.job import Job, Priority
 from tests.conftest import fast
 
 OVERRIDES_ENV = "QBENCH_BENCH_OVERRIDES"
@@ -35,13 +34,8 @@ def bench_variant(preset: str) -> Variant:
 
 @pytest.fixture
 def measured(redis_url: str, request: pytest.FixtureRequest) -> Iterator[MeasuredQueue]:
-    """A counted queue for the test's `preset` param, warmed up (connection and scripts)."""
+    """A counted queue for the test's `preset` param, warmed up (`MeasuredQueue.warm_up`)."""
     preset = request.node.callspec.params["preset"]
     with MeasuredQueue(redis_url, bench_variant(preset)) as mq:
-        q = mq.queue
-        q.enqueue(Job(type="warm-up", priority=Priority.HIGH))
-        job = q.dequeue(wait=True)
-        assert job is not None
-        q.complete(job)
-        q.move_scheduled_to_ready()
+        mq.warm_up()
         yield mq
