@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 import redis
 
 from harness.infra.measured import unique_namespace
 from harness.infra.redis_server import ProvisionedRedis, provision
-from queue_impl.config import PRESETS, Variant
+from harness.peers.registry import DRIVERS
+from harness.results.rows import Row
+from queue_impl.config import PRESETS, Variant, VariantError, parse_variant
 from queue_impl.connection import make_client
 from queue_impl.queue import RedisQueue
 
@@ -24,6 +26,21 @@ FAST = {
 
 def fast(variant: Variant) -> Variant:
     return variant.with_overrides(**FAST)
+
+
+def bad_variants(rows: Iterable[Row]) -> list[str]:
+    """`experiment: variant` of every row whose variant cell is not empty, not a variant
+    `parse_variant` accepts and (experiment `peers`) not a driver name: the `variant` column
+    holds variants or drivers only, anything else goes in `params`."""
+    bad = set()
+    for row in rows:
+        if not row.variant or (row.experiment == "peers" and row.variant in DRIVERS):
+            continue
+        try:
+            parse_variant(row.variant)
+        except VariantError:
+            bad.add(f"{row.experiment}: {row.variant}")
+    return sorted(bad)
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,17 @@ from harness.experiments.runner import Progress, exit_code, reproduce
 from harness.results import report
 from harness.results.render import VERDICTS, determinism_flags
 from harness.results.rows import COLUMNS, DETERMINISTIC_UNITS, Row, params, read_metrics
+from tests.conftest import bad_variants
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reproduce" / "quick_run"
 RUN_KEYS = {"created_at", "mode", "repeats", "git", "server", "python", "packages", "cpu", "placement"}
 RUN_KEYS |= {"experiments", "total_wall_s", "server_config"}
 SEED_TABLE_HEADER = "| Claim | Claimed | baseline | optimized | scripted | Verdict |"
+RETENTION = {
+    "on": "optimized+completed_ttl_s=1,dead_ttl_s=7",
+    "off": "optimized+ttl=off,completed_ttl_s=1,dead_ttl_s=7",
+}
+"""The variants of a quick retention run (1 simulated day = 1 s); rows carry `ttl=` in params."""
 
 
 def summary_verdicts(report_text: str) -> dict[str, list[str]]:
@@ -41,6 +47,7 @@ def summary_verdicts(report_text: str) -> dict[str, list[str]]:
 def check_layout(out: Path) -> list[Row]:
     assert (out / "metrics.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
     rows = read_metrics(out / "metrics.csv")
+    assert bad_variants(rows) == []
     charts = out / "charts"
     pngs = sorted(p.stem for p in charts.glob("*.png"))
     assert pngs and pngs == sorted(p.stem for p in charts.glob("*.svg"))
@@ -140,6 +147,24 @@ def test_report_rerenders_a_saved_run_without_redis(
     assert SEED_TABLE_HEADER in (out / "REPORT.md").read_text()
 
 
+def test_the_variant_column_holds_variants_or_drivers_only() -> None:
+    def row(experiment: str, variant: str) -> Row:
+        return Row(experiment, variant, "", "m", 1.0, "count", 0)
+
+    good = [row("codec", ""), row("codec", "baseline+codec=json"), row("memory", "optimized+ttl=off")]
+    good += [row("peers", "rq"), row("peers", "taskiq+result_ex_time=3600"), row("peers", "scripted")]
+    assert bad_variants(good) == []
+    bad = [row("codec", "json"), row("memory", "ttl_on"), row("round_trips", "proxy"), row("ops", "rq")]
+    bad.append(row("peers", "rq+queue=x"))
+    assert bad_variants(bad) == [
+        "codec: json",
+        "memory: ttl_on",
+        "ops: rq",
+        "peers: rq+queue=x",
+        "round_trips: proxy",
+    ]
+
+
 def _fake_experiment(name: str, *, fails: bool) -> types.ModuleType:
     module = types.ModuleType(f"fake_{name}")
 
@@ -224,16 +249,16 @@ def test_memory_projection_scales_the_measured_curve() -> None:
     later days along the no-TTL slope, or the TTL plateau plus the never-trimmed dead ids."""
     from harness.experiments import memory
 
-    def rows_for(label: str, curve: dict[int, float]) -> list[Row]:
+    def rows_for(ttl: str, curve: dict[int, float]) -> list[Row]:
         return [
-            Row("memory", label, params(day=d), "used_memory_bytes", v, "bytes_observed", 0)
+            Row("memory", RETENTION[ttl], params(day=d, ttl=ttl), "used_memory_bytes", v, "bytes_observed", 0)
             for d, v in curve.items()
         ]
 
     off = {d: 1000.0 * d for d in range(1, 11)}  # 1,000 B per simulated day
     on = {d: 1000.0 + 50.0 * min(d, 7) for d in range(1, 11)}
-    rows = rows_for("ttl_off", off) + rows_for("ttl_on", on)
-    rows.append(Row("memory", "ttl_on", "", "jobs_per_day", 10, "jobs", 0))
+    rows = rows_for("off", off) + rows_for("on", on)
+    rows.append(Row("memory", RETENTION["on"], params(ttl="on"), "jobs_per_day", 10, "jobs", 0))
     dead_p = params(payload="1KB", outcome="dead")
     rows.append(Row("memory", "optimized", dead_p, "dead_list_bytes_per_id", 40, "bytes", 0))
     model = memory._model(rows)
@@ -256,14 +281,22 @@ def test_memory_projection_can_use_the_fitted_growth() -> None:
     from harness.experiments import memory
 
     rows = [
-        Row("memory", "ttl_off", params(day=d), "used_memory_bytes", 1000.0 * d, "bytes_observed", 0)
+        Row(
+            "memory",
+            RETENTION["off"],
+            params(day=d, ttl="off"),
+            "used_memory_bytes",
+            1000.0 * d,
+            "bytes_observed",
+            0,
+        )
         for d in range(1, 15)
     ]
     rows += [
         Row(
             "memory",
-            "ttl_on",
-            params(day=d),
+            RETENTION["on"],
+            params(day=d, ttl="on"),
             "used_memory_bytes",
             1300.0 + 30.0 * max(d - 7, 0),
             "bytes_observed",
@@ -271,7 +304,7 @@ def test_memory_projection_can_use_the_fitted_growth() -> None:
         )
         for d in range(1, 15)
     ]
-    rows.append(Row("memory", "ttl_on", "", "jobs_per_day", 10, "jobs", 0))
+    rows.append(Row("memory", RETENTION["on"], params(ttl="on"), "jobs_per_day", 10, "jobs", 0))
     model = memory._model(rows)
     assert model is not None and model.fitted_growth == pytest.approx(30.0)
     assert model.id_growth == 0.0  # no dead-letter measurement in these rows

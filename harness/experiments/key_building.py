@@ -65,11 +65,11 @@ def run(ctx: RunContext) -> list[Row]:
             keys = make_keys(mode, unique_namespace("keys"))
             for kind in KINDS:
                 call = (kind, _sample_args(kind))
-                p = params(kind=kind)
+                p = _mode_params(mode, kind)
                 rows.append(
                     Row(
                         NAME,
-                        mode,
+                        "",
                         p,
                         "allocations_per_op",
                         _retained_blocks(keys, [call], 200),
@@ -78,18 +78,18 @@ def run(ctx: RunContext) -> list[Row]:
                     )
                 )
                 rows.append(
-                    Row(NAME, mode, p, "ns_per_op", _ns_per_call(keys, [call], calls_per_op), "ns", repeat)
+                    Row(NAME, "", p, "ns_per_op", _ns_per_call(keys, [call], calls_per_op), "ns", repeat)
                 )
             # Both modes replay the same call list (the baseline's, the seed's "before" code path).
             calls = job_calls["baseline"]
-            p = params(kind="job_key_set")
+            p = _mode_params(mode, "job_key_set")
             rows.append(
-                Row(NAME, mode, p, "allocations_per_op", _retained_blocks(keys, calls, 200), "count", repeat)
+                Row(NAME, "", p, "allocations_per_op", _retained_blocks(keys, calls, 200), "count", repeat)
             )
             rows.append(
                 Row(
                     NAME,
-                    mode,
+                    "",
                     p,
                     "ns_per_op",
                     _ns_per_call(keys, calls, calls_per_op // len(calls)) * len(calls),
@@ -114,6 +114,19 @@ def run(ctx: RunContext) -> list[Row]:
             f"{cycles} job cycles per preset"
         )
     return rows
+
+
+def _mode_params(mode: KeyMode, kind: str) -> str:
+    """A KeyBuilder measured on its own is a key mode, not a variant: `keys=` in params."""
+    return params(keys=mode, kind=kind)
+
+
+def _mode_values(rows: list[Row], mode: KeyMode, kind: str, metric: str) -> list[float]:
+    return values_of(rows, variant="", metric=metric, params=_mode_params(mode, kind))
+
+
+def _mode_median(rows: list[Row], mode: KeyMode, kind: str, metric: str) -> float | None:
+    return median_of(rows, variant="", metric=metric, params=_mode_params(mode, kind))
 
 
 class _RecordingKeys:
@@ -225,12 +238,11 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
     verdicts: list[tuple[str, str, str]] = []
     kinds_body = []
     for kind in (*KINDS, "job_key_set"):
-        p = params(kind=kind)
         cells = []
         for mode in MODES:
             cells += [
-                count_cell(values_of(rows, variant=mode, metric="allocations_per_op", params=p)),
-                spread_cell(values_of(rows, variant=mode, metric="ns_per_op", params=p), digits=0),
+                count_cell(_mode_values(rows, mode, kind, "allocations_per_op")),
+                spread_cell(_mode_values(rows, mode, kind, "ns_per_op"), digits=0),
             ]
         kinds_body.append([kind.replace("_", " "), *cells])
     calls = {v: values_of(rows, variant=v, metric="key_calls_per_job") for v in PRESET_COLUMNS}
@@ -249,11 +261,10 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         ),
         "",
     ]
-    p = params(kind="job_key_set")
-    fmt_alloc = median_of(rows, variant="format", metric="allocations_per_op", params=p)
-    pre_alloc = median_of(rows, variant="precomputed", metric="allocations_per_op", params=p)
-    fmt_ns = median_of(rows, variant="format", metric="ns_per_op", params=p)
-    pre_ns = median_of(rows, variant="precomputed", metric="ns_per_op", params=p)
+    fmt_alloc = _mode_median(rows, "format", "job_key_set", "allocations_per_op")
+    pre_alloc = _mode_median(rows, "precomputed", "job_key_set", "allocations_per_op")
+    fmt_ns = _mode_median(rows, "format", "job_key_set", "ns_per_op")
+    pre_ns = _mode_median(rows, "precomputed", "job_key_set", "ns_per_op")
     cpu = median_of(rows, variant="baseline", metric="cycle_cpu_us", params=params(scope="job"))
     if None in (fmt_alloc, pre_alloc, fmt_ns, pre_ns, cpu):
         verdicts.append(("~90% fewer allocations, 5-10% less CPU", NOT_MEASURED, "missing rows"))
@@ -303,8 +314,7 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         ]
     )
     alloc_cells = {
-        mode: count_cell(values_of(rows, variant=mode, metric="allocations_per_op", params=p))
-        for mode in MODES
+        mode: count_cell(_mode_values(rows, mode, "job_key_set", "allocations_per_op")) for mode in MODES
     }
     share_body.insert(
         0,
@@ -352,7 +362,7 @@ def _charts(rows: list[Row], charts_dir: Path) -> list[str]:
         (axes[1], "ns_per_op", "ns per call; job key set: per job (median)"),
     ):
         for i, mode in enumerate(MODES):
-            ys = [median_of(rows, variant=mode, metric=metric, params=params(kind=k)) or 0.0 for k in labels]
+            ys = [_mode_median(rows, mode, k, metric) or 0.0 for k in labels]
             ax.bar([x + i * width for x in range(len(labels))], ys, width=width, label=mode)
         ax.set_xticks(
             [x + width / 2 for x in range(len(labels))], [k.replace("_", "\n") for k in labels], fontsize=8

@@ -27,7 +27,7 @@ from harness.results.render import (
     spread_cell,
     values_of,
 )
-from harness.results.rows import Row, params
+from harness.results.rows import Row, params, parse_params
 from harness.results.stats import median
 from queue_impl.config import PRESETS, Variant
 from queue_impl.job import as_text
@@ -109,10 +109,10 @@ def _server_rows(url: str) -> list[Row]:
         server = client.info("server")
     finally:
         client.close()
-    p = params(allocator=memory.get("mem_allocator", "?"), version=server.get("redis_version", "?"))
-    return [
-        Row(NAME, "server", p, "server_hz", float(server.get("hz", 0)), "hz", 0),
-    ]
+    p = params(
+        subject="server", allocator=memory.get("mem_allocator", "?"), version=server.get("redis_version", "?")
+    )
+    return [Row(NAME, "", p, "server_hz", float(server.get("hz", 0)), "hz", 0)]
 
 
 def _used_memory(mq: MeasuredQueue) -> int:
@@ -188,8 +188,11 @@ def _bytes_per_job(mq: MeasuredQueue, preset: str, count: int, repeat: int) -> l
 
 
 def _retention_run(ctx: RunContext, variant: Variant, sizes: Sizes) -> list[Row]:
+    """Rows of the variant measured (its label, TTLs scaled to the simulated day), with
+    `ttl=on|off` in params: the render reads the two runs by that, whatever the day length."""
     rows: list[Row] = []
-    label = f"ttl_{variant.ttl}"
+    label = variant.label()
+    ttl = variant.ttl
     with MeasuredQueue(ctx.url, variant) as mq:
         q, client = mq.queue, mq.stats_client
         mq.warm_up()
@@ -203,7 +206,7 @@ def _retention_run(ctx: RunContext, variant: Variant, sizes: Sizes) -> list[Row]
             # Sampled at mid-day: today's completed records are alive (younger than half a
             # day), yesterday's are past their 1-day TTL, so no record sits on its expiry edge.
             late = _sleep_until(day_start + sizes.day_s / 2)
-            p = params(day=day)
+            p = params(day=day, ttl=ttl)
             rows += [
                 Row(NAME, label, p, "used_memory_bytes", _used_memory(mq) - baseline, OBSERVED, 0),
                 Row(NAME, label, p, "job_records", _count_records(client, q), "records", 0),
@@ -216,7 +219,7 @@ def _retention_run(ctx: RunContext, variant: Variant, sizes: Sizes) -> list[Row]
         for job_id in dead_ids:
             pipe.exists(q.keys.job(job_id))
         alive = sum(int(x) for x in pipe.execute())
-        end = params(day=sizes.days)
+        end = params(day=sizes.days, ttl=ttl)
         rows += [
             Row(NAME, label, end, "dead_ids_without_record", len(dead_ids) - alive, "records", 0),
             Row(
@@ -228,8 +231,8 @@ def _retention_run(ctx: RunContext, variant: Variant, sizes: Sizes) -> list[Row]
                 "bytes",
                 0,
             ),
-            Row(NAME, label, params(), "jobs_per_day", sizes.jobs_per_day, "jobs", 0),
-            Row(NAME, label, params(), "day_s", sizes.day_s, "s", 0),
+            Row(NAME, label, params(ttl=ttl), "jobs_per_day", sizes.jobs_per_day, "jobs", 0),
+            Row(NAME, label, params(ttl=ttl), "day_s", sizes.day_s, "s", 0),
         ]
     return rows
 
@@ -292,16 +295,18 @@ def _slope(curve: dict[int, float]) -> float:
     return sum((d - mean_d) * curve[d] for d in days) / sum((d - mean_d) ** 2 for d in days)
 
 
-def _model(rows: list[Row]) -> RetentionModel | None:
-    def curve(label: str) -> dict[int, float]:
-        return {
-            int(r.params.split("=", 1)[1]): r.value
-            for r in rows
-            if r.variant == label and r.metric == "used_memory_bytes"
-        }
+def _retention(rows: list[Row], ttl: str, metric: str) -> list[Row]:
+    """The retention run's rows of one metric, TTL on or off (`ttl=` in params)."""
+    return [r for r in rows if r.metric == metric and parse_params(r.params).get("ttl") == ttl]
 
-    off, on = curve("ttl_off"), curve("ttl_on")
-    jobs = values_of(rows, variant="ttl_on", metric="jobs_per_day")
+
+def _by_day(rows: list[Row], ttl: str, metric: str) -> dict[int, float]:
+    return {int(parse_params(r.params)["day"]): r.value for r in _retention(rows, ttl, metric)}
+
+
+def _model(rows: list[Row]) -> RetentionModel | None:
+    off, on = _by_day(rows, "off", "used_memory_bytes"), _by_day(rows, "on", "used_memory_bytes")
+    jobs = [r.value for r in _retention(rows, "on", "jobs_per_day")]
     if not off or not on or not jobs:
         return None
     settled = {d: v for d, v in on.items() if d > SEED_DEAD_TTL_DAYS} or {max(on): on[max(on)]}
@@ -335,7 +340,12 @@ def _verdict(before: float, after: float, claimed: tuple[float, float]) -> str:
 def render(rows: list[Row], charts_dir: Path) -> Section:
     verdicts: list[tuple[str, str, str]] = []
     server = [r for r in rows if r.metric == "server_hz"]
-    facts = server[0].params.replace(";", ", ") + f", hz={server[0].value:g}" if server else "server unknown"
+    facts = (
+        ", ".join(f"{k}={v}" for k, v in parse_params(server[0].params).items() if k != "subject")
+        + f", hz={server[0].value:g}"
+        if server
+        else "server unknown"
+    )
     parts = [
         f"Memory figures depend on the server build ({facts}). `used_memory` deltas (unit "
         f"`{OBSERVED}`) include the key's dict entry, the TTL's entry and allocator rounding; "
@@ -486,17 +496,9 @@ def _ttl_overhead(rows: list[Row]) -> list[float]:
 
 
 def _retention_text(rows: list[Row], model: RetentionModel, entry: float | None) -> list[str]:
-    day_s = values_of(rows, variant="ttl_on", metric="day_s")
-    overrun = max(
-        values_of(rows, variant="ttl_on", metric="day_overrun_s")
-        + values_of(rows, variant="ttl_off", metric="day_overrun_s")
-        or [0.0]
-    )
-    records_on = {
-        int(r.params.split("=", 1)[1]): r.value
-        for r in rows
-        if r.variant == "ttl_on" and r.metric == "job_records"
-    }
+    day_s = [r.value for r in _retention(rows, "on", "day_s")]
+    overrun = max([r.value for ttl in ("on", "off") for r in _retention(rows, ttl, "day_overrun_s")] or [0.0])
+    records_on = _by_day(rows, "on", "job_records")
     last = max(records_on) if records_on else 0
     day_jobs = model.jobs_per_day
     return [
@@ -529,12 +531,8 @@ def _retention_text(rows: list[Row], model: RetentionModel, entry: float | None)
 
 
 def _leak_verdict(rows: list[Row], model: RetentionModel) -> tuple[str, str, str]:
-    dangling = values_of(rows, variant="ttl_on", metric="dead_ids_without_record")
-    length = [
-        r.value
-        for r in rows
-        if r.variant == "ttl_on" and r.metric == "dead_list_length" and r.params == params(day=model.days_run)
-    ]
+    dangling = [r.value for r in _retention(rows, "on", "dead_ids_without_record")]
+    length = [v for day, v in _by_day(rows, "on", "dead_list_length").items() if day == model.days_run]
     if not dangling or not length:
         return ("Retention is bounded (no unbounded growth)", NOT_MEASURED, "no dead-letter measurement")
     per_year = SEED_RATES["1M/day"] * FAILURE_RATE * 365 * model.entry_bytes

@@ -51,9 +51,7 @@ def run(ctx: RunContext) -> list[Row]:
             for set_ms in (0.0, DELAY_MS):
                 cal = calibrate(proxy, ctx.url, round_trip_ms=set_ms, samples=ping_samples)
                 for path, value in (("direct", cal.direct_ms), ("proxy", cal.proxied_ms)):
-                    rows.append(
-                        _row("proxy", params(path=path, set_ms=set_ms), "ping_ms", value, "ms", repeat)
-                    )
+                    rows.append(_row("", _calibration_params(path, set_ms), "ping_ms", value, "ms", repeat))
             ctx.progress(
                 f"proxy calibration {repeat + 1}/{ctx.repeats}: adds {cal.added_ms:.3f} ms per PING at 1 ms"
             )
@@ -116,6 +114,11 @@ def _measure_complete(mq: MeasuredQueue, preset: str, network: str, repeat: int,
         _row(preset, p, "commands", commands / count, "commands", repeat),
         _row(preset, p, "wall_ms", median(walls), "ms", repeat),
     ]
+
+
+def _calibration_params(path: str, set_ms: float) -> str:
+    """The delay proxy's calibration rows measure the proxy, not a variant (empty variant)."""
+    return params(subject="proxy", path=path, set_ms=set_ms)
 
 
 def _row(variant: str, p: str, metric: str, value: float, unit: str, repeat: int) -> Row:
@@ -234,7 +237,7 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
 
 def _calibration_text(rows: list[Row]) -> str:
     def ping(path: str, set_ms: float) -> list[float]:
-        return values_of(rows, variant="proxy", metric="ping_ms", params=params(path=path, set_ms=set_ms))
+        return values_of(rows, variant="", metric="ping_ms", params=_calibration_params(path, set_ms))
 
     lines = []
     for set_ms in (0.0, DELAY_MS):
@@ -283,7 +286,7 @@ def _wall_claim(rows: list[Row]) -> tuple[str, str, list[str]]:
         verdict = PARTLY
     else:
         verdict = DOES_NOT_HOLD
-    rt_ms = median_of(rows, variant="proxy", metric="ping_ms", params=params(path="proxy", set_ms=DELAY_MS))
+    rt_ms = median_of(rows, variant="", metric="ping_ms", params=_calibration_params("proxy", DELAY_MS))
     model = (
         f"; the seed's model (round trips x one round trip) with this run's round trip through the "
         f"proxy ({rt_ms:.2f} ms) gives {201 * rt_ms:.0f} ms → {3 * rt_ms:.1f} ms; the rest is "
