@@ -19,6 +19,8 @@ ENV_VARIANT = "QBENCH_VARIANT"
 ENV_REDIS_URL = "QBENCH_REDIS_URL"
 ENV_NAMESPACE = "QBENCH_NAMESPACE"
 ENV_SAMPLES_DIR = "QBENCH_SAMPLES_DIR"
+ENV_STARTED_AT = "QBENCH_STARTED_AT"
+"""Wall-clock seconds when `qbench load` started Locust: the origin of per-second counts."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,12 +30,13 @@ class RunSettings:
     redis_url: str
     namespace: str
     samples_dir: Path | None
+    started_at: float
 
 
 @cache
 def settings() -> RunSettings:
     """This process's run settings (read once from the environment)."""
-    required = (ENV_WORKLOAD, ENV_VARIANT, ENV_REDIS_URL, ENV_NAMESPACE)
+    required = (ENV_WORKLOAD, ENV_VARIANT, ENV_REDIS_URL, ENV_NAMESPACE, ENV_STARTED_AT)
     missing = [name for name in required if not os.environ.get(name)]
     if missing:
         raise RuntimeError(f"run through `qbench load` (missing {', '.join(missing)})")
@@ -44,4 +47,5 @@ def settings() -> RunSettings:
         redis_url=os.environ[ENV_REDIS_URL],
         namespace=os.environ[ENV_NAMESPACE],
         samples_dir=Path(samples) if samples else None,
+        started_at=float(os.environ[ENV_STARTED_AT]),
     )

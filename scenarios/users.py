@@ -35,6 +35,7 @@ JOB_TYPE = "noop"
 """The worker service's built-in no-op handler takes these (`qbench profile` runs one)."""
 
 _user_ids = count()
+RECORDER.started_at = settings().started_at  # one origin for every process of the run
 
 
 class PriorityMix:

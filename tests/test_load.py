@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.results.rows import read_metrics
+from harness.load.runner import LoadPlan, LoadRun, render_charts, rows_of, throughput_series
+from harness.results.rows import Row, parse_params, read_metrics
+from queue_impl.config import PRESETS
+from scenarios.recorder import Recorder, load_samples
 from scenarios.workload import WorkloadError, load_workload, parse_workload, workload_names
 
 SCENARIOS = ("arrival", "burst", "consumer", "http", "mixed", "producer")
@@ -24,12 +27,70 @@ def qbench(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def metrics(out: Path) -> dict[tuple[str, str], tuple[float, str]]:
-    """(op, metric) -> (value, unit)."""
+    """(op, metric) -> (value, unit), the per-second `ops_per_s` rows left out."""
     table = {}
     for row in read_metrics(out / "metrics.csv"):
-        op = dict(item.split("=", 1) for item in row.params.split(";"))["op"]
-        table[(op, row.metric)] = (row.value, row.unit)
+        if row.metric != "ops_per_s":
+            table[(parse_params(row.params)["op"], row.metric)] = (row.value, row.unit)
     return table
+
+
+def per_second_totals(rows: list[Row]) -> dict[str, float]:
+    """Op -> sum of its `ops_per_s` rows (every completed operation falls in one second)."""
+    totals: dict[str, float] = {}
+    for row in rows:
+        if row.metric == "ops_per_s":
+            op = parse_params(row.params)["op"]
+            totals[op] = totals.get(op, 0.0) + row.value
+    return totals
+
+
+def test_per_second_counts_merge_across_processes_into_rows_and_the_chart(tmp_path: Path) -> None:
+    """Two Locust processes' dumps, one origin: counts per whole second add up, every second
+    of the run gets a row (zeros included), and the throughput chart needs only the rows."""
+    first, second = Recorder(started_at=1000.0), Recorder(started_at=1000.0)
+    first.record("enqueue", 1.5, round_trips=1, done_at=1000.2)
+    first.record("enqueue", 1.0, round_trips=1, done_at=1002.9)
+    second.record("enqueue", 2.0, round_trips=1, done_at=1000.7)
+    second.record("complete", 0.5, done_at=1001.5)
+    merged = tmp_path / "samples"
+    merged.mkdir()
+    for i, recorder in enumerate((first, second)):
+        dumped = recorder.dump(tmp_path / f"process{i}")
+        assert dumped is not None
+        dumped.rename(merged / f"samples-{i}.json")
+    samples = load_samples(merged)
+    assert samples["enqueue"].per_second == {0: 2, 2: 1}
+    assert samples["complete"].per_second == {1: 1}
+
+    workload = load_workload("arrival")
+    plan = LoadPlan(
+        workload=workload,
+        variant=PRESETS["scripted"],
+        label="scripted",
+        users=2,
+        spawn_rate=2.0,
+        duration_s=3.0,
+    )
+    out = tmp_path / "out"
+    run = LoadRun(
+        plan=plan,
+        out_dir=out,
+        locust_stats=[],
+        samples=samples,
+        census={"records": 3, "completed": 1, "stranded": 0},
+        jobs_expected=3,
+        locust_returncode=0,
+    )
+    rows = rows_of(run)
+    assert throughput_series(rows) == {
+        "enqueue": [(0, 2.0), (1, 0.0), (2, 1.0)],
+        "complete": [(0, 0.0), (1, 1.0), (2, 0.0)],
+    }
+    assert {r.unit for r in rows if r.metric == "ops_per_s"} == {"ops/s"}
+    assert per_second_totals(rows) == {"enqueue": 3.0, "complete": 1.0}
+    assert render_charts(rows, out, "test") == ["latency_percentiles.png", "throughput.png"]
+    assert not list(out.glob("locust*"))  # drawn with no Locust file in sight
 
 
 def test_every_scenario_ships_a_valid_workload() -> None:
@@ -103,6 +164,15 @@ def test_load_run_writes_results_and_gates_a_loop_regression(redis_url: str, tmp
         "latency_percentiles.png",
         "throughput.png",
     }
+    # The throughput chart's rows count every completed operation exactly once.
+    rows = read_metrics(tmp_path / "base" / "metrics.csv")
+    requests = {op: value for (op, metric), (value, _unit) in table.items() if metric == "requests"}
+    assert per_second_totals(rows) == {op: n for op, n in requests.items() if n}
+    # Charts come from the rows alone: Locust's own files are written, and never needed.
+    assert (tmp_path / "base" / "locust_stats_history.csv").is_file()
+    for name in ("locust.json", "locust_stats.csv", "locust_stats_history.csv"):
+        (tmp_path / "base" / name).unlink()
+    assert "throughput.png" in render_charts(rows, tmp_path / "rerendered", "rerendered")
     run = json.loads((tmp_path / "base" / "run.json").read_text())
     assert run["variant"] == "optimized" and len(run["load_avg_before"]) == 3
 

@@ -19,7 +19,16 @@ from typing import Any
 
 from harness.infra.measured import load_scripts, unique_namespace
 from harness.infra.redis_server import ProvisionedRedis, free_port, redis_for_run
-from harness.results.rows import Row, params, run_metadata, write_metrics, write_run
+from harness.results.rows import (
+    METRICS_FILE,
+    RUN_FILE,
+    Row,
+    params,
+    parse_params,
+    run_metadata,
+    write_metrics,
+    write_run,
+)
 from harness.results.stats import percentiles
 from queue_impl.codec import CorruptJobError
 from queue_impl.config import PRESETS, Variant
@@ -39,6 +48,21 @@ STOP_TIMEOUT_S = 10
 so no job is left half-enqueued or held when the run stops."""
 PREFILL_CHUNK = 1000
 API_START_TIMEOUT_S = 20.0
+OP_ORDER = (
+    "enqueue",
+    "enqueue_burst",
+    "submit",
+    "dequeue",
+    "pickup",
+    "pickup_high",
+    "pickup_normal",
+    "pickup_low",
+    "complete",
+    "dequeue_empty",
+)
+"""Chart order: a job's way through the queue (any other operation after these)."""
+THROUGHPUT_METRIC = "ops_per_s"
+"""Operations completed in one whole second (params `op=...;t_s=N`): the throughput chart's data."""
 REQUEST_UNIT = "requests"
 """Tallies that depend on speed (requests done, jobs produced): reported, never held exact."""
 
@@ -205,6 +229,7 @@ def _locust_env(plan: LoadPlan, url: str, namespace: str, samples_dir: Path) -> 
             run_settings.ENV_REDIS_URL: url,
             run_settings.ENV_NAMESPACE: namespace,
             run_settings.ENV_SAMPLES_DIR: str(samples_dir),
+            run_settings.ENV_STARTED_AT: repr(time.time()),
             "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(LOCUSTFILE.parent.parent), env.get("PYTHONPATH")])
             ),
@@ -457,6 +482,22 @@ def rows_of(run: LoadRun) -> list[Row]:
             # Only an operation whose every call cost the same is a deterministic count.
             exact = len(samples.round_trips) == 1
             add(op, "round_trips_per_op", mean, "round_trips" if exact else "round_trips_mean")
+    # Completions in each whole second since Locust started, every second of the run (0 included).
+    seconds = range(max((max(s.per_second) for s in run.samples.values() if s.per_second), default=-1) + 1)
+    for op in sorted(run.samples):
+        per_second = run.samples[op].per_second
+        if per_second:
+            for t in seconds:
+                rows.append(
+                    Row(
+                        EXPERIMENT,
+                        plan.label,
+                        plan.row_params(op=op, t_s=t),
+                        THROUGHPUT_METRIC,
+                        float(per_second.get(t, 0)),
+                        "ops/s",
+                    )
+                )
     add("all", "jobs_expected", run.jobs_expected, REQUEST_UNIT)
     add("all", "jobs_recorded", run.census["records"], REQUEST_UNIT)
     add("all", "jobs_completed", run.census["completed"], REQUEST_UNIT)
@@ -470,7 +511,8 @@ def rows_of(run: LoadRun) -> list[Row]:
 
 
 def render_charts(rows: Sequence[Row], out_dir: Path, title: str) -> list[str]:
-    """Latency percentiles per operation (from rows) and throughput over time (Locust's CSV)."""
+    """Latency percentiles and throughput over time per operation, from the rows alone
+    (Locust's own CSV and JSON files are kept for users, never read here)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -498,41 +540,54 @@ def render_charts(rows: Sequence[Row], out_dir: Path, title: str) -> list[str]:
             fig.savefig(charts_dir / f"latency_percentiles.{ext}")
         plt.close(fig)
         written.append("latency_percentiles.png")
-    history = out_dir / "locust_stats_history.csv"
-    if history.is_file():
-        import pandas as pd
-
-        frame = pd.read_csv(history)
-        frame = frame[frame["Name"] != "Aggregated"]
-        if not frame.empty:
-            fig, ax = plt.subplots(figsize=(8, 4.5))
-            t0 = frame["Timestamp"].min()
-            for name, part in frame.groupby("Name"):
-                ax.plot(part["Timestamp"] - t0, part["Requests/s"], label=str(name))
-            ax.set_xlabel("seconds since start")
-            ax.set_ylabel("requests/s (Locust, 10 s moving window)")
-            ax.set_title(f"{title}: throughput over time")
+    series = throughput_series(rows)
+    if series:
+        # One panel per operation: operations that run at the same rate (an arrival run's
+        # enqueue, pickup and complete) would hide each other on one set of axes.
+        fig, axes = plt.subplots(
+            len(series), 1, figsize=(8, 1.2 + 1.5 * len(series)), sharex=True, squeeze=False
+        )
+        for ax, (op, counts) in zip(axes[:, 0], series.items(), strict=True):
+            # Second t holds the operations completed in [t, t + 1): a step per second.
+            xs = [t for t, _ in counts] + [counts[-1][0] + 1]
+            ys = [v for _, v in counts] + [counts[-1][1]]
+            ax.step(xs, ys, where="post", linewidth=1.2)
+            ax.set_ylabel(op, rotation=0, ha="right", va="center", fontsize=9)
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            for ext in ("png", "svg"):
-                fig.savefig(charts_dir / f"throughput.{ext}")
-            plt.close(fig)
-            written.append("throughput.png")
+            ax.set_ylim(bottom=0)
+        axes[0, 0].set_title(f"{title}: operations completed per second")
+        axes[-1, 0].set_xlabel("seconds since qbench started Locust (whole seconds, every Locust process)")
+        fig.supylabel("ops/s", fontsize=9)
+        fig.tight_layout()
+        for ext in ("png", "svg"):
+            fig.savefig(charts_dir / f"throughput.{ext}")
+        plt.close(fig)
+        written.append("throughput.png")
     return written
 
 
+def throughput_series(rows: Sequence[Row]) -> dict[str, list[tuple[int, float]]]:
+    """Operation -> (second, ops completed in it), from the `ops_per_s` rows, in op order."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r.metric == THROUGHPUT_METRIC:
+            p = parse_params(r.params)
+            series.setdefault(p["op"], []).append((int(p["t_s"]), r.value))
+    order = {op: i for i, op in enumerate(OP_ORDER)}
+    return {op: sorted(series[op]) for op in sorted(series, key=lambda op: (order.get(op, len(order)), op))}
+
+
 def _op_of(param_text: str) -> str:
-    return dict(item.split("=", 1) for item in param_text.split(";")).get("op", param_text)
+    return parse_params(param_text).get("op", param_text)
 
 
 def write_results(run: LoadRun, *, charts: bool = True) -> list[Row]:
     rows = rows_of(run)
-    write_metrics(run.out_dir / "metrics.csv", rows)
+    write_metrics(run.out_dir / METRICS_FILE, rows)
     title = f"{run.plan.workload.name} · {run.plan.label}"
     run.meta["charts"] = render_charts(rows, run.out_dir, title) if charts else []
     run.meta["job_census"] = run.census
-    write_run(run.out_dir / "run.json", run.meta)
+    write_run(run.out_dir / RUN_FILE, run.meta)
     return rows
 
 

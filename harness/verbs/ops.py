@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.errors import UsageError, add_redis_url_argument, variant_arg
 from harness.experiments.ops import BATCH_SIZES, format_table, measure_operations, op_costs
 from harness.infra.redis_server import redis_for_run
-from harness.results.rows import run_metadata, write_metrics, write_run
+from harness.results.rows import METRICS_FILE, RUN_FILE, run_metadata, write_metrics, write_run
 from queue_impl.config import PRESETS
 
 
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     with redis_for_run(args.redis_url) as server:
         rows = measure_operations(server.url, variants, batches)
     if args.out is not None:
-        write_metrics(args.out / "metrics.csv", rows)
-        write_run(args.out / "run.json", run_metadata(server=server.info.as_dict(), mode="ops"))
+        write_metrics(args.out / METRICS_FILE, rows)
+        write_run(args.out / RUN_FILE, run_metadata(server=server.info.as_dict(), mode="ops"))
     costs = op_costs(rows)
     if args.json:
         json.dump([cost.as_dict() for cost in costs], sys.stdout, indent=1)
