@@ -34,7 +34,13 @@ PACKAGES = ("redis", "hiredis", "protobuf", "locust", "pytest-benchmark", "panda
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One measured number. `params` is `k=v;k=v` (sorted), e.g. `batch=100;delay_ms=1`."""
+    """One measured number. `params` is `k=v;k=v` (sorted), e.g. `batch=100;delay_ms=1`.
+
+    `variant` holds a variant label that `queue_impl.config.parse_variant` accepts (`scripted`,
+    `baseline+codec=json`), a peers driver name, or nothing when the row measures no queue
+    variant (a codec or key builder on its own, the server, the delay proxy); any other
+    label goes in `params` (`codec=json`, `keys=precomputed`, `subject=proxy`, `ttl=on`).
+    """
 
     experiment: str
     variant: str
