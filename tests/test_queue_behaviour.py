@@ -16,7 +16,8 @@ import redis
 
 from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status
-from queue_impl.queue import CORRUPT_JOB_TYPE, RedisQueue
+from queue_impl.queue import RedisQueue
+from queue_impl.records import CORRUPT_JOB_TYPE
 from tests.conftest import QueueFactory, fast
 
 TOGGLE_VARIANTS = (
