@@ -29,8 +29,23 @@ class VariantError(ValueError):
 class Variant:
     """Which implementation of each seed optimization the queue uses.
 
-    Every field is independent: a toggle changes cost (round trips, commands, bytes),
-    never behaviour. Presets are in `PRESETS`; `parse_variant` applies overrides.
+    Every field is independent. `keys` changes only cost (key-building CPU); `ttl`,
+    `codec`, `pool_size`/`pool_mode` and the `*_s` timings do what they say (expiry,
+    record format, connection limit and what a caller does at it, waits and backoffs).
+    `batch` and `dequeue` change cost (round trips, commands) and, under concurrency or
+    a crash, behaviour too, as pinned per value in tests/test_queue_behaviour.py:
+
+    - batch: only `script` is atomic. Under `loop` and `pipeline`, two schedulers moving
+      at once queue each due job twice, and complete()/fail() of a job this consumer no
+      longer holds still write it (COMPLETED, or a second copy scheduled or
+      dead-lettered), where `script` writes nothing and complete() returns False.
+      `loop` pushes a batch job by job, and a worker killed inside its fail() after the
+      LREM loses the job.
+    - dequeue: `notify` claims the highest ready priority in one script; `poll` and
+      `block` check one priority per command, so a job arriving on a higher priority
+      after its check waits for the next claim (`block`: until this claim's lower waits end).
+
+    Presets are in `PRESETS`; `parse_variant` applies overrides.
     """
 
     name: str = "custom"

@@ -11,17 +11,21 @@ from dataclasses import dataclass, field
 
 import redis
 
-from queue_impl import scripts
-from queue_impl.codec import CODECS, CorruptJobError
+from queue_impl.codec import CODECS, Codec, CorruptJobError
 from queue_impl.config import Variant
 from queue_impl.job import PRIORITY_ORDER, Job, Status, as_bytes, as_text, now_us
-from queue_impl.keys import make_keys
-from queue_impl.strategies import BATCH_STRATEGIES, DEQUEUE_STRATEGIES, Claimed
+from queue_impl.keys import KeyBuilder, make_keys
+from queue_impl.records import corrupt_record
+from queue_impl.scripts import Scripts
+from queue_impl.strategies import (
+    BATCH_STRATEGIES,
+    DEQUEUE_STRATEGIES,
+    WAKE_STRATEGIES,
+    Claimed,
+    StrategyContext,
+)
 
 log = logging.getLogger(__name__)
-
-CORRUPT_JOB_TYPE = "qbench.corrupt"
-"""Type given to a dead-lettered record that could not be decoded (raw bytes kept as payload)."""
 
 DEFAULT_LEASE_S = 30
 """A consumer whose heartbeat is older than this is dead; its jobs are recovered."""
@@ -73,19 +77,46 @@ class RedisQueue:
         namespace: str = "default",
         consumer: str | None = None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        keys: KeyBuilder | None = None,
     ) -> None:
-        self.client = client
+        """`keys` replaces the variant's key builder (the harness records key calls with it)."""
         self.max_payload_bytes = max_payload_bytes
-        self.variant = variant
         self.namespace = namespace
-        self.keys = make_keys(variant.keys, namespace)
-        self.codec = CODECS[variant.codec]
-        self.consumer = consumer or default_consumer_id()
-        self.notify = variant.dequeue == "notify"
-        self.scripts = scripts.Scripts(client)
-        self._dequeue = DEQUEUE_STRATEGIES[variant.dequeue](self)
-        self._batch = BATCH_STRATEGIES[variant.batch](self)
+        if keys is None:
+            keys = make_keys(variant.keys, namespace)
+        self._ctx = StrategyContext(
+            client=client,
+            keys=keys,
+            codec=CODECS[variant.codec],
+            scripts=Scripts(client),
+            variant=variant,
+            consumer=consumer or default_consumer_id(),
+            wake=WAKE_STRATEGIES[variant.dequeue](keys),
+        )
+        self._dequeue = DEQUEUE_STRATEGIES[variant.dequeue](self._ctx)
+        self._batch = BATCH_STRATEGIES[variant.batch](self._ctx)
         self._registered = False
+
+    # Read-only: the strategies share these through the context.
+    @property
+    def client(self) -> redis.Redis:
+        return self._ctx.client
+
+    @property
+    def variant(self) -> Variant:
+        return self._ctx.variant
+
+    @property
+    def keys(self) -> KeyBuilder:
+        return self._ctx.keys
+
+    @property
+    def codec(self) -> Codec:
+        return self._ctx.codec
+
+    @property
+    def consumer(self) -> str:
+        return self._ctx.consumer
 
     # -- producing --------------------------------------------------------------
     def enqueue(self, job: Job) -> str:
@@ -132,15 +163,20 @@ class RedisQueue:
     def complete(self, job: Job) -> bool:
         """Mark `job` completed (with the completed TTL when TTLs are on).
 
-        Returns False if the job was no longer in this consumer's processing list;
-        only the `script` batch mode can tell (and then leaves the record alone).
+        Returns False if the job was no longer in this consumer's processing list
+        (stale recovery handed it back); only the `script` batch mode can tell, and then
+        leaves the record alone. `loop` and `pipeline` write it anyway and return True.
         """
         return self._batch.complete(job)
 
     def fail(self, job: Job, error: str, *, retry: bool = True) -> Status:
         """Record a failed attempt: schedule a retry with exponential backoff, or
         dead-letter after `max_retries` retries (at once when `retry` is False).
-        Returns the job's new status: SCHEDULED or DEAD."""
+        Returns the job's new status: SCHEDULED or DEAD.
+
+        For a job no longer in this consumer's processing list, `script` writes nothing
+        (the status is still returned); `loop` and `pipeline` schedule or dead-letter it
+        all the same, a second copy beside the one stale recovery returned."""
         job.attempts += 1
         job.last_error = error
         job.finished_at_us = now_us()
@@ -217,11 +253,12 @@ class RedisQueue:
         """
         if not job_ids:
             return 0
-        returned, *corrupt = self.scripts.requeue(
-            keys=[self.keys.processing(self.consumer), self.keys.dead(), self.keys.marker()],
-            args=[self.keys.prefix, self.codec.name, int(self.notify), *job_ids],
+        ctx = self._ctx
+        returned, *corrupt = ctx.scripts.requeue(
+            keys=[ctx.keys.processing(ctx.consumer), ctx.keys.dead(), ctx.keys.marker()],
+            args=[ctx.keys.prefix, ctx.codec.name, ctx.wake.script_flag(), *job_ids],
         )
-        self.describe_dead_corrupt(corrupt, "requeue of an orphaned claim")
+        ctx.describe_dead_corrupt(corrupt, "requeue of an orphaned claim")
         if returned:
             log.warning("requeued %d orphaned job(s) held by %s", returned, self.consumer)
         return int(returned)
@@ -241,20 +278,21 @@ class RedisQueue:
         return returned
 
     def _recover(self, consumer: str) -> int:
-        returned = self.scripts.recover(
+        ctx = self._ctx
+        returned = ctx.scripts.recover(
             keys=[
-                self.keys.processing(consumer),
-                self.keys.dead(),
-                self.keys.marker(),
-                self.keys.consumers(),
-                self.keys.heartbeat(consumer),
+                ctx.keys.processing(consumer),
+                ctx.keys.dead(),
+                ctx.keys.marker(),
+                ctx.keys.consumers(),
+                ctx.keys.heartbeat(consumer),
             ],
-            args=[self.keys.prefix, self.codec.name, consumer, int(self.notify)],
+            args=[ctx.keys.prefix, ctx.codec.name, consumer, ctx.wake.script_flag()],
         )
         if not isinstance(returned, list):
             return 0  # -1: the consumer's heartbeat is alive again
         count, *corrupt = returned
-        self.describe_dead_corrupt(corrupt, f"stale recovery from consumer {consumer}")
+        ctx.describe_dead_corrupt(corrupt, f"stale recovery from consumer {consumer}")
         if count > 0:
             log.warning("recovered %d job(s) from consumer %s", count, consumer)
         return int(count)
@@ -277,51 +315,11 @@ class RedisQueue:
         log.error("dead-lettering job %s: %s", job_id, reason)
         pipe = self.client.pipeline(transaction=True)
         pipe.lrem(self.keys.processing(self.consumer), 1, job_id)
-        pipe.set(self.keys.job(job_id), self.corrupt_wrapper(job_id, raw, reason), ex=self.dead_ttl())
+        pipe.set(
+            self.keys.job(job_id), corrupt_record(self.codec, job_id, raw, reason), ex=self._ctx.dead_ttl
+        )
         pipe.lpush(self.keys.dead(), job_id)
         pipe.execute()
-
-    def corrupt_wrapper(self, job_id: str, raw: bytes, reason: str) -> bytes:
-        """The record a dead-lettered corrupt job gets: its raw bytes as payload, the reason."""
-        wrapper = Job(
-            id=job_id,
-            type=CORRUPT_JOB_TYPE,
-            payload=raw,
-            status=Status.DEAD,
-            last_error=reason,
-            finished_at_us=now_us(),
-            max_retries=0,
-        )
-        return self.codec.encode(wrapper)
-
-    def corrupt_reason(self, job_id: str, raw: bytes | None) -> str:
-        """Why a stored record cannot be used ('' when it can)."""
-        if raw is None:
-            return "job record is missing"
-        try:
-            job = self.codec.decode(raw)
-        except CorruptJobError as exc:
-            return str(exc)
-        return "" if job.id == job_id else f"record holds id {job.id!r}"
-
-    def describe_dead_corrupt(self, job_ids: Sequence[object], where: str) -> None:
-        """Give jobs a server-side script dead-lettered as corrupt a wrapper record with
-        the reason (the scripts cannot encode one), as the dequeue path does."""
-        for value in job_ids:
-            job_id = as_text(value)
-            data = self.client.get(self.keys.job(job_id))
-            raw = None if data is None else as_bytes(data)
-            reason = f"{where}: {self.corrupt_reason(job_id, raw) or 'undecodable record'}"
-            log.error("dead-lettered job %s: %s", job_id, reason)
-            self.client.set(
-                self.keys.job(job_id), self.corrupt_wrapper(job_id, raw or b"", reason), ex=self.dead_ttl()
-            )
-
-    def completed_ttl(self) -> int | None:
-        return self.variant.completed_ttl_s if self.variant.ttl == "on" else None
-
-    def dead_ttl(self) -> int | None:
-        return self.variant.dead_ttl_s if self.variant.ttl == "on" else None
 
     def cleanup(self) -> int:
         """Delete this namespace's keys (and only them); returns how many."""

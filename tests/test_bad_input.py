@@ -17,7 +17,8 @@ from queue_impl import scheduler as scheduler_service
 from queue_impl import worker as worker_service
 from queue_impl.config import Variant
 from queue_impl.job import Job, Priority, Status, as_text
-from queue_impl.queue import CORRUPT_JOB_TYPE, MAX_PAYLOAD_BYTES, PayloadTooLargeError, RedisQueue
+from queue_impl.queue import MAX_PAYLOAD_BYTES, PayloadTooLargeError, RedisQueue
+from queue_impl.records import CORRUPT_JOB_TYPE
 from queue_impl.worker import WorkerPool
 from tests.conftest import QueueFactory
 

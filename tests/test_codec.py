@@ -14,7 +14,8 @@ from queue_impl.codec import CODECS, CorruptJobError
 from queue_impl.config import CodecName, parse_variant
 from queue_impl.connection import make_client
 from queue_impl.job import Job, Priority, Status
-from queue_impl.queue import CORRUPT_JOB_TYPE, RedisQueue
+from queue_impl.queue import RedisQueue
+from queue_impl.records import CORRUPT_JOB_TYPE
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 UINT32 = st.integers(0, 2**32 - 1)

@@ -1,7 +1,18 @@
 """One behaviour suite, run against every preset and single-toggle variants.
 
-A toggle may change what an operation costs, never what it does: every test in
-`BehaviourSuite` runs unchanged on each variant (SAQ's one-suite-many-backends style).
+Every test in `BehaviourSuite` runs on each variant (SAQ's one-suite-many-backends
+style) and most expect one outcome on all. Where a toggle changes behaviour, the test
+gives the exact outcome per toggle value (`ttl`: the TTL tests; `batch`, `dequeue`: below):
+
+- batch: only `script` is atomic. Under `loop` and `pipeline`, two schedulers moving at
+  once queue each due job twice (`SCHEDULER_RACE`); complete() and fail() of a job this
+  consumer no longer holds still write it, where `script` writes nothing and complete()
+  returns False (`UNHELD_COMPLETE`, `UNHELD_FAIL_WRITES`); `loop` pushes a batch job by
+  job (`BATCH_SPLIT`) and loses a job killed inside fail() after its LREM (`KILLED_IN_FAIL`).
+- dequeue: `poll` and `block` check the priorities one command at a time, `notify` in
+  one script (`test_poll_and_block_check_the_priorities_one_at_a_time` and the notify
+  and block tests at the end).
+
 Waits are shortened by `fast()`; no test asserts a duration, only states and order.
 """
 
@@ -10,13 +21,16 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import redis
+from redis.client import Pipeline
 
 from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status
-from queue_impl.queue import CORRUPT_JOB_TYPE, RedisQueue
+from queue_impl.queue import RedisQueue
+from queue_impl.records import CORRUPT_JOB_TYPE
 from tests.conftest import QueueFactory, fast
 
 TOGGLE_VARIANTS = (
@@ -33,6 +47,38 @@ TOGGLE_VARIANTS = (
 dequeue mode with both codecs and every batch mode with notify."""
 
 DAY_S = 86_400
+
+SCHEDULER_RACE = {"loop": (3, 3, 2), "pipeline": (3, 3, 2), "script": (3, 0, 1)}
+"""Per batch mode, two schedulers moving the same 3 due jobs at once: jobs moved by
+the first, by the second, and how many times each job is then queued."""
+
+BATCH_SPLIT = {"loop": "low", "pipeline": "high", "script": "high"}
+"""Per batch mode, what a worker claims right after the producer's first push of an
+`enqueue_many([low, high])`: loop pushes job by job."""
+
+UNHELD_COMPLETE = {
+    "loop": (True, Status.COMPLETED, True),
+    "pipeline": (True, Status.COMPLETED, True),
+    "script": (False, Status.QUEUED, False),
+}
+"""Per batch mode, complete() of a job stale recovery already returned to its queue:
+what it returns, the record's status after, and whether the completed TTL was set."""
+
+UNHELD_FAIL_WRITES = {"loop": True, "pipeline": True, "script": False}
+"""Per batch mode, whether fail() of a job no longer held still writes its retry or
+dead letter (script checks the processing list first and writes nothing)."""
+
+KILLED_IN_FAIL = {
+    "loop": (["LREM", "GET", "SET"], "ZADD", False),
+    "pipeline": (["GET"], "pipeline", True),
+    "script": ([], "EVALSHA", True),
+}
+"""Per batch mode, a retrying fail()'s round trips before its last one, the last one,
+and whether a worker killed right before that last one leaves the job recoverable."""
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL inside a queue call: nothing in the queue catches it."""
 
 
 def _ids(client: redis.Redis, key: str) -> list[str]:
@@ -332,6 +378,175 @@ class BehaviourSuite:
         assert queue.client.zcard(queue.keys.scheduled()) == 0
         assert _take(queue).id == good.id
 
+    # -- where the batch toggle changes behaviour: concurrency and crashes ------------
+    def test_two_schedulers_moving_at_once(
+        self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Scheduler B's whole move runs in the middle of scheduler A's.
+
+        loop and pipeline read the due ids client-side (ZRANGEBYSCORE), then write
+        without checking them: B runs right after A's read, and both queue every job.
+        script reads and moves in one atomic script, so there is no middle: B runs
+        right after it, and ZREM leaves B nothing.
+        """
+        a_moved, b_moved, copies = SCHEDULER_RACE[variant.batch]
+        scheduler_b = make_queue(variant, namespace=queue.namespace, consumer="scheduler-b")
+        jobs = [Job(type=p.label, priority=p) for p in PRIORITY_ORDER]
+        queue.enqueue_many(jobs)
+        for _ in jobs:
+            queue.fail(_take(queue), "retry")
+        moved_by_b: list[int] = []
+        send = queue.client.execute_command
+
+        def a_sends(*args: Any, **options: Any) -> Any:
+            reply = send(*args, **options)
+            if args[0] in ("ZRANGEBYSCORE", "EVALSHA") and not moved_by_b:
+                moved_by_b.append(scheduler_b.move_scheduled_to_ready(now=2**62))
+            return reply
+
+        monkeypatch.setattr(queue.client, "execute_command", a_sends)
+        assert queue.move_scheduled_to_ready(now=2**62) == a_moved
+        monkeypatch.undo()
+        assert moved_by_b == [b_moved]
+        assert [_ids(queue.client, queue.keys.queue(p)) for p in PRIORITY_ORDER] == [
+            [job.id] * copies for job in jobs
+        ]
+        assert queue.client.zcard(queue.keys.scheduled()) == 0
+        assert [_stored(queue, job.id).status for job in jobs] == [Status.QUEUED] * 3
+        taken = [_take(queue).id for _ in range(3 * copies)]
+        assert taken == [job.id for job in jobs for _ in range(copies)]
+        assert queue.dequeue(wait=False) is None
+
+    def test_a_claim_in_the_middle_of_enqueue_many(
+        self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A worker claims right after the producer's first push of a [low, high] batch.
+
+        loop pushes job by job, so the worker gets the low job; pipeline and script
+        push the batch in one round trip, so the first push is the whole batch.
+        """
+        first_claimed = BATCH_SPLIT[variant.batch]
+        worker = make_queue(variant, namespace=queue.namespace, consumer="worker")
+        worker.register_consumer()
+        batch = [Job(type="low", priority=Priority.LOW), Job(type="high", priority=Priority.HIGH)]
+        claimed: list[str] = []
+        send, execute = queue.client.execute_command, Pipeline.execute
+
+        def after_first_push() -> None:
+            if not claimed:
+                job = worker.dequeue(wait=False)
+                claimed.append(job.type if job else "nothing")
+
+        def producer_sends(*args: Any, **options: Any) -> Any:
+            reply = send(*args, **options)
+            if args[0] in ("LPUSH", "EVALSHA"):
+                after_first_push()
+            return reply
+
+        def producer_pipeline_executes(pipe: Pipeline, raise_on_error: bool = True) -> list[Any]:
+            replies = execute(pipe, raise_on_error)
+            after_first_push()
+            return replies
+
+        monkeypatch.setattr(queue.client, "execute_command", producer_sends)
+        monkeypatch.setattr(Pipeline, "execute", producer_pipeline_executes)
+        queue.enqueue_many(batch)
+        monkeypatch.undo()
+        assert claimed == [first_claimed]
+        assert _take(worker).type == {"low": "high", "high": "low"}[first_claimed]
+        assert worker.dequeue(wait=False) is None
+
+    def _taken_then_handed_back(self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory) -> Job:
+        """A job this consumer took, then lost: its lease lapsed and stale recovery
+        returned the job to its (normal) queue."""
+        queue.enqueue(Job(type="slow"))
+        taken = _take(queue)
+        rescuer = make_queue(variant, namespace=queue.namespace, consumer="rescuer")
+        queue.client.delete(queue.keys.heartbeat(queue.consumer))  # what lease expiry does
+        assert rescuer.recover_stale() == 1
+        assert _held(queue) == []
+        return taken
+
+    def test_complete_of_a_job_no_longer_held(
+        self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory
+    ) -> None:
+        returns, status, ttl = UNHELD_COMPLETE[variant.batch]
+        job = self._taken_then_handed_back(queue, variant, make_queue)
+        assert queue.complete(job) is returns
+        assert _stored(queue, job.id).status is status
+        # The completed TTL lands on a record that is queued again (ttl=on only).
+        low, high = _ttl_range(DAY_S if ttl and variant.ttl == "on" else None)
+        assert low <= queue.client.ttl(queue.keys.job(job.id)) <= high
+        # Still queued once in every mode: it runs again (at-least-once).
+        assert _ids(queue.client, queue.keys.queue(Priority.NORMAL)) == [job.id]
+        assert _held(queue) == []
+        assert _take(queue).id == job.id
+
+    @pytest.mark.parametrize("retry", [True, False], ids=["retry", "dead"])
+    def test_fail_of_a_job_no_longer_held(
+        self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory, retry: bool
+    ) -> None:
+        writes = UNHELD_FAIL_WRITES[variant.batch]
+        job = self._taken_then_handed_back(queue, variant, make_queue)
+        expected = Status.SCHEDULED if retry else Status.DEAD
+        assert queue.fail(job, "boom", retry=retry) is expected  # in every mode
+        stored = _stored(queue, job.id)
+        if writes:
+            assert (stored.status, stored.attempts, stored.last_error) == (expected, 1, "boom")
+        else:
+            assert (stored.status, stored.attempts, stored.last_error) == (Status.QUEUED, 0, "")
+        scheduled = [i.decode() for i in queue.client.zrange(queue.keys.scheduled(), 0, -1)]
+        assert scheduled == ([job.id] if writes and retry else [])
+        assert _ids(queue.client, queue.keys.dead()) == ([job.id] if writes and not retry else [])
+        assert _ids(queue.client, queue.keys.queue(Priority.NORMAL)) == [job.id]
+        # A written retry is a second copy: once due, the job is queued twice.
+        assert queue.move_scheduled_to_ready(now=2**62) == len(scheduled)
+        copies = 2 if writes and retry else 1
+        assert _ids(queue.client, queue.keys.queue(Priority.NORMAL)) == [job.id] * copies
+
+    def test_a_worker_killed_inside_fail(
+        self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The process dies right before fail()'s last round trip (nothing of it sent).
+
+        loop has already run LREM: the job is in no list, and no recovery finds it.
+        pipeline has only read; script has sent nothing: the job is still held, and
+        stale recovery returns it.
+        """
+        sent_before, last, recovered = KILLED_IN_FAIL[variant.batch]
+        job = Job(type="doomed")
+        queue.enqueue(job)
+        taken = _take(queue)
+        sent: list[str] = []
+        send, execute = queue.client.execute_command, Pipeline.execute
+
+        def round_trip(name: str) -> None:
+            if name == last:
+                raise Killed
+            sent.append(name)
+
+        def a_sends(*args: Any, **options: Any) -> Any:
+            round_trip(str(args[0]))
+            return send(*args, **options)
+
+        def a_pipeline_executes(pipe: Pipeline, raise_on_error: bool = True) -> list[Any]:
+            round_trip("pipeline")
+            return execute(pipe, raise_on_error)
+
+        monkeypatch.setattr(queue.client, "execute_command", a_sends)
+        monkeypatch.setattr(Pipeline, "execute", a_pipeline_executes)
+        with pytest.raises(Killed):
+            queue.fail(taken, "boom")
+        monkeypatch.undo()
+        assert sent == sent_before
+        assert _held(queue) == ([job.id] if recovered else [])
+        rescuer = make_queue(variant, namespace=queue.namespace, consumer="rescuer")
+        queue.client.delete(queue.keys.heartbeat(queue.consumer))
+        assert rescuer.recover_stale() == (1 if recovered else 0)
+        places = sum(len(_ids(queue.client, queue.keys.queue(p))) for p in PRIORITY_ORDER)
+        places += queue.client.zcard(queue.keys.scheduled()) + queue.client.llen(queue.keys.dead())
+        assert places == (1 if recovered else 0)  # 0: the job is lost
+
 
 class TestPresets(BehaviourSuite):
     @pytest.fixture
@@ -509,3 +724,33 @@ def test_block_mode_serves_a_high_job_only_after_its_low_wait_times_out(
     taken = consumer.dequeue(wait=True)
     assert taken is not None and taken.id == urgent.id
     assert events == ["wait high", "high wait ended: job"]
+
+
+@pytest.mark.parametrize("spec", ["baseline", "optimized"], ids=["poll", "block"])
+def test_poll_and_block_check_the_priorities_one_at_a_time(
+    spec: str, make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll or block claim checks high, normal and low with one command each: a high
+    job that arrives after the high check is not seen by that claim, which takes a
+    ready low job. (notify claims with one script: `test_notify_claims_in_priority_order_...`.)"""
+    variant = fast(PRESETS[spec])
+    consumer = make_queue(variant, consumer="c1")
+    producer = make_queue(variant, namespace=consumer.namespace, consumer="producer")
+    low, urgent = Job(type="low", priority=Priority.LOW), Job(type="urgent", priority=Priority.HIGH)
+    producer.enqueue(low)
+    normal_queue = consumer.keys.queue(Priority.NORMAL)
+    arrived: list[str] = []
+    send = consumer.client.execute_command
+
+    def consumer_sends(*args: Any, **options: Any) -> Any:
+        if args[0] in ("RPOPLPUSH", "BRPOPLPUSH") and args[1] == normal_queue and not arrived:
+            arrived.append(producer.enqueue(urgent))  # between the high and the normal check
+        return send(*args, **options)
+
+    monkeypatch.setattr(consumer.client, "execute_command", consumer_sends)
+    taken = consumer.dequeue(wait=True)
+    assert arrived == [urgent.id]
+    assert taken is not None and taken.id == low.id
+    assert _ids(consumer.client, consumer.keys.queue(Priority.HIGH)) == [urgent.id]
+    again = consumer.dequeue(wait=True)
+    assert again is not None and again.id == urgent.id

@@ -30,6 +30,7 @@ from harness.results.rows import Row, params
 from queue_impl.config import PRESETS, KeyMode
 from queue_impl.job import Job, Priority
 from queue_impl.keys import KeyBuilder, make_keys
+from queue_impl.queue import RedisQueue
 
 NAME = "key_building"
 TITLE = "6. Key building: format vs precomputed"
@@ -150,18 +151,22 @@ class _RecordingKeys:
 def _record_job_calls(url: str, preset: str) -> list[Call]:
     """The key-building calls of one enqueue + dequeue + complete, on a real queue."""
     with MeasuredQueue(url, PRESETS[preset]) as mq:
-        q = mq.queue
+        recorder = _RecordingKeys(mq.queue.keys)
+        # Same namespace, client and consumer as mq.queue (which cleans up), recorded keys.
+        q = RedisQueue(
+            mq.client,
+            mq.variant,
+            namespace=mq.queue.namespace,
+            consumer=mq.queue.consumer,
+            keys=recorder,  # type: ignore[arg-type]
+        )
         q.register_consumer()
-        recorder = _RecordingKeys(q.keys)
-        q.keys = recorder  # type: ignore[assignment]
-        try:
-            q.enqueue(Job(type="noop"))
-            job = q.dequeue(wait=False)
-            if job is None:
-                raise RuntimeError(f"{preset}: the enqueued job could not be dequeued")
-            q.complete(job)
-        finally:
-            q.keys = recorder._inner
+        recorder.calls.clear()
+        q.enqueue(Job(type="noop"))
+        job = q.dequeue(wait=False)
+        if job is None:
+            raise RuntimeError(f"{preset}: the enqueued job could not be dequeued")
+        q.complete(job)
         return recorder.calls
 
 
