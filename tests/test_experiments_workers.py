@@ -120,8 +120,12 @@ def test_pool_scaling_accounts_for_every_job(redis_server: ProvisionedRedis, tmp
         redis_server, tmp_path, cells=cells, overrides=FAST, window_s=0.3, block_window_s=0.3, warmup_s=0.3
     )
     rows = pool_scaling.run(ctx)
-    for metric in ("jobs_lost", "duplicate_starts"):
+    for metric in ("jobs_lost", "jobs_stranded", "duplicate_starts"):
         assert [r.value for r in rows if r.metric == metric] == [0, 0, 0, 0]
+    # The cut probe ran for every preset: the loop's five cut points strand the job.
+    cuts = [r for r in rows if r.metric == "jobs_stranded_by_cut"]
+    assert sum(r.value for r in cuts if r.variant == "baseline") == 5
+    assert not any(r.value for r in cuts if r.variant != "baseline")
     sized = [r for r in rows if "pool=sized" in r.params]
     assert not any(r.value for r in sized if r.metric in {"pool_errors", "pool_exhaustion_errors"})
     starved = [r for r in rows if "pool=2" in r.params and r.metric == "pool_exhaustion_errors"]
@@ -137,6 +141,6 @@ def test_throughput_processes_each_job_once(redis_server: ProvisionedRedis, tmp_
     rows = throughput.run(ctx)
     for variant in FAST_PRESETS:
         mine = {r.metric: r.value for r in rows if r.variant == variant.label() and r.repeat == 0}
-        assert mine["jobs_lost"] == 0 and mine["duplicate_starts"] == 0
+        assert mine["jobs_lost"] == 0 and mine["jobs_stranded"] == 0 and mine["duplicate_starts"] == 0
         assert mine["submissions_per_s"] > 0 and mine["pool_errors"] == 0
     assert_rendered(throughput, rows, tmp_path / "charts")

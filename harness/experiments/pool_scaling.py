@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.experiments import RunContext, Section
+from harness.experiments import RunContext, Section, ack_cuts
 from harness.experiments.pool_runs import (
     PoolRun,
     StartLog,
+    accounting_rows,
+    accounting_text,
     jobs_lost,
     measure_windows,
     option_number,
@@ -30,7 +32,7 @@ from harness.results.render import (
     spread_cell,
 )
 from harness.results.rows import Row, Spread, params
-from queue_impl.config import POOL_SIZED, PRESETS, PoolMode, Variant
+from queue_impl.config import POOL_SIZED, PRESETS, PoolMode, Variant, parse_variant
 from queue_impl.job import Priority
 
 NAME = "pool_scaling"
@@ -113,6 +115,8 @@ def run(ctx: RunContext) -> list[Row]:
         )
         peak[cell.preset] = max(peak.get(cell.preset, 0.0), rate)
         rows += cell_rows
+    ctx.progress(f"acknowledgements cut by a pool error at each round trip, {ctx.repeats} x per preset")
+    rows += ack_cuts.rows(NAME, ctx.url, PRESETS.values(), ctx.repeats)
     return rows
 
 
@@ -148,15 +152,23 @@ def _measure(
         run.stop()
         left = run.backlog()
         completed = run.pool.counters.completed
+        stranded = len(run.stranded())
     p = cell.params()
     rows = window_rows(NAME, label, p, measured)
     rows += [
         Row(NAME, label, p, "pool_exhaustion_errors", tally.kinds["pool_exhaustion"], "errors", 0),
         Row(NAME, label, p, "other_redis_errors", tally.kinds["other"], "errors", 0),
         Row(NAME, label, p, "backlog_ran_dry", int(ran_dry), "count", 0),
-        Row(NAME, label, p, "jobs_lost", jobs_lost(prefill, completed, left), "jobs", 0),
-        Row(NAME, label, p, "duplicate_starts", log.duplicate_starts, "jobs", 0),
     ]
+    rows += accounting_rows(
+        NAME,
+        label,
+        p,
+        lost=jobs_lost(prefill, completed, left),
+        stranded=stranded,
+        abandoned=tally.kinds["ack_abandoned"],
+        duplicates=log.duplicate_starts,
+    )
     best = max((w.jobs_per_s for w in measured), default=0.0)
     return rows, best
 
@@ -222,7 +234,10 @@ def capacity(rows: list[Row], preset: str, pool: str, mode: str = "wait") -> int
 
 
 def render(rows: list[Row], charts_dir: Path) -> Section:
-    mine = [r for r in rows if r.experiment == NAME]
+    mine = [r for r in rows if r.experiment == NAME and "workers=" in r.params]
+    cut_rows = [
+        r for r in rows if r.experiment == NAME and r.metric in (ack_cuts.STRANDED, ack_cuts.ROUND_TRIPS)
+    ]
     workers = sorted({int(r.params.split("workers=", 1)[1]) for r in mine})
     pools = [p for p in ("10", "50", "sized") if any(f"pool={p};" in r.params for r in mine)]
     caps = {(preset, pool): capacity(mine, preset, pool) for preset in PRESET_COLUMNS for pool in pools}
@@ -264,6 +279,8 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         _raise_text(mine),
         "",
         _integrity_text(mine),
+        "",
+        _cuts_text(cut_rows),
     ]
     charts = [_chart(mine, workers, pools, charts_dir)] if mine else []
     return Section(
@@ -356,15 +373,102 @@ def _raise_text(rows: list[Row]) -> str:
 
 
 def _integrity_text(rows: list[Row]) -> str:
-    lost = sum(r.value for r in rows if r.metric == "jobs_lost")
-    dup = sum(r.value for r in rows if r.metric == "duplicate_starts")
+    text = accounting_text(rows)
     dry = [f"{r.variant} {r.params}" for r in rows if r.metric == "backlog_ran_dry" and r.value]
-    text = f"Every cell's jobs are accounted for: {int(lost)} lost, {int(dup)} started twice."
     if dry:
         text += (
-            f" The backlog ran dry in {len(dry)} cell(s) (their jobs/s is a lower bound): {'; '.join(dry)}."
+            f"\n\nThe backlog ran dry in {len(dry)} cell(s) (their jobs/s is a lower bound): "
+            + "; ".join(dry)
+            + "."
         )
     return text
+
+
+def _cuts_text(rows: list[Row]) -> str:
+    """The cut probe (`ack_cuts`): which acknowledgements a pool error can stop half way
+    with the job in no list, per preset and operation."""
+    title = "### A pool error in the middle of an acknowledgement"
+    if not rows:
+        return f"{title}\n\nNot measured in this run."
+    body = []
+    stranding: dict[str, set[str]] = {}
+    for preset in dict.fromkeys(r.variant for r in rows):
+        for op in ack_cuts.OPERATIONS:
+            trips = {
+                r.value
+                for r in rows
+                if r.variant == preset and r.metric == ack_cuts.ROUND_TRIPS and r.params == params(op=op)
+            }
+            cuts = sorted(
+                {
+                    (int(r.params.split("cut_after=", 1)[1].split(";", 1)[0]), r.value)
+                    for r in rows
+                    if r.variant == preset and r.metric == ack_cuts.STRANDED and f"op={op}" in r.params
+                }
+            )
+            if not trips and not cuts:
+                continue
+            after = [str(k) for k, value in cuts if value]
+            varies = len({k for k, _ in cuts}) != len(cuts)
+            if not cuts:
+                cell = "- (one round trip: nothing to cut)"
+            else:
+                cell = f"{len(after)} of {len({k for k, _ in cuts})}"
+                cell += f" (after round trip {', '.join(after)})" if after else ""
+                cell += " ⚠ varies between repeats" if varies else ""
+            if after:
+                stranding.setdefault(parse_variant(preset).batch, set()).add(f"{op}()")
+            body.append([preset, f"{op}()", count_text(trips), cell])
+    parts = [
+        title,
+        "",
+        "Each acknowledgement of each preset is run on a held job with a connection pool that refuses every "
+        "checkout after the first k with redis-py's own 'Too many connections' error, for each k "
+        "between 1 and its round trips - 1 (the server is real; only the pool's refusal is staged). "
+        "'Stranded': afterwards the job's record is not final and its id is in no queue, processing "
+        "list or set, so if the worker does not manage to retry the call, nothing will ever run, "
+        "retry or recover the job.",
+        "",
+        markdown_table(["preset", "operation", "round trips", "cuts that strand the job"], body),
+    ]
+    if "loop" in stranding:
+        parts += [
+            "",
+            f"In `batch=loop` (the seed's code before its PR) {' and '.join(sorted(stranding['loop']))} "
+            "remove the job from the processing list first (LREM), then read the record (GET) and "
+            "write it (SET; fail() then ZADDs the retry or LPUSHes the dead id), each a round trip with "
+            "its own connection checkout. With `pool_mode=raise` (or a wait longer than the pool "
+            "timeout in wait mode) "
+            "any later command can fail after the LREM: the job has left the processing list, its "
+            "record is not final (still queued, or scheduled with no entry in the scheduled set), "
+            "and stale recovery, which only looks at processing lists, will never "
+            "see it. The worker pool retries the acknowledgement up to 10 times and then gives up, "
+            "logging that the job 'stays in processing for recovery', which after the LREM is not "
+            "true. Its backoff between retries stops waiting once the pool is stopping, so at the end "
+            "of a run the remaining retries go back to back against a pool the other workers still "
+            "use. A job lost this way did run its handler; the queue lost track of it.",
+        ]
+    others = sorted(batch for batch in stranding if batch != "loop")
+    if others:
+        parts += ["", f"Other batch modes that strand a job when cut: {', '.join(others)}."]
+    safe = sorted({parse_variant(p).batch for p in dict.fromkeys(r.variant for r in rows)} - set(stranding))
+    if safe:
+        parts += [
+            "",
+            f"No cut strands a job in `batch={'` or `batch='.join(safe)}`: the pipeline sends LREM and "
+            "the record write in one request, the script does both in one atomic call."
+            if safe == ["pipeline", "script"]
+            else f"No cut strands a job in `batch={'` or `batch='.join(safe)}`.",
+        ]
+    return "\n".join(parts)
+
+
+def count_text(values: set[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return str(int(next(iter(values))))
+    return "⚠ varies: " + " / ".join(str(int(v)) for v in sorted(values))
 
 
 def _chart(rows: list[Row], workers: list[int], pools: list[str], charts_dir: Path) -> str:
