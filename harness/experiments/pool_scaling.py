@@ -31,7 +31,7 @@ from harness.results.render import (
     save_chart,
     spread_cell,
 )
-from harness.results.rows import Row, Spread, params
+from harness.results.rows import Row, Spread, params, parse_params
 from queue_impl.config import POOL_SIZED, PRESETS, PoolMode, Variant, parse_variant
 from queue_impl.job import Priority
 
@@ -366,7 +366,8 @@ def _raise_text(rows: list[Row]) -> str:
                 str(int(sum(_cell_values(rows, preset, "pool_exhaustion_errors", p)))),
             ]
         )
-    return "Pool 10 in raise mode (fail at once when exhausted):\n\n" + markdown_table(
+    pools = " / ".join(sorted({parse_params(p)["pool"] for _, p in raised}, key=lambda x: (len(x), x)))
+    return f"Pool {pools} in raise mode (fail at once when exhausted):\n\n" + markdown_table(
         ["preset", "workers", "jobs/s", "Redis errors in windows", "'Too many connections' (whole cell)"],
         body,
     )
