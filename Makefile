@@ -58,7 +58,8 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: peers
-# RQ, arq, SAQ, Dramatiq, Huey, Celery, taskiq-redis and the three presets, full mode (~30 min);
+# RQ, arq, SAQ, Dramatiq, Huey, Celery, taskiq-redis and the three presets, full mode (~40 min:
+# results/peers/run.json, drivers.*.seconds);
 # each peer library gets its own virtualenv under .venv/peers/ on first use (needs PyPI).
 peers: $(STAMP)
 	$(BIN)/qbench peers --out results/peers

@@ -20,7 +20,9 @@
 # tree of them such as `results/load/`) and renders every table and chart in it. It only
 # reads `metrics.csv`, `run.json` and `charts/`: nothing is measured here.
 #
-# Run headless: `qbench report --notebook DIR` (writes `DIR/report.html`).
+# Run headless: `qbench report --notebook DIR` (writes `DIR/report.html`). A relative
+# `RESULTS_DIR` is read from the repository root (the folder holding `notebooks/`), whatever
+# folder the kernel runs in: Jupyter starts it in `notebooks/`.
 
 # %% tags=["parameters"]
 RESULTS_DIR = "results/load"
@@ -35,18 +37,31 @@ from IPython.display import Image, Markdown, display
 
 DETERMINISTIC_UNITS = {"count", "round_trips", "commands", "bytes", "jobs", "keys"}
 
-root = Path(RESULTS_DIR)
+
+def repository_root() -> Path:
+    """The nearest folder, from the kernel's working directory up, holding this notebook."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks" / "report.py").is_file() and (folder / "pyproject.toml").is_file():
+            return folder
+    raise FileNotFoundError(f"no qbench repository at or above {here}: give RESULTS_DIR as an absolute path")
+
+
+root = Path(RESULTS_DIR).expanduser()
+if not root.is_absolute():
+    root = repository_root() / root
 sources = sorted(root.rglob("metrics.csv"))
 if not sources:
     raise FileNotFoundError(f"no metrics.csv under {root}")
 COLUMNS = ["experiment", "variant", "params", "metric", "value", "unit", "repeat"]
 frames, skipped = [], []
 for path in sources:
-    frame = pd.read_csv(path, dtype={"params": str})
+    # An empty variant (a row about the server, a codec, the proxy) stays "", not NaN,
+    # so groupby keeps those rows.
+    frame = pd.read_csv(path, dtype={"params": str, "variant": str})
     if list(frame.columns) != COLUMNS:
         skipped.append(path)  # some other tool's metrics.csv
         continue
-    frame["params"] = frame["params"].fillna("")
     frame["run"] = str(path.parent.relative_to(root)) if path.parent != root else "."
     frames.append(frame)
 if not frames:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import jupytext
+import nbformat
 import pytest
 
-from harness.results.notebook import NOTEBOOK_SOURCE, NotebookError, render_notebook
+from harness.results.notebook import NOTEBOOK_SOURCE, REPO_ROOT, NotebookError, render_notebook
 from harness.results.rows import Row, params, write_metrics, write_run
 
 
@@ -48,3 +53,81 @@ def test_notebook_renders_tables_and_charts_of_a_results_tree(tmp_path: Path) ->
 def test_a_dir_without_results_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NotebookError, match=r"no metrics\.csv"):
         render_notebook(tmp_path)
+
+
+VENV_BIN = Path(sys.executable).parent
+COMMITTED_LOAD_RUNS = REPO_ROOT / "results" / "load"
+
+
+def readme_notebook_commands() -> list[list[str]]:
+    """The shell lines of the README's notebook section."""
+    section = (REPO_ROOT / "README.md").read_text().split("## The report notebook", 1)[1]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    return [shlex.split(line.split("#", 1)[0]) for line in block.strip().splitlines()]
+
+
+def test_readme_notebook_commands_are_installed_by_make() -> None:
+    """Every `jupyter <sub>` the README tells users to run exists in the venv `make` builds."""
+    commands = readme_notebook_commands()
+    jupyter = [c for c in commands if Path(c[0]).name == "jupyter"]
+    assert jupyter, commands
+    for command in jupyter:
+        assert (VENV_BIN / f"jupyter-{command[1]}").is_file(), f"{shlex.join(command)}: not installed"
+    assert not re.search(r"^jupyter lab", (REPO_ROOT / "README.md").read_text(), re.MULTILINE)
+
+
+def execute_in(folder: Path) -> nbformat.NotebookNode:
+    """Run the notebook as it stands (its own RESULTS_DIR) with the kernel started in `folder`."""
+    from nbclient import NotebookClient
+
+    notebook = jupytext.read(NOTEBOOK_SOURCE)
+    NotebookClient(
+        notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(folder)}}
+    ).execute()
+    return notebook
+
+
+def outputs_text(notebook: nbformat.NotebookNode) -> str:
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            parts += [str(v) for v in output.get("data", {}).values()] + [output.get("text", "")]
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_notebook_runs_from_the_notebooks_folder() -> None:
+    """Jupyter starts the kernel in `notebooks/`: the default RESULTS_DIR must still be found."""
+    text = outputs_text(execute_in(NOTEBOOK_SOURCE.parent))
+    runs = len(list(COMMITTED_LOAD_RUNS.rglob("metrics.csv")))
+    assert runs > 0
+    assert f"from {runs} run(s) under `{COMMITTED_LOAD_RUNS}`" in text
+    assert "round_trips_per_op" in text
+
+
+@pytest.mark.slow
+def test_notebook_outside_the_repository_says_to_give_an_absolute_path(tmp_path: Path) -> None:
+    from nbclient.exceptions import CellExecutionError
+
+    with pytest.raises(CellExecutionError, match="no qbench repository at or above"):
+        execute_in(tmp_path)
+
+
+@pytest.mark.slow
+def test_readme_nbconvert_command_works(tmp_path: Path) -> None:
+    [command] = [c for c in readme_notebook_commands() if Path(c[0]).name == "jupyter"]
+    assert command[1:] == [
+        "nbconvert",
+        "--execute",
+        "--to",
+        "html",
+        "--output-dir",
+        "/tmp/qbench",
+        "notebooks/report.ipynb",
+    ]
+    argv = [str(VENV_BIN / "jupyter"), *command[1:-2], str(tmp_path), command[-1]]
+    done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    html = (tmp_path / "report.html").read_text()
+    assert f"under <code>{COMMITTED_LOAD_RUNS}</code>" in html
+    assert "round_trips_per_op" in html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -136,6 +137,51 @@ def test_docker_probe_answers_quickly() -> None:
 def test_docker_probe_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QBENCH_NO_DOCKER", "1")
     assert docker_available() is False
+
+
+def closed_docker_host(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Point DOCKER_HOST at a loopback port nothing listens on: an engine that is not there."""
+    port = free_port()
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
+    monkeypatch.delenv("QBENCH_NO_DOCKER", raising=False)
+    return port
+
+
+def server_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "harness.infra.redis_server"]
+
+
+def test_a_container_that_cannot_start_falls_back_to_a_binary_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = closed_docker_host(monkeypatch)
+    with caplog.at_level(logging.WARNING), provision(use_docker=True) as server:
+        assert (server.info.source, server.owned) == ("binary", True)
+        assert server.process is not None and _answers(server.url)
+    [message] = server_warnings(caplog)
+    assert message.startswith("testcontainers Redis did not start (DockerException: ")
+    assert message.endswith("); using a local redis-server")
+    assert f"port={port}" in message and "\n" not in message
+
+
+def test_docker_probe_says_why_it_found_no_engine(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = closed_docker_host(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        assert docker_available() is False
+    [message] = server_warnings(caplog)
+    assert message.startswith(f"no Docker engine at tcp://127.0.0.1:{port} (DockerException: ")
+    assert message.endswith("); using a local redis-server") and "\n" not in message
+
+
+def test_no_docker_configured_is_not_a_fallback_worth_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("QBENCH_NO_DOCKER", "1")
+    with caplog.at_level(logging.WARNING):
+        assert docker_available() is False
+    assert server_warnings(caplog) == []
 
 
 @pytest.mark.parametrize("kind", ["not executable", "missing", "directory"])

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from harness import cli
-from harness.experiments import RunContext, Section, load_experiments
-from harness.experiments.runner import Progress, exit_code, reproduce
+from harness.experiments import EXPERIMENTS, RunContext, Section, load_experiments
+from harness.experiments.runner import EXPERIMENT_NAMES, Progress, exit_code, reproduce, select_experiments
 from harness.results import report
 from harness.results.render import VERDICTS, determinism_flags
 from harness.results.rows import COLUMNS, DETERMINISTIC_UNITS, Row, params, read_metrics
@@ -25,6 +25,18 @@ from tests.conftest import bad_variants
 FIXTURE = Path(__file__).parent / "fixtures" / "reproduce" / "quick_run"
 RUN_KEYS = {"created_at", "mode", "repeats", "git", "server", "python", "packages", "cpu", "placement"}
 RUN_KEYS |= {"experiments", "total_wall_s", "server_config"}
+EXPECTED_EXPERIMENTS = (
+    "round_trips",
+    "idle_cost",
+    "pickup_latency",
+    "pool_scaling",
+    "memory",
+    "key_building",
+    "codec",
+    "throughput",
+)
+"""Written out, not read from the package: a test compares against this, not against
+whatever happened to load."""
 SEED_TABLE_HEADER = "| Claim | Claimed | baseline | optimized | scripted | Verdict |"
 RETENTION = {
     "on": "optimized+completed_ttl_s=1,dead_ttl_s=7",
@@ -44,7 +56,9 @@ def summary_verdicts(report_text: str) -> dict[str, list[str]]:
     return found
 
 
-def check_layout(out: Path) -> list[Row]:
+def check_layout(out: Path, expected: tuple[str, ...] | None = None) -> list[Row]:
+    """The results dir's files; with `expected`, exactly those experiments, each with rows,
+    a report section and a verdict."""
     assert (out / "metrics.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
     rows = read_metrics(out / "metrics.csv")
     assert bad_variants(rows) == []
@@ -55,10 +69,35 @@ def check_layout(out: Path) -> list[Row]:
     for match in re.finditer(r"\]\(charts/([^)]+)\)", text):
         assert (charts / match.group(1)).is_file(), match.group(1)
     verdicts = summary_verdicts(text)
-    for experiment in dict.fromkeys(r.experiment for r in rows):
+    measured = list(dict.fromkeys(r.experiment for r in rows))
+    if expected is not None:
+        assert measured == list(expected), f"experiments measured {measured}, expected {list(expected)}"
+        sections = re.findall(r"^<!-- experiment: (\w+) -->$", text, re.MULTILINE)
+        assert sections == list(expected), f"report sections {sections}"
+        assert list(verdicts) == list(expected), f"summary rows for {list(verdicts)}"
+    for experiment in measured:
         assert verdicts.get(experiment), f"no verdict row for {experiment}"
         assert set(verdicts[experiment]) <= set(VERDICTS), verdicts[experiment]
     return rows
+
+
+def test_every_listed_experiment_loads_and_is_selected() -> None:
+    """`EXPERIMENTS` lists them all, each module loads under its own name, and a reproduce
+    run without `--only` selects every one of them, in order."""
+    assert EXPERIMENT_NAMES == EXPECTED_EXPERIMENTS
+    assert tuple(f"harness.experiments.{name}" for name in EXPECTED_EXPERIMENTS) == EXPERIMENTS
+    modules = load_experiments()
+    assert [m.__name__ for m in modules] == list(EXPERIMENTS)
+    assert [m.NAME for m in modules] == list(EXPECTED_EXPERIMENTS)
+    for module in modules:
+        assert callable(module.run) and callable(module.render) and module.TITLE, module.NAME
+    assert [m.NAME for m in select_experiments(None)] == list(EXPECTED_EXPERIMENTS)
+    assert [m.NAME for m in select_experiments(["codec", "round_trips"])] == ["codec", "round_trips"]
+
+
+def test_a_missing_experiment_module_fails_loudly() -> None:
+    with pytest.raises(ModuleNotFoundError):
+        load_experiments(("harness.experiments.codec", "harness.experiments.no_such_experiment"))
 
 
 @pytest.mark.slow
@@ -81,7 +120,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     progress_lines = done.stderr.splitlines()
     assert any("round_trips: start" in line for line in progress_lines)
 
-    rows = check_layout(out)
+    rows = check_layout(out, EXPECTED_EXPERIMENTS)
     run = json.loads((out / "run.json").read_text())
     assert set(run) >= RUN_KEYS
     assert run["mode"] == "quick" and run["repeats"] == 2
@@ -90,11 +129,9 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert {"commit", "dirty"} <= set(run["git"])
     assert {"cpu_count", "affinity"} <= set(run["cpu"])
     assert "harness_affinity" in run["placement"]
-    names = {module.NAME for module in load_experiments()}
-    assert set(run["experiments"]) == names
+    assert sorted(run["experiments"]) == sorted(EXPECTED_EXPERIMENTS)  # run.json sorts its keys
     for name, info in run["experiments"].items():
         assert info["status"] == "ok" and info["rows"] > 0 and info["wall_s"] >= 0, name
-    assert {r.experiment for r in rows} == names
 
     # Every deterministic count came out the same in both repeats, and some were repeated.
     assert determinism_flags(rows) == []

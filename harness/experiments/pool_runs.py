@@ -18,9 +18,10 @@ from harness.infra.counting import RoundTripCounter, counting_connection_class
 from harness.infra.measured import unique_namespace
 from harness.results.rows import Row
 from harness.results.stats import percentile
+from queue_impl.codec import CorruptJobError
 from queue_impl.config import Variant
 from queue_impl.connection import make_client
-from queue_impl.job import PRIORITY_ORDER, Job, Priority
+from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status, as_bytes, as_text
 from queue_impl.queue import RedisQueue
 from queue_impl.worker import BUILTIN_HANDLERS, Handler, WorkerPool
 
@@ -30,6 +31,8 @@ PREFILL_CHUNK = 500
 
 POOL_EXHAUSTION_MARKERS = ("too many connections", "no connection available", "timeout waiting")
 """How redis-py words an exhausted pool (raise mode) and a timed-out wait for one (wait mode)."""
+ACK_ABANDONED_MARKER = "giving up acknowledging job"
+"""How the worker pool words an acknowledgement it stopped retrying (queue_impl.worker)."""
 
 
 class TimedQueue(RedisQueue):
@@ -75,7 +78,8 @@ class TimedQueue(RedisQueue):
 
 
 class ErrorTally(logging.Handler):
-    """Counts the worker pool's Redis-error warnings, split by pool exhaustion or other."""
+    """Counts the worker pool's Redis-error warnings, split by pool exhaustion or other,
+    and the acknowledgements it abandoned after its retries failed (`ack_abandoned`)."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
@@ -84,9 +88,12 @@ class ErrorTally(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage().lower()
-        if "redis error" not in message:
+        if message.startswith(ACK_ABANDONED_MARKER):
+            kind = "ack_abandoned"
+        elif "redis error" not in message:
             return
-        kind = "pool_exhaustion" if any(m in message for m in POOL_EXHAUSTION_MARKERS) else "other"
+        else:
+            kind = "pool_exhaustion" if any(m in message for m in POOL_EXHAUSTION_MARKERS) else "other"
         with self._lock_kinds:
             self.kinds[kind] += 1
 
@@ -201,6 +208,10 @@ class PoolRun:
             "scheduled": stats.scheduled,
         }
 
+    def stranded(self) -> list[str]:
+        """Ids of this run's jobs that no queue, processing list or set holds any more (lost)."""
+        return stranded_job_ids(self.producer())
+
     def close(self) -> None:
         try:
             self.stop()
@@ -311,6 +322,47 @@ def jobs_lost(prefilled: int, completed: int, left: Mapping[str, int]) -> int:
     return prefilled - completed - sum(left.values())
 
 
+def stranded_job_ids(queue: RedisQueue) -> list[str]:
+    """Jobs of `queue`'s namespace whose record is not final but whose id nothing holds.
+
+    A record that says queued, active or scheduled needs its id in a priority queue, a
+    processing list (of any registered consumer, or of `queue`'s own) or the scheduled
+    set, else nothing will ever run, retry or recover it; a dead record needs its id in
+    the dead-letter list; an undecodable record counts too. Each such job is lost.
+    """
+    client, keys = queue.client, queue.keys
+    placed: set[str] = set()
+    for priority in PRIORITY_ORDER:
+        placed.update(as_text(i) for i in client.lrange(keys.queue(priority), 0, -1))
+    consumers = {as_text(c) for c in client.smembers(keys.consumers())} | {queue.consumer}
+    for consumer in consumers:
+        placed.update(as_text(i) for i in client.lrange(keys.processing(consumer), 0, -1))
+    placed.update(as_text(i) for i in client.zrange(keys.scheduled(), 0, -1))
+    dead = {as_text(i) for i in client.lrange(keys.dead(), 0, -1)}
+    job_prefix = keys.job("")
+    names = sorted(as_bytes(k) for k in client.scan_iter(match=_glob_escape(job_prefix) + "*", count=1000))
+    stranded: list[str] = []
+    for start in range(0, len(names), 1000):
+        chunk = names[start : start + 1000]
+        for name, data in zip(chunk, client.mget(chunk), strict=True):
+            if data is None:
+                continue  # expired between SCAN and MGET
+            job_id = as_text(name).removeprefix(job_prefix)
+            try:
+                status = queue.codec.decode(as_bytes(data)).status
+            except CorruptJobError:
+                stranded.append(job_id)
+                continue
+            holder = dead if status is Status.DEAD else placed if status is not Status.COMPLETED else None
+            if holder is not None and job_id not in holder:
+                stranded.append(job_id)
+    return stranded
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def priority_labels() -> tuple[str, ...]:
     return tuple(p.label for p in PRIORITY_ORDER)
 
@@ -371,3 +423,73 @@ def option_number(options: Mapping[str, object], key: str, default: float) -> fl
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"option {key}: expected a number, got {value!r}")
     return float(value)
+
+
+# -- job accounting, rendered from the rows -----------------------------------------
+LOST, STRANDED, ABANDONED, DUPLICATES = (
+    "jobs_lost",
+    "jobs_stranded",
+    "acknowledgements_abandoned",
+    "duplicate_starts",
+)
+
+
+def accounting_rows(
+    experiment: str,
+    variant: str,
+    params: str,
+    *,
+    lost: int,
+    stranded: int,
+    abandoned: int,
+    duplicates: int,
+) -> list[Row]:
+    """The job accounting of one processing run (one repeat: the run is one census)."""
+    return [
+        Row(experiment, variant, params, LOST, lost, "jobs", 0),
+        Row(experiment, variant, params, STRANDED, stranded, "jobs", 0),
+        Row(experiment, variant, params, ABANDONED, abandoned, "errors", 0),
+        Row(experiment, variant, params, DUPLICATES, duplicates, "jobs", 0),
+    ]
+
+
+def accounting_text(rows: Sequence[Row]) -> str:
+    """What became of every job, from the accounting rows: a claim that every job is
+    accounted for only when none was lost, else which runs lost how many, and where
+    the rows say they went (stranded: a record not final whose id nothing holds)."""
+    runs: dict[tuple[str, str], dict[str, float]] = {}
+    for row in rows:
+        if row.metric in (LOST, STRANDED, ABANDONED, DUPLICATES):
+            found = runs.setdefault((row.variant, row.params), {})
+            found[row.metric] = found.get(row.metric, 0.0) + row.value
+    if not any(LOST in found for found in runs.values()):
+        return "Job accounting: not recorded in these rows."
+    lost = sum(int(found.get(LOST, 0)) for found in runs.values())
+    duplicates = sum(int(found.get(DUPLICATES, 0)) for found in runs.values())
+    twice = f"{duplicates} started twice"
+    if lost == 0:
+        return f"Every job is accounted for: 0 lost, {twice}."
+    losing = [(key, found) for key, found in runs.items() if found.get(LOST, 0)]
+    lines = [
+        f"**Not every job is accounted for: {lost} lost** ({twice}), in {len(losing)} of {len(runs)} "
+        "run(s). A lost job is one neither completed nor anywhere in the queue's keys after the run "
+        "(queued, held in a processing list, scheduled or dead-lettered):",
+        "",
+    ]
+    for (variant, p), found in losing:
+        line = f"- `{variant}` ({p.replace(';', ', ')}): {int(found[LOST])} lost"
+        if STRANDED in found:
+            line += (
+                f"; {int(found[STRANDED])} stranded (the record says queued, active or scheduled, "
+                "but the id is in no queue, processing list or scheduled set: nothing will run, "
+                "retry or recover it)"
+            )
+            if found.get(ABANDONED):
+                line += (
+                    f"; the workers abandoned {int(found[ABANDONED])} acknowledgement(s) after their "
+                    "retries failed"
+                )
+        else:
+            line += "; where it went was not recorded in this run (it has no `jobs_stranded` row)"
+        lines.append(line + ".")
+    return "\n".join(lines)

@@ -6,11 +6,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from harness.experiments import RunContext, Section
+from harness.experiments import RunContext, Section, ack_cuts
 from harness.experiments.pool_runs import (
     PoolRun,
     StartLog,
+    accounting_rows,
+    accounting_text,
     jobs_lost,
     measure_windows,
     option_number,
@@ -29,9 +32,9 @@ from harness.results.render import (
     save_chart,
     spread_cell,
 )
-from harness.results.rows import Row, params
+from harness.results.rows import Row, params, parse_params
 from harness.results.stats import Spread
-from queue_impl.config import POOL_SIZED, PRESETS, PoolMode, Variant
+from queue_impl.config import POOL_SIZED, PRESETS, PoolMode, Variant, parse_variant
 from queue_impl.job import Priority
 
 NAME = "pool_scaling"
@@ -114,6 +117,8 @@ def run(ctx: RunContext) -> list[Row]:
         )
         peak[cell.preset] = max(peak.get(cell.preset, 0.0), rate)
         rows += cell_rows
+    ctx.progress(f"acknowledgements cut by a pool error at each round trip, {ctx.repeats} x per preset")
+    rows += ack_cuts.rows(NAME, ctx.url, PRESETS.values(), ctx.repeats)
     return rows
 
 
@@ -149,15 +154,23 @@ def _measure(
         run.stop()
         left = run.backlog()
         completed = run.pool.counters.completed
+        stranded = len(run.stranded())
     p = cell.params()
     rows = window_rows(NAME, label, p, measured)
     rows += [
         Row(NAME, label, p, "pool_exhaustion_errors", tally.kinds["pool_exhaustion"], "errors", 0),
         Row(NAME, label, p, "other_redis_errors", tally.kinds["other"], "errors", 0),
         Row(NAME, label, p, "backlog_ran_dry", int(ran_dry), "count", 0),
-        Row(NAME, label, p, "jobs_lost", jobs_lost(prefill, completed, left), "jobs", 0),
-        Row(NAME, label, p, "duplicate_starts", log.duplicate_starts, "jobs", 0),
     ]
+    rows += accounting_rows(
+        NAME,
+        label,
+        p,
+        lost=jobs_lost(prefill, completed, left),
+        stranded=stranded,
+        abandoned=tally.kinds["ack_abandoned"],
+        duplicates=log.duplicate_starts,
+    )
     best = max((w.jobs_per_s for w in measured), default=0.0)
     return rows, best
 
@@ -223,7 +236,10 @@ def capacity(rows: list[Row], preset: str, pool: str, mode: str = "wait") -> int
 
 
 def render(rows: list[Row], charts_dir: Path) -> Section:
-    mine = [r for r in rows if r.experiment == NAME]
+    mine = [r for r in rows if r.experiment == NAME and "workers=" in r.params]
+    cut_rows = [
+        r for r in rows if r.experiment == NAME and r.metric in (ack_cuts.STRANDED, ack_cuts.ROUND_TRIPS)
+    ]
     workers = sorted({int(r.params.split("workers=", 1)[1]) for r in mine})
     pools = [p for p in ("10", "50", "sized") if any(f"pool={p};" in r.params for r in mine)]
     caps = {(preset, pool): capacity(mine, preset, pool) for preset in PRESET_COLUMNS for pool in pools}
@@ -265,8 +281,12 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         _raise_text(mine),
         "",
         _integrity_text(mine),
+        "",
+        _cuts_text(cut_rows),
     ]
     charts = [_chart(mine, workers, pools, charts_dir)] if mine else []
+    if charts:
+        parts += ["", _chart_caption(mine, workers, pools)]
     return Section(
         title=TITLE,
         markdown="\n".join(parts),
@@ -350,40 +370,209 @@ def _raise_text(rows: list[Row]) -> str:
                 str(int(sum(_cell_values(rows, preset, "pool_exhaustion_errors", p)))),
             ]
         )
-    return "Pool 10 in raise mode (fail at once when exhausted):\n\n" + markdown_table(
+    pools = " / ".join(sorted({parse_params(p)["pool"] for _, p in raised}, key=lambda x: (len(x), x)))
+    return f"Pool {pools} in raise mode (fail at once when exhausted):\n\n" + markdown_table(
         ["preset", "workers", "jobs/s", "Redis errors in windows", "'Too many connections' (whole cell)"],
         body,
     )
 
 
 def _integrity_text(rows: list[Row]) -> str:
-    lost = sum(r.value for r in rows if r.metric == "jobs_lost")
-    dup = sum(r.value for r in rows if r.metric == "duplicate_starts")
+    text = accounting_text(rows)
     dry = [f"{r.variant} {r.params}" for r in rows if r.metric == "backlog_ran_dry" and r.value]
-    text = f"Every cell's jobs are accounted for: {int(lost)} lost, {int(dup)} started twice."
     if dry:
         text += (
-            f" The backlog ran dry in {len(dry)} cell(s) (their jobs/s is a lower bound): {'; '.join(dry)}."
+            f"\n\nThe backlog ran dry in {len(dry)} cell(s) (their jobs/s is a lower bound): "
+            + "; ".join(dry)
+            + "."
+        )
+    return text
+
+
+def _cuts_text(rows: list[Row]) -> str:
+    """The cut probe (`ack_cuts`): which acknowledgements a pool error can stop half way
+    with the job in no list, per preset and operation."""
+    title = "### A pool error in the middle of an acknowledgement"
+    if not rows:
+        return f"{title}\n\nNot measured in this run."
+    body = []
+    stranding: dict[str, set[str]] = {}
+    for preset in dict.fromkeys(r.variant for r in rows):
+        for op in ack_cuts.OPERATIONS:
+            trips = {
+                r.value
+                for r in rows
+                if r.variant == preset and r.metric == ack_cuts.ROUND_TRIPS and r.params == params(op=op)
+            }
+            cuts = sorted(
+                {
+                    (int(r.params.split("cut_after=", 1)[1].split(";", 1)[0]), r.value)
+                    for r in rows
+                    if r.variant == preset and r.metric == ack_cuts.STRANDED and f"op={op}" in r.params
+                }
+            )
+            if not trips and not cuts:
+                continue
+            after = [str(k) for k, value in cuts if value]
+            varies = len({k for k, _ in cuts}) != len(cuts)
+            if not cuts:
+                cell = "- (one round trip: nothing to cut)"
+            else:
+                cell = f"{len(after)} of {len({k for k, _ in cuts})}"
+                cell += f" (after round trip {', '.join(after)})" if after else ""
+                cell += " ⚠ varies between repeats" if varies else ""
+            if after:
+                stranding.setdefault(parse_variant(preset).batch, set()).add(f"{op}()")
+            body.append([preset, f"{op}()", count_text(trips), cell])
+    parts = [
+        title,
+        "",
+        "Each acknowledgement of each preset is run on a held job with a connection pool that refuses every "
+        "checkout after the first k with redis-py's own 'Too many connections' error, for each k "
+        "between 1 and its round trips - 1 (the server is real; only the pool's refusal is staged). "
+        "'Stranded': afterwards the job's record is not final and its id is in no queue, processing "
+        "list or set, so if the worker does not manage to retry the call, nothing will ever run, "
+        "retry or recover the job.",
+        "",
+        markdown_table(["preset", "operation", "round trips", "cuts that strand the job"], body),
+    ]
+    if "loop" in stranding:
+        parts += [
+            "",
+            f"In `batch=loop` (the seed's code before its PR) {' and '.join(sorted(stranding['loop']))} "
+            "remove the job from the processing list first (LREM), then read the record (GET) and "
+            "write it (SET; fail() then ZADDs the retry or LPUSHes the dead id), each a round trip with "
+            "its own connection checkout. With `pool_mode=raise` (or a wait longer than the pool "
+            "timeout in wait mode) "
+            "any later command can fail after the LREM: the job has left the processing list, its "
+            "record is not final (still queued, or scheduled with no entry in the scheduled set), "
+            "and stale recovery, which only looks at processing lists, will never "
+            "see it. The worker pool retries the acknowledgement up to 10 times and then gives up, "
+            "logging that the job 'stays in processing for recovery', which after the LREM is not "
+            "true. Its backoff between retries stops waiting once the pool is stopping, so at the end "
+            "of a run the remaining retries go back to back against a pool the other workers still "
+            "use. A job lost this way did run its handler; the queue lost track of it.",
+        ]
+    others = sorted(batch for batch in stranding if batch != "loop")
+    if others:
+        parts += ["", f"Other batch modes that strand a job when cut: {', '.join(others)}."]
+    safe = sorted({parse_variant(p).batch for p in dict.fromkeys(r.variant for r in rows)} - set(stranding))
+    if safe:
+        parts += [
+            "",
+            f"No cut strands a job in `batch={'` or `batch='.join(safe)}`: the pipeline sends LREM and "
+            "the record write in one request, the script does both in one atomic call."
+            if safe == ["pipeline", "script"]
+            else f"No cut strands a job in `batch={'` or `batch='.join(safe)}`.",
+        ]
+    return "\n".join(parts)
+
+
+def count_text(values: set[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return str(int(next(iter(values))))
+    return "⚠ varies: " + " / ".join(str(int(v)) for v in sorted(values))
+
+
+ZOOM_BELOW = 0.2
+"""A preset whose best jobs/s stays under this share of the shared axis gets a zoomed panel."""
+ZOOMED = "optimized"
+
+
+def _series(rows: list[Row], preset: str, pool: str, workers: list[int]) -> list[list[float]]:
+    return [
+        _cell_values(rows, preset, "jobs_per_s", params(pool=pool, pool_mode="wait", workers=w))
+        for w in workers
+    ]
+
+
+def _zoom(rows: list[Row], workers: list[int], pools: list[str]) -> tuple[bool, float, float]:
+    """(zoom the ZOOMED preset?, the shared axis's top, the zoomed preset's best median)."""
+    top = max(
+        (max(v) for p in PRESET_COLUMNS for pool in pools for v in _series(rows, p, pool, workers) if v),
+        default=0.0,
+    )
+    best = max(
+        (Spread.of(v).median for pool in pools for v in _series(rows, ZOOMED, pool, workers) if v),
+        default=0.0,
+    )
+    return 0 < best < ZOOM_BELOW * top, top, best
+
+
+def _chart_caption(rows: list[Row], workers: list[int], pools: list[str]) -> str:
+    zoom, _top, best = _zoom(rows, workers, pools)
+    text = (
+        "Chart: jobs/s against the number of workers, wait mode (raise mode is in the table above), "
+        "one line per pool size; a dot is the median over the windows, its bar their min..max, and a "
+        "red cross marks a cell where the workers hit pool errors. The preset panels share one linear "
+        "y axis from 0, so heights compare across presets."
+    )
+    if zoom:
+        text += (
+            f" The last panel repeats {ZOOMED} on its own linear axis: at the shared scale its best "
+            f"{best:.0f} jobs/s lie on the floor and the pool 10 vs pool 50 difference the seed claims "
+            "would not show."
         )
     return text
 
 
 def _chart(rows: list[Row], workers: list[int], pools: list[str], charts_dir: Path) -> str:
-    fig, axes = figure(ncols=len(PRESET_COLUMNS), width=4.4, height=3.8)
-    for ax, preset in zip(axes, PRESET_COLUMNS, strict=True):
+    return save_chart(chart_figure(rows, workers, pools), charts_dir, "pool_scaling")
+
+
+def chart_figure(rows: list[Row], workers: list[int], pools: list[str]) -> Any:
+    """The pool-scaling figure: a panel per preset on one shared linear axis, and a zoomed
+    panel of ZOOMED on its own axis when it would lie on the floor of the shared one."""
+    from matplotlib.lines import Line2D
+
+    zoom, top, _best = _zoom(rows, workers, pools)
+    panels = [*PRESET_COLUMNS, *([ZOOMED] if zoom else [])]
+    fig, axes = figure(ncols=len(panels), width=4.0, height=4.0)
+    colors = {pool: f"C{i}" for i, pool in enumerate(("10", "50", "sized"))}
+    for index, (ax, preset) in enumerate(zip(axes, panels, strict=True)):
+        zoomed = index >= len(PRESET_COLUMNS)
         for pool in pools:
-            ys = [_rate(rows, preset, pool, w) for w in workers]
-            ax.plot(workers, [math.nan if y is None else y for y in ys], marker="o", label=f"pool {pool}")
-            errs = [
-                (w, y)
-                for w, y in zip(workers, ys, strict=True)
-                if y is not None and _errors(rows, preset, pool, w)
-            ]
+            found = _series(rows, preset, pool, workers)
+            xs = [w for w, v in zip(workers, found, strict=True) if v]
+            if not xs:
+                continue
+            spreads = [Spread.of(v) for v in found if v]
+            medians = [sp.median for sp in spreads]
+            ax.errorbar(
+                xs,
+                medians,
+                yerr=[[sp.median - sp.min for sp in spreads], [sp.max - sp.median for sp in spreads]],
+                marker="o",
+                markersize=4,
+                capsize=2,
+                color=colors[pool],
+            )
+            errs = [(w, m) for w, m in zip(xs, medians, strict=True) if _errors(rows, preset, pool, w)]
             if errs:
-                ax.scatter([w for w, _ in errs], [y for _, y in errs], marker="x", color="red", zorder=3)
-        ax.set_yscale("log")
+                ax.scatter(
+                    [w for w, _ in errs], [m for _, m in errs], marker="x", s=60, color="red", zorder=3
+                )
+        ax.set_ylim(bottom=0)
+        if zoomed:
+            ax.set_facecolor("#f2f2f2")  # set apart: a different axis from the others
+        else:
+            ax.set_ylim(0, top * 1.08 if top > 0 else 1.0)
+        ax.set_xticks(workers)
         ax.set_xlabel("workers")
-        ax.set_ylabel("jobs/s (log)")
-        ax.set_title(f"{preset} ({PRESETS[preset].dequeue})")
-        ax.legend(fontsize=7)
-    return save_chart(fig, charts_dir, "pool_scaling")
+        ax.set_ylabel("jobs/s" + (" (own axis)" if zoomed else " (shared axis)"))
+        title = f"{preset} ({PRESETS[preset].dequeue})"
+        ax.set_title(f"{title}, zoomed" if zoomed else title)
+        ax.grid(True, axis="y", alpha=0.3)
+    handles = [Line2D([], [], color=colors[pool], marker="o", label=f"pool {pool}") for pool in pools]
+    handles += [
+        Line2D(
+            [], [], color="red", marker="x", linestyle="none", markersize=8, label="pool errors in the cell"
+        ),
+        Line2D(
+            [], [], color="grey", marker="o", linestyle="none", label="median of the windows; bar: min..max"
+        ),
+    ]
+    axes[0].legend(handles=handles, fontsize=7, title="wait mode", title_fontsize=7, loc="best")
+    return fig

@@ -11,9 +11,12 @@ from harness.experiments import RunContext, Section
 from harness.experiments.pool_runs import (
     PoolRun,
     StartLog,
+    accounting_rows,
+    accounting_text,
     jobs_lost,
     measure_windows,
     option_number,
+    quiet_worker_logs,
     window_rows,
 )
 from harness.results.render import (
@@ -100,7 +103,10 @@ def _measure(
     label = variant.label()
     log = StartLog()
     rows: list[Row] = []
-    with PoolRun(url, variant, workers=WORKERS, on_job_start=log, tag="throughput") as run:
+    with (
+        quiet_worker_logs() as tally,
+        PoolRun(url, variant, workers=WORKERS, on_job_start=log, tag="throughput") as run,
+    ):
         queue = run.queue
         submitted = 0
         for repeat in range(repeats):
@@ -133,12 +139,18 @@ def _measure(
         run.stop()
         left = run.backlog()
         completed = run.pool.counters.completed
+        stranded = len(run.stranded())
     rows += window_rows(NAME, label, PROCESSING, windows)
-    rows += [
-        Row(NAME, label, PROCESSING, "backlog_ran_dry", int(ran_dry), "count", 0),
-        Row(NAME, label, PROCESSING, "jobs_lost", jobs_lost(submitted, completed, left), "jobs", 0),
-        Row(NAME, label, PROCESSING, "duplicate_starts", log.duplicate_starts, "jobs", 0),
-    ]
+    rows.append(Row(NAME, label, PROCESSING, "backlog_ran_dry", int(ran_dry), "count", 0))
+    rows += accounting_rows(
+        NAME,
+        label,
+        PROCESSING,
+        lost=jobs_lost(submitted, completed, left),
+        stranded=stranded,
+        abandoned=tally.kinds["ack_abandoned"],
+        duplicates=log.duplicate_starts,
+    )
     return rows
 
 
@@ -220,9 +232,7 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
             for v in toggles
         ]
         parts += ["The dequeue toggle alone: " + "; ".join(cells) + ".", ""]
-    lost = sum(r.value for r in mine if r.metric == "jobs_lost")
-    dup = sum(r.value for r in mine if r.metric == "duplicate_starts")
-    parts.append(f"Every job accounted for: {int(lost)} lost, {int(dup)} started twice.")
+    parts.append(accounting_text(mine))
     charts = [_chart(mine, variants, charts_dir)] if mine else []
     return Section(title=TITLE, markdown="\n".join(parts), verdicts=verdicts, charts=charts)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -27,6 +28,8 @@ import redis
 
 from queue_impl.connection import redact_url
 from queue_impl.service import explain_redis_error
+
+log = logging.getLogger(__name__)
 
 Source = Literal["url", "testcontainers", "binary"]
 
@@ -104,8 +107,16 @@ def docker_available(timeout_s: float = DOCKER_PROBE_TIMEOUT_S) -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except Exception:  # any failure to reach the engine means "no Docker"
+    except Exception as exc:  # any failure to reach the engine means "no Docker"
+        where = host or "/var/run/docker.sock"
+        log.warning("no Docker engine at %s (%s); using a local redis-server", where, one_line(exc))
         return False
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` of an exception on one line, at most `limit` characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe(url: str, source: Source, owned: bool, binary: str = "") -> ServerInfo:
@@ -308,8 +319,10 @@ def provision(
     if use_docker is None:
         use_docker = not extra_args and not password and docker_available()
     if use_docker:
-        with contextlib.suppress(Exception):  # an engine that pinged but cannot run: fall back
+        try:
             return _start_container()
+        except Exception as exc:  # an engine that pinged but cannot run a container: fall back
+            log.warning("testcontainers Redis did not start (%s); using a local redis-server", one_line(exc))
     process = RedisServerProcess(extra_args=extra_args, password=password)
     try:
         process.start()

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.peers.registry import DRIVERS, REFERENCE_NAMES
-from harness.results.rows import Row, Spread, parse_params
+from harness.results.rows import Row, parse_params
+from harness.results.stats import Spread
 
 REPORT_FILE = "PEERS.md"
 CHARTS_DIR = "charts"
@@ -141,30 +142,79 @@ def standing(values: Mapping[str, Spread], metric: Metric, reference: str = "scr
     )
 
 
-def render_chart(values: Mapping[str, Spread], metric: Metric, charts_dir: Path) -> str:
+PRESET_COLOR, PEER_COLOR = "tab:orange", "tab:blue"
+TUNED_HATCH = "//"
+
+
+def group_of(name: str) -> str:
+    """'preset' (qbench's own), 'peer' (a library with its defaults) or 'tuned' (a labelled
+    configuration of one, `library+setting=value`)."""
+    if name in REFERENCE_NAMES:
+        return "preset"
+    return "tuned" if "+" in name else "peer"
+
+
+def chart_figure(values: Mapping[str, Spread], metric: Metric) -> Any:
+    """One horizontal bar per driver, qbench's presets first and set apart from the peer
+    libraries by colour, a rule between the groups and a legend naming both."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "qbench"
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    names = _order(list(values))
+    ordered = _order(list(values))
+    names = [n for group in ("preset", "peer", "tuned") for n in ordered if group_of(n) == group]
     medians = [values[n].median for n in names]
     low = [values[n].median - values[n].min for n in names]
     high = [values[n].max - values[n].median for n in names]
-    colors = ["tab:orange" if n in REFERENCE_NAMES else "tab:blue" for n in names]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
-    ax.barh(names, medians, xerr=[low, high], color=colors, capsize=3)
+    groups = [group_of(n) for n in names]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 2.0), layout="constrained")
+    bars = ax.barh(
+        names,
+        medians,
+        xerr=[low, high],
+        color=[PRESET_COLOR if g == "preset" else PEER_COLOR for g in groups],
+        capsize=3,
+        error_kw={"elinewidth": 1},
+    )
+    for bar, group in zip(bars, groups, strict=True):
+        if group == "tuned":
+            bar.set_hatch(TUNED_HATCH)
+            bar.set_alpha(0.6)
+    presets = groups.count("preset")
+    if 0 < presets < len(names):
+        ax.axhline(presets - 0.5, color="grey", linestyle="--", linewidth=0.8)
     ax.invert_yaxis()
     better = "higher" if metric.higher_is_better else "lower"
     ax.set_title(f"{metric.label} ({better} is better)")
-    ax.set_xlabel(metric.unit)
-    for i, value in enumerate(medians):
-        ax.text(value, i, f" {_fmt(value, metric.digits)}", va="center", fontsize=8)
-    fig.tight_layout()
+    ax.set_xlabel(f"{metric.unit} (bar: median; whisker: min..max over the repeats)")
+    for i, (value, up) in enumerate(zip(medians, high, strict=True)):
+        # Past the whisker's end, so the figure never sits on the error bar.
+        ax.text(value + up, i, f"  {_fmt(value, metric.digits)}", va="center", fontsize=8)
+    ax.set_xlim(right=max((m + h for m, h in zip(medians, high, strict=True)), default=1.0) * 1.18 or 1.0)
+    handles = [Patch(color=PRESET_COLOR, label="qbench presets: baseline, optimized, scripted")]
+    if "peer" in groups:
+        handles.append(Patch(color=PEER_COLOR, label="peer libraries, default settings"))
+    if "tuned" in groups:
+        handles.append(
+            Patch(
+                facecolor=PEER_COLOR, alpha=0.6, hatch=TUNED_HATCH, label="peer library, tuned (name+setting)"
+            )
+        )
+    fig.legend(handles=handles, loc="outside lower center", ncol=1, fontsize=8, frameon=False)
+    return fig
+
+
+def render_chart(values: Mapping[str, Spread], metric: Metric, charts_dir: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(values, metric)
     charts_dir.mkdir(parents=True, exist_ok=True)
     stem = f"peers_{metric.key}"
     fig.savefig(charts_dir / f"{stem}.png", dpi=100)
-    fig.savefig(charts_dir / f"{stem}.svg")
+    fig.savefig(charts_dir / f"{stem}.svg", metadata={"Date": None})
     plt.close(fig)
     return f"{stem}.png"
 

@@ -45,7 +45,8 @@ def render_notebook(results_dir: Path, *, out: Path | None = None) -> Path:
             kernel_name="python3",
             kernel_manager_class=IpcKernelManager,
             timeout=CELL_TIMEOUT_S,
-            resources={"metadata": {"path": str(REPO_ROOT)}},
+            # The notebook's own folder, as Jupyter runs it interactively.
+            resources={"metadata": {"path": str(NOTEBOOK_SOURCE.parent)}},
         )
         try:
             client.execute()

@@ -21,8 +21,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.results.stats import Spread as Spread  # re-exported for harness/peers/report.py
-
 METRICS_FILE = "metrics.csv"
 RUN_FILE = "run.json"
 COLUMNS = ("experiment", "variant", "params", "metric", "value", "unit", "repeat")

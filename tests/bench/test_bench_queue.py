@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from harness.infra.measured import MeasuredQueue, make_jobs
-from queue_impl.config import PRESET_NAMES
-from queue_impl.job import Job, Priority
+from queue_impl.config import PRESET_NAMES, Variant
+from queue_impl.job import Job, Priority, Status, as_bytes, as_text
 
 pytestmark = pytest.mark.parametrize("preset", PRESET_NAMES)
 
@@ -44,20 +45,83 @@ def claimed(mq: MeasuredQueue) -> Job:
     return job
 
 
+def enqueue_costs(variant: Variant, jobs: int) -> tuple[int, Counter[str]]:
+    """Round trips and server commands of enqueuing `jobs` jobs in one call, by batch mode:
+    loop sends SET and LPUSH per job (and a marker ZADD per job in notify mode), the
+    pipeline sends them in one request (one ZADD), the script runs them in one EVALSHA."""
+    notify = variant.dequeue == "notify"
+    commands: Counter[str] = Counter({"set": jobs, "lpush": jobs})
+    if variant.batch == "loop":
+        if notify:
+            commands["zadd"] = jobs
+        return jobs * (3 if notify else 2), commands
+    if notify:
+        commands["zadd"] = 1
+    if variant.batch == "script":
+        commands["evalsha"] = 1
+    return 1, commands
+
+
+def assert_queued(mq: MeasuredQueue, priority: Priority, count: int) -> None:
+    """Exactly `count` jobs wait on `priority`, each with its stored, queued record."""
+    q = mq.queue
+    stats = q.stats()
+    assert stats.queued == {p.label: count if p is priority else 0 for p in Priority}
+    assert stats.processing == 0 and stats.scheduled == 0 and stats.dead == 0
+    ids = [as_text(i) for i in mq.stats_client.lrange(q.keys.queue(priority), 0, -1)]
+    assert len(set(ids)) == count
+    records = mq.stats_client.mget([q.keys.job(i) for i in ids]) if ids else []
+    for job_id, record in zip(ids, records, strict=True):
+        assert record is not None, job_id
+        job = q.codec.decode(as_bytes(record))
+        assert (job.id, job.status, job.payload) == (job_id, Status.QUEUED, PAYLOAD)
+
+
 @pytest.mark.benchmark(group="enqueue")
 def test_enqueue(benchmark: BenchmarkFixture, measured: MeasuredQueue, preset: str) -> None:
     q = measured.queue
+    round_trips, commands = enqueue_costs(measured.variant, 1)
     record_cost(benchmark, measured, lambda: q.enqueue(new_job()))
-    benchmark(lambda: q.enqueue(new_job()))
+    assert benchmark.extra_info["round_trips_per_op"] == round_trips
+    assert benchmark.extra_info["commands_per_op"] == commands.total()
+    calls = 0
+
+    def enqueue_one() -> None:
+        nonlocal calls
+        calls += 1
+        q.enqueue(new_job())
+
+    with measured.measure() as cost:
+        benchmark(enqueue_one)
+    assert calls >= 1
+    assert cost.round_trips == calls * round_trips
+    assert cost.server_commands == Counter({name: n * calls for name, n in commands.items()})
+    assert_queued(measured, Priority.HIGH, calls + 1)
 
 
 @pytest.mark.benchmark(group="enqueue_many")
 def test_enqueue_many(benchmark: BenchmarkFixture, measured: MeasuredQueue, preset: str) -> None:
     q = measured.queue
+    round_trips, commands = enqueue_costs(measured.variant, BATCH)
     record_cost(benchmark, measured, lambda: q.enqueue_many(make_jobs(BATCH, payload=PAYLOAD)), jobs=BATCH)
-    benchmark.pedantic(
-        q.enqueue_many, setup=lambda: ((make_jobs(BATCH, payload=PAYLOAD),), {}), rounds=ROUNDS // 4
-    )
+    assert benchmark.extra_info["round_trips_per_op"] == round_trips
+    assert benchmark.extra_info["commands_per_op"] == commands.total()
+    assert benchmark.extra_info["batch_size"] == BATCH
+    calls = 0
+
+    def enqueue_batch(jobs: Sequence[Job]) -> None:
+        nonlocal calls
+        calls += 1
+        q.enqueue_many(jobs)
+
+    with measured.measure() as cost:
+        benchmark.pedantic(
+            enqueue_batch, setup=lambda: ((make_jobs(BATCH, payload=PAYLOAD),), {}), rounds=ROUNDS // 4
+        )
+    assert calls >= 1
+    assert cost.round_trips == calls * round_trips
+    assert cost.server_commands == Counter({name: n * calls for name, n in commands.items()})
+    assert_queued(measured, Priority.NORMAL, (calls + 1) * BATCH)
 
 
 @pytest.mark.benchmark(group="dequeue")

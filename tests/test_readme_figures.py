@@ -1,0 +1,50 @@
+"""The README's figures agree with the committed results they quote (and with each other)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from harness.results.rows import parse_params, read_metrics
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+MAKEFILE = (REPO / "Makefile").read_text()
+PRESETS = ("baseline", "optimized", "scripted")
+
+
+def api_rates() -> dict[str, int]:
+    """Submissions/s of each committed `http` load run (`rate` of `op=submit`), rounded."""
+    rates = {}
+    for preset in PRESETS:
+        rows = read_metrics(REPO / "results" / "load" / "http" / preset / "metrics.csv")
+        [rate] = [
+            r.value for r in rows if r.metric == "rate" and parse_params(r.params).get("op") == "submit"
+        ]
+        rates[preset] = round(rate)
+    return rates
+
+
+def test_every_api_rate_in_the_readme_is_the_committed_one() -> None:
+    rates = api_rates()
+    row = "| http | API submissions/s | " + " | ".join(f"{rates[p]:,}" for p in PRESETS) + " |"
+    assert row in README
+    ranges = re.findall(r"(\d[\d,]*)\s*[-\u2013]\s*(\d[\d,]*) submissions/s", README)
+    assert ranges, "no range of submissions/s in the README"
+    expected = (f"{min(rates.values()):,}", f"{max(rates.values()):,}")
+    assert set(ranges) == {expected}, ranges
+    per_preset = ", ".join(f"{p} {rates[p]:,}" for p in PRESETS)
+    assert per_preset in README
+
+
+def test_peers_duration_is_the_committed_runs() -> None:
+    drivers = json.loads((REPO / "results" / "peers" / "run.json").read_text())["drivers"]
+    seconds = sum(float(info["seconds"]) for info in drivers.values())
+    minutes = seconds / 60
+    claims = re.findall(r"full mode \(~(\d+) min", README) + re.findall(r"full mode \(~(\d+) min", MAKEFILE)
+    assert len(claims) == 2, claims  # the README's command line and the Makefile's comment
+    for claim in claims:
+        assert abs(int(claim) - minutes) <= 0.1 * minutes, (claim, minutes)
+    assert f"drivers took {seconds:,.0f} s together" in README
+    assert f"{float(drivers['optimized']['seconds']):,.0f} s of it `optimized`" in README
