@@ -228,8 +228,17 @@ class WorkerPool:
                 if error is not None:
                     job.attempts -= 1  # fail() counted this attempt before the write failed
                 self._redis_trouble(backoff, "acknowledge", exc)
-        # Still held in the processing list: stale recovery returns it (at-least-once).
-        log.error("giving up acknowledging job %s; it stays in processing for recovery", job.id)
+        if self.queue.variant.batch == "loop":
+            # The seed's loop removes the job from processing first (LREM, GET, SET: three
+            # round trips); when a later one failed, no list holds the job any more.
+            log.error(
+                "giving up acknowledging job %s: batch=loop may already have removed it from "
+                "processing, and then nothing will recover it (pipeline and script cannot)",
+                job.id,
+            )
+        else:
+            # Still held in the processing list: stale recovery returns it (at-least-once).
+            log.error("giving up acknowledging job %s; it stays in processing for recovery", job.id)
 
     def _heartbeat(self) -> None:
         while not self.stopping.wait(self.heartbeat_interval_s):
