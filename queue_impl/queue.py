@@ -338,7 +338,7 @@ def delete_namespace(client: redis.Redis, prefix: str) -> int:
         raise ValueError(f"refusing to delete keys outside a qbench namespace: {prefix!r}")
     deleted = 0
     batch: list[bytes] = []
-    for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+    for key in client.scan_iter(match=glob_escape(prefix) + "*", count=1000):
         batch.append(key)
         if len(batch) >= 500:
             deleted += client.unlink(*batch)
@@ -348,5 +348,6 @@ def delete_namespace(client: redis.Redis, prefix: str) -> int:
     return deleted
 
 
-def _glob_escape(text: str) -> str:
+def glob_escape(text: str) -> str:
+    """`text` as a literal SCAN MATCH pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -14,14 +14,14 @@ from typing import Any
 
 import redis
 
+from harness.infra.census import take_census
 from harness.infra.counting import RoundTripCounter, counting_connection_class
 from harness.infra.measured import unique_namespace
 from harness.results.rows import Row
 from harness.results.stats import percentile
-from queue_impl.codec import CorruptJobError
 from queue_impl.config import Variant
 from queue_impl.connection import make_client
-from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status, as_bytes, as_text
+from queue_impl.job import PRIORITY_ORDER, Job, Priority
 from queue_impl.queue import RedisQueue
 from queue_impl.worker import BUILTIN_HANDLERS, Handler, WorkerPool
 
@@ -323,44 +323,8 @@ def jobs_lost(prefilled: int, completed: int, left: Mapping[str, int]) -> int:
 
 
 def stranded_job_ids(queue: RedisQueue) -> list[str]:
-    """Jobs of `queue`'s namespace whose record is not final but whose id nothing holds.
-
-    A record that says queued, active or scheduled needs its id in a priority queue, a
-    processing list (of any registered consumer, or of `queue`'s own) or the scheduled
-    set, else nothing will ever run, retry or recover it; a dead record needs its id in
-    the dead-letter list; an undecodable record counts too. Each such job is lost.
-    """
-    client, keys = queue.client, queue.keys
-    placed: set[str] = set()
-    for priority in PRIORITY_ORDER:
-        placed.update(as_text(i) for i in client.lrange(keys.queue(priority), 0, -1))
-    consumers = {as_text(c) for c in client.smembers(keys.consumers())} | {queue.consumer}
-    for consumer in consumers:
-        placed.update(as_text(i) for i in client.lrange(keys.processing(consumer), 0, -1))
-    placed.update(as_text(i) for i in client.zrange(keys.scheduled(), 0, -1))
-    dead = {as_text(i) for i in client.lrange(keys.dead(), 0, -1)}
-    job_prefix = keys.job("")
-    names = sorted(as_bytes(k) for k in client.scan_iter(match=_glob_escape(job_prefix) + "*", count=1000))
-    stranded: list[str] = []
-    for start in range(0, len(names), 1000):
-        chunk = names[start : start + 1000]
-        for name, data in zip(chunk, client.mget(chunk), strict=True):
-            if data is None:
-                continue  # expired between SCAN and MGET
-            job_id = as_text(name).removeprefix(job_prefix)
-            try:
-                status = queue.codec.decode(as_bytes(data)).status
-            except CorruptJobError:
-                stranded.append(job_id)
-                continue
-            holder = dead if status is Status.DEAD else placed if status is not Status.COMPLETED else None
-            if holder is not None and job_id not in holder:
-                stranded.append(job_id)
-    return stranded
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+    """Jobs of `queue`'s namespace that nothing will ever run, retry or recover (see `Census`)."""
+    return take_census(queue).stranded_ids
 
 
 def priority_labels() -> tuple[str, ...]:

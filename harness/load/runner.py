@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.infra.census import take_census
 from harness.infra.measured import load_scripts, unique_namespace
 from harness.infra.redis_server import ProvisionedRedis, free_port, redis_for_run
 from harness.results.rows import (
@@ -30,10 +31,9 @@ from harness.results.rows import (
     write_run,
 )
 from harness.results.stats import percentiles
-from queue_impl.codec import CorruptJobError
 from queue_impl.config import PRESETS, Variant
 from queue_impl.connection import make_client
-from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status, as_bytes, as_text
+from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue
 from scenarios import settings as run_settings
 from scenarios.recorder import OpSamples, load_samples
@@ -142,7 +142,7 @@ def run_load(
                     plan, out_dir, host=host, env=_locust_env(plan, server.url, namespace, samples_dir)
                 )
             samples = load_samples(samples_dir)
-            census = job_census(queue)
+            census = take_census(queue).counts()
             produced = sum(len(s.latency_ms) for op, s in samples.items() if op in ("enqueue", "submit"))
             produced += (
                 len(samples["enqueue_burst"].latency_ms) * plan.workload.burst_size
@@ -395,64 +395,6 @@ def api_server(url: str, variant: Variant, namespace: str) -> Iterator[str]:
         _stop(proc)
         if proc.stderr:
             proc.stderr.close()
-
-
-def job_census(queue: RedisQueue) -> dict[str, int]:
-    """Where every job record of the namespace is, and whether any is stranded.
-
-    A job is stranded when its record says queued, active or scheduled but its id is
-    in no queue, processing list or scheduled set: a lost job.
-    """
-    client = queue.client
-    keys = queue.keys
-    placed: set[str] = set()
-    for priority in PRIORITY_ORDER:
-        placed.update(as_text(i) for i in client.lrange(keys.queue(priority), 0, -1))
-    for consumer in client.smembers(keys.consumers()):
-        placed.update(as_text(i) for i in client.lrange(keys.processing(as_text(consumer)), 0, -1))
-    placed.update(as_text(i) for i in client.zrange(keys.scheduled(), 0, -1))
-    dead = {as_text(i) for i in client.lrange(keys.dead(), 0, -1)}
-    census = {
-        "records": 0,
-        "completed": 0,
-        "queued": 0,
-        "active": 0,
-        "scheduled": 0,
-        "dead": 0,
-        "stranded": 0,
-    }
-    job_prefix = keys.job("")
-    batch: list[bytes] = []
-
-    def tally(names: list[bytes]) -> None:
-        for name, data in zip(names, client.mget(names), strict=True):
-            if data is None:
-                continue  # expired between SCAN and MGET
-            census["records"] += 1
-            try:
-                job = queue.codec.decode(as_bytes(data))
-            except CorruptJobError:
-                census["stranded"] += 1  # an unreadable record is a lost job too
-                continue
-            census[job.status.name.lower()] += 1
-            job_id = as_text(name).removeprefix(job_prefix)
-            if job.status in (Status.QUEUED, Status.ACTIVE, Status.SCHEDULED) and job_id not in placed:
-                census["stranded"] += 1
-            if job.status is Status.DEAD and job_id not in dead:
-                census["stranded"] += 1
-
-    for key in client.scan_iter(match=_glob_escape(job_prefix) + "*", count=1000):
-        batch.append(as_bytes(key))
-        if len(batch) >= 1000:
-            tally(batch)
-            batch = []
-    if batch:
-        tally(batch)
-    return census
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 # -- rows ----------------------------------------------------------------------------
