@@ -30,6 +30,7 @@ from harness.infra.telemetry import (
     read_telemetry,
     telemetry_for_run,
 )
+from harness.results.telemetry_charts import CHART_STEMS, render_telemetry_charts, summary_markdown
 from queue_impl.config import PRESETS
 from queue_impl.job import Job
 
@@ -295,3 +296,25 @@ def test_telemetry_for_run_can_be_switched_off(tmp_path: Path) -> None:
     with telemetry_for_run("redis://127.0.0.1:1/0", tmp_path, enabled=False) as t:
         assert t is None
     assert not (tmp_path / TELEMETRY_FILE).exists()
+
+
+def test_charts_and_summary_come_from_telemetry_csv_alone(server: RedisServerProcess, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(server.url)
+    client.ping()  # connected (and its handshake counted) before the sampler starts
+    try:
+        with Telemetry(server.url, tmp_path, interval_s=FAST_S):
+            for i in range(30):
+                client.set(f"chart:{i}", "x" * 100)
+                if i % 10 == 0:
+                    time.sleep(FAST_S)
+    finally:
+        client.close()
+    rows = read_telemetry(tmp_path / TELEMETRY_FILE)  # nothing but the file
+    names = render_telemetry_charts(rows, tmp_path / "charts")
+    assert names == [f"{stem}.png" for stem in CHART_STEMS]
+    for stem in CHART_STEMS:
+        assert (tmp_path / "charts" / f"{stem}.png").stat().st_size > 0
+        assert (tmp_path / "charts" / f"{stem}.svg").stat().st_size > 0
+    text = summary_markdown(rows)
+    assert "Redis ran 30 commands" in text and "SET" in text
+    assert "| metric | mean | max | last |" in text
