@@ -2,9 +2,7 @@
 
 `TokenBucket(rate_per_s, burst)` hands out at most `burst + rate_per_s * T` tokens in
 any window of T seconds, whoever asks (several threads share one bucket fairly: each
-`acquire` reserves its tokens in call order and sleeps until they are due). An optional
-`limit` caps the tokens handed out in total: past it, `acquire` raises `BudgetExhausted`
-without waiting, so a caller can stop instead of overrunning a fixed allowance.
+`acquire` reserves its tokens in call order and sleeps until they are due).
 """
 
 from __future__ import annotations
@@ -12,10 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-
-
-class BudgetExhaustedError(RuntimeError):
-    """The bucket's total `limit` would be exceeded; nothing was taken."""
 
 
 class TokenBucket:
@@ -26,7 +20,6 @@ class TokenBucket:
         rate_per_s: float,
         *,
         burst: float = 1.0,
-        limit: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -36,7 +29,6 @@ class TokenBucket:
             raise ValueError(f"burst must be >= 1, got {burst}")
         self.rate_per_s = float(rate_per_s)
         self.burst = float(burst)
-        self.limit = limit
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -46,15 +38,10 @@ class TokenBucket:
         """Tokens handed out so far."""
 
     def acquire(self, n: int = 1) -> float:
-        """Take `n` tokens, sleeping until they are due; returns the seconds waited.
-
-        Raises `BudgetExhaustedError` (taking nothing) when `limit` would be exceeded.
-        """
+        """Take `n` tokens, sleeping until they are due; returns the seconds waited."""
         if n < 0:
             raise ValueError(f"cannot take {n} tokens")
         with self._lock:
-            if self.limit is not None and self.taken + n > self.limit:
-                raise BudgetExhaustedError(f"command budget of {self.limit} used up")
             now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
             self._last = now
@@ -64,8 +51,3 @@ class TokenBucket:
         if wait > 0:
             self._sleep(wait)
         return wait
-
-    def remaining(self) -> int | None:
-        """Tokens left under `limit` (None when there is no total limit)."""
-        with self._lock:
-            return None if self.limit is None else self.limit - self.taken

@@ -451,18 +451,24 @@ class Telemetry(AbstractContextManager["Telemetry"]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Stop the thread, take the last sample, write the cost rows, close everything."""
+    def close(self, *, at_s: float | None = None) -> None:
+        """Stop the thread, take the last sample, write the cost rows, close everything.
+
+        `at_s`: take the last sample at that many seconds since the start (a fixed
+        window); by default at once, but at least half an interval (or 0.5 s) after the
+        previous one, so its rates are not a spike over a few milliseconds.
+        """
         if self._thread is None:
             return
         self._stop.set()
         self._thread.join()
         self._thread = None
-        # The last interval is at least half an interval long (or 0.5 s), so its
-        # rates are not a spike over a few milliseconds; its counts are exact anyway.
-        settle = min(self.interval_s / 2, 0.5) - (time.monotonic() - self._last_sample)
-        if settle > 0:
-            time.sleep(settle)
+        if at_s is not None:
+            wait = self._t0 + at_s - time.monotonic()
+        else:
+            wait = min(self.interval_s / 2, 0.5) - (time.monotonic() - self._last_sample)
+        if wait > 0:
+            time.sleep(wait)
         self._sample_all()
         self._emit(self._cost_rows())
         if self._fh is not None:
