@@ -11,8 +11,10 @@ after each sample, so a run that crashes keeps what was sampled). Leaving the bl
 one last sample, so every command sent inside the block is in the rows.
 
 telemetry.csv columns: `t,source,node,metric,value,unit`
-    t       seconds since the sampler started (its first sample is t=0); a delta row at t
-            covers the interval (t - interval_s, t] of the same node
+    t       seconds since the sampler started, at the start of the sampling round (every
+            row of one round, all nodes and processes, carries the same t; the first round
+            is t=0); a delta row covers that node's last `interval_s` seconds up to its
+            INFO reply in this round
     source  `redis` (INFO of a node), `harness` (a process of the harness), `telemetry`
             (the sampler's own cost)
     node    `host:port` of the Redis node (`unix:/path` for a socket); for `harness`,
@@ -244,6 +246,7 @@ class NodeLink:
         self.allowed = allowed
         self.sent: Counter[str] = Counter()
         self._capture: Counter[str] | None = None
+        self._prepaid = 0
         self._lock = threading.RLock()
         base: type[Connection] = parse_url(url).get("connection_class", Connection)  # type: ignore[no-untyped-call]
         pool = ConnectionPool.from_url(
@@ -265,7 +268,11 @@ class NodeLink:
                     f"only {', '.join(sorted(self.allowed)).upper()} are allowed"
                 )
         if self.budget is not None:
-            self.budget.acquire(len(names))
+            # Commands beyond the one paid for (a reconnect's AUTH/SELECT) pay here.
+            unpaid = max(0, len(names) - self._prepaid)
+            self._prepaid = max(0, self._prepaid - len(names))
+            if unpaid:
+                self.budget.acquire(unpaid)
         if self._capture is not None and names[:1] == ["info"]:
             # What was sent before this INFO, a reconnect's AUTH/SELECT just now included.
             self._capture.update(self.sent)
@@ -273,10 +280,21 @@ class NodeLink:
     def _after_send(self, names: list[str]) -> None:
         self.sent.update(names)
 
+    def _prepay(self) -> None:
+        # The token is taken before the lock, so a caller waiting on the budget never
+        # holds the link: the sampler's INFO and the scanner's commands take turns.
+        if self.budget is not None:
+            self.budget.acquire(1)
+
     def execute(self, *args: Any) -> Any:
         """Run one command on this link (counted, checked against `allowed`, budgeted)."""
+        self._prepay()
         with self._lock:
-            return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+            self._prepaid = 1 if self.budget is not None else 0
+            try:
+                return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+            finally:
+                self._prepaid = 0
 
     def sent_snapshot(self) -> Counter[str]:
         with self._lock:
@@ -284,13 +302,16 @@ class NodeLink:
 
     def info(self, sections: Sequence[str]) -> tuple[dict[str, Any], Counter[str]]:
         """INFO `sections`, and what this link had sent before the INFO itself."""
+        self._prepay()
         with self._lock:
             before: Counter[str] = Counter()
             self._capture = before
+            self._prepaid = 1 if self.budget is not None else 0
             try:
                 reply = self.client.execute_command("INFO", *sections)  # type: ignore[no-untyped-call]
             finally:
                 self._capture = None
+                self._prepaid = 0
             return reply, before
 
     def close(self) -> None:
@@ -335,7 +356,7 @@ class _NodeState:
     link: NodeLink
     prev: dict[str, Any] | None = None
     prev_own: Counter[str] = field(default_factory=Counter)
-    prev_t: float = 0.0
+    prev_read: float = 0.0
     dbs: set[str] = field(default_factory=set)
 
 
@@ -343,7 +364,7 @@ class _NodeState:
 class _ProcState:
     name: str
     prev_cpu_s: float | None = None
-    prev_t: float = 0.0
+    prev_read: float = 0.0
 
 
 class Telemetry(AbstractContextManager["Telemetry"]):
@@ -354,7 +375,8 @@ class Telemetry(AbstractContextManager["Telemetry"]):
     `(pid, name)` pairs) to sample beside this process; `add_process` registers more
     later. `follow_children`: also sample every descendant of the registered processes
     (redis-server processes of the sampled nodes are never counted as the harness's).
-    `budget` / `allowed` are passed to every node's link (see `NodeLink`).
+    `budget` / `allowed` are passed to every node's link (see `NodeLink`). `self_name`
+    names this process in the `harness` rows.
 
     Entering takes the first sample and raises `TelemetryError` (one line) when a node
     cannot be read; later failures are counted (`sample_errors`) and sampling goes on.
@@ -371,6 +393,7 @@ class Telemetry(AbstractContextManager["Telemetry"]):
         budget: TokenBucket | None = None,
         allowed: frozenset[str] | None = None,
         file_name: str = TELEMETRY_FILE,
+        self_name: str = "harness",
     ) -> None:
         urls = [nodes] if isinstance(nodes, str) else list(nodes)
         if not urls:
@@ -385,7 +408,7 @@ class Telemetry(AbstractContextManager["Telemetry"]):
         self._allowed = allowed
         self.links: list[NodeLink] = []
         self._nodes: list[_NodeState] = []
-        self._procs: dict[int, _ProcState] = {os.getpid(): _ProcState("harness")}
+        self._procs: dict[int, _ProcState] = {os.getpid(): _ProcState(self_name)}
         self._procs_lock = threading.Lock()
         self._sections: tuple[str, ...] = INFO_SECTIONS
         for item in processes:
@@ -401,6 +424,7 @@ class Telemetry(AbstractContextManager["Telemetry"]):
         self._writer: Any = None
         self._t0 = 0.0
         self._last_sample = 0.0
+        self._end_at_s: float | None = None
 
     # -- registration ---------------------------------------------------------------------------
     def add_process(self, pid: int, name: str | None = None) -> None:
@@ -430,7 +454,7 @@ class Telemetry(AbstractContextManager["Telemetry"]):
         self._t0 = time.monotonic()
         try:
             for state in self._nodes:
-                self._first_sample(state)
+                self._first_sample(state, 0.0)
         except BaseException:
             self._close_links()
             raise
@@ -441,7 +465,7 @@ class Telemetry(AbstractContextManager["Telemetry"]):
             self._writer.writerow(COLUMNS)
         pending, self.rows = self.rows, []
         self._emit(pending)
-        self._emit(self._sample_processes(self._now()))
+        self._emit(self._sample_processes(0.0))
         self.summary.samples = 1
         self._last_sample = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="qbench-telemetry", daemon=True)
@@ -460,7 +484,10 @@ class Telemetry(AbstractContextManager["Telemetry"]):
         """
         if self._thread is None:
             return
-        self._stop.set()
+        if at_s is not None and self._t0 + at_s > time.monotonic():
+            self._end_at_s = at_s  # the loop keeps sampling every slot before at_s, then ends
+        else:
+            self._stop.set()
         self._thread.join()
         self._thread = None
         if at_s is not None:
@@ -484,6 +511,8 @@ class Telemetry(AbstractContextManager["Telemetry"]):
     def _loop(self) -> None:
         k = 1
         while not self._stop.wait(max(0.0, self._t0 + k * self.interval_s - time.monotonic())):
+            if self._end_at_s is not None and k * self.interval_s >= self._end_at_s - 1e-6:
+                return  # close(at_s=...) takes this last sample itself
             self._sample_all()
             # Slots missed on a busy machine are skipped, not bunched up.
             k = max(k + 1, math.floor((time.monotonic() - self._t0) / self.interval_s) + 1)
@@ -492,7 +521,7 @@ class Telemetry(AbstractContextManager["Telemetry"]):
     def _now(self) -> float:
         return time.monotonic() - self._t0
 
-    def _first_sample(self, state: _NodeState) -> None:
+    def _first_sample(self, state: _NodeState, t: float) -> None:
         link = state.link
         try:
             info, own = link.info(INFO_SECTIONS)
@@ -509,8 +538,7 @@ class Telemetry(AbstractContextManager["Telemetry"]):
                 if isinstance(exc, redis.RedisError)
                 else f"cannot reach Redis at {redact_url(link.url)}: {exc}"
             ) from None
-        t = self._now()
-        state.prev, state.prev_own, state.prev_t = info, own, t
+        state.prev, state.prev_own, state.prev_read = info, own, self._now()
         self.summary.servers[link.name] = _server_facts(info)
         if link.name.split(":")[0] in LOOPBACK_HOSTS or link.name.startswith("unix:"):
             with contextlib.suppress(TypeError, ValueError):
@@ -519,6 +547,7 @@ class Telemetry(AbstractContextManager["Telemetry"]):
 
     def _sample_all(self) -> None:
         with self._sample_lock:
+            t = self._now()  # every row of one round carries the round's t
             rows: list[TelemetryRow] = []
             for state in self._nodes:
                 try:
@@ -526,12 +555,10 @@ class Telemetry(AbstractContextManager["Telemetry"]):
                 except (redis.RedisError, OSError) as exc:
                     self.summary.sample_errors += 1
                     self.summary.last_error = f"{state.link.name}: {exc}".splitlines()[0]
-                    rows.append(
-                        TelemetryRow(self._now(), "telemetry", state.link.name, "sample_errors", 1, "count")
-                    )
+                    rows.append(TelemetryRow(t, "telemetry", state.link.name, "sample_errors", 1, "count"))
                     continue
-                rows += self._node_rows(self._now(), state, info, own)
-            rows += self._sample_processes(self._now())
+                rows += self._node_rows(t, state, info, own, read_at=self._now())
+            rows += self._sample_processes(t)
             self.summary.samples += 1
             self.summary.duration_s = self._now()
             self._last_sample = time.monotonic()
@@ -568,16 +595,16 @@ class Telemetry(AbstractContextManager["Telemetry"]):
         return rows
 
     def _node_rows(
-        self, t: float, state: _NodeState, info: dict[str, Any], own_before: Counter[str]
+        self, t: float, state: _NodeState, info: dict[str, Any], own_before: Counter[str], *, read_at: float
     ) -> list[TelemetryRow]:
         node = state.link.name
         prev = state.prev
         own = own_before - state.prev_own
         own_total = sum(own.values())
-        dt = t - state.prev_t
+        dt = read_at - state.prev_read  # between this node's own INFO replies
         state.prev_own = own_before
         rows = self._gauge_rows(t, node, info, state)
-        state.prev, state.prev_t = info, t
+        state.prev, state.prev_read = info, read_at
         if prev is None or _restarted(prev, info) or dt <= 0:
             # A new server process (or no earlier reading): this sample is the new baseline.
             self.summary.restarts += prev is not None
@@ -640,12 +667,13 @@ class Telemetry(AbstractContextManager["Telemetry"]):
             node = f"{state.name}:{pid}"
             rows.append(TelemetryRow(t, "harness", node, "rss_bytes", sample.rss_bytes, "bytes"))
             total_rss += sample.rss_bytes
-            if state.prev_cpu_s is not None and t > state.prev_t:
-                rate = max(0.0, sample.cpu_s - state.prev_cpu_s) / (t - state.prev_t)
+            read_at = self._now()
+            if state.prev_cpu_s is not None and read_at > state.prev_read:
+                rate = max(0.0, sample.cpu_s - state.prev_cpu_s) / (read_at - state.prev_read)
                 rows.append(TelemetryRow(t, "harness", node, "cpu_s_per_s", rate, "cpu_s/s"))
                 total_cpu += rate
                 any_cpu = True
-            state.prev_cpu_s, state.prev_t = sample.cpu_s, t
+            state.prev_cpu_s, state.prev_read = sample.cpu_s, read_at
         rows.append(TelemetryRow(t, "harness", "all", "rss_bytes", total_rss, "bytes"))
         if any_cpu:
             rows.append(TelemetryRow(t, "harness", "all", "cpu_s_per_s", total_cpu, "cpu_s/s"))

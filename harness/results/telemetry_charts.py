@@ -72,25 +72,49 @@ def command_totals(rows: Iterable[TelemetryRow]) -> dict[str, int]:
     return {name: int(calls) for name, calls in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
-def command_rounds(rows: Sequence[TelemetryRow]) -> tuple[list[float], dict[str, list[float]]]:
-    """Sampling rounds (t of each) and the calls per command in each, all nodes summed.
+@dataclass(frozen=True, slots=True)
+class Rounds:
+    """The sampling rounds that have delta rows, with each command's calls per round."""
 
-    Rows of one round are within a fraction of an interval of each other; a round is
-    keyed by t rounded to the median interval.
-    """
-    step = interval_s(rows)
-    rounds: dict[int, float] = {}
-    calls: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    ts: list[float]
+    interval_s: list[float]
+    """Per round: the longest interval of its nodes."""
+    calls: dict[str, list[float]]
+    """Per command: calls in each round, nodes summed, 0 where it was not called."""
+
+    def rates(self, name: str) -> list[float]:
+        return [c / dt if dt > 0 else 0.0 for c, dt in zip(self.calls[name], self.interval_s, strict=True)]
+
+
+def rounds(rows: Iterable[TelemetryRow]) -> Rounds:
+    """Group the delta rows by sampling round (rows of one round share their t exactly)."""
+    interval: dict[float, float] = {}
+    calls: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     for row in rows:
         if row.source != "redis":
             continue
-        key = round(row.t / step)
         if row.metric == "interval_s":
-            rounds.setdefault(key, row.t)
+            interval[row.t] = max(interval.get(row.t, 0.0), row.value)
         elif row.metric.startswith("calls:"):
-            calls[row.metric.removeprefix("calls:")][key] += row.value
-    keys = sorted(rounds)
-    return [rounds[k] for k in keys], {name: [by[k] for k in keys] for name, by in calls.items()}
+            calls[row.metric.removeprefix("calls:")][row.t] += row.value
+    ts = sorted(interval)
+    return Rounds(
+        ts, [interval[t] for t in ts], {name: [by_t.get(t, 0.0) for t in ts] for name, by_t in calls.items()}
+    )
+
+
+def by_round(
+    rows: Iterable[TelemetryRow], metric: str, *, source: str = "redis", node: str | None = None
+) -> list[tuple[float, float]]:
+    """(t, value) per sampling round of `metric` (or of every metric starting with it when
+    it ends in `:`, e.g. `keys:`), summed over nodes (or of one `node`)."""
+    summed: dict[float, float] = defaultdict(float)
+    for row in rows:
+        if row.source != source or (node is not None and row.node != node):
+            continue
+        if row.metric == metric or (metric.endswith(":") and row.metric.startswith(metric)):
+            summed[row.t] += row.value
+    return sorted(summed.items())
 
 
 # -- charts -----------------------------------------------------------------------------------------
@@ -105,20 +129,20 @@ def render_telemetry_charts(rows: Sequence[TelemetryRow], charts_dir: Path) -> l
 
 
 def _ops_by_command(rows: Sequence[TelemetryRow], charts_dir: Path) -> str | None:
-    ts, calls = command_rounds(rows)
-    if not ts or not calls:
+    found = rounds(rows)
+    if not found.ts or not found.calls:
         return None
-    step = interval_s(rows)
     ranked = list(command_totals(rows))
     shown = ranked[:TOP_COMMANDS]
-    stacks = [[c / step for c in calls[name]] for name in shown]
+    stacks = [found.rates(name) for name in shown]
     labels = [name.upper() for name in shown]
     rest = ranked[TOP_COMMANDS:]
     if rest:
-        stacks.append([sum(calls[name][i] for name in rest) / step for i in range(len(ts))])
+        rest_rates = [found.rates(name) for name in rest]
+        stacks.append([sum(column) for column in zip(*rest_rates, strict=True)])
         labels.append(f"other ({len(rest)})")
     fig, (ax,) = figure(width=7.5)
-    edges, stacks = _interval_steps(ts, stacks, step)
+    edges, stacks = _interval_steps(found.ts, stacks, found.interval_s[0])
     ax.stackplot(edges, stacks, labels=labels, step="post")
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("calls/s (sampler's own left out)")
@@ -182,16 +206,17 @@ def _cpu(rows: Sequence[TelemetryRow], charts_dir: Path) -> str | None:
 
 
 def _command_series(rows: Sequence[TelemetryRow], charts_dir: Path) -> str | None:
-    ts, calls = command_rounds(rows)
-    if not ts or not calls:
+    found = rounds(rows)
+    if not found.ts or not found.calls:
         return None
+    ts, calls = found.ts, found.calls
     shown = list(command_totals(rows))[:SERIES_PANELS]
     step = interval_s(rows)
     fig, _ = figure(height=1.6 * len(shown) + 0.6)
     fig.clf()
     axes = fig.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
     for ax, name in zip(axes, shown, strict=True):
-        edges, (values,) = _interval_steps(ts, [calls[name]], step)
+        edges, (values,) = _interval_steps(ts, [calls[name]], found.interval_s[0])
         (line,) = ax.step(edges, values, where="post")
         ax.plot(ts, calls[name], linestyle="none", marker=".", markersize=3, color=line.get_color())
         ax.set_ylabel("calls", fontsize=8)
@@ -202,10 +227,10 @@ def _command_series(rows: Sequence[TelemetryRow], charts_dir: Path) -> str | Non
 
 
 def _interval_steps(
-    ts: list[float], stacks: list[list[float]], step: float
+    ts: list[float], stacks: list[list[float]], first_interval: float
 ) -> tuple[list[float], list[list[float]]]:
-    """Edges for `step="post"` drawing: each value spans its interval (t - step, t]."""
-    edges = [max(0.0, ts[0] - step), *ts]
+    """Edges for `step="post"` drawing: each value spans the interval that ends at its t."""
+    edges = [max(0.0, ts[0] - first_interval), *ts]
     return edges, [[*values, values[-1]] for values in stacks]
 
 
@@ -227,12 +252,7 @@ class _Stat:
 
 def _summed(rows: Sequence[TelemetryRow], source: str, metric: str, node: str | None = None) -> list[float]:
     """Values of a metric per sampling round, summed over nodes (or of one node)."""
-    step = interval_s(rows)
-    by_round: dict[int, float] = defaultdict(float)
-    for row in rows:
-        if row.source == source and row.metric == metric and (node is None or row.node == node):
-            by_round[round(row.t / step)] += row.value
-    return [by_round[k] for k in sorted(by_round)]
+    return [value for _, value in by_round(rows, metric, source=source, node=node)]
 
 
 def summary_markdown(rows: Sequence[TelemetryRow]) -> str:
@@ -275,10 +295,9 @@ def summary_markdown(rows: Sequence[TelemetryRow]) -> str:
             body.append([label, fmt.format(stat.mean), fmt.format(stat.max), fmt.format(stat.last)])
 
     add("commands/s", _summed(rows, "redis", "commands_per_s"))
-    _, per_round = command_rounds(rows)
-    step = interval_s(rows)
+    found = rounds(rows)
     for name in list(totals)[:3]:  # rounds without a call count as 0
-        add(f"{name.upper()} calls/s", [calls / step for calls in per_round[name]])
+        add(f"{name.upper()} calls/s", found.rates(name))
     if memory:
         stat = _Stat.of(memory)
         assert stat is not None
