@@ -104,6 +104,11 @@ class Cadence:
     """Share of sampling rounds with at least one call."""
     cv: float | None
     """Coefficient of variation of the per-round rates (None for a single round)."""
+    period_s: float | None
+    """When the per-round counts are not regular but their sums over blocks of a few
+    rounds are (a cycle longer than one round, e.g. 1 s + 1 s + 3 s timeouts), the
+    shortest such block, in seconds; None otherwise."""
+    period_cv: float | None
     regularity: str
     pattern: str
     """One line saying what the cadence shows."""
@@ -135,13 +140,29 @@ class IdlePattern:
         return data
 
 
-def _regularity(cv: float | None, active_share: float) -> str:
+def repeat_period(counts: Sequence[float]) -> tuple[int, float] | None:
+    """The shortest block of p rounds (2 <= p <= len/3) whose sums are regular, and their CV.
+
+    A command on a cycle of p rounds sums to the same count over any p consecutive
+    rounds, whatever its phase, so non-overlapping blocks show it.
+    """
+    for p in range(2, len(counts) // 3 + 1):
+        blocks = [sum(counts[i : i + p]) for i in range(0, len(counts) - p + 1, p)]
+        mean = statistics.fmean(blocks)
+        if mean > 0 and (cv := statistics.pstdev(blocks) / mean) <= REGULAR_CV:
+            return p, cv
+    return None
+
+
+def _regularity(cv: float | None, active_share: float, period_s: float | None) -> str:
+    if cv is not None and cv <= REGULAR_CV:
+        return "regular"
+    if period_s is not None:
+        return f"regular every {period_s:g} s"
     if active_share < SPORADIC_SHARE:
         return "sporadic"
     if cv is None:
         return "one round only"
-    if cv <= REGULAR_CV:
-        return "regular"
     if cv <= FAIRLY_REGULAR_CV:
         return "fairly regular"
     return "irregular"
@@ -163,6 +184,7 @@ def idle_pattern(rows: Sequence[TelemetryRow]) -> IdlePattern:
     blocking_rate = blocking_calls / window if window else 0.0
     seconds_per_wait = blocked / blocking_rate if blocking_rate > 0 and blocked > 0 else None
 
+    step = statistics.median(found.interval_s) if found.interval_s else 1.0
     cadences = []
     for name, per_round in found.calls.items():
         rates = found.rates(name)
@@ -171,7 +193,9 @@ def idle_pattern(rows: Sequence[TelemetryRow]) -> IdlePattern:
         active = sum(1 for c in per_round if c > 0) / len(per_round) if per_round else 0.0
         mean = statistics.fmean(rates) if rates else 0.0
         cv = statistics.pstdev(rates) / mean if len(rates) > 1 and mean > 0 else None
-        regularity = _regularity(cv, active)
+        period = None if cv is not None and cv <= REGULAR_CV else repeat_period(per_round)
+        period_s, period_cv = (round(period[0] * step, 1), period[1]) if period else (None, None)
+        regularity = _regularity(cv, active, period_s)
         kind: Kind = (
             "blocking" if name in BLOCKING_COMMANDS else "polling" if name in POLLING_COMMANDS else "other"
         )
@@ -180,12 +204,16 @@ def idle_pattern(rows: Sequence[TelemetryRow]) -> IdlePattern:
             kind,
             rate,
             regularity,
-            cv,
+            cv if period_cv is None else period_cv,
             idle=idle,
             blocked=blocked,
             seconds_per_wait=seconds_per_wait if len(blocking_names) == 1 else None,
         )
-        cadences.append(Cadence(name, kind, total, rate, len(per_round), active, cv, regularity, pattern))
+        cadences.append(
+            Cadence(
+                name, kind, total, rate, len(per_round), active, cv, period_s, period_cv, regularity, pattern
+            )
+        )
     cadences.sort(key=lambda c: (-c.calls, c.command))
     return IdlePattern(
         window_s=window,
@@ -214,7 +242,7 @@ def _pattern(
 ) -> str:
     shown = name.upper()
     cv_text = f" (CV {cv:.2f})" if cv is not None else ""
-    steady = regularity in ("regular", "fairly regular")
+    steady = regularity.startswith("regular") or regularity == "fairly regular"
     if kind == "blocking":
         text = f"{shown}: {rate:,.1f} returns/s, {regularity}{cv_text}"
         if seconds_per_wait is not None:

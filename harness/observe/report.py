@@ -6,6 +6,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from harness.observe.cadence import Cadence
 from harness.observe.growth import Trend
 from harness.results.render import chart_link, fmt_bytes, markdown_table
 from harness.results.telemetry_charts import render_telemetry_charts, summary_markdown
@@ -129,14 +130,26 @@ def _commands_section(result: ObserveResult) -> str:
             c.kind,
             f"{c.rate_per_s:,.2f}",
             f"{c.calls:,}",
-            c.regularity + (f" (CV {c.cv:.2f})" if c.cv is not None else ""),
+            c.regularity
+            + (
+                f" (CV {c.period_cv:.2f} over {c.period_s:g} s)"
+                if c.period_cv is not None and c.period_s is not None
+                else f" (CV {c.cv:.2f})"
+                if c.cv is not None
+                else ""
+            ),
             f"{100 * c.active_share:.0f}%",
         ]
         for c in pattern.cadences
     ]
     table = markdown_table(["Command", "Kind", "calls/s", "calls", "regularity", "rounds with calls"], body)
-    notable = [f"- {c.pattern}" for c in pattern.cadences if c.kind in ("blocking", "polling")]
+    notable = [f"- {c.pattern}" for c in pattern.cadences if notable_cadence(c)]
     return "\n\n".join([" ".join(lines), table, *(["\n".join(notable)] if notable else [])])
+
+
+def notable_cadence(cadence: Cadence) -> bool:
+    """Worth a line of its own: a blocking command, or a steady polling loop."""
+    return cadence.kind == "blocking" or "polling loop" in cadence.pattern
 
 
 def _keys_section(result: ObserveResult) -> str:

@@ -18,7 +18,7 @@ from harness.observe import (
     observe,
 )
 from harness.observe.families import MAX_SCAN_COUNT, MAX_SCAN_KEYS, SCAN_COUNT
-from harness.observe.report import OBSERVE_MD
+from harness.observe.report import OBSERVE_MD, notable_cadence
 from queue_impl.service import duration_arg, positive_int_arg
 
 DEFAULT_OUT_ROOT = Path("results/observe")
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         + f"; observing cost {result.commands_per_s:,.1f} commands/s"
     )
     for cadence in pattern.cadences:
-        if cadence.kind in ("blocking", "polling"):
+        if notable_cadence(cadence):
             print(f"  {cadence.pattern}")
     print(os.fspath(out_dir / OBSERVE_MD))
     return 0
