@@ -126,7 +126,6 @@ def observe(
     bucket = TokenBucket(budget_per_s, burst=1)
     samples_max = math.ceil(duration_s / interval_s) + 2
     scan_cap = math.floor(budget_per_s * duration_s) - samples_max - HANDSHAKE_RESERVE
-    out_dir.mkdir(parents=True, exist_ok=True)
     with Telemetry(
         url,
         out_dir,
