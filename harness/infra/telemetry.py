@@ -49,6 +49,8 @@ source=telemetry, per node:
                                                every `commands*` and `calls*` figure above
     restarts                                   count: the node restarted (new run_id, counters
                                                went back); deltas restart from that sample
+    sample_errors                              count: the node could not be read this round
+                                               (its next delta row spans the gap)
     and once, at the end: telemetry_commands (commands), telemetry_cost_commands_per_s
     (commands/s), samples and sample_errors (count, node=all).
 
