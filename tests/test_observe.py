@@ -18,8 +18,9 @@ import pytest
 import redis
 
 from harness.infra.counting import command_stats
+from harness.infra.nodelink import ForbiddenCommandError, NodeLink
 from harness.infra.redis_server import RedisServerProcess
-from harness.infra.telemetry import COLUMNS, TELEMETRY_FILE, ForbiddenCommandError, NodeLink, TelemetryRow
+from harness.infra.telemetry import COLUMNS, TELEMETRY_FILE, TelemetryRow
 from harness.observe import MINIMAL_ACL, OBSERVE_COMMANDS, ObserveInputError, ObserveResult, observe
 from harness.observe.cadence import idle_pattern, repeat_period
 from harness.observe.families import key_family

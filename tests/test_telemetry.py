@@ -16,17 +16,14 @@ import redis
 from harness.infra.budget import TokenBucket
 from harness.infra.counting import command_stats
 from harness.infra.measured import MeasuredQueue
+from harness.infra.nodelink import ForbiddenCommandError, NodeLink, node_label, packed_command_names
 from harness.infra.redis_server import RedisServerProcess
 from harness.infra.telemetry import (
     COLUMNS,
     TELEMETRY_FILE,
-    ForbiddenCommandError,
-    NodeLink,
     Telemetry,
     TelemetryError,
     TelemetryRow,
-    node_label,
-    packed_command_names,
     read_telemetry,
     telemetry_for_run,
 )

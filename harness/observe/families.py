@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from harness.infra.telemetry import NodeLink
+from harness.infra.nodelink import NodeLink
 
 SCAN_COUNT = 100
 MAX_SCAN_COUNT = 1000
