@@ -29,6 +29,7 @@ VERB_MODULES = (
     "harness.verbs.profile",
     "harness.verbs.peers",
     "harness.verbs.chaos",
+    "harness.verbs.observe",
 )
 """Verb modules, in help order."""
 
