@@ -12,6 +12,7 @@ for what went wrong); each verb translates the ones a user can fix into `UsageEr
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Sequence
 from typing import NoReturn
@@ -94,3 +95,35 @@ def comma_list(text: str, allowed: Sequence[str], flag: str) -> list[str]:
             f"{flag}: unknown {', '.join(unknown) or 'empty list'}; expected some of {', '.join(allowed)}"
         )
     return chosen
+
+
+DEFAULT_TELEMETRY_INTERVAL_S = 1.0
+MIN_TELEMETRY_INTERVAL_S = 0.05
+"""Keep in step with `harness.infra.telemetry.MIN_INTERVAL_S` (a test checks they agree)."""
+
+
+def telemetry_interval(text: str) -> float:
+    """An argparse `type`: seconds between telemetry samples, 0 to switch sampling off."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds (0 switches telemetry off)"
+        ) from None
+    if not math.isfinite(value) or value < 0 or 0 < value < MIN_TELEMETRY_INTERVAL_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected 0 (off) or at least {MIN_TELEMETRY_INTERVAL_S:g} seconds"
+        )
+    return value
+
+
+def add_telemetry_argument(parser: argparse.ArgumentParser) -> None:
+    """`--telemetry-interval S`: the sampler beside every measuring verb (telemetry.csv)."""
+    parser.add_argument(
+        "--telemetry-interval",
+        type=telemetry_interval,
+        default=DEFAULT_TELEMETRY_INTERVAL_S,
+        metavar="S",
+        help="sample Redis INFO and the harness's CPU/RSS every S seconds into telemetry.csv "
+        f"(default {DEFAULT_TELEMETRY_INTERVAL_S:g}; 0: off)",
+    )

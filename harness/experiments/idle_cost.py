@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from harness.results.render import (
     spread_cell,
     values_of,
 )
-from harness.results.rows import Row, params
+from harness.results.rows import Row, params, parse_params
 from harness.results.stats import median
 from queue_impl.config import PRESETS, Variant, VariantError, parse_variant
 from queue_impl.worker import HEARTBEAT_INTERVAL_S
@@ -53,6 +54,8 @@ HEARTBEAT_COMMANDS = ("set", "lrange")
 """The pool's heartbeat thread, once per interval: SET renews the lease, LRANGE reads the
 processing list to hand back orphaned claims."""
 HANDSHAKE_COMMANDS = frozenset({"hello", "auth", "select"})
+SERIES_METRIC = "idle_calls"
+"""Calls of one command in each second of a window (params `command=...;t_s=N`, N = 1, 2, ...)."""
 
 
 def run(ctx: RunContext) -> list[Row]:
@@ -81,7 +84,7 @@ def _variants(ctx: RunContext) -> list[Variant]:
 
 def _measure(url: str, variant: Variant, *, window_s: float, windows: int) -> list[Row]:
     label = variant.label()
-    samples: list[tuple[float, Counter[str], int]] = []
+    samples: list[tuple[float, Counter[str], int, list[Counter[str]]]] = []
     with PoolRun(url, variant, workers=WORKERS, tag="idle") as run:
         run.start()
         time.sleep(SETTLE_S)
@@ -89,16 +92,22 @@ def _measure(url: str, variant: Variant, *, window_s: float, windows: int) -> li
             before = command_stats(run.admin)
             rt0, _ = run.counter.snapshot()
             started = time.perf_counter()
-            time.sleep(window_s)
+            # Read every second too (INFO on the admin connection, left out of the counts):
+            # the per-second series shows the waits' cadence, and the last read is the total.
+            ticks: list[Counter[str]] = []
+            last = before
+            for k in range(1, math.ceil(window_s - 1e-9) + 1):
+                time.sleep(max(0.0, started + min(k, window_s) - time.perf_counter()))
+                now = command_stats(run.admin)
+                ticks.append(_queue_commands(stats_delta(last, now)))
+                last = now
             seconds = time.perf_counter() - started
             rt1, _ = run.counter.snapshot()
-            delta = stats_delta(before, command_stats(run.admin))
-            # Connection handshakes and the harness's own CLIENT calls are not the queue's.
-            commands = Counter({n: c for n, c in delta.items() if not _handshake_or_harness(n)})
-            samples.append((seconds, commands, rt1 - rt0))
-    names = sorted(set().union(*(c for _, c, _ in samples)))
+            commands = _queue_commands(stats_delta(before, last))
+            samples.append((seconds, commands, rt1 - rt0, ticks))
+    names = sorted(set().union(*(c for _, c, _, _ in samples)))
     rows = []
-    for repeat, (seconds, commands, round_trips) in enumerate(samples):
+    for repeat, (seconds, commands, round_trips, ticks) in enumerate(samples):
 
         def row(metric: str, value: float, unit: str, **extra: object) -> Row:
             return Row(NAME, label, params(workers=WORKERS, **extra), metric, value, unit, repeat)  # noqa: B023
@@ -107,10 +116,18 @@ def _measure(url: str, variant: Variant, *, window_s: float, windows: int) -> li
             rows.append(
                 row("idle_commands_per_s", commands[command] / seconds, "commands/s", command=command)
             )
+            for t_s, tick in enumerate(ticks, start=1):
+                # Calls in the second ending at t_s (the last one may be shorter: window_s).
+                rows.append(row(SERIES_METRIC, tick[command], "calls", command=command, t_s=t_s))
         rows.append(row("idle_commands_per_s", sum(commands.values()) / seconds, "commands/s", command="all"))
         rows.append(row("idle_round_trips_per_s", round_trips / seconds, "round_trips/s"))
         rows.append(row("idle_window_s", seconds, "s"))
     return rows
+
+
+def _queue_commands(delta: Counter[str]) -> Counter[str]:
+    """Connection handshakes and the harness's own CLIENT calls are not the queue's."""
+    return Counter({n: c for n, c in delta.items() if not _handshake_or_harness(n)})
 
 
 def _handshake_or_harness(command: str) -> bool:
@@ -212,8 +229,17 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         "",
         _breakdown_table(mine),
         "",
+        "The second chart is the same count second by second (each preset's first window, "
+        f"`{SERIES_METRIC}` rows): a blocking wait shows as ticks when its timeouts expire "
+        "(the seed's BRPOPLPUSH waits 1 s, 1 s, then 3 s per cycle), a polling loop as a flat, "
+        "high line, and the heartbeat as one SET and one LRANGE per worker pool every "
+        f"{HEARTBEAT_INTERVAL_S:g} s.",
+        "",
     ]
     charts = [_chart(mine, charts_dir)] if presets else []
+    series_chart = _series_chart(mine, charts_dir)
+    if series_chart:
+        charts.append(series_chart)
     return Section(
         title=TITLE,
         markdown="\n".join(parts),
@@ -300,3 +326,39 @@ def _chart(rows: list[Row], charts_dir: Path) -> str:
     ax.set_title(f"Idle cost: {WORKERS} idle workers (seed: 300 → 0)")
     ax.legend(fontsize=7, ncol=2)
     return save_chart(fig, charts_dir, "idle_cost")
+
+
+def per_second_series(
+    rows: Sequence[Row], variant: str, repeat: int = 0
+) -> dict[str, list[tuple[int, float]]]:
+    """Command -> (second, calls in it) of one window, from the `idle_calls` rows."""
+    found: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r.metric == SERIES_METRIC and r.variant == variant and r.repeat == repeat:
+            p = parse_params(r.params)
+            found.setdefault(p["command"], []).append((int(p["t_s"]), r.value))
+    return {command: sorted(points) for command, points in sorted(found.items())}
+
+
+def _series_chart(rows: list[Row], charts_dir: Path) -> str | None:
+    """Calls per second in each preset's first window: the blocking waits' timeout ticks."""
+    variants = [v for v in dict.fromkeys(r.variant for r in rows if r.metric == SERIES_METRIC)]
+    ordered = [p for p in PRESET_COLUMNS if p in variants] + [v for v in variants if v not in PRESET_COLUMNS]
+    if not ordered:
+        return None
+    fig, _ = figure(height=1.9 * len(ordered) + 0.7)
+    fig.clf()
+    axes = fig.subplots(len(ordered), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, variant in zip(axes, ordered, strict=True):
+        top = 0.0
+        for command, points in per_second_series(rows, variant).items():
+            xs = [0, *(t for t, _ in points)]
+            ys = [points[0][1], *(v for _, v in points)]
+            ax.step(xs, ys, where="pre", marker=".", markersize=4, label=command.upper())
+            top = max(top, *ys)
+        ax.set_title(f"{variant}: calls in each second, {WORKERS} idle workers", fontsize=9, loc="left")
+        ax.set_ylabel("calls", fontsize=8)
+        ax.set_ylim(0, max(1.0, top) * 1.3)  # headroom for the legend
+        ax.legend(fontsize=7, ncol=3, loc="upper right")
+    axes[-1].set_xlabel("seconds into the first window (a value covers the second ending there)")
+    return save_chart(fig, charts_dir, "idle_cost_series")

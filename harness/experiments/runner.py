@@ -16,6 +16,7 @@ import redis
 
 from harness.experiments import EXPERIMENTS, RunContext, load_experiments
 from harness.infra.redis_server import ProvisionedRedis, redis_for_run
+from harness.infra.telemetry import DEFAULT_INTERVAL_S, TELEMETRY_FILE, telemetry_for_run, telemetry_meta
 from harness.results.report import render_results
 from harness.results.rows import METRICS_FILE, RUN_FILE, Row, run_metadata, write_metrics, write_run
 
@@ -63,12 +64,16 @@ def reproduce(
     experiments: Sequence[ModuleType],
     redis_url: str | None,
     progress: Progress,
+    telemetry_interval_s: float = DEFAULT_INTERVAL_S,
 ) -> dict[str, Any]:
     """Run `experiments` in order; returns run.json's content. A failing experiment is
-    recorded (run.json, report) and the next one runs; rows already measured are kept."""
+    recorded (run.json, report) and the next one runs; rows already measured are kept.
+    With `telemetry_interval_s` > 0 a sampler writes `telemetry.csv` beside the rows
+    (run.json's `telemetry` says what it cost Redis); 0 switches it off."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("error-*.txt"):  # a previous run's failures are not this run's
-        stale.unlink()
+    # A previous run's failures and telemetry are not this run's.
+    for stale in [*out_dir.glob("error-*.txt"), out_dir / TELEMETRY_FILE]:
+        stale.unlink(missing_ok=True)
     started = time.monotonic()
     rows: list[Row] = []
     results: dict[str, Any] = {}
@@ -87,40 +92,62 @@ def reproduce(
                 "command": ["qbench", *sys.argv[1:]],
             },
         )
-        for index, module in enumerate(experiments, start=1):
-            progress.experiment = module.NAME
-            progress(f"start ({index}/{len(experiments)}): {module.TITLE}")
-            ctx = RunContext(
-                url=server.url,
-                server=server.info,
-                quick=quick,
-                repeats=repeats,
-                out_dir=out_dir,
-                progress=progress,
+        sampling = telemetry_for_run(
+            server.url,
+            out_dir,
+            enabled=telemetry_interval_s > 0,
+            interval_s=telemetry_interval_s,
+            follow_children=True,
+        )
+        with sampling as telemetry:
+            for index, module in enumerate(experiments, start=1):
+                progress.experiment = module.NAME
+                progress(f"start ({index}/{len(experiments)}): {module.TITLE}")
+                ctx = RunContext(
+                    url=server.url,
+                    server=server.info,
+                    quick=quick,
+                    repeats=repeats,
+                    out_dir=out_dir,
+                    progress=progress,
+                )
+                t0 = time.monotonic()
+                telemetry_t0 = telemetry.elapsed_s() if telemetry is not None else None
+                try:
+                    new_rows = list(module.run(ctx))
+                except Exception as exc:  # one failing experiment must not lose the others' rows
+                    wall = time.monotonic() - t0
+                    detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                    results[module.NAME] = {
+                        "status": "error",
+                        "error": detail,
+                        "wall_s": round(wall, 3),
+                        "rows": 0,
+                    }
+                    (out_dir / f"error-{module.NAME}.txt").write_text(traceback.format_exc())
+                    progress(f"FAILED after {wall:.1f}s: {detail}")
+                else:
+                    wall = time.monotonic() - t0
+                    rows += new_rows
+                    results[module.NAME] = {"status": "ok", "wall_s": round(wall, 3), "rows": len(new_rows)}
+                    progress(f"done in {wall:.1f}s ({len(new_rows)} rows)")
+                if telemetry is not None and telemetry_t0 is not None:
+                    # Where the experiment lies on telemetry.csv's time axis (its charts mark it).
+                    results[module.NAME]["telemetry_t_s"] = [
+                        round(telemetry_t0, 2),
+                        round(telemetry.elapsed_s(), 2),
+                    ]
+                # Written after every experiment, so an interrupted run keeps what it measured.
+                write_metrics(out_dir / METRICS_FILE, rows)
+                meta["total_wall_s"] = round(time.monotonic() - started, 3)
+                write_run(out_dir / RUN_FILE, meta)
+        meta["telemetry"] = telemetry_meta(telemetry, interval_s=telemetry_interval_s)
+        if telemetry is not None:
+            progress.experiment = "telemetry"
+            progress(
+                f"{telemetry.summary.samples} samples; sampling cost Redis "
+                f"{telemetry.summary.cost_commands_per_s:.2f} commands/s (left out of every figure)"
             )
-            t0 = time.monotonic()
-            try:
-                new_rows = list(module.run(ctx))
-            except Exception as exc:  # one failing experiment must not lose the others' rows
-                wall = time.monotonic() - t0
-                detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                results[module.NAME] = {
-                    "status": "error",
-                    "error": detail,
-                    "wall_s": round(wall, 3),
-                    "rows": 0,
-                }
-                (out_dir / f"error-{module.NAME}.txt").write_text(traceback.format_exc())
-                progress(f"FAILED after {wall:.1f}s: {detail}")
-            else:
-                wall = time.monotonic() - t0
-                rows += new_rows
-                results[module.NAME] = {"status": "ok", "wall_s": round(wall, 3), "rows": len(new_rows)}
-                progress(f"done in {wall:.1f}s ({len(new_rows)} rows)")
-            # Written after every experiment, so an interrupted run keeps what it measured.
-            write_metrics(out_dir / METRICS_FILE, rows)
-            meta["total_wall_s"] = round(time.monotonic() - started, 3)
-            write_run(out_dir / RUN_FILE, meta)
     progress.experiment = "report"
     meta["total_wall_s"] = round(time.monotonic() - started, 3)
     rendering = time.monotonic()

@@ -338,6 +338,10 @@ class Telemetry(AbstractContextManager["Telemetry"]):
             # Slots missed on a busy machine are skipped, not bunched up.
             k = max(k + 1, math.floor((time.monotonic() - self._t0) / self.interval_s) + 1)
 
+    def elapsed_s(self) -> float:
+        """Seconds since the sampler started: the `t` axis of its rows."""
+        return self._now()
+
     # -- sampling ---------------------------------------------------------------------------------
     def _now(self) -> float:
         return time.monotonic() - self._t0
@@ -574,3 +578,25 @@ def telemetry_for_run(
     if not enabled:
         return contextlib.nullcontext(None)
     return Telemetry(nodes, out_dir, **kwargs)
+
+
+def telemetry_meta(telemetry: Telemetry | None, *, interval_s: float) -> dict[str, Any]:
+    """What run.json records about a run's sampling: where the rows are and what they cost.
+
+    `cost_commands_per_s` is what the sampler added to Redis (all nodes together); its
+    commands are already left out of every command figure of the run.
+    """
+    if telemetry is None:
+        return {"enabled": False, "interval_s": interval_s}
+    summary = telemetry.summary
+    return {
+        "enabled": True,
+        "file": telemetry.path.name if telemetry.path is not None else None,
+        "interval_s": summary.interval_s,
+        "samples": summary.samples,
+        "duration_s": round(summary.duration_s, 3),
+        "sample_errors": summary.sample_errors,
+        "restarts": summary.restarts,
+        "own_commands": dict(summary.own_commands),
+        "cost_commands_per_s": round(summary.cost_commands_per_s, 4),
+    }

@@ -152,8 +152,10 @@ def assemble_report(
     errors: Mapping[str, str],
     flags: Sequence[str],
     deterministic_count: int,
+    telemetry: str = "",
 ) -> str:
-    """REPORT.md: run facts, the summary of every verdict, the determinism check, the sections."""
+    """REPORT.md: run facts, the summary of every verdict, the determinism check, the sections,
+    then `telemetry` (the "What Redis did" section) when the run was sampled."""
     parts = ["# qbench reproduce: the seed's claims, measured", "", _run_facts(meta), ""]
     parts += ["## Summary", "", _summary(sections, errors), ""]
     parts += ["## Determinism check", ""]
@@ -173,6 +175,8 @@ def assemble_report(
         parts += [f"## {section.title}", f"<!-- experiment: {name} -->", "", section.markdown.strip(), ""]
         for chart in section.charts:
             parts += [chart_link(chart), ""]
+    if telemetry:
+        parts += [telemetry.strip(), ""]
     for name, message in errors.items():
         if name not in {n for n, _ in sections}:
             parts += [f"## {name}: failed", "", f"The experiment failed: `{message}`.", ""]

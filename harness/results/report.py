@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.experiments import Section, load_experiments
+from harness.infra.telemetry import TELEMETRY_FILE, read_telemetry
 from harness.results.render import assemble_report, determinism_flags, deterministic_series_count
 from harness.results.rows import METRICS_FILE, Row, read_metrics, read_run
+from harness.results.telemetry_charts import Span, telemetry_section
 
 REPORT_FILE = "REPORT.md"
 CHARTS_DIR = "charts"
@@ -51,13 +53,34 @@ def render_results(
             meta.setdefault("render_errors", {})[name] = detail
             continue
         sections.append((name, section))
+    telemetry = ""
+    if (out_dir / TELEMETRY_FILE).is_file():
+        try:
+            telemetry = telemetry_section(
+                read_telemetry(out_dir / TELEMETRY_FILE), charts_dir, spans=experiment_spans(meta)
+            )
+        except Exception as exc:  # a broken telemetry file must not hide the experiments
+            detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            errors["telemetry"] = f"render failed: {detail}"
+            meta.setdefault("render_errors", {})["telemetry"] = detail
     text = assemble_report(
         sections=sections,
         meta=meta,
         errors=errors,
         flags=determinism_flags(rows),
         deterministic_count=deterministic_series_count(rows),
+        telemetry=telemetry,
     )
     path = out_dir / REPORT_FILE
     path.write_text(text)
     return path
+
+
+def experiment_spans(meta: dict[str, Any]) -> list[Span]:
+    """Each experiment's stretch of telemetry.csv's time axis, as run.json recorded it."""
+    spans: list[Span] = []
+    for name, info in meta.get("experiments", {}).items():
+        t = info.get("telemetry_t_s") if isinstance(info, dict) else None
+        if isinstance(t, list) and len(t) == 2:
+            spans.append((name, float(t[0]), float(t[1])))
+    return spans

@@ -14,14 +14,16 @@ such). Several nodes are summed per sampling round where a chart shows one total
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.infra.telemetry import TelemetryRow
-from harness.results.render import figure, fmt_bytes, markdown_table, save_chart
+from harness.results.render import chart_link, figure, fmt_bytes, markdown_table, save_chart
 
 TOP_COMMANDS = 8
 """Commands drawn on their own in the stacked chart; the rest are summed as `other`."""
@@ -118,94 +120,160 @@ def by_round(
 
 
 # -- charts -----------------------------------------------------------------------------------------
-def render_telemetry_charts(rows: Sequence[TelemetryRow], charts_dir: Path) -> list[str]:
-    """Draw every chart that has data; returns the PNG names (relative to `charts_dir`)."""
+Span = tuple[str, float, float]
+"""(label, start t, end t): a stretch of the run to mark on the time axis (e.g. an experiment)."""
+
+
+def render_telemetry_charts(
+    rows: Sequence[TelemetryRow], charts_dir: Path, *, spans: Sequence[Span] = ()
+) -> list[str]:
+    """Draw every chart that has data; returns the PNG names (relative to `charts_dir`).
+
+    `spans` are shaded and labelled on the command charts (what the run was doing when).
+    """
     drawn = []
     for draw in (_ops_by_command, _memory, _clients, _cpu, _command_series):
-        name = draw(rows, charts_dir)
+        name = draw(rows, charts_dir, spans)
         if name:
             drawn.append(name)
     return drawn
 
 
-def _ops_by_command(rows: Sequence[TelemetryRow], charts_dir: Path) -> str | None:
+def _mark_spans(ax: Any, spans: Sequence[Span], *, labels: bool = True) -> None:
+    """Alternate light bands per span, the label at the top of each band."""
+    for i, (label, start, end) in enumerate(spans):
+        if end <= start:
+            continue
+        if i % 2 == 0:
+            ax.axvspan(start, end, color="grey", alpha=0.10, linewidth=0)
+        if labels:
+            ax.annotate(
+                label,
+                ((start + end) / 2, 1.0),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                va="top",
+                fontsize=6,
+                rotation=90,
+                color="dimgrey",
+            )
+
+
+def _draw_ops(ax: Any, rows: Sequence[TelemetryRow], *, legend: bool = True, top: int = TOP_COMMANDS) -> bool:
+    """Stacked calls/s per command (the `top` most called, the rest as `other`)."""
     found = rounds(rows)
     if not found.ts or not found.calls:
-        return None
+        return False
     ranked = list(command_totals(rows))
-    shown = ranked[:TOP_COMMANDS]
+    shown = ranked[:top]
     stacks = [found.rates(name) for name in shown]
     labels = [name.upper() for name in shown]
-    rest = ranked[TOP_COMMANDS:]
+    rest = ranked[top:]
     if rest:
         rest_rates = [found.rates(name) for name in rest]
         stacks.append([sum(column) for column in zip(*rest_rates, strict=True)])
         labels.append(f"other ({len(rest)})")
-    fig, (ax,) = figure(width=7.5)
     edges, stacks = _interval_steps(found.ts, stacks, found.interval_s[0])
     ax.stackplot(edges, stacks, labels=labels, step="post")
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("calls/s (sampler's own left out)")
-    ax.set_title("Redis commands per second, by command")
-    ax.legend(loc="upper left", fontsize=7, ncol=2)
-    return save_chart(fig, charts_dir, "telemetry_ops_by_command")
+    if legend:
+        ax.legend(loc="upper left", fontsize=7, ncol=2)
+    return True
 
 
-def _memory(rows: Sequence[TelemetryRow], charts_dir: Path) -> str | None:
+def _draw_memory(ax: Any, rows: Sequence[TelemetryRow], *, legend: bool = True) -> bool:
     used = series(rows, "redis", "used_memory_bytes")
     rss = series(rows, "redis", "used_memory_rss_bytes")
     if not used:
-        return None
-    fig, (ax,) = figure()
+        return False
     for node, points in used.items():
         ax.plot(*_xy(points, 1e-6), label=f"used_memory {node}")
     for node, points in rss.items():
         ax.plot(*_xy(points, 1e-6), linestyle="--", label=f"RSS {node}")
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("MB")
-    ax.set_title("Redis memory")
-    ax.legend(fontsize=7)
-    return save_chart(fig, charts_dir, "telemetry_memory")
+    if legend:
+        ax.legend(fontsize=7)
+    return True
 
 
-def _clients(rows: Sequence[TelemetryRow], charts_dir: Path) -> str | None:
+def _draw_clients(ax: Any, rows: Sequence[TelemetryRow], *, legend: bool = True) -> bool:
     connected = series(rows, "redis", "connected_clients")
     blocked = series(rows, "redis", "blocked_clients")
     if not connected:
-        return None
-    fig, (ax,) = figure()
+        return False
     for node, points in connected.items():
         ax.step(*_xy(points), where="post", label=f"connected {node}")
     for node, points in blocked.items():
         ax.step(*_xy(points), where="post", linestyle="--", label=f"blocked {node}")
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("clients (sampler's own left out)")
-    ax.set_title("Redis clients")
-    ax.legend(fontsize=7)
-    return save_chart(fig, charts_dir, "telemetry_clients")
+    if legend:
+        ax.legend(fontsize=7)
+    return True
 
 
-def _cpu(rows: Sequence[TelemetryRow], charts_dir: Path) -> str | None:
+def _draw_cpu(ax: Any, rows: Sequence[TelemetryRow], *, legend: bool = True, processes: int = 6) -> bool:
     redis_cpu = series(rows, "redis", "cpu_s_per_s")
     harness_cpu = series(rows, "harness", "cpu_s_per_s")
     if not redis_cpu and not harness_cpu:
-        return None
-    fig, (ax,) = figure()
+        return False
     for node, points in redis_cpu.items():
         ax.plot(*_xy(points, 100), label=f"redis-server {node}")
-    processes = [node for node in harness_cpu if node != "all"]
-    if len(processes) > 1 and "all" in harness_cpu:
+    named = [node for node in harness_cpu if node != "all"]
+    if len(named) > 1 and "all" in harness_cpu:
         ax.plot(*_xy(harness_cpu["all"], 100), linestyle="--", label="harness, all processes")
-    for node in processes[:6]:
+    for node in named[:processes]:
         ax.plot(*_xy(harness_cpu[node], 100), linestyle=":", label=f"harness {node}")
+    if legend:
+        ax.legend(fontsize=7)
+    return True
+
+
+def _ops_by_command(rows: Sequence[TelemetryRow], charts_dir: Path, spans: Sequence[Span] = ()) -> str | None:
+    fig, (ax,) = figure(width=7.5)
+    if not _draw_ops(ax, rows):
+        _close(fig)
+        return None
+    _mark_spans(ax, spans)
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("calls/s (sampler's own left out)")
+    ax.set_title("Redis commands per second, by command")
+    return save_chart(fig, charts_dir, "telemetry_ops_by_command")
+
+
+def _memory(rows: Sequence[TelemetryRow], charts_dir: Path, spans: Sequence[Span] = ()) -> str | None:
+    fig, (ax,) = figure()
+    if not _draw_memory(ax, rows):
+        _close(fig)
+        return None
+    _mark_spans(ax, spans, labels=False)
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("MB")
+    ax.set_title("Redis memory")
+    return save_chart(fig, charts_dir, "telemetry_memory")
+
+
+def _clients(rows: Sequence[TelemetryRow], charts_dir: Path, spans: Sequence[Span] = ()) -> str | None:
+    fig, (ax,) = figure()
+    if not _draw_clients(ax, rows):
+        _close(fig)
+        return None
+    _mark_spans(ax, spans, labels=False)
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("clients (sampler's own left out)")
+    ax.set_title("Redis clients")
+    return save_chart(fig, charts_dir, "telemetry_clients")
+
+
+def _cpu(rows: Sequence[TelemetryRow], charts_dir: Path, spans: Sequence[Span] = ()) -> str | None:
+    fig, (ax,) = figure()
+    if not _draw_cpu(ax, rows):
+        _close(fig)
+        return None
+    _mark_spans(ax, spans, labels=False)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("% of one core (user + sys)")
     ax.set_title("CPU: Redis beside the harness")
-    ax.legend(fontsize=7)
     return save_chart(fig, charts_dir, "telemetry_cpu")
 
 
-def _command_series(rows: Sequence[TelemetryRow], charts_dir: Path) -> str | None:
+def _command_series(rows: Sequence[TelemetryRow], charts_dir: Path, spans: Sequence[Span] = ()) -> str | None:
     found = rounds(rows)
     if not found.ts or not found.calls:
         return None
@@ -219,11 +287,120 @@ def _command_series(rows: Sequence[TelemetryRow], charts_dir: Path) -> str | Non
         edges, (values,) = _interval_steps(ts, [calls[name]], found.interval_s[0])
         (line,) = ax.step(edges, values, where="post")
         ax.plot(ts, calls[name], linestyle="none", marker=".", markersize=3, color=line.get_color())
+        _mark_spans(ax, spans, labels=ax is axes[0])
         ax.set_ylabel("calls", fontsize=8)
         ax.set_title(f"{name.upper()}: calls per {step:.3g} s interval", fontsize=9, loc="left")
         ax.set_ylim(bottom=0)
     axes[-1].set_xlabel("seconds since start")
     return save_chart(fig, charts_dir, "telemetry_command_series")
+
+
+def _close(fig: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+# -- several sampled segments of one run (peers: one per driver; chaos: one per case) -----------
+SEGMENT_KINDS = (
+    ("ops_by_command", "Redis calls/s by command (stacked)", "calls/s", _draw_ops),
+    ("memory", "Redis memory", "MB", _draw_memory),
+    ("clients", "Redis clients (connected, blocked)", "clients", _draw_clients),
+    ("cpu", "CPU: redis-server beside the harness", "% of one core", _draw_cpu),
+)
+
+
+def render_segment_charts(
+    segments: Mapping[str, Sequence[TelemetryRow]], charts_dir: Path, *, stem: str, title: str
+) -> list[str]:
+    """One small-multiples chart per kind (commands, memory, clients, CPU): a panel per
+    segment (its own telemetry file), all from the rows. Returns the PNG names."""
+    names = [name for name, rows in segments.items() if any(r.source == "redis" for r in rows)]
+    if not names:
+        return []
+    drawn = []
+    ncols = 2 if len(names) > 1 else 1
+    nrows = math.ceil(len(names) / ncols)
+    for kind, what, unit, draw in SEGMENT_KINDS:
+        fig, _ = figure(width=4.2 * ncols, height=2.1 * nrows + 0.8)
+        fig.clf()
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        any_drawn = False
+        for ax, name in zip(axes, names, strict=False):
+            shown = draw(ax, segments[name], legend=False)
+            any_drawn |= shown
+            ax.set_title(name, fontsize=8, loc="left")
+            ax.tick_params(labelsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=5, loc="upper right", ncol=2 if kind == "ops_by_command" else 1)
+            if not shown:
+                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, fontsize=7)
+        for ax in axes[len(names) :]:
+            ax.set_visible(False)
+        if not any_drawn:
+            _close(fig)
+            continue
+        fig.suptitle(f"{title}: {what}", fontsize=10)
+        fig.supxlabel("seconds since the segment started", fontsize=8)
+        fig.supylabel(unit, fontsize=8)
+        drawn.append(save_chart(fig, charts_dir, f"{stem}_{kind}"))
+    return drawn
+
+
+def _per_node_sum(rows: Sequence[TelemetryRow], source: str, metric: str) -> float:
+    """A count summed over the per-node rows (the end-of-run `node=all` total left out)."""
+    return sum(r.value for r in rows if r.source == source and r.metric == metric and r.node != "all")
+
+
+def segments_table(segments: Mapping[str, Sequence[TelemetryRow]], *, label: str = "segment") -> str:
+    """A Markdown table, one line per segment: commands/s, top command, CPU, memory, clients,
+    restarts and what sampling cost. Every figure leaves the sampler's own commands out."""
+    body = []
+    for name, rows in segments.items():
+        window = window_s(rows)
+        if not any(r.source == "redis" for r in rows):
+            body.append([name, "-", "-", "-", "-", "-", "-", "-", "-"])
+            continue
+        commands = sum(r.value for r in rows if r.source == "redis" and r.metric == "commands")
+        totals = command_totals(rows)
+        top = next(iter(totals.items()), None)
+        redis_cpu = _Stat.of(_summed(rows, "redis", "cpu_s_per_s"))
+        harness_cpu = _Stat.of(_summed(rows, "harness", "cpu_s_per_s", node="all"))
+        memory = _Stat.of(_summed(rows, "redis", "used_memory_bytes"))
+        connected = _Stat.of(_summed(rows, "redis", "connected_clients"))
+        blocked = _Stat.of(_summed(rows, "redis", "blocked_clients"))
+        restarts = _per_node_sum(rows, "telemetry", "restarts")
+        errors = _per_node_sum(rows, "telemetry", "sample_errors")
+        cost = sum(r.value for r in rows if r.metric == "telemetry_cost_commands_per_s")
+        body.append(
+            [
+                name,
+                f"{window:,.0f}",
+                f"{commands / window:,.1f}" if window else "-",
+                f"{top[0].upper()} {top[1] / window:,.1f}/s" if top and window else "-",
+                f"{100 * redis_cpu.mean:.0f} / {100 * harness_cpu.mean:.0f}"
+                if redis_cpu and harness_cpu
+                else "-",
+                fmt_bytes(memory.max) if memory else "-",
+                f"{connected.max:.0f} / {blocked.max:.0f}" if connected and blocked else "-",
+                f"{restarts:.0f} / {errors:.0f}",
+                f"{cost:.2f}",
+            ]
+        )
+    return markdown_table(
+        [
+            label,
+            "sampled s",
+            "commands/s",
+            "most called",
+            "CPU % redis / harness",
+            "used_memory max",
+            "clients max (conn / blocked)",
+            "restarts / failed samples",
+            "sampler commands/s",
+        ],
+        body,
+    )
 
 
 def _interval_steps(
@@ -311,3 +488,38 @@ def summary_markdown(rows: Sequence[TelemetryRow]) -> str:
     add("harness CPU %", [100 * v for v in _summed(rows, "harness", "cpu_s_per_s", node="all")])
     table = markdown_table(["metric", "mean", "max", "last"], body)
     return " ".join(parts) + "\n\n" + table + "\n"
+
+
+def sampler_cost(rows: Sequence[TelemetryRow]) -> float:
+    """Commands/s the sampler itself added to Redis, all nodes (0 if the run had no end row)."""
+    return sum(r.value for r in rows if r.metric == "telemetry_cost_commands_per_s")
+
+
+def telemetry_section(
+    rows: Sequence[TelemetryRow],
+    charts_dir: Path,
+    *,
+    heading: str = "##",
+    title: str = "What Redis did",
+    file_name: str = "telemetry.csv",
+    spans: Sequence[Span] = (),
+) -> str:
+    """A report section: what sampling was, its cost, the summary table and every chart
+    (drawn into `charts_dir`, linked as `charts/NAME`), from `rows` alone."""
+    charts = render_telemetry_charts(rows, charts_dir, spans=spans)
+    parts = [
+        f"{heading} {title}",
+        "",
+        f"Sampled beside the whole run (`{file_name}`: `INFO` once per interval on a connection of "
+        "its own, and /proc for the harness's own processes, Locust and workers included). "
+        "The sampler's own commands are counted as sent and left out of every command figure, "
+        "here and in the measured counts (which leave `INFO` out); sampling cost Redis "
+        f"**{sampler_cost(rows):.2f} commands/s**."
+        + (" Shaded bands on the charts mark what the run was doing (from run.json)." if spans else ""),
+        "",
+        summary_markdown(rows).strip(),
+        "",
+    ]
+    for name in charts:
+        parts += [chart_link(name), ""]
+    return "\n".join(parts)

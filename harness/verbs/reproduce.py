@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import UsageError, add_redis_url_argument
+from harness.errors import UsageError, add_redis_url_argument, add_telemetry_argument
 from harness.experiments.runner import (
     DEFAULT_REPEATS,
     EXPERIMENT_NAMES,
@@ -52,6 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help=f"repeats of every measurement (default {DEFAULT_REPEATS}; timings need >= 3)",
     )
     add_redis_url_argument(parser)
+    add_telemetry_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         experiments=experiments,
         redis_url=args.redis_url,
         progress=progress,
+        telemetry_interval_s=args.telemetry_interval,
     )
     if exit_code(meta):
         failed = [name for name, info in meta["experiments"].items() if info.get("status") != "ok"]
