@@ -20,6 +20,8 @@ from typing import Any
 from harness.infra.census import take_census
 from harness.infra.measured import load_scripts, unique_namespace
 from harness.infra.redis_server import ProvisionedRedis, free_port, redis_for_run
+from harness.infra.telemetry import DEFAULT_INTERVAL_S, TELEMETRY_FILE, telemetry_for_run, telemetry_meta
+from harness.load.report import write_load_report
 from harness.results.rows import (
     METRICS_FILE,
     RUN_FILE,
@@ -119,8 +121,10 @@ def run_load(
     redis_url: str | None = None,
     during: DuringRun | None = None,
     progress: Callable[[str], None] = print,
+    telemetry_interval_s: float = DEFAULT_INTERVAL_S,
 ) -> LoadRun:
     load_before = os.getloadavg()
+    (out_dir / TELEMETRY_FILE).unlink(missing_ok=True)  # a previous run's is not this one's
     started = time.time()
     with redis_for_run(redis_url) as server, tempfile.TemporaryDirectory(prefix="qbench-load-") as tmp:
         namespace = unique_namespace(f"load-{plan.workload.name}")
@@ -133,6 +137,16 @@ def run_load(
             if prefilled:
                 progress(f"prefilled {prefilled} jobs")
             with contextlib.ExitStack() as stack:
+                # Locust's processes, the API and a profiled worker are children: sampled too.
+                telemetry = stack.enter_context(
+                    telemetry_for_run(
+                        server.url,
+                        out_dir,
+                        enabled=telemetry_interval_s > 0,
+                        interval_s=telemetry_interval_s,
+                        follow_children=True,
+                    )
+                )
                 host = "http://127.0.0.1"
                 if "http_submit" in plan.workload.user_mix:
                     host = stack.enter_context(api_server(server.url, plan.variant, namespace))
@@ -171,6 +185,7 @@ def run_load(
                 "load_avg_after": os.getloadavg(),
                 "wall_s": round(time.time() - started, 1),
                 "latency_note": "percentiles from every sample in float ms (Locust's own are rounded)",
+                "telemetry": telemetry_meta(telemetry, interval_s=telemetry_interval_s),
             },
         )
     stats_path = out_dir / "locust.json"
@@ -530,6 +545,7 @@ def write_results(run: LoadRun, *, charts: bool = True) -> list[Row]:
     run.meta["charts"] = render_charts(rows, run.out_dir, title) if charts else []
     run.meta["job_census"] = run.census
     write_run(run.out_dir / RUN_FILE, run.meta)
+    write_load_report(run.out_dir, rows, run.meta, charts=charts)  # REPORT.md, telemetry charts
     return rows
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import UsageError, add_redis_url_argument
+from harness.errors import UsageError, add_redis_url_argument, add_telemetry_argument
 from harness.load.runner import DEFAULT_OUT_ROOT, LoadError, LoadPlan, run_load, summary, write_results
 from queue_impl.config import VariantError, parse_variant, toggle_help
 from scenarios.workload import Workload, WorkloadError, describe_workloads, load_workload
@@ -49,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "writes metrics.csv, run.json, Locust's own stats and charts, and checks that no job was lost.",
     )
     add_common_arguments(parser)
+    add_telemetry_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -95,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
         f"load {plan.workload.name} · {plan.label}: {plan.users} users for {plan.duration_s:g} s", flush=True
     )
     try:
-        result = run_load(plan, out_dir, redis_url=args.redis_url)
+        result = run_load(
+            plan, out_dir, redis_url=args.redis_url, telemetry_interval_s=args.telemetry_interval
+        )
     except LoadError as exc:
         print(f"qbench: error: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from harness.errors import UsageError
+from harness.load.report import write_load_report
+from harness.load.runner import render_charts
 from harness.results.notebook import NotebookError, render_notebook
 from harness.results.report import render_results
 from harness.results.rows import METRICS_FILE, read_metrics, read_run
@@ -45,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
         rows = read_metrics(out_dir / METRICS_FILE)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if meta.get("mode") == "load":  # a `qbench load` run: its charts and REPORT.md
+        render_charts(rows, out_dir, f"{meta.get('scenario', '?')} · {meta.get('variant', '?')}")
+        print(write_load_report(out_dir, rows, meta))
+        return 0
     path = render_results(out_dir, rows=rows, meta=meta)
     print(path)
     failed = "render_errors" in meta
