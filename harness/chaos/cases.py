@@ -23,6 +23,7 @@ from harness.chaos.handlers import JOB_TYPE, LOG_DIR_ENV, ExecutionLog, Executio
 from harness.infra.delay_proxy import DelayProxy
 from harness.infra.measured import seed_due_jobs, unique_namespace
 from harness.infra.redis_server import RedisServerProcess, _die_with_parent, redis_for_run
+from harness.infra.telemetry import DEFAULT_INTERVAL_S, SegmentTelemetry
 from harness.results.rows import (
     METRICS_FILE,
     RUN_FILE,
@@ -33,6 +34,7 @@ from harness.results.rows import (
     write_metrics,
     write_run,
 )
+from harness.results.telemetry_charts import SEGMENTS_DIR, segments_section
 from queue_impl.config import PRESETS, Variant
 from queue_impl.connection import make_client
 from queue_impl.job import PRIORITY_ORDER, Job, as_text
@@ -484,7 +486,12 @@ def done_count(log: ExecutionLog, submitted: list[str]) -> Callable[[], int]:
 
 # -- case 3: Redis restarted mid-run -------------------------------------------------------------
 def run_redis_restart(
-    preset: str, persistence: str, scale: ChaosScale, rng: random.Random, work_dir: Path
+    preset: str,
+    persistence: str,
+    scale: ChaosScale,
+    rng: random.Random,
+    work_dir: Path,
+    sampling: SegmentTelemetry | None = None,
 ) -> Outcome:
     """Crash (SIGKILL) a Redis this run started, mid-run, and start it again on the same port."""
     variant = chaos_variant(preset)
@@ -492,39 +499,44 @@ def run_redis_restart(
     log = ExecutionLog(work_dir / f"restart-{preset}-{persistence}" / "pool.log")
     server = RedisServerProcess(extra_args=PERSISTENCE[persistence])
     server.start()
+    segment = (sampling or SegmentTelemetry(None)).segment(
+        server.url, f"redis_restart-{persistence}-{preset}"
+    )
     try:
-        producer_queue = open_queue(server.url, variant, namespace)
-        producer = Producer(
-            producer_queue, chaos_jobs(scale.restart_jobs, rng, scale), burst=20, pause_s=0.08
-        )
-        with running_services(server.url, variant, namespace, scale, log) as (pool, scheduler):
-            producer.start()
-            while len(producer.submitted) < scale.restart_jobs // 2:
-                time.sleep(0.01)
-            assert server.proc is not None
-            server.proc.send_signal(signal.SIGKILL)  # a crash: no shutdown save, no final fsync
-            server.proc.wait()
-            time.sleep(0.3)
-            server.restart()
-            producer.join()
-            wait_drained(
-                producer_queue, done_count(log, producer.submitted), len(producer.submitted), quiet_s=1.0
+        # Sampled on the server it crashes: its rows show failed samples, then a restart.
+        with segment:
+            producer_queue = open_queue(server.url, variant, namespace)
+            producer = Producer(
+                producer_queue, chaos_jobs(scale.restart_jobs, rng, scale), burst=20, pause_s=0.08
             )
-        outcome = tally(
-            case="redis_restart",
-            preset=preset,
-            setting=persistence,
-            submitted=producer.submitted,
-            executions=read_executions(log.path.parent),
-            dead_ids=dead_ids(producer_queue),
-        )
-        outcome.extra = {
-            "producer_retries": producer.retries,
-            "worker_redis_errors": pool.counters.redis_errors,
-            "scheduler_redis_errors": scheduler.counters.redis_errors,
-        }
-        close_queue(producer_queue)
-        return outcome
+            with running_services(server.url, variant, namespace, scale, log) as (pool, scheduler):
+                producer.start()
+                while len(producer.submitted) < scale.restart_jobs // 2:
+                    time.sleep(0.01)
+                assert server.proc is not None
+                server.proc.send_signal(signal.SIGKILL)  # a crash: no shutdown save, no final fsync
+                server.proc.wait()
+                time.sleep(0.3)
+                server.restart()
+                producer.join()
+                wait_drained(
+                    producer_queue, done_count(log, producer.submitted), len(producer.submitted), quiet_s=1.0
+                )
+            outcome = tally(
+                case="redis_restart",
+                preset=preset,
+                setting=persistence,
+                submitted=producer.submitted,
+                executions=read_executions(log.path.parent),
+                dead_ids=dead_ids(producer_queue),
+            )
+            outcome.extra = {
+                "producer_retries": producer.retries,
+                "worker_redis_errors": pool.counters.redis_errors,
+                "scheduler_redis_errors": scheduler.counters.redis_errors,
+            }
+            close_queue(producer_queue)
+            return outcome
     finally:
         log.close()
         server.stop()
@@ -602,20 +614,28 @@ def run_cases(
     seed: int,
     work_dir: Path,
     progress: Callable[[str], None] = print,
+    sampling: SegmentTelemetry | None = None,
 ) -> list[Outcome]:
+    """Every case under every preset; with `sampling`, each one sampled into a file of its own."""
     rng = random.Random(seed)
     outcomes: list[Outcome] = []
+    sampling = sampling or SegmentTelemetry(None)
     for case in cases:
         for preset in presets:
             started = time.monotonic()
-            if case == "worker_kill":
-                found = [run_worker_kill(url, preset, scale, rng, work_dir)]
-            elif case == "scheduler_race":
-                found = [run_scheduler_race(url, preset, scale)]
-            elif case == "redis_restart":
-                found = [run_redis_restart(preset, p, scale, rng, work_dir) for p in scale.restart_settings]
+            if case == "redis_restart":  # each on a server of its own, sampled there
+                found = [
+                    run_redis_restart(preset, p, scale, rng, work_dir, sampling)
+                    for p in scale.restart_settings
+                ]
             else:
-                found = [run_proxy_faults(url, preset, scale, rng, work_dir)]
+                with sampling.segment(url, f"{case}-{preset}"):
+                    if case == "worker_kill":
+                        found = [run_worker_kill(url, preset, scale, rng, work_dir)]
+                    elif case == "scheduler_race":
+                        found = [run_scheduler_race(url, preset, scale)]
+                    else:
+                        found = [run_proxy_faults(url, preset, scale, rng, work_dir)]
             for o in found:
                 progress(
                     f"{case:<15} {o.setting:<14} {preset:<10} submitted {o.submitted:>5}  "
@@ -716,12 +736,22 @@ def run_chaos(
     seed: int,
     out: Path,
     mode: str,
+    telemetry_interval_s: float = DEFAULT_INTERVAL_S,
 ) -> list[Outcome]:
-    """Run the cases and write `metrics.csv`, `run.json` and `RELIABILITY.md` to `out`."""
+    """Run the cases and write `metrics.csv`, `run.json` and `RELIABILITY.md` to `out`
+    (and, sampled, `telemetry/<case>-<preset>.csv` per case; `telemetry_interval_s` 0: off)."""
     started = time.monotonic()
+    sampling = SegmentTelemetry(out / SEGMENTS_DIR, interval_s=telemetry_interval_s)
+    sampling.clear()
     with redis_for_run(redis_url) as server, tempfile.TemporaryDirectory(prefix="qbench-chaos-") as tmp:
         outcomes = run_cases(
-            server.url, cases=cases, presets=presets, scale=scale, seed=seed, work_dir=Path(tmp)
+            server.url,
+            cases=cases,
+            presets=presets,
+            scale=scale,
+            seed=seed,
+            work_dir=Path(tmp),
+            sampling=sampling,
         )
         server_info = server.info.as_dict()
     rows = [row for o in outcomes for row in o.rows()]
@@ -737,8 +767,23 @@ def run_chaos(
             "seed": seed,
             "elapsed_s": round(time.monotonic() - started, 1),
             "restart_server": "a redis-server started by this run (same binary), crashed with SIGKILL",
+            "telemetry": {"interval_s": telemetry_interval_s, "segments": sampling.meta},
         },
     )
     write_run(out / RUN_FILE, meta)
-    (out / REPORT_FILE).write_text(render_markdown(rows))
+    (out / REPORT_FILE).write_text(render_markdown(rows) + chaos_telemetry(out, order=list(sampling.meta)))
     return outcomes
+
+
+def chaos_telemetry(out: Path, *, order: Sequence[str] = ()) -> str:
+    """RELIABILITY.md's "What Redis did": each case's telemetry file, side by side."""
+    section = segments_section(
+        out / SEGMENTS_DIR,
+        out / "charts",
+        order=order,
+        label="case",
+        stem="chaos_telemetry",
+        intro="Redis and the harness during each case (a restarted server shows as failed samples "
+        "and a restart; killed workers come and go in the harness's processes).",
+    )
+    return "\n" + section if section else ""

@@ -70,7 +70,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -600,3 +600,40 @@ def telemetry_meta(telemetry: Telemetry | None, *, interval_s: float) -> dict[st
         "own_commands": dict(summary.own_commands),
         "cost_commands_per_s": round(summary.cost_commands_per_s, 4),
     }
+
+
+class SegmentTelemetry:
+    """One telemetry file per segment of a run (a peers driver, a chaos case), each on the
+    segment's own server: `<out_dir>/<name>.csv`. `meta` collects `telemetry_meta` per
+    segment. `interval_s` 0 (or `out_dir` None) samples nothing."""
+
+    def __init__(self, out_dir: Path | None, *, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        self.out_dir = out_dir
+        self.interval_s = interval_s
+        self.enabled = out_dir is not None and interval_s > 0
+        self.meta: dict[str, dict[str, Any]] = {}
+
+    def clear(self) -> None:
+        """Remove a previous run's segment files (they are not this run's)."""
+        if self.out_dir is not None:
+            for stale in self.out_dir.glob("*.csv"):
+                stale.unlink()
+
+    @contextlib.contextmanager
+    def segment(self, nodes: str | Sequence[str], name: str) -> Iterator[Telemetry | None]:
+        """Sample `nodes` (and this process's children) while the block runs."""
+        sampling = telemetry_for_run(
+            nodes,
+            self.out_dir,
+            enabled=self.enabled,
+            interval_s=self.interval_s or DEFAULT_INTERVAL_S,
+            follow_children=True,
+            file_name=f"{name}.csv",
+        )
+        telemetry: Telemetry | None = None
+        try:
+            with sampling as telemetry:
+                yield telemetry
+        finally:
+            if telemetry is not None:
+                self.meta[name] = telemetry_meta(telemetry, interval_s=self.interval_s)

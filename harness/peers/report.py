@@ -11,6 +11,7 @@ from typing import Any
 from harness.peers.registry import DRIVERS, REFERENCE_NAMES
 from harness.results.rows import Row, parse_params
 from harness.results.stats import Spread
+from harness.results.telemetry_charts import SEGMENTS_DIR, segments_section
 
 REPORT_FILE = "PEERS.md"
 CHARTS_DIR = "charts"
@@ -219,6 +220,22 @@ def render_chart(values: Mapping[str, Spread], metric: Metric, charts_dir: Path)
     return f"{stem}.png"
 
 
+def peers_telemetry(out_dir: Path, names: Sequence[str]) -> str:
+    """The "What Redis did" section: each driver's telemetry file, side by side."""
+    return (
+        segments_section(
+            out_dir / SEGMENTS_DIR,
+            out_dir / CHARTS_DIR,
+            order=names,
+            label="driver",
+            stem="peers_telemetry",
+            intro="Redis and the harness while each driver ran all its phases (enqueue, drain, idle, "
+            "pickup, bulk enqueue), on its own server.",
+        )
+        or "## What Redis did\n\nNot sampled (`--telemetry-interval 0`, or a run from before telemetry).\n"
+    )
+
+
 def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -> Path:
     """Write PEERS.md and the charts; returns the report's path."""
     drivers: Mapping[str, Any] = meta.get("drivers", {})
@@ -282,6 +299,7 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         )
     charts = [render_chart(table[m.key], m, out_dir / CHARTS_DIR) for m in shown]
     lines += ["", "## Charts", ""] + [f"![{c}]({CHARTS_DIR}/{c})" for c in charts]
+    lines += ["", peers_telemetry(out_dir, names).rstrip()]
     lines += [
         "",
         "## How it was measured",

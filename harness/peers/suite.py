@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from harness.infra.redis_server import ServerInfo, describe, provision
+from harness.infra.telemetry import DEFAULT_INTERVAL_S, TelemetryError, telemetry_for_run, telemetry_meta
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
 from harness.peers.registry import DRIVERS
 from harness.peers.report import render_report
@@ -50,6 +51,8 @@ class SuiteResult:
     drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    telemetry: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per driver: what its sampling was and cost (`telemetry_meta`)."""
 
 
 class PeersInputError(ValueError):
@@ -118,8 +121,13 @@ def run_suite(
     url: str | None = None,
     progress: Callable[[str], None] = print,
     logs_dir: Path | None = None,
+    telemetry_dir: Path | None = None,
+    telemetry_interval_s: float = DEFAULT_INTERVAL_S,
 ) -> SuiteResult:
-    """Measure each driver in turn; a driver that fails is recorded, the others still run."""
+    """Measure each driver in turn; a driver that fails is recorded, the others still run.
+
+    With `telemetry_dir`, each driver's run is sampled into `telemetry_dir/<driver>.csv`
+    (`telemetry_interval_s` 0: not sampled)."""
     result = SuiteResult()
     path_root = import_root()
     work_root = Path(tempfile.mkdtemp(prefix="qbench-peers-"))
@@ -136,7 +144,17 @@ def run_suite(
             work_dir = work_root / name
             load_before = os.getloadavg()
             try:
-                with server_for(name, url) as (driver_url, info):
+                with (
+                    server_for(name, url) as (driver_url, info),
+                    telemetry_for_run(
+                        driver_url,
+                        telemetry_dir,
+                        enabled=telemetry_dir is not None and telemetry_interval_s > 0,
+                        interval_s=telemetry_interval_s,
+                        follow_children=True,  # the driver's producer and worker processes
+                        file_name=f"{name}.csv",
+                    ) as telemetry,
+                ):
                     result.servers[name] = info.as_dict()
                     probe = ServerProbe(driver_url)
                     try:
@@ -159,7 +177,16 @@ def run_suite(
                             }
                     finally:
                         probe.close()
-            except (DriverFailedError, redis.RedisError, OSError, ValueError, KeyError) as exc:
+                if telemetry is not None:
+                    result.telemetry[name] = telemetry_meta(telemetry, interval_s=telemetry_interval_s)
+            except (
+                DriverFailedError,
+                TelemetryError,
+                redis.RedisError,
+                OSError,
+                ValueError,
+                KeyError,
+            ) as exc:
                 result.failures[name] = f"{type(exc).__name__}: {exc}"
                 progress(f"{name}: FAILED: {result.failures[name]}")
                 if logs_dir is not None and work_dir.exists():
@@ -185,6 +212,7 @@ def write_suite(result: SuiteResult, sizes: Sizes, out_dir: Path, *, mode: str) 
             "drivers": result.drivers,
             "failures": result.failures,
             "servers": result.servers,
+            "telemetry": result.telemetry,
         },
     )
     write_run(out_dir / RUN_FILE, meta)

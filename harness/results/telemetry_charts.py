@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.infra.telemetry import TelemetryRow
+from harness.infra.telemetry import TelemetryRow, read_telemetry
 from harness.results.render import chart_link, figure, fmt_bytes, markdown_table, save_chart
 
 TOP_COMMANDS = 8
@@ -518,6 +518,56 @@ def telemetry_section(
         + (" Shaded bands on the charts mark what the run was doing (from run.json)." if spans else ""),
         "",
         summary_markdown(rows).strip(),
+        "",
+    ]
+    for name in charts:
+        parts += [chart_link(name), ""]
+    return "\n".join(parts)
+
+
+SEGMENTS_DIR = "telemetry"
+"""Where a run of several sampled segments keeps their files: `telemetry/<segment>.csv`."""
+
+
+def read_segments(telemetry_dir: Path, order: Sequence[str] = ()) -> dict[str, list[TelemetryRow]]:
+    """`<segment>.csv` files of a run's telemetry dir, in `order` first (then by name)."""
+    if not telemetry_dir.is_dir():
+        return {}
+    found = {path.stem: path for path in sorted(telemetry_dir.glob("*.csv"))}
+    names = [name for name in order if name in found] + [name for name in found if name not in order]
+    return {name: read_telemetry(found[name]) for name in names}
+
+
+def segments_section(
+    telemetry_dir: Path,
+    charts_dir: Path,
+    *,
+    order: Sequence[str] = (),
+    heading: str = "##",
+    title: str = "What Redis did",
+    label: str = "segment",
+    stem: str = "telemetry",
+    intro: str = "",
+) -> str:
+    """A report section for a run sampled in segments (peers: a driver each; chaos: a case
+    each): a table with one line per segment and small-multiples charts, from the files
+    alone. Empty when the run was not sampled."""
+    segments = read_segments(telemetry_dir, order)
+    if not segments:
+        return ""
+    charts = render_segment_charts(segments, charts_dir, stem=stem, title=title)
+    cost = sum(sampler_cost(rows) for rows in segments.values()) / len(segments)
+    parts = [
+        f"{heading} {title}",
+        "",
+        (intro + " " if intro else "")
+        + f"Each {label} was sampled on its own (`{telemetry_dir.name}/<{label}>.csv`: `INFO` once per "
+        "interval on a connection of its own, /proc for the harness's processes and their children). "
+        "The sampler's own commands are counted and left out of every figure here, and the "
+        "measured command counts leave `INFO` out; sampling cost Redis "
+        f"{cost:.2f} commands/s on average per {label}.",
+        "",
+        segments_table(segments, label=label),
         "",
     ]
     for name in charts:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.chaos.cases import CASES, FULL, QUICK, REPORT_FILE, run_chaos, violations
-from harness.errors import add_redis_url_argument, comma_list
+from harness.errors import add_redis_url_argument, add_telemetry_argument, comma_list
 from harness.results.rows import METRICS_FILE, RUN_FILE
 from queue_impl.config import PRESETS
 
@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets (default: all)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for kill moments and job durations")
     add_redis_url_argument(parser)
+    add_telemetry_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         out=out,
         mode="quick" if args.quick else "full",
+        telemetry_interval_s=args.telemetry_interval,
     )
     problems = violations(outcomes)
     for problem in problems:

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from harness.errors import UsageError, add_redis_url_argument
+from harness.errors import UsageError, add_redis_url_argument, add_telemetry_argument
 from harness.peers import DEFAULT_OUT
 from harness.peers.suite import (
     REPORT_FILE,
@@ -18,6 +18,7 @@ from harness.peers.suite import (
     sizes_for,
     write_suite,
 )
+from harness.results.telemetry_charts import SEGMENTS_DIR
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,6 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--render", metavar="DIR", default=None, help="only re-render DIR's report and charts"
     )
     add_redis_url_argument(parser)
+    add_telemetry_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -61,8 +63,18 @@ def run(args: argparse.Namespace) -> int:
         f"qbench peers: {', '.join(names)}; {sizes.jobs:,} jobs x {sizes.repeats} repeat(s); "
         f"load {load_text()}"
     )
+    telemetry_dir = out_dir / SEGMENTS_DIR
+    for stale in telemetry_dir.glob("*.csv"):  # a previous run's drivers are not this run's
+        stale.unlink()
     try:
-        result = run_suite(names, sizes, url=url, logs_dir=out_dir / "logs")
+        result = run_suite(
+            names,
+            sizes,
+            url=url,
+            logs_dir=out_dir / "logs",
+            telemetry_dir=telemetry_dir,
+            telemetry_interval_s=args.telemetry_interval,
+        )
     except PeersInputError as exc:
         raise UsageError(str(exc)) from None
     write_suite(result, sizes, out_dir, mode="quick" if args.quick else "full")
