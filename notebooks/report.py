@@ -18,7 +18,7 @@
 #
 # Loads any qbench results directory (a `qbench reproduce` run, one `qbench load` run, or a
 # tree of them such as `results/load/`) and renders every table and chart in it. It only
-# reads `metrics.csv`, `run.json` and `charts/`: nothing is measured here.
+# reads `metrics.csv`, `run.json`, `telemetry.csv` and `charts/`: nothing is measured here.
 #
 # Run headless: `qbench report --notebook DIR` (writes `DIR/report.html`). A relative
 # `RESULTS_DIR` is read from the repository root (the folder holding `notebooks/`), whatever
@@ -30,10 +30,19 @@ RESULTS_DIR = "results/load"
 # %%
 # ruff: noqa: E402 -- the parameters cell (papermill's convention) comes before the imports.
 import json
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 from IPython.display import Image, Markdown, display
+
+from harness.infra.telemetry import read_telemetry
+from harness.results.telemetry_charts import (
+    read_segments,
+    render_telemetry_charts,
+    segments_table,
+    summary_markdown,
+)
 
 DETERMINISTIC_UNITS = {"count", "round_trips", "commands", "bytes", "jobs", "keys"}
 
@@ -124,10 +133,40 @@ varied = spread[spread["min"] != spread["max"]]
 display(varied if len(varied) else Markdown("None: every count was identical in every repeat."))
 
 # %% [markdown]
-# ## Charts
+# ## What Redis did (telemetry)
+#
+# Every run sampled beside its measuring (`telemetry.csv`; peers and chaos runs keep one file
+# per driver or case in `telemetry/`): the summary, and the charts drawn here from the rows
+# alone. The sampler's own commands are left out of every figure.
+
 
 # %%
-charts = sorted(root.rglob("charts/*.png"))
+def run_name(folder: Path) -> str:
+    return str(folder.relative_to(root)) if folder != root else "."
+
+
+drawn = Path(tempfile.mkdtemp(prefix="qbench-notebook-"))
+telemetry_files = sorted(root.rglob("telemetry.csv"))
+segment_dirs = sorted({path.parent for path in root.rglob("telemetry/*.csv")})
+for path in telemetry_files:
+    name = run_name(path.parent)
+    telemetry = read_telemetry(path)
+    display(Markdown(f"### {name}\n\n" + summary_markdown(telemetry)))
+    for png in render_telemetry_charts(telemetry, drawn / name):
+        display(Image(filename=str(drawn / name / png), alt=f"{name} {png}"))
+for folder in segment_dirs:
+    table = segments_table(read_segments(folder), label=folder.name + " file")
+    display(Markdown(f"### {run_name(folder.parent)}: one file per segment\n\n" + table))
+if not telemetry_files and not segment_dirs:
+    display(Markdown("No telemetry in this directory (runs from before telemetry, or sampled with 0)."))
+
+# %% [markdown]
+# ## Charts
+#
+# The runs' own charts (the telemetry charts of single runs are drawn above).
+
+# %%
+charts = [path for path in sorted(root.rglob("charts/*.png")) if not path.stem.startswith("telemetry_")]
 for chart in charts:
     display(Markdown(f"### {chart.relative_to(root)}"))
     display(Image(filename=str(chart), alt=f"chart {chart.stem}"))
