@@ -37,6 +37,7 @@ from harness.infra.redis_server import RedisServerProcess
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
 from harness.peers.registry import DRIVERS, PEER_NAMES
 from harness.peers.runner import DriverFailedError, Sink, driver_process
+from harness.results.rows import git_commit
 from queue_impl.config import PRESETS
 from queue_impl.connection import make_client
 from queue_impl.job import Job
@@ -215,6 +216,8 @@ def _observe_scenario(
         record = {
             "scenario": scenario,
             "setup": setup,
+            "git": git_commit(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "observe_command": "qbench " + " ".join(observe_command(server.url, out_dir, duration_s)[3:]),
             "observe_exit": done.returncode,
             "observe_stdout": done.stdout.splitlines(),
