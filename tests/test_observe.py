@@ -276,6 +276,14 @@ def test_cadence_of_idle_blocking_waiters_and_a_polling_loop() -> None:
     assert "polling loop with nothing to do" in polling.pattern
     busy = idle_pattern(rows_of([{**r, "calls:lpush": 5} for r in rounds]))
     assert not busy.idle and busy.producer_calls == 50
+    # Keys that expire (a heartbeat's TTL) are not work: still idle. Keys a client deletes are.
+    expiring = [
+        {**r, "keys:db0": 10 if i < 5 else 8, "expired_keys": 2 if i == 5 else 0}
+        for i, r in enumerate(rounds)
+    ]
+    assert idle_pattern(rows_of(expiring)).idle and idle_pattern(rows_of(expiring)).keys_expired == 2
+    deleted = [{**r, "keys:db0": 10 if i < 5 else 8} for i, r in enumerate(rounds)]
+    assert not idle_pattern(rows_of(deleted)).idle
 
 
 def test_a_cycle_longer_than_one_round_is_found() -> None:

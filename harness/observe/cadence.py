@@ -16,7 +16,7 @@ rounds saw a call.
 - Polling commands (non-blocking pops, moves and reads a queue loops on: RPOPLPUSH,
   LMOVE, LPOP, RPOP, ZPOPMIN, ZRANGEBYSCORE, LLEN, EXISTS, GET, EVALSHA ...) called at a
   regular rate of at least 1/s are a polling loop; with no producer command and an
-  unchanged key count, one with nothing to do.
+  unchanged key count (keys that expired aside), one with nothing to do.
 
 Everything here is computed from the rows, so a saved telemetry.csv gives the same answer.
 """
@@ -126,8 +126,11 @@ class IdlePattern:
     commands_per_s: float
     producer_calls: int
     keys_changed: int
+    keys_expired: int
+    """Keys the server removed itself in the window (expired or evicted)."""
     idle: bool
-    """No producer command and no change in the key count: nothing was queued."""
+    """No producer command, and no change in the key count beyond keys that expired: nothing
+    was queued."""
     blocked_clients_mean: float
     blocking_returns_per_s: float
     seconds_per_wait: float | None
@@ -176,7 +179,12 @@ def idle_pattern(rows: Sequence[TelemetryRow]) -> IdlePattern:
     producer_calls = int(sum(sum(found.calls[name]) for name in PRODUCER_COMMANDS if name in found.calls))
     key_counts = by_round(rows, "keys:")
     keys_changed = int(key_counts[-1][1] - key_counts[0][1]) if key_counts else 0
-    idle = producer_calls == 0 and keys_changed == 0
+    # Keys the server itself removed (a TTL ran out, eviction) are not work arriving: a
+    # heartbeat key expiring in an idle window leaves it idle.
+    keys_expired = int(
+        sum(v for _, v in by_round(rows, "expired_keys")) + sum(v for _, v in by_round(rows, "evicted_keys"))
+    )
+    idle = producer_calls == 0 and keys_changed + keys_expired == 0
     blocked_rounds = by_round(rows, "blocked_clients")
     blocked = statistics.fmean(v for _, v in blocked_rounds) if blocked_rounds else 0.0
     blocking_names = [name for name in found.calls if name in BLOCKING_COMMANDS]
@@ -221,6 +229,7 @@ def idle_pattern(rows: Sequence[TelemetryRow]) -> IdlePattern:
         commands_per_s=commands / window if window else 0.0,
         producer_calls=producer_calls,
         keys_changed=keys_changed,
+        keys_expired=keys_expired,
         idle=idle,
         blocked_clients_mean=blocked,
         blocking_returns_per_s=blocking_rate,

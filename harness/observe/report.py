@@ -111,11 +111,13 @@ def _commands_section(result: ObserveResult) -> str:
     lines = [
         f"Other clients ran {pattern.commands_per_s:,.1f} commands/s. "
         + (
-            "Nothing was queued in the window (no LPUSH, RPUSH, ZADD, XADD; the key count did not change), "
+            "Nothing was queued in the window (no LPUSH, RPUSH, ZADD, XADD; the key count did not change"
+            + (f" but for {pattern.keys_expired:,} key(s) that expired" if pattern.keys_expired else "")
+            + "), "
             f"so this is the idle cost: {pattern.commands_per_s:,.1f} commands/s."
             if pattern.idle
             else f"Work arrived: {pattern.producer_calls:,} producer commands, key count "
-            f"{pattern.keys_changed:+,}."
+            f"{pattern.keys_changed:+,} ({pattern.keys_expired:,} expired or evicted)."
         ),
     ]
     if pattern.seconds_per_wait is not None:
