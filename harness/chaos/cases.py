@@ -629,7 +629,7 @@ def run_cases(
                     for p in scale.restart_settings
                 ]
             else:
-                with sampling.segment(url, f"{case}-{preset}"):
+                with sampling.segment(url, f"{case}-{preset}"):  # segment_name's form
                     if case == "worker_kill":
                         found = [run_worker_kill(url, preset, scale, rng, work_dir)]
                     elif case == "scheduler_race":
@@ -685,9 +685,9 @@ CASE_TEXT = {
 }
 
 
-def render_markdown(rows: Sequence[Row], *, heading: str = "##") -> str:
-    """The "Reliability" report section, from tidy rows only."""
-    outcomes = sorted(
+def sorted_outcomes(rows: Sequence[Row]) -> list[Outcome]:
+    """The outcomes in report order: case, persistence setting, preset."""
+    return sorted(
         outcomes_from_rows(rows),
         key=lambda o: (
             CASES.index(o.case) if o.case in CASES else len(CASES),
@@ -696,6 +696,11 @@ def render_markdown(rows: Sequence[Row], *, heading: str = "##") -> str:
             list(PRESETS).index(o.preset) if o.preset in PRESETS else 99,
         ),
     )
+
+
+def render_markdown(rows: Sequence[Row], *, heading: str = "##") -> str:
+    """The "Reliability" report section, from tidy rows only."""
+    outcomes = sorted_outcomes(rows)
     lines = [
         f"{heading} Reliability",
         "",
@@ -771,16 +776,24 @@ def run_chaos(
         },
     )
     write_run(out / RUN_FILE, meta)
-    (out / REPORT_FILE).write_text(render_markdown(rows) + chaos_telemetry(out, order=list(sampling.meta)))
+    (out / REPORT_FILE).write_text(render_markdown(rows) + chaos_telemetry(out, rows))
     return outcomes
 
 
-def chaos_telemetry(out: Path, *, order: Sequence[str] = ()) -> str:
-    """RELIABILITY.md's "What Redis did": each case's telemetry file, side by side."""
+def segment_name(outcome: Outcome) -> str:
+    """The telemetry file stem of one case run (`telemetry/<name>.csv`)."""
+    if outcome.case == "redis_restart":
+        return f"{outcome.case}-{outcome.setting}-{outcome.preset}"
+    return f"{outcome.case}-{outcome.preset}"
+
+
+def chaos_telemetry(out: Path, rows: Sequence[Row]) -> str:
+    """RELIABILITY.md's "What Redis did": each case's telemetry file, side by side, in the
+    report's order (from the rows, so a re-rendering gives the same section)."""
     section = segments_section(
         out / SEGMENTS_DIR,
         out / "charts",
-        order=order,
+        order=[segment_name(o) for o in sorted_outcomes(rows)],
         label="case",
         stem="chaos_telemetry",
         intro="Redis and the harness during each case (a restarted server shows as failed samples "
