@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.chaos.cases import CASES, QUICK, REPORT_FILE, outcomes_from_rows, render_markdown
+from harness.chaos.cases import (
+    CASES,
+    QUICK,
+    REPORT_FILE,
+    chaos_telemetry,
+    outcomes_from_rows,
+    render_markdown,
+    segment_name,
+)
 from harness.cli import main
+from harness.infra.telemetry import read_telemetry
 from harness.results.rows import METRICS_FILE, RUN_FILE, read_metrics
 from queue_impl.config import PRESETS
 
@@ -71,8 +80,24 @@ def test_outputs_are_tidy_and_the_report_renders_from_rows(chaos_dir: Path) -> N
     meta = json.loads((chaos_dir / RUN_FILE).read_text())
     assert meta["mode"] == "quick" and meta["experiment"] == "chaos" and meta["server"]["version"]
     report = (chaos_dir / REPORT_FILE).read_text()
-    assert report == render_markdown(rows)
+    assert report == render_markdown(rows) + chaos_telemetry(chaos_dir, rows)
     assert report.startswith("## Reliability") and "| case | setting | preset |" in report
+
+
+def test_every_case_is_sampled_and_a_crashed_server_shows_one_restart(chaos_dir: Path) -> None:
+    outcomes = outcomes_from_rows(read_metrics(chaos_dir / METRICS_FILE))
+    names = {segment_name(o) for o in outcomes}
+    assert {p.stem for p in (chaos_dir / "telemetry").glob("*.csv")} == names
+    meta = json.loads((chaos_dir / RUN_FILE).read_text())["telemetry"]
+    assert set(meta["segments"]) == names
+    for o in outcomes:
+        rows = read_telemetry(chaos_dir / "telemetry" / f"{segment_name(o)}.csv")
+        assert any(r.source == "redis" and r.metric == "commands" for r in rows)
+        restarts = sum(r.value for r in rows if r.source == "telemetry" and r.metric == "restarts")
+        # The restart case kills its own server once (a new run_id); no other case restarts one.
+        assert restarts == (1 if o.case == "redis_restart" else 0), segment_name(o)
+    report = (chaos_dir / REPORT_FILE).read_text()
+    assert "## What Redis did" in report and "charts/chaos_telemetry_clients.png" in report
 
 
 @pytest.mark.parametrize(

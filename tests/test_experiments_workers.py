@@ -14,6 +14,7 @@ import pytest
 from harness.experiments import RunContext, Section, idle_cost, pickup_latency, pool_scaling, throughput
 from harness.experiments.pool_runs import IDLE_COMMANDS_PER_CYCLE, wait_cycle_s
 from harness.infra.redis_server import ProvisionedRedis
+from harness.infra.telemetry import Telemetry
 from harness.results.render import CLAIM_HEADER, NOT_MEASURED, PRESET_COLUMNS, VERDICTS
 from harness.results.rows import Row, parse_params
 from queue_impl.config import PRESETS, Variant
@@ -124,7 +125,22 @@ def assert_rendered(
 @pytest.fixture(scope="module")
 def idle_rows(redis_server: ProvisionedRedis, tmp_path_factory: pytest.TempPathFactory) -> list[Row]:
     ctx = context(redis_server, tmp_path_factory.mktemp("idle"), variants=FAST_PRESETS, window_s=2.0)
-    return idle_cost.run(ctx)
+    # A sampler at 20 INFO/s beside it: the counts below must not see one of them.
+    with Telemetry(redis_server.url, None, interval_s=0.05) as sampler:
+        rows = idle_cost.run(ctx)
+    assert sampler.summary.own_commands[sampler.link().name] >= 20
+    return rows
+
+
+def test_idle_per_second_series_add_up_to_each_window_exactly(idle_rows: list[Row]) -> None:
+    for variant in FAST_PRESETS:
+        label = variant.label()
+        totals = {
+            name: round(n) for name, n in commands_in_window(idle_rows, variant).items() if name != "all"
+        }
+        series = idle_cost.per_second_series(idle_rows, label)
+        assert {name: round(sum(v for _, v in points)) for name, points in series.items()} == totals
+        assert all([t for t, _ in points] == [1, 2] for points in series.values())  # a 2 s window
 
 
 def commands_in_window(rows: list[Row], variant: Variant) -> dict[str, float]:
@@ -162,12 +178,13 @@ def test_idle_wait_commands_bounded_by_config(idle_rows: list[Row], index: int) 
 
 
 def test_idle_renders(idle_rows: list[Row], tmp_path: Path) -> None:
-    assert_rendered(
+    section = assert_rendered(
         idle_cost,
         as_presets(idle_rows),
         tmp_path,
         expect=("| Idle Redis commands/s (10 workers) | 300 → 0 | ", "| RPOPLPUSH | ", "| BZPOPMIN | "),
     )
+    assert section.charts == ["idle_cost.png", "idle_cost_series.png"]  # the per-second ticks
 
 
 # -- pickup latency -------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.infra.telemetry import read_telemetry
 from harness.load.runner import LoadPlan, LoadRun, render_charts, rows_of, throughput_series
 from harness.results.rows import Row, parse_params, read_metrics
+from harness.results.telemetry_charts import CHART_STEMS
 from queue_impl.config import PRESETS
 from scenarios.recorder import Recorder, load_samples
 from scenarios.workload import WorkloadError, load_workload, parse_workload, workload_names
@@ -175,6 +178,22 @@ def test_load_run_writes_results_and_gates_a_loop_regression(redis_url: str, tmp
     assert "throughput.png" in render_charts(rows, tmp_path / "rerendered", "rerendered")
     run = json.loads((tmp_path / "base" / "run.json").read_text())
     assert run["variant"] == "optimized" and len(run["load_avg_before"]) == 3
+    # Telemetry beside the run: Redis, this harness and its Locust child, and a report.
+    base = tmp_path / "base"
+    sampled = read_telemetry(base / "telemetry.csv")
+    assert any(r.source == "redis" and r.metric == "calls:lpush" and r.value > 0 for r in sampled)
+    harness_nodes = {r.node for r in sampled if r.source == "harness" and r.node != "all"}
+    assert len(harness_nodes) >= 2  # qbench itself and Locust's process
+    assert run["telemetry"]["enabled"] is True and run["telemetry"]["cost_commands_per_s"] > 0
+    report = (base / "REPORT.md").read_text()
+    assert "## What Redis did" in report and "| enqueue | " in report and "missing **0**" in report
+    for stem in CHART_STEMS:
+        assert f"charts/{stem}.png" in report
+    shutil.rmtree(base / "charts")
+    (base / "REPORT.md").unlink()
+    assert qbench("report", str(base)).returncode == 0  # from the files alone
+    assert (base / "REPORT.md").read_text() == report
+    assert all((base / "charts" / f"{stem}.png").is_file() for stem in CHART_STEMS)
 
     gate = qbench("gate", "--baseline", str(tmp_path / "base"), "--candidate", str(tmp_path / "loop"))
     assert gate.returncode == 1, gate.stdout

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from harness.cli import main
+from harness.infra.telemetry import read_telemetry
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
 from harness.peers.registry import DRIVERS, PEER_NAMES, REFERENCE_NAMES
 from harness.peers.report import METRICS, collect, render_report, standing
@@ -138,7 +139,14 @@ def test_driver_errors_end_in_one_line_not_a_hang(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SuiteResult, Path]]:
     out = tmp_path_factory.mktemp("peers")
-    result = run_suite(["baseline", "scripted"], TINY, progress=lambda _line: None, logs_dir=out / "logs")
+    result = run_suite(
+        ["baseline", "scripted"],
+        TINY,
+        progress=lambda _line: None,
+        logs_dir=out / "logs",
+        telemetry_dir=out / "telemetry",
+        telemetry_interval_s=0.2,  # 5 INFO/s beside counts held exact below
+    )
     write_suite(result, TINY, out, mode="test")
     yield result, out
 
@@ -175,6 +183,14 @@ def test_reference_run_writes_tidy_results_and_a_report(reference_run: tuple[Sui
     report = (out / "PEERS.md").read_text()
     assert "| baseline | 0.1.0 |" in report and "| scripted | 0.1.0 |" in report
     assert (out / "charts" / "peers_process.png").is_file()
+    # Each driver sampled on its own server, into its own file; the report shows them.
+    for name in ("baseline", "scripted"):
+        sampled = read_telemetry(out / "telemetry" / f"{name}.csv")
+        assert any(r.source == "redis" and r.metric.startswith("calls:") for r in sampled)
+        assert any(r.source == "harness" and not r.node.startswith(("harness:", "all")) for r in sampled)
+        assert meta["telemetry"][name]["enabled"] is True and meta["telemetry"][name]["samples"] >= 2
+    assert "## What Redis did" in report and "| baseline | " in report.split("## What Redis did")[1]
+    assert (out / "charts" / "peers_telemetry_ops_by_command.png").is_file()
     (out / "PEERS.md").unlink()
     assert main(["peers", "--render", str(out)]) == 0  # re-renders from the files alone
     assert (out / "PEERS.md").read_text() == report

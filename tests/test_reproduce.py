@@ -144,6 +144,11 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     text = (out / "REPORT.md").read_text()
     assert SEED_TABLE_HEADER in text
     assert "identical in every repeat" in text
+    # Sampled beside the whole run: every experiment's stretch of it, and the report's section.
+    assert run["telemetry"]["enabled"] is True and run["telemetry"]["samples"] >= 10
+    assert all(len(info["telemetry_t_s"]) == 2 for info in run["experiments"].values())
+    assert "## What Redis did" in text and "charts/telemetry_cpu.png" in text
+    assert "charts/idle_cost_series.png" in text
 
     # Spot checks of exact counts against the seed's tables.
     def count(variant: str, p: str, metric: str = "round_trips") -> set[float]:
