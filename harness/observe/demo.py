@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from harness.errors import EXIT_USAGE
 from harness.infra.redis_server import RedisServerProcess
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
@@ -49,7 +51,7 @@ IDLE_JOBS = 200
 """Jobs the idle scenario's producer leaves completed (optimized and baseline each)."""
 DEAD_JOBS = 20
 """Jobs that fail with no retry left: ids in the dead-letter list."""
-DRAIN_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 60.0
 
 
 class DemoError(RuntimeError):
@@ -150,6 +152,21 @@ def leave_jobs(url: str) -> dict[str, int]:
     return left
 
 
+def wait_blocked(url: str, clients: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until `clients` clients are blocked (every worker thread in its first wait)."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while int(client.info("clients")["blocked_clients"]) < clients:
+            if proc.poll() is not None:
+                raise DemoError(f"the worker exited at start (see {log})")
+            if time.monotonic() > deadline:
+                raise DemoError(f"the worker's threads were not all waiting after {START_TIMEOUT_S:g} s")
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
 @contextmanager
 def idle_workers(url: str, work_dir: Path) -> Iterator[dict[str, Any]]:
     """10 worker threads of the seed's preset on an empty queue."""
@@ -170,9 +187,7 @@ def idle_workers(url: str, work_dir: Path) -> Iterator[dict[str, Any]]:
     log = (work_dir / "worker.log").open("wb")
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     try:
-        time.sleep(2.0)  # every thread connected and in its first wait
-        if proc.poll() is not None:
-            raise DemoError(f"the worker exited at start (see {work_dir / 'worker.log'})")
+        wait_blocked(url, WORKERS, proc, work_dir / "worker.log")
         yield {
             "workers": "python -m queue_impl.worker --variant optimized --concurrency 10 --namespace demo",
             "jobs_left_before": left,

@@ -10,6 +10,14 @@ blocked per node), `telemetry_cpu` (redis-server CPU per node beside the harness
 processes) and `telemetry_command_series` (calls per sampling interval, one panel per
 command: a blocking command's timeout ticks and a polling loop's steady rate show as
 such). Several nodes are summed per sampling round where a chart shows one total.
+
+    section = telemetry_section(rows, out_dir / "charts", spans=[("codec", 10.0, 25.0)])
+
+gives a report's "What Redis did" section (cost, summary, chart links; `spans` shade what the
+run was doing). A run sampled in segments (peers: `telemetry/<driver>.csv`; chaos:
+`telemetry/<case>-<preset>.csv`) gets `segments_section(dir, charts_dir, ...)`: a table with
+one line per segment and small-multiples charts (`<stem>_ops_by_command`, `_memory`,
+`_clients`, `_cpu`), a panel per segment.
 """
 
 from __future__ import annotations
