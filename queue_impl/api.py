@@ -1,17 +1,27 @@
-"""Job submission HTTP API: `python -m queue_impl.api` (FastAPI on uvicorn, 127.0.0.1 by default)."""
+"""Job submission HTTP API: `python -m queue_impl.api` (FastAPI on uvicorn, 127.0.0.1 by default).
+
+Submissions are async and coalesced: every job submitted while one `enqueue_many` is on
+its way to Redis goes out together in the next one (what auto-pipelining clients do),
+so under load one round trip carries many jobs, and the event loop never waits on
+Redis. `--processes N` runs N uvicorn worker processes on one port.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import json
+import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
 import redis
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from queue_impl.job import Job, Priority
@@ -21,7 +31,11 @@ from queue_impl.service import ServiceArgumentParser, add_queue_arguments, open_
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 REQUEST_THREADS = 40
-"""Starlette runs sync endpoints on AnyIO's default pool of 40 threads: size the Redis pool for them."""
+"""Starlette runs sync endpoints (the reads) on AnyIO's pool of 40 threads: the Redis pool's size."""
+MAX_BATCH = 256
+"""Most submissions one coalesced `enqueue_many` carries."""
+ARGS_ENV = "QBENCH_API_ARGS"
+"""How `--processes N` hands the flags to each uvicorn worker process (JSON)."""
 
 
 class SubmitRequest(BaseModel):
@@ -55,17 +69,72 @@ def job_document(job: Job) -> dict[str, Any]:
     }
 
 
+class SubmissionBatcher:
+    """Coalesces concurrent submissions into one `enqueue_many` per round trip.
+
+    The event loop queues each job and awaits its future; one flusher at a time sends
+    everything pending (up to `max_batch`) from a single thread, since redis-py is sync.
+    A job's future resolves only once Redis has it: a 201 means written. When a batch
+    fails, every job in it fails (the caller was not told "created", so it can retry).
+    """
+
+    def __init__(self, queue: RedisQueue, *, max_batch: int = MAX_BATCH) -> None:
+        self.queue = queue
+        self.max_batch = max_batch
+        self.batches = 0
+        self.jobs = 0
+        self._pending: list[tuple[Job, asyncio.Future[str]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qbench-enqueue")
+
+    async def submit(self, job: Job) -> str:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._pending.append((job, future))
+        if not self._flushing:
+            self._flushing = True
+            self._flusher = loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                jobs = [job for job, _ in batch]
+                try:
+                    await loop.run_in_executor(self._executor, self.queue.enqueue_many, jobs)
+                except Exception as exc:  # every waiter gets the error; none is told "created"
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.jobs += len(jobs)
+                for job, future in batch:
+                    if not future.done():
+                        future.set_result(job.id)
+        finally:
+            self._flushing = False
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
 def create_app(queue: RedisQueue) -> FastAPI:
-    """The API over `queue`. Endpoints are sync: redis-py is sync, so they run on threads."""
+    """The API over `queue`: async, coalesced submissions; reads run on threads."""
     app = FastAPI(title="qbench submission API", version="1")
+    batcher = SubmissionBatcher(queue)
+    app.state.batcher = batcher
 
     @app.exception_handler(redis.RedisError)
     def redis_unavailable(_request: Request, exc: redis.RedisError) -> JSONResponse:
         # Nothing was lost: the caller was not told "created", so it can retry.
         return JSONResponse(status_code=503, content={"detail": f"Redis unavailable: {exc}"})
 
-    @app.post("/jobs", status_code=201)
-    def submit(request: SubmitRequest) -> SubmitResponse:
+    @app.post("/jobs", status_code=201, response_model=SubmitResponse)
+    async def submit(request: SubmitRequest) -> Response:
         try:
             payload = (
                 base64.b64decode(request.payload, validate=True)
@@ -81,9 +150,20 @@ def create_app(queue: RedisQueue) -> FastAPI:
             max_retries=request.max_retries,
         )
         try:
-            return SubmitResponse(id=queue.enqueue(job))
+            queue.check_payloads([job])  # here, per job: a coalesced batch is all or nothing
         except PayloadTooLargeError as exc:
             raise HTTPException(status_code=413, detail=str(exc)) from None
+        job_id = await batcher.submit(job)
+        # Written by hand: the id is plain text, and this is the hot path.
+        return Response(
+            content=b'{"id":"%s"}' % job_id.encode(), status_code=201, media_type="application/json"
+        )
+
+    @app.get("/metrics/batching")
+    def batching() -> dict[str, float]:
+        """How many submissions each round trip carried (this process)."""
+        mean = batcher.jobs / batcher.batches if batcher.batches else 0.0
+        return {"batches": batcher.batches, "jobs": batcher.jobs, "jobs_per_batch": mean}
 
     @app.get("/jobs/{job_id}")
     def read_job(job_id: str) -> dict[str, Any]:
@@ -109,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_queue_arguments(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: %(default)s)")
     parser.add_argument("--port", type=positive_int_arg, default=DEFAULT_PORT, help="default: %(default)s")
+    parser.add_argument(
+        "--processes",
+        type=positive_int_arg,
+        default=1,
+        help="uvicorn worker processes sharing the port (default: %(default)s)",
+    )
     return parser
 
 
@@ -116,11 +202,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def app_from_env() -> FastAPI:
+    """The app of one `--processes` worker: the flags come from `ARGS_ENV`."""
+    args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
+    return create_app(open_queue(args, workers=REQUEST_THREADS))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    queue = open_queue(args, workers=REQUEST_THREADS)
-    print(f"queue_impl.api: serving {queue.variant.label()} on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(create_app(queue), host=args.host, port=args.port, log_level="warning", access_log=False)
+    queue = open_queue(args, workers=REQUEST_THREADS)  # one-line errors before uvicorn starts
+    print(
+        f"queue_impl.api: serving {queue.variant.label()} on http://{args.host}:{args.port} "
+        f"({args.processes} process{'es' if args.processes > 1 else ''})",
+        flush=True,
+    )
+    common: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "warning",
+        "access_log": False,
+    }
+    if args.processes == 1:
+        uvicorn.run(create_app(queue), **common)
+        return 0
+    queue.client.close()
+    os.environ[ARGS_ENV] = json.dumps(vars(args))
+    uvicorn.run("queue_impl.api:app_from_env", factory=True, workers=args.processes, **common)
     return 0
 
 

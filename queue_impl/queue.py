@@ -120,18 +120,19 @@ class RedisQueue:
 
     # -- producing --------------------------------------------------------------
     def enqueue(self, job: Job) -> str:
-        self._check_payloads([job])
+        self.check_payloads([job])
         self._batch.enqueue_many([job])
         return job.id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         """Enqueue every job, or none when one is rejected (`PayloadTooLargeError`)."""
-        self._check_payloads(jobs)
+        self.check_payloads(jobs)
         if jobs:
             self._batch.enqueue_many(jobs)
         return [job.id for job in jobs]
 
-    def _check_payloads(self, jobs: Sequence[Job]) -> None:
+    def check_payloads(self, jobs: Sequence[Job]) -> None:
+        """PayloadTooLargeError naming the first job over `max_payload_bytes`."""
         for job in jobs:
             if len(job.payload) > self.max_payload_bytes:
                 raise PayloadTooLargeError(

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from harness.infra.measured import unique_namespace
 from harness.load.runner import api_server
-from queue_impl.api import DEFAULT_HOST, parse_args
+from queue_impl.api import DEFAULT_HOST, SubmissionBatcher, parse_args
 from queue_impl.config import PRESETS
-from queue_impl.job import Priority
+from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue
 from tests.conftest import QueueFactory, fast
 
@@ -145,3 +148,82 @@ def test_bad_flags_are_one_line_exit_2(args: list[str], message: str) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and message in proc.stderr
+
+
+class _GatedQueue:
+    """Stands in for RedisQueue.enqueue_many: the first call waits until released."""
+
+    def __init__(self, real: RedisQueue) -> None:
+        self.real = real
+        self.release = threading.Event()
+        self.calls: list[int] = []
+
+    def enqueue_many(self, jobs: list[Job]) -> list[str]:
+        self.calls.append(len(jobs))
+        if len(self.calls) == 1:
+            assert self.release.wait(10)
+        return self.real.enqueue_many(jobs)
+
+
+def test_submissions_made_while_a_batch_is_in_flight_go_out_together(make_queue: QueueFactory) -> None:
+    queue = make_queue(VARIANT)
+    gated = _GatedQueue(queue)
+    batcher = SubmissionBatcher(gated, max_batch=30)  # type: ignore[arg-type]
+
+    async def scenario() -> list[str]:
+        first = asyncio.ensure_future(batcher.submit(Job(type="noop")))
+        while not gated.calls:  # the first batch (one job) is on its way
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(batcher.submit(Job(type="noop"))) for _ in range(50)]
+        await asyncio.sleep(0.01)
+        gated.release.set()
+        return await asyncio.gather(first, *rest)
+
+    try:
+        ids = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    # One job alone, then the 50 that queued meanwhile, in batches of at most 30.
+    assert gated.calls == [1, 30, 20]
+    assert (batcher.batches, batcher.jobs) == (3, 51)
+    assert len(set(ids)) == 51
+    assert sum(queue.stats().queued.values()) == 51
+
+
+def test_a_failed_batch_fails_each_of_its_jobs_and_the_next_batch_still_goes(
+    make_queue: QueueFactory,
+) -> None:
+    queue = make_queue(VARIANT)
+
+    class Flaky:
+        max_payload_bytes = queue.max_payload_bytes
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def enqueue_many(self, jobs: list[Job]) -> list[str]:
+            self.calls += 1
+            if self.calls == 1:
+                raise redis.ConnectionError("Redis went away")
+            return queue.enqueue_many(jobs)
+
+    batcher = SubmissionBatcher(Flaky())  # type: ignore[arg-type]
+
+    async def scenario() -> tuple[BaseException | str, str]:
+        failed = await asyncio.gather(batcher.submit(Job(type="noop")), return_exceptions=True)
+        return failed[0], await batcher.submit(Job(type="noop"))
+
+    try:
+        failed, written = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert isinstance(failed, redis.ConnectionError)
+    assert sum(queue.stats().queued.values()) == 1 and queue.get_job(written) is not None
+
+
+def test_several_processes_serve_one_port(redis_url: str, make_queue: QueueFactory) -> None:
+    namespace = unique_namespace("api-procs")
+    with api_server(redis_url, VARIANT, namespace, processes=2) as base:
+        ids = {call(base, "POST", "/jobs", {"type": "noop"})[1]["id"] for _ in range(20)}
+    queue = make_queue(VARIANT, namespace=namespace)
+    assert len(ids) == 20 and sum(queue.stats().queued.values()) == 20

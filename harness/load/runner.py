@@ -370,8 +370,8 @@ def _last_log_line(out_dir: Path) -> str:
 
 
 @contextlib.contextmanager
-def api_server(url: str, variant: Variant, namespace: str) -> Iterator[str]:
-    """`python -m queue_impl.api` on a free loopback port; yields its base URL."""
+def api_server(url: str, variant: Variant, namespace: str, *, processes: int = 1) -> Iterator[str]:
+    """`python -m queue_impl.api` (`processes` uvicorn workers) on a free loopback port; yields its URL."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -385,6 +385,8 @@ def api_server(url: str, variant: Variant, namespace: str) -> Iterator[str]:
         url,
         "--namespace",
         namespace,
+        "--processes",
+        str(processes),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
