@@ -1,9 +1,10 @@
 """Locust users driving the reference queue over sync redis-py (and one over HTTP).
 
 Every user fires Locust's request events with float milliseconds and records the same
-samples in this process's `RECORDER`, which keeps sub-millisecond resolution. Run-time
-settings (variant, Redis, namespace, workload) come from `QBENCH_*` environment
-variables that `qbench load` sets; the workload holds the traffic shape only.
+samples in this process's `RECORDER` (an HDR histogram per operation, microsecond
+resolution); every operation error is both a Locust failure and a recorded failure.
+Run-time settings (variant, Redis, namespace, workload) are installed when the test
+starts (`scenarios.reporting`); the workload holds the traffic shape only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 # monkey-patches sockets with gevent, so redis-py's blocking calls yield to other users.
 import locust
 import redis
-from locust import FastHttpUser, User, constant, events, task
+from locust import FastHttpUser, User, constant, task
 
 from harness.infra.counting import RoundTripCounter, counting_connection_class
 from queue_impl.connection import make_client
@@ -35,7 +36,6 @@ JOB_TYPE = "noop"
 """The worker service's built-in no-op handler takes these (`qbench profile` runs one)."""
 
 _user_ids = count()
-RECORDER.started_at = settings().started_at  # one origin for every process of the run
 
 
 class PriorityMix:
@@ -132,7 +132,12 @@ class ConsumerUser(QueueUser):
     def consume(self) -> None:
         trips_before = self.round_trips.snapshot()[0]
         start = time.perf_counter()
-        job = self.queue.dequeue(wait=True)
+        try:
+            job = self.queue.dequeue(wait=True)
+        except Exception as exc:  # a failed dequeue is a failure like any other operation's
+            RECORDER.failure("dequeue")
+            fire(self, "dequeue", (time.perf_counter() - start) * 1000, exc=exc)
+            return
         if job is None:
             # An empty wait is the queue's idle cost, not a dequeue latency.
             RECORDER.record(
@@ -248,12 +253,4 @@ def concrete_users(workload: Workload) -> dict[str, type[Any]]:
     return classes
 
 
-def _dump_samples(**_kwargs: Any) -> None:
-    cfg = settings()
-    if cfg.samples_dir is not None:
-        RECORDER.dump(cfg.samples_dir)
-
-
-events.test_stop.add_listener(_dump_samples)  # type: ignore[no-untyped-call]
-events.quitting.add_listener(_dump_samples)  # type: ignore[no-untyped-call]
 _ = locust  # imported for its side effect (gevent patching) before redis
