@@ -74,7 +74,7 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
         run_settings.install(run_settings.resolve(spec))
     except RunSettingsError as exc:
         STATE.error = str(exc)
-        logger.error("qbench: %s", exc)
+        logger.error("%s", exc)
         environment.process_exit_code = 1
     if isinstance(environment.runner, WorkerRunner) or STATE.clock is not None:
         return
@@ -123,7 +123,7 @@ def _on_quitting(environment: Environment, **_kwargs: Any) -> None:
             write_results_file(Path(results), ops=RECORDER.ops, errors=errors)
     if errors:
         for error in errors:
-            logger.error("qbench: %s", error)
+            logger.error("%s", error)
         environment.process_exit_code = 1
 
 

@@ -110,6 +110,11 @@ def settings() -> RunSettings:
     return _installed
 
 
+def installed() -> bool:
+    """Whether this process has its run settings (a worker that refused the run has none)."""
+    return _installed is not None
+
+
 def install(settings_: RunSettings) -> RunSettings:
     global _installed
     _installed = settings_

@@ -27,7 +27,7 @@ from queue_impl.connection import make_client
 from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue
 from scenarios.recorder import RECORDER
-from scenarios.settings import settings
+from scenarios.settings import RunSettings, installed, settings
 from scenarios.workload import Workload
 
 T = TypeVar("T")
@@ -49,6 +49,15 @@ class PriorityMix:
         return random.choices(self.priorities, weights=self.weights)[0]
 
 
+def settings_or_idle() -> RunSettings:
+    """This process's run settings. A worker that refused the master's run has none
+    (`scenarios.reporting` logged why, once): its users idle until the master ends the
+    run, rather than each failing with a traceback."""
+    while not installed():
+        time.sleep(1.0)  # gevent-patched: the other greenlets go on
+    return settings()
+
+
 def fire(user: User, op: str, latency_ms: float, *, length: int = 0, exc: Exception | None = None) -> None:
     user.environment.events.request.fire(
         request_type="redis",
@@ -67,7 +76,7 @@ class QueueUser(User):  # type: ignore[misc]
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        cfg = settings()
+        cfg = settings_or_idle()
         self.cfg = cfg
         self.round_trips = RoundTripCounter()
         self.redis: redis.Redis = make_client(
@@ -85,6 +94,8 @@ class QueueUser(User):  # type: ignore[misc]
         self.payload = b"x" * cfg.workload.job_size_bytes
 
     def on_stop(self) -> None:
+        if not hasattr(self, "redis"):  # stopped while idle (see settings_or_idle)
+            return
         self.redis.close()
         self.redis.connection_pool.disconnect()
 
@@ -156,6 +167,8 @@ class ConsumerUser(QueueUser):
 
     def on_stop(self) -> None:
         # Jobs this user still holds go back to their queues: none is lost at shutdown.
+        if not hasattr(self, "queue"):  # stopped while idle (see settings_or_idle)
+            return
         try:
             self.queue.unregister_consumer()
         finally:
@@ -210,7 +223,7 @@ class HttpSubmitUser(FastHttpUser):  # type: ignore[misc]
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        workload = settings().workload
+        workload = settings_or_idle().workload
         self.priorities = PriorityMix(workload.priority_mix)
         self.payload_text = "x" * workload.job_size_bytes
 
