@@ -1,26 +1,94 @@
-"""Run-time settings of a Locust process, passed by `qbench load` in `QBENCH_*` variables.
+"""Run-time settings of a Locust process: what `qbench load` tells it, and what the master tells its workers.
 
-Kept apart from `scenarios.users` so the harness can name them without importing
+The master (or the one local process) gets the whole run spec from `qbench load` in
+`QBENCH_RUN` (JSON: workload shape, variant, Redis URL, namespace, time origin, duration).
+Locust hands it to every worker with its start message (it is a custom Locust option,
+`--qbench-run`), so a worker on another host learns the run from the master alone; a
+worker's own environment only says which scenario and variant it was started for (checked
+against the master's) and, optionally, a Redis URL reachable from its host.
+
+Kept apart from `scenarios.users` so the harness can name these without importing
 Locust (whose gevent monkey-patching must stay out of the harness process).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from queue_impl.config import Variant, parse_variant
-from scenarios.workload import Workload, load_workload
+from queue_impl.config import Variant, VariantError, parse_variant
+from scenarios.workload import Workload, WorkloadError, load_workload, parse_workload
 
+ENV_RUN = "QBENCH_RUN"
+"""The run spec (JSON), for the master or the local process (and local workers)."""
 ENV_WORKLOAD = "QBENCH_WORKLOAD"
+"""A worker's scenario (name or .toml path): its user classes, checked against the master's."""
 ENV_VARIANT = "QBENCH_VARIANT"
+"""A worker's variant, checked against the master's."""
 ENV_REDIS_URL = "QBENCH_REDIS_URL"
-ENV_NAMESPACE = "QBENCH_NAMESPACE"
-ENV_SAMPLES_DIR = "QBENCH_SAMPLES_DIR"
-ENV_STARTED_AT = "QBENCH_STARTED_AT"
-"""Wall-clock seconds when `qbench load` started Locust: the origin of per-second counts."""
+"""This process's Redis URL; a worker without one uses the URL the master announces."""
+ENV_MASTER_HOST = "QBENCH_MASTER_HOST"
+"""The master's address as a worker dials it (a loopback Redis URL is useless elsewhere)."""
+ENV_RESULTS_FILE = "QBENCH_RESULTS_FILE"
+"""Where the master (or the local process) writes the merged results at the end."""
+ENV_RAW_SAMPLES_DIR = "QBENCH_RAW_SAMPLES_DIR"
+"""Optional: each process also writes its raw latency samples there (a test aid)."""
+LOCUST_OPTION = "qbench_run"
+"""`environment.parsed_options.qbench_run`: the spec as Locust forwards it to workers."""
+
+
+class RunSettingsError(RuntimeError):
+    """A Locust process that cannot take part in the run (one line)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """What every process of one run must agree on; the master sends it to its workers."""
+
+    workload: Workload
+    variant: str
+    """`preset+toggle=value,...` (parse_variant turns it back into the Variant)."""
+    redis_url: str
+    namespace: str
+    started_at: float
+    """Wall-clock seconds when `qbench load` started Locust: the origin of per-second counts."""
+    duration_s: float
+    progress_every_s: float = 5.0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "workload": self.workload.as_dict(),
+                "variant": self.variant,
+                "redis_url": self.redis_url,
+                "namespace": self.namespace,
+                "started_at": self.started_at,
+                "duration_s": self.duration_s,
+                "progress_every_s": self.progress_every_s,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        try:
+            doc: dict[str, Any] = json.loads(text)
+            workload_doc = dict(doc["workload"])
+            name = str(workload_doc.pop("name"))
+            return cls(
+                workload=parse_workload(workload_doc, name=name, source=f"run spec {name}"),
+                variant=str(doc["variant"]),
+                redis_url=str(doc["redis_url"]),
+                namespace=str(doc["namespace"]),
+                started_at=float(doc["started_at"]),
+                duration_s=float(doc["duration_s"]),
+                progress_every_s=float(doc["progress_every_s"]),
+            )
+        except (ValueError, KeyError, TypeError, WorkloadError) as exc:
+            raise RunSettingsError(f"unreadable run spec from the master: {exc}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,23 +97,105 @@ class RunSettings:
     variant: Variant
     redis_url: str
     namespace: str
-    samples_dir: Path | None
     started_at: float
 
 
-@cache
+_installed: RunSettings | None = None
+
+
 def settings() -> RunSettings:
-    """This process's run settings (read once from the environment)."""
-    required = (ENV_WORKLOAD, ENV_VARIANT, ENV_REDIS_URL, ENV_NAMESPACE, ENV_STARTED_AT)
-    missing = [name for name in required if not os.environ.get(name)]
-    if missing:
-        raise RuntimeError(f"run through `qbench load` (missing {', '.join(missing)})")
-    samples = os.environ.get(ENV_SAMPLES_DIR)
+    """This process's run settings (installed when its test starts)."""
+    if _installed is None:
+        raise RuntimeError("run through `qbench load` (no run settings: the test has not started)")
+    return _installed
+
+
+def installed() -> bool:
+    """Whether this process has its run settings (a worker that refused the run has none)."""
+    return _installed is not None
+
+
+def install(settings_: RunSettings) -> RunSettings:
+    global _installed
+    _installed = settings_
+    return settings_
+
+
+def import_workload(env: dict[str, str] | None = None) -> Workload:
+    """The workload whose user classes this process defines when Locust imports the
+    locustfile: the run spec's (master, local process) or the worker's own scenario."""
+    env = dict(os.environ) if env is None else env
+    if env.get(ENV_RUN):
+        return RunSpec.from_json(env[ENV_RUN]).workload
+    if env.get(ENV_WORKLOAD):
+        return load_workload(env[ENV_WORKLOAD])
+    raise RuntimeError(f"run through `qbench load` (neither {ENV_RUN} nor {ENV_WORKLOAD} is set)")
+
+
+def resolve(spec: RunSpec, env: dict[str, str] | None = None) -> RunSettings:
+    """This process's settings for `spec`: its own Redis URL when it has one. Raises
+    RunSettingsError when a worker was started for another scenario or variant than the
+    master's, or would dial the master's loopback Redis from another host."""
+    env = dict(os.environ) if env is None else env
+    try:
+        variant = parse_variant(spec.variant)
+    except VariantError as exc:
+        raise RunSettingsError(f"the master's variant {spec.variant!r}: {exc}") from None
+    if env.get(ENV_VARIANT):
+        try:
+            own = parse_variant(env[ENV_VARIANT]).label()
+        except VariantError as exc:
+            raise RunSettingsError(f"--variant {env[ENV_VARIANT]!r}: {exc}") from None
+        if own != variant.label():
+            raise RunSettingsError(
+                f"this worker was started for variant {own}, the master runs {variant.label()}"
+            )
+    if env.get(ENV_WORKLOAD) and not env.get(ENV_RUN):
+        mine = load_workload(env[ENV_WORKLOAD])
+        if mine.name != spec.workload.name or _kinds(mine) != _kinds(spec.workload):
+            raise RunSettingsError(
+                f"this worker was started for scenario {mine.name}, the master runs {spec.workload.name}"
+            )
+    url = env.get(ENV_REDIS_URL) or spec.redis_url
+    master_host = env.get(ENV_MASTER_HOST)
+    if (
+        not env.get(ENV_REDIS_URL)
+        and master_host
+        and is_loopback(urlsplit(url).hostname or "")
+        and not (is_loopback(master_host))
+    ):
+        raise RunSettingsError(
+            f"the master's Redis ({url}) is on the master's loopback, out of this host's reach: "
+            "start the worker with --redis-url pointing at an address it can reach"
+        )
     return RunSettings(
-        workload=load_workload(os.environ[ENV_WORKLOAD]),
-        variant=parse_variant(os.environ[ENV_VARIANT]),
-        redis_url=os.environ[ENV_REDIS_URL],
-        namespace=os.environ[ENV_NAMESPACE],
-        samples_dir=Path(samples) if samples else None,
-        started_at=float(os.environ[ENV_STARTED_AT]),
+        workload=spec.workload,
+        variant=variant,
+        redis_url=url,
+        namespace=spec.namespace,
+        started_at=spec.started_at,
     )
+
+
+def _kinds(workload: Workload) -> set[str]:
+    return {kind for kind, weight in workload.user_mix.items() if weight > 0}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def without_credentials(url: str) -> str:
+    """`url` with any user and password removed: what the master may announce to workers."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, v) for k, v in pairs if k not in ("username", "password")]
+    if "@" not in parts.netloc and len(query) == len(pairs):
+        return url
+    text = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    return text + (f"?{urlencode(query)}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")

@@ -1,9 +1,10 @@
 """Locust users driving the reference queue over sync redis-py (and one over HTTP).
 
 Every user fires Locust's request events with float milliseconds and records the same
-samples in this process's `RECORDER`, which keeps sub-millisecond resolution. Run-time
-settings (variant, Redis, namespace, workload) come from `QBENCH_*` environment
-variables that `qbench load` sets; the workload holds the traffic shape only.
+samples in this process's `RECORDER` (an HDR histogram per operation, microsecond
+resolution); every operation error is both a Locust failure and a recorded failure.
+Run-time settings (variant, Redis, namespace, workload) are installed when the test
+starts (`scenarios.reporting`); the workload holds the traffic shape only.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from typing import Any, TypeVar
 # monkey-patches sockets with gevent, so redis-py's blocking calls yield to other users.
 import locust
 import redis
-from locust import FastHttpUser, User, constant, events, task
+from locust import FastHttpUser, User, constant, task
 
 from harness.infra.counting import RoundTripCounter, counting_connection_class
 from queue_impl.connection import make_client
 from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue
 from scenarios.recorder import RECORDER
-from scenarios.settings import settings
+from scenarios.settings import RunSettings, installed, settings
 from scenarios.workload import Workload
 
 T = TypeVar("T")
@@ -35,7 +36,6 @@ JOB_TYPE = "noop"
 """The worker service's built-in no-op handler takes these (`qbench profile` runs one)."""
 
 _user_ids = count()
-RECORDER.started_at = settings().started_at  # one origin for every process of the run
 
 
 class PriorityMix:
@@ -47,6 +47,15 @@ class PriorityMix:
 
     def draw(self) -> Priority:
         return random.choices(self.priorities, weights=self.weights)[0]
+
+
+def settings_or_idle() -> RunSettings:
+    """This process's run settings. A worker that refused the master's run has none
+    (`scenarios.reporting` logged why, once): its users idle until the master ends the
+    run, rather than each failing with a traceback."""
+    while not installed():
+        time.sleep(1.0)  # gevent-patched: the other greenlets go on
+    return settings()
 
 
 def fire(user: User, op: str, latency_ms: float, *, length: int = 0, exc: Exception | None = None) -> None:
@@ -67,7 +76,7 @@ class QueueUser(User):  # type: ignore[misc]
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        cfg = settings()
+        cfg = settings_or_idle()
         self.cfg = cfg
         self.round_trips = RoundTripCounter()
         self.redis: redis.Redis = make_client(
@@ -85,6 +94,8 @@ class QueueUser(User):  # type: ignore[misc]
         self.payload = b"x" * cfg.workload.job_size_bytes
 
     def on_stop(self) -> None:
+        if not hasattr(self, "redis"):  # stopped while idle (see settings_or_idle)
+            return
         self.redis.close()
         self.redis.connection_pool.disconnect()
 
@@ -132,7 +143,12 @@ class ConsumerUser(QueueUser):
     def consume(self) -> None:
         trips_before = self.round_trips.snapshot()[0]
         start = time.perf_counter()
-        job = self.queue.dequeue(wait=True)
+        try:
+            job = self.queue.dequeue(wait=True)
+        except Exception as exc:  # a failed dequeue is a failure like any other operation's
+            RECORDER.failure("dequeue")
+            fire(self, "dequeue", (time.perf_counter() - start) * 1000, exc=exc)
+            return
         if job is None:
             # An empty wait is the queue's idle cost, not a dequeue latency.
             RECORDER.record(
@@ -151,6 +167,8 @@ class ConsumerUser(QueueUser):
 
     def on_stop(self) -> None:
         # Jobs this user still holds go back to their queues: none is lost at shutdown.
+        if not hasattr(self, "queue"):  # stopped while idle (see settings_or_idle)
+            return
         try:
             self.queue.unregister_consumer()
         finally:
@@ -205,7 +223,7 @@ class HttpSubmitUser(FastHttpUser):  # type: ignore[misc]
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        workload = settings().workload
+        workload = settings_or_idle().workload
         self.priorities = PriorityMix(workload.priority_mix)
         self.payload_text = "x" * workload.job_size_bytes
 
@@ -248,12 +266,4 @@ def concrete_users(workload: Workload) -> dict[str, type[Any]]:
     return classes
 
 
-def _dump_samples(**_kwargs: Any) -> None:
-    cfg = settings()
-    if cfg.samples_dir is not None:
-        RECORDER.dump(cfg.samples_dir)
-
-
-events.test_stop.add_listener(_dump_samples)  # type: ignore[no-untyped-call]
-events.quitting.add_listener(_dump_samples)  # type: ignore[no-untyped-call]
 _ = locust  # imported for its side effect (gevent patching) before redis

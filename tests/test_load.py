@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from harness.load.runner import LoadPlan, LoadRun, render_charts, rows_of, throu
 from harness.results.rows import Row, parse_params, read_metrics
 from harness.results.telemetry_charts import CHART_STEMS
 from queue_impl.config import PRESETS
-from scenarios.recorder import Recorder, load_samples
+from scenarios.recorder import Collector, Recorder
 from scenarios.workload import WorkloadError, load_workload, parse_workload, workload_names
 
 SCENARIOS = ("arrival", "burst", "consumer", "http", "mixed", "producer")
@@ -49,20 +50,17 @@ def per_second_totals(rows: list[Row]) -> dict[str, float]:
 
 
 def test_per_second_counts_merge_across_processes_into_rows_and_the_chart(tmp_path: Path) -> None:
-    """Two Locust processes' dumps, one origin: counts per whole second add up, every second
+    """Two Locust processes' reports, one origin: counts per whole second add up, every second
     of the run gets a row (zeros included), and the throughput chart needs only the rows."""
     first, second = Recorder(started_at=1000.0), Recorder(started_at=1000.0)
     first.record("enqueue", 1.5, round_trips=1, done_at=1000.2)
     first.record("enqueue", 1.0, round_trips=1, done_at=1002.9)
     second.record("enqueue", 2.0, round_trips=1, done_at=1000.7)
     second.record("complete", 0.5, done_at=1001.5)
-    merged = tmp_path / "samples"
-    merged.mkdir()
-    for i, recorder in enumerate((first, second)):
-        dumped = recorder.dump(tmp_path / f"process{i}")
-        assert dumped is not None
-        dumped.rename(merged / f"samples-{i}.json")
-    samples = load_samples(merged)
+    collector = Collector()
+    for name, recorder in (("first", first), ("second", second)):
+        collector.receive(name, recorder.report())
+    samples = collector.merged()
     assert samples["enqueue"].per_second == {0: 2, 2: 1}
     assert samples["complete"].per_second == {1: 1}
 
@@ -126,6 +124,48 @@ def test_bad_workloads_are_rejected_in_one_line(doc: dict[str, object], message:
         (["producer", "--variant", "fastest"], "unknown preset"),
         (["producer", "--variant", "optimized", "--users", "0"], "--users must be >= 1"),
         (["producer", "--variant", "optimized", "--workers", "3", "--users", "2"], "--workers cannot exceed"),
+        (["producer", "--variant", "optimized", "--master"], "--master needs --expect-workers N"),
+        (["producer", "--variant", "optimized", "--master", "--expect-workers", "0"], "between 1 and 64"),
+        (
+            ["producer", "--variant", "optimized", "--master", "--expect-workers", "2", "--bind", "10.9.8.7"],
+            "add --allow-remote",
+        ),
+        (
+            ["producer", "--variant", "optimized", "--master", "--expect-workers", "2", "--bind", "somehost"],
+            "expected an IP address",
+        ),
+        (["producer", "--variant", "optimized", "--bind", "127.0.0.1"], "--bind needs --master"),
+        (["producer", "--variant", "optimized", "--allow-remote"], "--allow-remote needs --master"),
+        (["producer", "--variant", "optimized", "--master-host", "10.0.0.1"], "--master-host needs --worker"),
+        (
+            ["producer", "--variant", "optimized", "--master", "--expect-workers", "2", "--workers", "2"],
+            "--workers",
+        ),
+        (["producer", "--variant", "optimized", "--worker"], "--worker needs --master-host"),
+        (
+            ["producer", "--variant", "optimized", "--worker", "--master-host", "h", "--users", "3"],
+            "for the master",
+        ),
+        (["producer", "--variant", "fastest", "--worker", "--master-host", "h"], "unknown preset"),
+        (["nosuch", "--variant", "optimized", "--worker", "--master-host", "h"], "unknown scenario"),
+        (
+            ["producer", "--variant", "optimized", "--worker", "--master-host", "h", "--master-port", "0"],
+            "expected 1..65535",
+        ),
+        (
+            [
+                "http",
+                "--variant",
+                "optimized",
+                "--master",
+                "--expect-workers",
+                "1",
+                "--bind",
+                "10.9.8.7",
+                "--allow-remote",
+            ],
+            "API listens on the master's loopback",
+        ),
     ],
 )
 def test_bad_load_arguments_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,6 +179,12 @@ def test_load_run_writes_results_and_gates_a_loop_regression(redis_url: str, tmp
     common = ["producer", "--users", "2", "--duration", "2", "--redis-url", redis_url]
     base = qbench("load", *common, "--variant", "optimized", "--out", str(tmp_path / "base"))
     assert base.returncode == 0, base.stderr
+    # The progress line Locust's process printed at the end of the run, relayed.
+    assert re.search(
+        r"^\[ 2/2 s\]  users 2  ops/s [\d,]+  enqueue p50 [\d.]+ ms p99 [\d.,]+ ms  failures 0$",
+        base.stdout,
+        re.MULTILINE,
+    ), base.stdout
     cand = qbench(
         "load",
         *common,
@@ -221,13 +267,17 @@ def test_distributed_fixed_arrival_run_accounts_for_every_job(redis_url: str, tm
     table = metrics(out)
     locust_stats = {s["name"]: s["num_requests"] for s in json.loads((out / "locust.json").read_text())}
     assert locust_stats["enqueue"] > 0 and locust_stats["dequeue"] > 0
-    # Samples from both worker processes were merged: every enqueue a worker recorded
-    # is a job record in Redis. (The master's totals can lag its workers' last reports.)
-    assert table[("enqueue", "requests")][0] == table[("all", "jobs_recorded")][0] >= locust_stats["enqueue"]
+    # Histograms from both worker processes were merged: every enqueue a worker recorded is a
+    # job record in Redis, and Locust's own totals agree (the master waited for final reports).
+    assert table[("enqueue", "requests")][0] == table[("all", "jobs_recorded")][0] == locust_stats["enqueue"]
     assert table[("pickup", "requests")][0] == table[("dequeue", "requests")][0]
     assert table[("all", "jobs_missing")][0] == 0
     assert table[("all", "jobs_stranded")][0] == 0
-    assert json.loads((out / "run.json").read_text())["locust_workers"] == 2
+    run = json.loads((out / "run.json").read_text())
+    assert run["locust_workers"] == 2
+    reports = run["locust_worker_reports"]
+    assert len(reports) == 2 and all(w["final"] for w in reports.values())
+    assert sum(w["ops"]["enqueue"] for w in reports.values()) == table[("enqueue", "requests")][0]
 
 
 @pytest.mark.slow

@@ -142,6 +142,11 @@ def describe(url: str, source: Source, owned: bool, binary: str = "") -> ServerI
     )
 
 
+def die_with_parent() -> None:
+    """A `preexec_fn`: the child gets SIGTERM when the thread that started it dies (even on SIGKILL)."""
+    _die_with_parent()
+
+
 def _die_with_parent() -> None:
     # The server dies with the harness even on SIGKILL, so none is ever orphaned.
     with contextlib.suppress(OSError, AttributeError):
@@ -158,8 +163,15 @@ class RedisServerProcess:
         extra_args: Sequence[str] = (),
         password: str | None = None,
         port: int | None = None,
+        bind: str = "127.0.0.1",
+        launcher: Sequence[str] = (),
     ) -> None:
+        """`bind`: the one address it listens on. `launcher`: a command prefix it runs under
+        (`ip netns exec NS` puts it in a network namespace); this process may then be unable
+        to reach `bind`, so readiness is read from the server's log instead of a PING."""
         self.binary = binary or find_redis_server_binary()
+        self.bind = bind
+        self.launcher = list(launcher)
         self.extra_args = list(extra_args)
         self.password = password
         self.port = port or 0
@@ -170,7 +182,8 @@ class RedisServerProcess:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        host = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return f"redis://{auth}{host}:{self.port}/0"
 
     def start(self) -> None:
         last_error = ""
@@ -181,7 +194,7 @@ class RedisServerProcess:
                 "--port",
                 str(port),
                 "--bind",
-                "127.0.0.1",
+                self.bind,
                 "--save",
                 "",
                 "--appendonly",
@@ -197,7 +210,7 @@ class RedisServerProcess:
                 args += ["--requirepass", self.password]
             args += self.extra_args
             self.proc = subprocess.Popen(
-                args,
+                [*self.launcher, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -212,6 +225,15 @@ class RedisServerProcess:
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + START_TIMEOUT_S
+        if self.launcher:
+            log = self.dir / "redis.log"
+            while time.monotonic() < deadline:
+                if self.proc is None or self.proc.poll() is not None:
+                    return False
+                if log.exists() and "Ready to accept connections" in log.read_text(errors="replace"):
+                    return True
+                time.sleep(0.02)
+            return False
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=1)
         try:
             while time.monotonic() < deadline:

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from harness.infra.census import take_census
 from harness.infra.measured import load_scripts, unique_namespace
-from harness.infra.redis_server import ProvisionedRedis, free_port, redis_for_run
+from harness.infra.redis_server import ProvisionedRedis, die_with_parent, free_port, redis_for_run
 from harness.infra.telemetry import DEFAULT_INTERVAL_S, TELEMETRY_FILE, telemetry_for_run, telemetry_meta
 from harness.load.report import write_load_report
 from harness.results.rows import (
@@ -32,13 +31,21 @@ from harness.results.rows import (
     write_metrics,
     write_run,
 )
-from harness.results.stats import percentiles
 from queue_impl.config import PRESETS, Variant
 from queue_impl.connection import make_client
 from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue
 from scenarios import settings as run_settings
-from scenarios.recorder import OpSamples, load_samples
+from scenarios.progress import PREFIX as PROGRESS_PREFIX
+from scenarios.recorder import (
+    HIGHEST_US,
+    HISTOGRAM_NOTE,
+    SIGNIFICANT_DIGITS,
+    OpSamples,
+    RunSamples,
+    read_results_file,
+)
+from scenarios.settings import RunSpec, without_credentials
 from scenarios.workload import Workload
 
 EXPERIMENT = "load"
@@ -48,6 +55,17 @@ PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 STOP_TIMEOUT_S = 10
 """Users finish their current task at the end (a consumer's longest blocking wait is 5 s),
 so no job is left half-enqueued or held when the run stops."""
+FINAL_REPORT_GRACE_S = 15
+"""How long the master waits, after the stop timeout, for every worker's final report."""
+LOCAL_WORKER_WAIT_S = 30
+"""How long the master waits for the workers it started itself to connect."""
+REMOTE_WORKER_WAIT_S = 300
+"""How long a `--master` waits for `--expect-workers` workers started by hand, elsewhere."""
+DEFAULT_MASTER_PORT = 5557
+"""Locust's own default."""
+RESULTS_FILE = "latency_histograms.json"
+"""The master's merged histograms and counters (and per worker: reports, final, ops)."""
+PROGRESS_EVERY_S = 5.0
 PREFILL_CHUNK = 1000
 API_START_TIMEOUT_S = 20.0
 OP_ORDER = (
@@ -74,6 +92,14 @@ class LoadError(RuntimeError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class MasterSpec:
+    """A master that waits for workers started elsewhere (`qbench load --master`)."""
+
+    bind: str = "127.0.0.1"
+    port: int = DEFAULT_MASTER_PORT
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoadPlan:
     """One load run: a workload shape, a variant, and the run's own overrides."""
 
@@ -85,6 +111,9 @@ class LoadPlan:
     duration_s: float
     workers: int = 0
     """Locust worker processes (0: one local process)."""
+    master: MasterSpec | None = None
+    """Set: the workers are started by hand (any host) and connect to this master; else
+    qbench starts `workers` local ones on loopback."""
 
     def row_params(self, **extra: object) -> str:
         return params(
@@ -108,6 +137,8 @@ class LoadRun:
     jobs_expected: int
     locust_returncode: int
     meta: dict[str, Any] = field(default_factory=dict)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per Locust worker, as the master saw it: reports received, final or not, ops per operation."""
 
 
 DuringRun = Callable[[ProvisionedRedis, str], AbstractContextManager[object]]
@@ -123,12 +154,14 @@ def run_load(
     progress: Callable[[str], None] = print,
     telemetry_interval_s: float = DEFAULT_INTERVAL_S,
 ) -> LoadRun:
+    """Run `plan` (Locust in child processes) and take the census; LoadError when Locust
+    left no results or the master reports an error (a worker's final report missing, a
+    worker started for another scenario or variant)."""
     load_before = os.getloadavg()
     (out_dir / TELEMETRY_FILE).unlink(missing_ok=True)  # a previous run's is not this one's
     started = time.time()
-    with redis_for_run(redis_url) as server, tempfile.TemporaryDirectory(prefix="qbench-load-") as tmp:
+    with redis_for_run(redis_url) as server:
         namespace = unique_namespace(f"load-{plan.workload.name}")
-        samples_dir = Path(tmp)
         client = make_client(server.url, plan.variant)
         queue = RedisQueue(client, plan.variant, namespace=namespace, consumer="qbench-load")
         try:
@@ -153,15 +186,18 @@ def run_load(
                 if during is not None:
                     stack.enter_context(during(server, namespace))
                 returncode = run_locust(
-                    plan, out_dir, host=host, env=_locust_env(plan, server.url, namespace, samples_dir)
+                    plan,
+                    out_dir,
+                    host=host,
+                    env=_locust_env(plan, server.url, namespace, out_dir),
+                    progress=progress,
                 )
-            samples = load_samples(samples_dir)
+            results = _read_results(out_dir, returncode)
+            samples = results.ops
             census = take_census(queue).counts()
-            produced = sum(len(s.latency_ms) for op, s in samples.items() if op in ("enqueue", "submit"))
+            produced = sum(s.count for op, s in samples.items() if op in ("enqueue", "submit"))
             produced += (
-                len(samples["enqueue_burst"].latency_ms) * plan.workload.burst_size
-                if "enqueue_burst" in samples
-                else 0
+                samples["enqueue_burst"].count * plan.workload.burst_size if "enqueue_burst" in samples else 0
             )
             jobs_expected = prefilled + produced
         finally:
@@ -180,11 +216,21 @@ def run_load(
                 "spawn_rate": plan.spawn_rate,
                 "duration_s": plan.duration_s,
                 "locust_workers": plan.workers,
+                "locust_master": None
+                if plan.master is None
+                else {"bind": plan.master.bind, "port": plan.master.port},
+                "locust_worker_reports": results.workers,
                 "locust_returncode": returncode,
                 "load_avg_before": load_before,
                 "load_avg_after": os.getloadavg(),
                 "wall_s": round(time.time() - started, 1),
-                "latency_note": "percentiles from every sample in float ms (Locust's own are rounded)",
+                "latency_note": HISTOGRAM_NOTE + " (Locust's own percentiles are rounded to whole ms)",
+                "latency_histogram": {
+                    "unit": "us",
+                    "significant_digits": SIGNIFICANT_DIGITS,
+                    "highest_us": HIGHEST_US,
+                    "file": RESULTS_FILE,
+                },
                 "telemetry": telemetry_meta(telemetry, interval_s=telemetry_interval_s),
             },
         )
@@ -200,7 +246,22 @@ def run_load(
         jobs_expected=jobs_expected,
         locust_returncode=returncode,
         meta=meta,
+        workers=results.workers,
     )
+
+
+def _read_results(out_dir: Path, returncode: int) -> RunSamples:
+    path = out_dir / RESULTS_FILE
+    if not path.is_file():
+        raise LoadError(f"Locust wrote no results (exit {returncode}): {_last_log_line(out_dir)}")
+    try:
+        results = read_results_file(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LoadError(f"{path}: unreadable results ({exc})") from None
+    if results.errors:
+        more = f" (and {len(results.errors) - 1} more, see locust.log)" if len(results.errors) > 1 else ""
+        raise LoadError(results.errors[0] + more)
+    return results
 
 
 def prefill(url: str, plan: LoadPlan, namespace: str) -> int:
@@ -232,38 +293,38 @@ def prefill(url: str, plan: LoadPlan, namespace: str) -> int:
     return total
 
 
-def _locust_env(plan: LoadPlan, url: str, namespace: str, samples_dir: Path) -> dict[str, str]:
+def run_spec(plan: LoadPlan, url: str, namespace: str) -> RunSpec:
+    """What every Locust process of the run must agree on (the master forwards it to its
+    workers; the Redis URL goes without its credentials)."""
+    return RunSpec(
+        workload=plan.workload,
+        variant=variant_spec(plan.variant),
+        redis_url=without_credentials(url),
+        namespace=namespace,
+        started_at=time.time(),
+        duration_s=plan.duration_s,
+        progress_every_s=PROGRESS_EVERY_S,
+    )
+
+
+def _locust_env(plan: LoadPlan, url: str, namespace: str, out_dir: Path) -> dict[str, str]:
     # The plan may override users or duration: Locust's processes read this exact shape.
-    workload_file = samples_dir / "workload.toml"
-    workload_file.write_text(_to_toml(plan.workload))
-    env = dict(os.environ)
+    env = _with_pythonpath(dict(os.environ))
+    for name in (run_settings.ENV_WORKLOAD, run_settings.ENV_VARIANT, run_settings.ENV_MASTER_HOST):
+        env.pop(name, None)
     env.update(
         {
-            run_settings.ENV_WORKLOAD: str(workload_file),
-            run_settings.ENV_VARIANT: variant_spec(plan.variant),
+            run_settings.ENV_RUN: run_spec(plan, url, namespace).to_json(),
             run_settings.ENV_REDIS_URL: url,
-            run_settings.ENV_NAMESPACE: namespace,
-            run_settings.ENV_SAMPLES_DIR: str(samples_dir),
-            run_settings.ENV_STARTED_AT: repr(time.time()),
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(LOCUSTFILE.parent.parent), env.get("PYTHONPATH")])
-            ),
+            run_settings.ENV_RESULTS_FILE: str((out_dir / RESULTS_FILE).resolve()),
         }
     )
     return env
 
 
-def _to_toml(workload: Workload) -> str:
-    def value(v: object) -> str:
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-        if isinstance(v, str):
-            return json.dumps(v)
-        return repr(v)
-
-    doc = workload.as_dict()
-    doc.pop("name")
-    return "".join(f"{k} = {value(v)}\n" for k, v in doc.items())
+def _with_pythonpath(env: dict[str, str]) -> dict[str, str]:
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LOCUSTFILE.parent.parent), env.get("PYTHONPATH")]))
+    return env
 
 
 def variant_spec(variant: Variant) -> str:
@@ -273,9 +334,8 @@ def variant_spec(variant: Variant) -> str:
     return variant.label()
 
 
-def run_locust(plan: LoadPlan, out_dir: Path, *, host: str, env: dict[str, str]) -> int:
-    """Locust headless in child processes (its gevent patching never touches this one)."""
-    base = [
+def locust_command() -> list[str]:
+    return [
         sys.executable,
         "-m",
         "locust",
@@ -284,15 +344,32 @@ def run_locust(plan: LoadPlan, out_dir: Path, *, host: str, env: dict[str, str])
         "--loglevel",
         os.environ.get("QBENCH_LOCUST_LOGLEVEL", "WARNING"),
     ]
+
+
+def run_locust(
+    plan: LoadPlan,
+    out_dir: Path,
+    *,
+    host: str,
+    env: dict[str, str],
+    progress: Callable[[str], None] = print,
+) -> int:
+    """Locust headless in child processes (its gevent patching never touches this one).
+
+    The master (or the one local process) runs the clock and prints a progress line
+    every few seconds, relayed to `progress`; everything else it says goes to
+    `locust.log`. With `plan.workers` and no `plan.master`, the workers are local
+    processes dialling a master on a free loopback port; with `plan.master`, the
+    master listens where it says and waits for `plan.workers` workers started elsewhere.
+    Returns the master's exit code.
+    """
     master = [
-        *base,
+        *locust_command(),
         "--headless",
         "--users",
         str(plan.users),
         "--spawn-rate",
         f"{plan.spawn_rate:g}",
-        "--run-time",
-        f"{plan.duration_s:g}s",
         "--stop-timeout",
         str(STOP_TIMEOUT_S),
         "--host",
@@ -304,49 +381,120 @@ def run_locust(plan: LoadPlan, out_dir: Path, *, host: str, env: dict[str, str])
         str(out_dir / "locust"),
         "--csv-full-history",
     ]
+    # No --run-time: the locustfile's clock ends the run and waits for every worker's final report.
     workers: list[subprocess.Popen[bytes]] = []
+    wait_workers_s, port = 0, 0
     if plan.workers:
-        port = free_port()
+        if plan.master is None:
+            bind, port, wait_workers_s = "127.0.0.1", free_port(), LOCAL_WORKER_WAIT_S
+        else:
+            bind, port, wait_workers_s = plan.master.bind, plan.master.port, REMOTE_WORKER_WAIT_S
         master += [
             "--master",
             "--master-bind-host",
-            "127.0.0.1",
+            bind,
             "--master-bind-port",
             str(port),
             "--expect-workers",
             str(plan.workers),
             "--expect-workers-max-wait",
-            "30",
+            str(wait_workers_s),
         ]
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("locust*"):  # a failed rerun must not pass off old stats as its own
-        stale.unlink()
-    timeout_s = plan.duration_s + STOP_TIMEOUT_S + 60
+    for stale in [*out_dir.glob("locust*"), out_dir / RESULTS_FILE]:
+        stale.unlink(missing_ok=True)  # a failed rerun must not pass off old results as its own
+    timeout_s = wait_workers_s + plan.duration_s + STOP_TIMEOUT_S + FINAL_REPORT_GRACE_S + 60
     log_path = out_dir / "locust.log"
-    with log_path.open("wb") as log:
+    log_path.write_bytes(b"")
+    # Append mode: the master's stderr and the relayed stdout lines share the log.
+    with log_path.open("ab", buffering=0) as log:
+        # Locust's processes die with this one (SIGTERM, on which Locust shuts down), even on SIGKILL.
         master_proc = subprocess.Popen(
-            master, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+            master,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
+        relay = threading.Thread(target=_relay, args=(master_proc.stdout, log, progress), daemon=True)
         try:
-            for _ in range(plan.workers):
-                worker_cmd = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
-                workers.append(
-                    subprocess.Popen(
-                        worker_cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+            if plan.master is None:
+                worker_env = {**env, run_settings.ENV_MASTER_HOST: "127.0.0.1"}
+                worker_env.pop(run_settings.ENV_RESULTS_FILE, None)
+                for _ in range(plan.workers):
+                    worker_cmd = [*locust_command(), "--worker", "--master-host", "127.0.0.1"]
+                    worker_cmd += ["--master-port", str(port)]
+                    workers.append(
+                        subprocess.Popen(
+                            worker_cmd,
+                            stdout=log,
+                            stderr=log,
+                            env=worker_env,
+                            stdin=subprocess.DEVNULL,
+                            preexec_fn=die_with_parent,
+                        )
                     )
-                )
+            # Started after the last fork: a preexec_fn is not safe beside other threads.
+            relay.start()
             try:
                 returncode = master_proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 raise LoadError(f"Locust did not finish within {timeout_s:g} s (see {log_path})") from None
             for worker in workers:
-                # Workers quit when the master does; give them time to dump their samples.
+                # The master waited for each worker's final report; they are on their way out.
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     worker.wait(timeout=STOP_TIMEOUT_S + 5)
         finally:
             for proc in (master_proc, *workers):
                 _stop(proc)
+            if relay.is_alive():
+                relay.join(timeout=5)
+            if master_proc.stdout:
+                master_proc.stdout.close()
     return returncode
+
+
+def _relay(stream: IO[bytes] | None, log: IO[bytes], progress: Callable[[str], None]) -> None:
+    """Copy the master's stdout into the log, and hand its progress lines to `progress`."""
+    if stream is None:
+        return
+    for raw in iter(stream.readline, b""):
+        log.write(raw)
+        line = raw.decode(errors="replace").rstrip("\n")
+        if line.startswith(PROGRESS_PREFIX):
+            progress(line.removeprefix(PROGRESS_PREFIX))
+
+
+def run_worker(
+    *, scenario: str, variant: Variant, master_host: str, master_port: int, redis_url: str | None
+) -> int:
+    """A Locust worker only (`qbench load --worker`): it dials the master, takes the run
+    spec from it and runs its share of the users, with no results of its own. Its output
+    goes to this process's stdout and stderr. Returns Locust's exit code.
+
+    It needs no disk in common with the master. Locust bounds every wait: without a
+    master it gives up after 60 connection attempts 5 s apart; a master that stops
+    answering is given up after 60 s without heartbeats.
+    """
+    env = _with_pythonpath(dict(os.environ))
+    for name in (run_settings.ENV_RUN, run_settings.ENV_RESULTS_FILE, run_settings.ENV_REDIS_URL):
+        env.pop(name, None)
+    env.update(
+        {
+            run_settings.ENV_WORKLOAD: scenario,
+            run_settings.ENV_VARIANT: variant_spec(variant),
+            run_settings.ENV_MASTER_HOST: master_host,
+        }
+    )
+    if redis_url:
+        env[run_settings.ENV_REDIS_URL] = redis_url
+    cmd = [*locust_command(), "--worker", "--master-host", master_host, "--master-port", str(master_port)]
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    try:
+        return proc.wait()
+    finally:
+        _stop(proc)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -426,15 +574,18 @@ def rows_of(run: LoadRun) -> list[Row]:
 
     for op in sorted(run.samples):
         samples = run.samples[op]
-        latencies = samples.latency_ms
-        add(op, "requests", len(latencies), REQUEST_UNIT)
+        add(op, "requests", samples.count, REQUEST_UNIT)
         add(op, "failures", samples.failures, REQUEST_UNIT)
-        add(op, "rate", len(latencies) / plan.duration_s, "ops/s")
-        if latencies:
-            for p, value in zip(PERCENTILES, percentiles(latencies, PERCENTILES), strict=True):
+        add(op, "rate", samples.count / plan.duration_s, "ops/s")
+        if samples.count:
+            # The histogram's value at each percentile (3 significant digits), not the raw
+            # samples' interpolated one: harness.results.stats is for raw samples.
+            for p, value in zip(PERCENTILES, samples.percentiles_ms(PERCENTILES), strict=True):
                 add(op, f"latency_ms_p{p:g}", value, "ms")
-            add(op, "latency_ms_mean", math.fsum(latencies) / len(latencies), "ms")
-            add(op, "latency_ms_max", max(latencies), "ms")
+            add(op, "latency_ms_mean", samples.mean_ms(), "ms")
+            add(op, "latency_ms_max", samples.max_ms(), "ms")
+        if samples.out_of_range:
+            add(op, "latency_out_of_range", samples.out_of_range, REQUEST_UNIT)
         if samples.round_trips:
             calls = sum(samples.round_trips.values())
             mean = sum(k * v for k, v in samples.round_trips.items()) / calls
@@ -491,7 +642,7 @@ def render_charts(rows: Sequence[Row], out_dir: Path, title: str) -> list[str]:
             ax.plot([f"p{x:g}" for x, _ in points], [v for _, v in points], marker="o", label=_op_of(p))
         ax.set_yscale("log")
         ax.set_ylabel("latency (ms, log scale)")
-        ax.set_title(f"{title}: latency percentiles (float ms samples)")
+        ax.set_title(f"{title}: latency percentiles (HDR histogram, 1 µs resolution)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -3,13 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from pathlib import Path
 
 from harness.errors import UsageError, add_redis_url_argument, add_telemetry_argument
-from harness.load.runner import DEFAULT_OUT_ROOT, LoadError, LoadPlan, run_load, summary, write_results
+from harness.load.runner import (
+    DEFAULT_MASTER_PORT,
+    DEFAULT_OUT_ROOT,
+    LoadError,
+    LoadPlan,
+    MasterSpec,
+    run_load,
+    run_worker,
+    summary,
+    write_results,
+)
 from queue_impl.config import VariantError, parse_variant, toggle_help
-from scenarios.workload import Workload, WorkloadError, describe_workloads, load_workload
+from scenarios.settings import is_loopback
+from scenarios.workload import (
+    Workload,
+    WorkloadError,
+    describe_workloads,
+    load_workload,
+    resolve_workload_path,
+)
+
+MAX_WORKERS = 64
+DISTRIBUTED_HELP = """
+distributed across hosts (no shared disk: workers send their histograms to the master):
+  qbench load SCENARIO --variant V --master --expect-workers N [--bind ADDR --allow-remote]
+  qbench load SCENARIO --variant V --worker --master-host ADDR [--master-port P] [--redis-url URL]
+The master binds 127.0.0.1 unless --bind says otherwise; any other address needs
+--allow-remote (whoever reaches it can join as a worker). A worker uses the master's
+Redis URL unless given --redis-url; a Redis on the master's loopback is out of reach of
+other hosts, so give the master a --redis-url that every host can reach.
+"""
 
 
 def load_epilog() -> str:
@@ -19,6 +48,32 @@ def load_epilog() -> str:
         + describe_workloads()
         + "\n\nvariant: PRESET[+TOGGLE=VALUE,...], e.g. 'optimized+dequeue=notify,pool_size=sized'\n"
         + toggle_help()
+    )
+
+
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("distributed across hosts")
+    role = group.add_mutually_exclusive_group()
+    role.add_argument(
+        "--master", action="store_true", help="run the master only; workers started elsewhere connect to it"
+    )
+    role.add_argument("--worker", action="store_true", help="run a worker only (it dials --master-host)")
+    group.add_argument(
+        "--expect-workers", type=int, default=None, metavar="N", help="--master: workers to wait for"
+    )
+    group.add_argument(
+        "--bind", default=None, metavar="ADDR", help="--master: address to listen on (default 127.0.0.1)"
+    )
+    group.add_argument(
+        "--allow-remote", action="store_true", help="--master: allow a --bind address other than loopback"
+    )
+    group.add_argument("--master-host", default=None, metavar="ADDR", help="--worker: the master's address")
+    group.add_argument(
+        "--master-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help=f"--master: port to listen on; --worker: port to dial (default {DEFAULT_MASTER_PORT})",
     )
 
 
@@ -50,6 +105,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_common_arguments(parser)
     add_telemetry_argument(parser)
+    add_distributed_arguments(parser)
+    parser.epilog = (parser.epilog or "") + "\n" + DISTRIBUTED_HELP
     parser.set_defaults(func=run)
 
 
@@ -75,6 +132,17 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
         raise UsageError("--workers must be between 0 and 16")
     if args.workers and args.workers > users:
         raise UsageError("--workers cannot exceed --users (a worker without users does nothing)")
+    master = master_from_args(args) if hasattr(args, "master") else None  # `profile` has no --master
+    workers = args.workers
+    if master is not None:
+        workers = args.expect_workers
+        if workers > users:
+            raise UsageError("--expect-workers cannot exceed --users (a worker without users does nothing)")
+        if "http_submit" in workload.user_mix and not is_loopback(master.bind):
+            raise UsageError(
+                "the http scenario's API listens on the master's loopback: run its workers on the "
+                "master's host (--bind 127.0.0.1)"
+            )
     shaped = Workload(
         **{**workload.as_dict(), "users": users, "duration_s": duration, "spawn_rate": spawn_rate}
     )
@@ -85,11 +153,99 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
         users=users,
         spawn_rate=spawn_rate,
         duration_s=duration,
-        workers=args.workers,
+        workers=workers,
+        master=master,
     )
 
 
+def master_from_args(args: argparse.Namespace) -> MasterSpec | None:
+    """`--master` settings (None without it); one-line errors for flags that do not fit."""
+    if not args.master:
+        for flag, value in (
+            ("--expect-workers", args.expect_workers),
+            ("--bind", args.bind),
+            ("--allow-remote", args.allow_remote or None),
+        ):
+            if value is not None:
+                raise UsageError(f"{flag} needs --master")
+        if args.master_port is not None:
+            raise UsageError("--master-port needs --master or --worker")
+        if args.master_host is not None:
+            raise UsageError("--master-host needs --worker")
+        return None
+    if args.workers:
+        raise UsageError("--workers starts local workers; with --master, give --expect-workers instead")
+    if args.master_host is not None:
+        raise UsageError("--master-host is for --worker (a master listens on --bind)")
+    if args.expect_workers is None:
+        raise UsageError("--master needs --expect-workers N")
+    if not 1 <= args.expect_workers <= MAX_WORKERS:
+        raise UsageError(f"--expect-workers must be between 1 and {MAX_WORKERS}")
+    bind = args.bind or "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        raise UsageError(f"--bind {bind!r}: expected an IP address of this host") from None
+    if not address.is_loopback and not args.allow_remote:
+        raise UsageError(
+            f"--bind {bind} listens beyond this host, where anyone who reaches it can join as a worker: "
+            "add --allow-remote to mean it"
+        )
+    return MasterSpec(bind=bind, port=_port(args.master_port))
+
+
+def _port(value: int | None) -> int:
+    port = DEFAULT_MASTER_PORT if value is None else value
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--master-port {port}: expected 1..65535")
+    return port
+
+
+def run_as_worker(args: argparse.Namespace) -> int:
+    """`--worker`: a Locust worker only; the master decides the rest of the run."""
+    for flag, value in (
+        ("--users", args.users),
+        ("--spawn-rate", args.spawn_rate),
+        ("--duration", args.duration),
+        ("--label", args.label),
+        ("--out", args.out),
+        ("--expect-workers", args.expect_workers),
+        ("--bind", args.bind),
+        ("--allow-remote", args.allow_remote or None),
+        ("--no-charts", args.no_charts or None),
+        ("--workers", args.workers or None),
+    ):
+        if value is not None:
+            raise UsageError(f"{flag} is for the master: a --worker takes its run from the master")
+    if not args.master_host:
+        raise UsageError("--worker needs --master-host ADDR")
+    try:
+        scenario = str(resolve_workload_path(args.scenario).resolve())
+        load_workload(scenario)
+    except WorkloadError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        variant = parse_variant(args.variant)
+    except VariantError as exc:
+        raise UsageError(f"--variant: {exc}") from None
+    port = _port(args.master_port)
+    print(f"worker: dialling the Locust master at {args.master_host}:{port}", flush=True)
+    returncode = run_worker(
+        scenario=scenario,
+        variant=variant,
+        master_host=args.master_host,
+        master_port=port,
+        redis_url=args.redis_url,
+    )
+    if returncode != 0:
+        print(f"qbench: error: the Locust worker exited with {returncode}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "worker", False):
+        return run_as_worker(args)
     plan = plan_from_args(args)
     out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
     print(
@@ -107,9 +263,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"results in {out_dir}")
     failures = sum(s.failures for s in result.samples.values())
     lost = result.census["stranded"] + abs(result.jobs_expected - result.census["records"])
-    if failures or lost:
-        print(
-            f"qbench: error: {failures} failed request(s), {lost} job(s) missing or stranded", file=sys.stderr
-        )
+    problems = (
+        [f"{failures} failed request(s), {lost} job(s) missing or stranded"] if failures or lost else []
+    )
+    if result.locust_returncode != 0:
+        problems.append(f"Locust exited with {result.locust_returncode} (see {out_dir / 'locust.log'})")
+    if problems:
+        print(f"qbench: error: {'; '.join(problems)}", file=sys.stderr)
         return 1
     return 0
