@@ -86,7 +86,7 @@ def interval_verdict(lo: float, hi: float, regions: Sequence[Region]) -> str:
 def ratio_text(ci: RatioInterval, *, digits: int = 2, suffix: str = "x") -> str:
     """`2.43x (95% CI 2.38..2.47, 24 interleaved rounds)`."""
     return (
-        f"{ci.estimate:.{digits}f}{suffix} ({ci.confidence:.0%} CI {ci.lo:.{digits}f}..{ci.hi:.{digits}f}, "
+        f"{ci.estimate:.{digits}f}{suffix} ({ci.level} CI {ci.lo:.{digits}f}..{ci.hi:.{digits}f}, "
         f"{ci.n} interleaved rounds)"
     )
 

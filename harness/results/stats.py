@@ -33,6 +33,7 @@ __all__ = [
     "RatioInterval",
     "Spread",
     "difference_interval",
+    "location_interval",
     "median",
     "median_or_none",
     "percentile",
@@ -124,6 +125,11 @@ class RatioInterval:
         """Half the interval's width on the log scale, as a fraction (0.01: about +-1%)."""
         return math.expm1((math.log(self.hi) - math.log(self.lo)) / 2)
 
+    @property
+    def level(self) -> str:
+        """The coverage as a whole percentage, rounded down: `95%` (or `75%` for 3 rounds)."""
+        return f"{math.floor(self.confidence * 100 + 1e-9)}%"
+
     def side_of(self, threshold: float) -> Side:
         """Where the whole interval lies against `threshold`: a verdict needs above or below."""
         if self.lo > threshold:
@@ -137,9 +143,8 @@ class RatioInterval:
         return RatioInterval(1 / self.estimate, 1 / self.hi, 1 / self.lo, self.confidence, self.n)
 
     def fmt(self, digits: int = 2, suffix: str = "x") -> str:
-        pct = f"{self.confidence:.0%}"
         return (
-            f"{self.estimate:.{digits}f}{suffix} ({pct} CI {self.lo:.{digits}f}..{self.hi:.{digits}f}, "
+            f"{self.estimate:.{digits}f}{suffix} ({self.level} CI {self.lo:.{digits}f}..{self.hi:.{digits}f}, "
             f"n={self.n})"
         )
 
@@ -194,7 +199,7 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], *, confidence: float 
     if min(a) <= 0 or min(b) <= 0:
         raise ValueError("ratios need positive values")
     d = [math.log(y) - math.log(x) for x, y in zip(a, b, strict=True)]
-    estimate, lo, hi, coverage = _walsh_interval(d, confidence)
+    estimate, lo, hi, coverage = location_interval(d, confidence)
     return RatioInterval(math.exp(estimate), math.exp(lo), math.exp(hi), coverage, len(d))
 
 
@@ -204,7 +209,7 @@ def difference_interval(
     """B - A from paired rounds: (estimate, lo, hi, coverage), the same method on plain
     differences (for a saving in ns, where a ratio is not the question)."""
     _check_paired(a, b)
-    return _walsh_interval([y - x for x, y in zip(a, b, strict=True)], confidence)
+    return location_interval([y - x for x, y in zip(a, b, strict=True)], confidence)
 
 
 def _check_paired(a: Sequence[float], b: Sequence[float]) -> None:
@@ -214,8 +219,11 @@ def _check_paired(a: Sequence[float], b: Sequence[float]) -> None:
         raise ValueError("no rounds")
 
 
-def _walsh_interval(d: Sequence[float], confidence: float) -> tuple[float, float, float, float]:
-    """Hodges-Lehmann estimate and signed-rank interval of the centre of `d`, and its coverage."""
+def location_interval(d: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """(estimate, lo, hi, coverage): the Hodges-Lehmann estimate of the centre of `d` (its
+    pseudo-median) and the signed-rank interval around it (see the module docstring)."""
+    if not d:
+        raise ValueError("no values")
     n = len(d)
     walsh = sorted((d[i] + d[j]) / 2 for i in range(n) for j in range(i, n))
     k, coverage = signed_rank_cutoff(n, confidence)

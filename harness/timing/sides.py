@@ -43,7 +43,10 @@ class Checkout:
         if not (root / "queue_impl" / "__init__.py").is_file():
             raise WorkerError(f"{root}: no queue_impl package (not a qbench checkout)")
         own = root / ".venv" / "bin" / "python"
-        return cls(label, root, python or (str(own) if own.is_file() else sys.executable))
+        chosen = python or (str(own) if own.is_file() else sys.executable)
+        if not os.access(chosen, os.X_OK):
+            raise WorkerError(f"{chosen}: no Python to run the {label} worker with")
+        return cls(label, root, chosen)
 
 
 class WorkerProcess:

@@ -190,7 +190,10 @@ def run_live(args: argparse.Namespace) -> int:
         raise UsageError(f"--head: {exc}") from None
     if not (args.base / "queue_impl" / "__init__.py").is_file():
         return _no_baseline(args, head)
-    base = Checkout.at("base", args.base, args.base_python)
+    try:
+        base = Checkout.at("base", args.base, args.base_python)
+    except WorkerError as exc:
+        raise UsageError(f"--base: {exc}") from None
     plan, ops = (QUICK_PLAN, QUICK_OPS) if args.quick else (GATE_PLAN, OPS_PER_ROUND)
     try:
         gate = run_timing_gate(
