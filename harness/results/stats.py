@@ -143,10 +143,8 @@ class RatioInterval:
         return RatioInterval(1 / self.estimate, 1 / self.hi, 1 / self.lo, self.confidence, self.n)
 
     def fmt(self, digits: int = 2, suffix: str = "x") -> str:
-        return (
-            f"{self.estimate:.{digits}f}{suffix} ({self.level} CI {self.lo:.{digits}f}..{self.hi:.{digits}f}, "
-            f"n={self.n})"
-        )
+        bounds = f"{self.lo:.{digits}f}..{self.hi:.{digits}f}"
+        return f"{self.estimate:.{digits}f}{suffix} ({self.level} CI {bounds}, n={self.n})"
 
 
 def signed_rank_cutoff(n: int, confidence: float) -> tuple[int, float]:
