@@ -21,7 +21,7 @@ from harness.results.rows import Row, parse_params
 from harness.results.stats import RatioInterval, median
 from harness.timing.interleave import METRIC_OF, Measure, ratio_from_rows
 
-CALIBRATED_TOLERANCE = 0.05
+CALIBRATED_TOLERANCE = 0.045
 """The timing gate's default tolerance: `recommended_tolerance` of the committed
 calibration, results/calibration/calibration.json (`qbench gate calibrate`)."""
 CALIBRATION_FILE = Path("results/calibration/calibration.json")
