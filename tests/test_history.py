@@ -11,6 +11,7 @@ import pytest
 from harness.cli import main
 from harness.results.history import COLUMNS, RATIO_METRIC, read_history, steps, summarize_run
 from harness.results.rows import Row, write_metrics, write_run
+from harness.results.timing_gate import CALIBRATED_TOLERANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,15 +65,19 @@ def test_history_add_is_tidy_keyed_by_commit_and_idempotent(
     assert len(rows) == 3 * 2
     assert [r["commit"][0] for r in rows if r["metric"] == RATIO_METRIC] == ["a", "b", "c"]
 
-    marked = steps(read_history(history), noise=0.05)
-    assert [(s.before.commit[0], s.after.commit[0]) for s in marked] == [("b", "c"), ("b", "c")]
+    entries = read_history(history)
+    marked = steps(entries, noise=0.05)  # on the interleaved ratio only: its noise is calibrated
+    assert [(s.before.commit[0], s.after.commit[0], s.series[3]) for s in marked] == [
+        ("b", "c", RATIO_METRIC)
+    ]
+    assert len(steps(entries, noise=0.05, units=None)) == 2  # the absolute series moved too
     out = tmp_path / "site-history"
     assert main(["history", "chart", "--file", str(history), "--out", str(out)]) == 0
     pngs = sorted(p.name for p in (out / "charts").glob("*.png"))
     assert len(pngs) == 2 and all((out / "charts" / p).stat().st_size > 1000 for p in pngs)
     text = (out / "HISTORY.md").read_text()
     assert "+19.4%" in text and "3 commits" in text
-    assert "2 charts, 2 steps larger than 5.0%" in capsys.readouterr().out
+    assert f"2 charts, 1 steps larger than {CALIBRATED_TOLERANCE:.1%}" in capsys.readouterr().out
 
 
 def test_a_run_without_a_commit_or_metrics_is_refused(

@@ -12,7 +12,10 @@
 
 `charts` draws each metric over the commits (ordered by commit date) with its interval,
 and marks every step between neighbouring commits larger than the calibrated noise (the
-timing gate's calibrated tolerance): a step you can believe.
+timing gate's calibrated tolerance): a step you can believe. The calibration measured the
+noise of interleaved ratios (head/base in one run), so steps are marked on ratio series;
+an absolute figure is drawn too, but each commit's was timed at a different moment and the
+machine's drift between runs (not calibrated) moves it: `HISTORY.md` says by how much.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ TIMING_UNITS = frozenset({"ns", "us", "ms", "s"})
 MIN_ROUNDS_FOR_INTERVAL = 6
 """Fewer values than this give no 95% signed-rank interval: min..max instead."""
 RATIO_METRIC = "cpu_ratio_to_base"
-DEFAULT_CHART_METRICS = ("cpu_ns_per_op", RATIO_METRIC)
+DEFAULT_CHART_METRICS = (RATIO_METRIC, "cpu_ns_per_op")
 
 
 class HistoryError(ValueError):
@@ -208,12 +211,15 @@ def commit_order(entries: Sequence[Entry]) -> list[str]:
     return sorted(first, key=lambda c: first[c])
 
 
-def steps(entries: Sequence[Entry], noise: float) -> list[Step]:
-    """Changes between neighbouring commits of one series larger than `noise` (relative)."""
+def steps(entries: Sequence[Entry], noise: float, *, units: Sequence[str] | None = ("ratio",)) -> list[Step]:
+    """Changes between neighbouring commits of one series larger than `noise` (relative),
+    in series of `units` (default: ratios, the interleaved measure the noise was calibrated
+    on; None: every series)."""
     found = []
     by_series: dict[tuple[str, str, str, str], list[Entry]] = defaultdict(list)
     for e in entries:
-        by_series[e.series()].append(e)
+        if units is None or e.unit in units:
+            by_series[e.series()].append(e)
     order = {c: i for i, c in enumerate(commit_order(entries))}
     for key, group in by_series.items():
         group = sorted(group, key=lambda e: order[e.commit])
@@ -281,12 +287,39 @@ def draw_charts(
         ax.set(
             ylabel=f"{key[3]} ({unit})",
             title=f"{' / '.join(p for p in key[:3] if p)}: {key[3]}\n"
-            f"red: a step larger than the calibrated noise ({noise:.1%})",
+            + (
+                f"red: a step larger than the calibrated noise ({noise:.1%})"
+                if unit == "ratio"
+                else "absolute, one run per commit: drift between runs is not marked"
+            ),
         )
         ax.legend(fontsize=8, loc="best")
         names.append(save_chart(fig, charts_dir, slug(key)))
     (out_dir / "HISTORY.md").write_text(history_markdown(chosen, names, marked, noise))
     return names, marked
+
+
+def _drift_note(entries: Sequence[Entry], noise: float) -> list[str]:
+    """How far absolute series moved between neighbouring commits, beside the ratios."""
+    absolute = steps(entries, 0.0, units=sorted(TIMING_UNITS))
+    ratios = steps(entries, 0.0)
+    if not absolute:
+        return []
+    widest = max(absolute, key=lambda s: abs(s.change))
+    text = (
+        f"Absolute figures (each commit timed at its own moment) moved by up to {widest.change:+.1%} "
+        f"between neighbouring commits ({' / '.join(p for p in widest.series if p)})"
+    )
+    if ratios:
+        text += (
+            f", while the interleaved ratios, each against the same reference in the same run, moved "
+            f"by at most {max(abs(s.change) for s in ratios):.1%}"
+        )
+    return [
+        text + ". That drift is the machine, not the code, so steps are marked only on the ratios, "
+        f"whose noise the gate's calibration measured ({noise:.1%}).",
+        "",
+    ]
 
 
 def _point(e: Entry) -> str:
@@ -307,7 +340,9 @@ def history_markdown(
         "",
         f"{len(order)} commits, oldest first; each point is one run's estimate with its 95% interval. "
         f"A step between neighbouring commits larger than the calibrated noise ({noise:.1%}, the "
-        "timing gate's calibrated tolerance) is marked in red and listed below.",
+        "timing gate's calibrated tolerance) is marked in red and listed below. "
+        f"`{RATIO_METRIC}`: the commit's client CPU per job cycle over the reference tree's (the base "
+        "of its gate run, recorded in its run.json), both timed interleaved in one run.",
         "",
         markdown_table(
             ["#", "commit", "date", "subject"],
@@ -316,6 +351,7 @@ def history_markdown(
         "",
         "## Steps larger than the noise",
         "",
+        *_drift_note(entries, noise),
     ]
     if marked:
         lines.append(
