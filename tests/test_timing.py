@@ -223,6 +223,13 @@ def test_worker_measures_its_own_checkout_and_cleans_up(redis_url: str) -> None:
         client.close()
 
 
+def test_a_worker_that_dies_is_one_line_with_its_last_words(tmp_path: Path, redis_url: str) -> None:
+    (tmp_path / "queue_impl").mkdir()
+    (tmp_path / "queue_impl" / "__init__.py").write_text("raise SystemExit('this checkout is broken')\n")
+    with pytest.raises(WorkerError, match=r"^head: worker exited: this checkout is broken$"):
+        WorkerProcess(Checkout.at("head", tmp_path), redis_url=redis_url, cpu=None)
+
+
 def test_a_tree_without_queue_impl_is_refused(tmp_path: Path) -> None:
     with pytest.raises(WorkerError, match="no queue_impl package"):
         Checkout.at("base", tmp_path)

@@ -8,6 +8,7 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,18 +60,24 @@ class WorkerProcess:
             args += ["--cpu", str(cpu)]
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["PYTHONHASHSEED"] = "0"  # the same string hashing on both sides
+        # stderr to a file, not a pipe: a chatty worker must never block on a full pipe.
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by close())
         self.proc = subprocess.Popen(
             args,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
             env=env,
             cwd=checkout.root,
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        self.hello = self.request({"cmd": "hello"})
+        try:
+            self.hello = self.request({"cmd": "hello"})
+        except BaseException:
+            self.close()  # a worker that never answered still leaves no process or file open
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -104,7 +111,8 @@ class WorkerProcess:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        err = self.proc.stderr.read() if self.proc.stderr else ""
+        self._stderr.seek(0)
+        err = self._stderr.read()
         lines = [line for line in err.strip().splitlines() if line.strip()]
         return lines[-1].strip() if lines else f"exit code {self.proc.returncode}"
 
@@ -128,7 +136,7 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
