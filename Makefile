@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce reproduce-reference reproduce-quick load-runs test test-fast lint typecheck bench proto clean
+.PHONY: install reproduce reproduce-reference reproduce-quick load-runs test test-fast lint typecheck bench proto clean gate calibrate flips history site site-deps
 
 LOAD_SCENARIOS := producer consumer mixed burst arrival http
 PRESETS := baseline optimized scripted
@@ -48,8 +48,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy queue_impl harness scenarios
 
+# Client CPU time with the garbage collector off, as harness/timing measures (counts in extra_info).
 bench: $(STAMP)
-	$(BIN)/pytest tests/bench --benchmark-only --benchmark-json=results/bench.json
+	$(BIN)/pytest tests/bench --benchmark-only --benchmark-timer=time.process_time --benchmark-disable-gc --benchmark-warmup=on --benchmark-json=results/bench.json
 
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iqueue_impl/proto --python_out=queue_impl --pyi_out=queue_impl queue_impl/proto/job.proto
@@ -63,3 +64,42 @@ clean:
 # each peer library gets its own virtualenv under .venv/peers/ on first use (needs PyPI).
 peers: $(STAMP)
 	$(BIN)/qbench peers --out results/peers
+
+# The gate CI runs, locally: BASE (default main) checked out into a temporary git worktree,
+# its counters (`qbench ops`) held exact against this tree's, then both trees timed in one
+# interleaved run (`qbench gate run`: results/gate/GATE.md, gate.json). QUICK=1: a smoke run.
+BASE ?= main
+gate: $(STAMP)
+	@set -u; tmp="$$(mktemp -d)"; status=0; \
+	trap 'git worktree remove --force "$$tmp/base" >/dev/null 2>&1; rm -rf "$$tmp"' EXIT; \
+	git worktree add --detach --quiet "$$tmp/base" "$(BASE)" || exit 2; \
+	mkdir -p results/gate; \
+	$(BIN)/qbench ops --out "$$tmp/head-ops" > /dev/null || exit 1; \
+	if [ -d "$$tmp/base/harness/verbs" ]; then \
+		(cd "$$tmp/base" && "$(abspath $(BIN))/python" -m harness.cli ops --out "$$tmp/base-ops" > /dev/null) || exit 1; \
+		$(BIN)/qbench gate --baseline "$$tmp/base-ops" --candidate "$$tmp/head-ops" --timings off \
+			--json results/gate/counters.json || status=1; \
+	else echo "counters: $(BASE) has no qbench yet: no baseline"; fi; \
+	$(BIN)/qbench gate run --base "$$tmp/base" --head . --out results/gate $(if $(QUICK),--quick) || status=$$?; \
+	exit $$status
+
+# The timing gate's error rates on this machine (~15 min; commit results/calibration/ and set
+# CALIBRATED_TOLERANCE in harness/results/timing_gate.py to its recommended tolerance).
+calibrate: $(STAMP)
+	$(BIN)/qbench gate calibrate --runs 20 --out results/calibration
+
+# Do the timed verdicts flip? Five back-to-back quick reproductions of codec and key_building.
+flips: $(STAMP)
+	scripts/flips.sh 5 results/flips
+
+# The committed history: the quick timing gate of several commits against this tree.
+history: $(STAMP)
+	scripts/history.sh
+
+# A static site of results/ (site/index.html opens from the file system).
+site: $(STAMP)
+	$(BIN)/qbench site --out site
+
+# Debian's Chromium, for the test that opens the site headless (tests/test_site.py).
+site-deps:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)

@@ -30,6 +30,8 @@ VERB_MODULES = (
     "harness.verbs.peers",
     "harness.verbs.chaos",
     "harness.verbs.observe",
+    "harness.verbs.history",
+    "harness.verbs.site",
 )
 """Verb modules, in help order."""
 

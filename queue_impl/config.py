@@ -74,6 +74,11 @@ class Variant:
     retry_base_s: float = 1.0
     """Backoff before retry n is retry_base_s * 2**(n-1)."""
     retry_max_s: float = 3600.0
+    handicap_us: float = 0.0
+    """Calibration only, never a setting: burn this many microseconds of client CPU in
+    each queue operation (enqueue, enqueue_many, dequeue, complete, fail, the scheduler
+    move). It exists so `qbench gate calibrate` can inject a known regression and count
+    how often the timing gate sees it; 0 (the default) costs one attribute check."""
 
     def __post_init__(self) -> None:
         for field, literal in (
@@ -98,6 +103,7 @@ class Variant:
             "pool_timeout_s": self.pool_timeout_s,
             "retry_base_s": self.retry_base_s,
             "retry_max_s": self.retry_max_s,
+            "handicap_us": self.handicap_us,
         }
         if len(self.block_timeouts_s) != 3:
             raise VariantError("block_timeouts_s: three timeouts expected (high/normal/low)")
@@ -184,6 +190,7 @@ _FLOAT_FIELDS = {
     "notify_timeout_s",
     "retry_base_s",
     "retry_max_s",
+    "handicap_us",
 }
 
 
@@ -246,6 +253,7 @@ TOGGLE_VALUES: dict[str, str] = {
     "notify_timeout_s": "seconds",
     "retry_base_s": "seconds",
     "retry_max_s": "seconds",
+    "handicap_us": "microseconds of CPU burnt per operation (calibrating gates only; default 0)",
 }
 """What each toggle accepts, for `--help` (the docstrings of `Variant` say what each does)."""
 

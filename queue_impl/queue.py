@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,8 @@ class RedisQueue:
         self._dequeue = DEQUEUE_STRATEGIES[variant.dequeue](self._ctx)
         self._batch = BATCH_STRATEGIES[variant.batch](self._ctx)
         self._registered = False
+        # Calibration only (Variant.handicap_us): 0 leaves one falsy check per operation.
+        self._handicap_ns = round(variant.handicap_us * 1000)
 
     # Read-only: the strategies share these through the context.
     @property
@@ -120,12 +123,16 @@ class RedisQueue:
 
     # -- producing --------------------------------------------------------------
     def enqueue(self, job: Job) -> str:
+        if self._handicap_ns:
+            burn_cpu(self._handicap_ns)
         self.check_payloads([job])
         self._batch.enqueue_many([job])
         return job.id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         """Enqueue every job, or none when one is rejected (`PayloadTooLargeError`)."""
+        if self._handicap_ns:
+            burn_cpu(self._handicap_ns)
         self.check_payloads(jobs)
         if jobs:
             self._batch.enqueue_many(jobs)
@@ -149,6 +156,8 @@ class RedisQueue:
         and returns None if nothing came. A record that cannot be decoded is
         dead-lettered with the reason, and the next job is tried.
         """
+        if self._handicap_ns:
+            burn_cpu(self._handicap_ns)
         if not self._registered:
             self.register_consumer()
         while True:
@@ -168,6 +177,8 @@ class RedisQueue:
         (stale recovery handed it back); only the `script` batch mode can tell, and then
         leaves the record alone. `loop` and `pipeline` write it anyway and return True.
         """
+        if self._handicap_ns:
+            burn_cpu(self._handicap_ns)
         return self._batch.complete(job)
 
     def fail(self, job: Job, error: str, *, retry: bool = True) -> Status:
@@ -178,6 +189,8 @@ class RedisQueue:
         For a job no longer in this consumer's processing list, `script` writes nothing
         (the status is still returned); `loop` and `pipeline` schedule or dead-letter it
         all the same, a second copy beside the one stale recovery returned."""
+        if self._handicap_ns:
+            burn_cpu(self._handicap_ns)
         job.attempts += 1
         job.last_error = error
         job.finished_at_us = now_us()
@@ -195,6 +208,8 @@ class RedisQueue:
     # -- scheduling -------------------------------------------------------------
     def move_scheduled_to_ready(self, *, now: int | None = None, limit: int = 1000) -> int:
         """Move up to `limit` due retries back to their priority queue; returns how many."""
+        if self._handicap_ns:
+            burn_cpu(self._handicap_ns)
         return self._batch.move_scheduled(now_us() if now is None else now, limit)
 
     # -- reading ----------------------------------------------------------------
@@ -325,6 +340,14 @@ class RedisQueue:
     def cleanup(self) -> int:
         """Delete this namespace's keys (and only them); returns how many."""
         return delete_namespace(self.client, self.keys.prefix)
+
+
+def burn_cpu(ns: int) -> None:
+    """Spin until this process has used `ns` more nanoseconds of CPU (not wall time: a
+    sleep would cost no CPU, and a preempted spin must still burn its full amount)."""
+    deadline = time.process_time_ns() + ns
+    while time.process_time_ns() < deadline:
+        pass
 
 
 def _lease_ms(lease_s: float) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +13,25 @@ from harness.experiments import RunContext, Section
 from harness.results.render import (
     DOES_NOT_HOLD,
     HOLDS,
+    INCONCLUSIVE,
     NOT_MEASURED,
     PARTLY,
+    Region,
     count_cell,
     figure,
+    interval_verdict,
     markdown_table,
     median_of,
+    ratio_text,
     save_chart,
     spread_cell,
     values_of,
 )
 from harness.results.rows import Row, params
-from harness.results.stats import Spread
+from harness.results.stats import RatioInterval, Spread
+from harness.timing.interleave import METRIC_OF, Plan, comparison_rows, interleave, ratio_from_rows
+from harness.timing.placement import choose_cpu, pinned
+from harness.timing.sides import in_process_arm
 from queue_impl.codec import CODECS, Codec
 from queue_impl.config import CodecName
 from queue_impl.job import Job, Priority, Status
@@ -42,7 +51,8 @@ SPEED_TOLERANCE = 0.25
 """A measured speed-up within 25% of the seed's counts as matching."""
 SIZE_TOLERANCE = 0.10
 """A size reduction within 10 percentage points of the seed's counts as matching."""
-BATCHES = 5
+CPU_METRIC = METRIC_OF["cpu"]
+LEGACY_METRIC = "ns_per_op"
 
 
 def sample_job(size: str) -> Job:
@@ -68,28 +78,70 @@ def sample_job(size: str) -> Job:
     )
 
 
+CODEC_PLAN = Plan(warmup_rounds=2, min_rounds=12, max_rounds=40, max_seconds=8.0, precision=0.02)
+"""Per payload size: json and protobuf interleaved until the speed-up is known to +-2%
+(or 40 rounds, or 8 s; quick mode halves the budget)."""
+ROUND_S = {"small": 0.01, "medium": 0.01, "large": 0.04}
+"""Target seconds of one side's round (JSON's): many operations for the small payloads,
+one or two for the 1 MB one."""
+
+
 def run(ctx: RunContext) -> list[Row]:
-    budget_s = 0.05 if ctx.quick else 0.3
     rows: list[Row] = []
-    for repeat in range(ctx.repeats):
-        for size in SIZES:
-            job = sample_job(size)
+    jobs = {size: sample_job(size) for size in SIZES}
+    for repeat in range(ctx.repeats):  # the sizes are exact: every repeat must agree
+        for size, job in jobs.items():
             for name in CODEC_NAMES:
                 codec = CODECS[name]
                 encoded = codec.encode(job)
                 if codec.decode(encoded) != job:
                     raise RuntimeError(f"{name} codec does not round-trip the {size} job")
-                encode_ns, decode_ns = _time_codec(codec, job, encoded, budget_s)
                 p = _codec_params(name, size)
                 rows += [
                     Row(NAME, "", p, "encoded_bytes", len(encoded), "bytes", repeat),
                     Row(NAME, "", p, "payload_bytes", len(job.payload), "bytes", repeat),
-                    Row(NAME, "", p, "encode_ns", encode_ns, "ns", repeat),
-                    Row(NAME, "", p, "decode_ns", decode_ns, "ns", repeat),
-                    Row(NAME, "", p, "ns_per_op", encode_ns + decode_ns, "ns", repeat),
                 ]
-        ctx.progress(f"repeat {repeat + 1}/{ctx.repeats}: {', '.join(SIZES)} x {', '.join(CODEC_NAMES)}")
+    plan = CODEC_PLAN.scaled(0.5) if ctx.quick else CODEC_PLAN
+    with pinned(choose_cpu()):
+        for size, job in jobs.items():
+            ops = _ops_per_round(CODECS["json"], job, ROUND_S[size])
+            arms = [in_process_arm(name, _cycle(CODECS[name], job), ops) for name in CODEC_NAMES]
+            result = interleave(arms[0], arms[1], plan=plan)
+            rows += comparison_rows(
+                result,
+                experiment=NAME,
+                variant_a="",
+                variant_b="",
+                params_a=_codec_params("json", size),
+                params_b=_codec_params("protobuf", size),
+                measures=("cpu", "wall"),
+            )
+            speedup = _speedup(rows, size)
+            ctx.progress(
+                f"{size}: {len(result.rounds)} interleaved rounds of {ops} encode+decode, "
+                f"stopped by {result.stopped_by}: {ratio_text(speedup) if speedup else '-'}"
+            )
     return rows
+
+
+def _cycle(codec: Codec, job: Job) -> Callable[[], object]:
+    def encode_decode() -> object:
+        return codec.decode(codec.encode(job))
+
+    return encode_decode
+
+
+def _ops_per_round(codec: Codec, job: Job, seconds: float) -> int:
+    """Operations that take about `seconds` (measured on a few calls of `codec`)."""
+    for _ in range(3):
+        codec.decode(codec.encode(job))
+    t0 = time.perf_counter()
+    calls = 0
+    while time.perf_counter() - t0 < min(seconds, 0.05) or calls < 2:
+        codec.decode(codec.encode(job))
+        calls += 1
+    single = (time.perf_counter() - t0) / calls
+    return max(1, round(seconds / single))
 
 
 def _codec_params(codec: CodecName, size: str) -> str:
@@ -106,31 +158,36 @@ def _median(rows: list[Row], codec: CodecName, size: str, metric: str) -> float 
     return median_of(rows, variant="", metric=metric, params=_codec_params(codec, size))
 
 
-def _time_codec(codec: Codec, job: Job, encoded: bytes, budget_s: float) -> tuple[float, float]:
-    """Nanoseconds per encode and per decode: the fastest of BATCHES batches each."""
-    t0 = time.perf_counter()
-    codec.decode(codec.encode(job))
-    single = max(time.perf_counter() - t0, 1e-7)
-    per_batch = max(int(budget_s / BATCHES / single), 1)
+def _time_metric(rows: list[Row]) -> str:
+    """CPU per operation from interleaved rounds; runs saved before them had `ns_per_op`."""
+    return CPU_METRIC if any(r.metric == CPU_METRIC for r in rows) else LEGACY_METRIC
 
-    def best(action: object) -> float:
-        assert callable(action)
-        fastest = float("inf")
-        for _ in range(BATCHES):
-            start = time.perf_counter_ns()
-            for _ in range(per_batch):
-                action()
-            fastest = min(fastest, (time.perf_counter_ns() - start) / per_batch)
-        return fastest
 
-    return best(lambda: codec.encode(job)), best(lambda: codec.decode(encoded))
+def _speedup(rows: list[Row], size: str) -> RatioInterval | None:
+    """JSON time / protobuf time with its interval, from rounds paired by repeat."""
+    return ratio_from_rows(
+        rows,
+        metric=_time_metric(rows),
+        a=("", _codec_params("protobuf", size)),
+        b=("", _codec_params("json", size)),
+    )
 
 
 # -- render --------------------------------------------------------------------------------
-def _speed_verdict(measured: float, claimed: float) -> str:
-    if abs(measured / claimed - 1) <= SPEED_TOLERANCE:
-        return HOLDS
-    return PARTLY if measured > 1 else DOES_NOT_HOLD
+def speed_regions(claimed: float) -> list[Region]:
+    """Holds within SPEED_TOLERANCE of the claim; partly when faster but not by the claim
+    (or by far more); does not hold at 1x or below."""
+    low, high = claimed * (1 - SPEED_TOLERANCE), claimed * (1 + SPEED_TOLERANCE)
+    return [
+        (0.0, 1.0, DOES_NOT_HOLD),
+        (1.0, low, PARTLY),
+        (low, high, HOLDS),
+        (high, math.inf, PARTLY),
+    ]
+
+
+def _speed_verdict(speedup: RatioInterval, claimed: float) -> str:
+    return interval_verdict(speedup.lo, speedup.hi, speed_regions(claimed))
 
 
 def _size_verdict(measured: float, claimed: float) -> str:
@@ -143,12 +200,13 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
     verdicts: list[tuple[str, str, str]] = []
     header = ["Claim", "Claimed", "json", "protobuf", "measured", "Verdict"]
     body = []
+    metric = _time_metric(rows)
     for size in SIZES:
-        json_ns = _median(rows, "json", size, "ns_per_op")
-        pb_ns = _median(rows, "protobuf", size, "ns_per_op")
-        if json_ns is None or pb_ns is None:
+        json_ns = _median(rows, "json", size, metric)
+        pb_ns = _median(rows, "protobuf", size, metric)
+        speedup = _speedup(rows, size)
+        if json_ns is None or pb_ns is None or speedup is None:
             continue
-        speedup = json_ns / pb_ns
         claimed = SEED_SPEEDUP.get(size)
         verdict = _speed_verdict(speedup, claimed) if claimed else "-"
         claimed_text = (
@@ -160,9 +218,9 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
             [
                 f"{size}: encode+decode",
                 claimed_text,
-                spread_cell(_values(rows, "json", size, "ns_per_op"), digits=0, unit="ns"),
-                spread_cell(_values(rows, "protobuf", size, "ns_per_op"), digits=0, unit="ns"),
-                f"{speedup:.2f}x faster",
+                spread_cell(_values(rows, "json", size, metric), digits=0, unit="ns"),
+                spread_cell(_values(rows, "protobuf", size, metric), digits=0, unit="ns"),
+                f"{ratio_text(speedup)} faster",
                 verdict,
             ]
         )
@@ -171,8 +229,10 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
                 (
                     f"protobuf {claimed}x faster than JSON ({size})",
                     verdict,
-                    f"measured {speedup:.2f}x ({_ns_text(pb_ns)} vs {_ns_text(json_ns)} "
-                    "encode+decode, Python)",
+                    f"measured {ratio_text(speedup)} ({_ns_text(pb_ns)} vs {_ns_text(json_ns)} "
+                    f"encode+decode CPU, Python); holds within {SPEED_TOLERANCE:.0%} of the claim "
+                    f"({claimed * (1 - SPEED_TOLERANCE):.2f}..{claimed * (1 + SPEED_TOLERANCE):.2f}x), "
+                    "partly when faster but outside it",
                 )
             )
     for size in SIZES:
@@ -207,9 +267,13 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         "on their own, outside any queue (rows: empty variant, `codec=` in params). A job is a "
         f"completed record with a JSON-text payload of {sizes_text}; the JSON codec is the proto3 "
         "JSON mapping (bytes as base64, 64-bit integers as strings). Times are this Python "
-        "process's (protobuf's C++ extension vs the stdlib json), the fastest of 5 batches per "
-        "repeat, median (min..max) over repeats; sizes are exact. The chart shows the measured "
-        "ratios (per repeat: median, min..max) beside the seed's claimed ones.",
+        "process's client CPU per encode+decode (protobuf's C++ extension vs the stdlib json), "
+        "measured in interleaved rounds (json and protobuf alternate in random order, garbage "
+        "collector off, pinned to one CPU) until the speed-up is known to about +-2%; cells are "
+        "median (min..max) over the rounds, and the speed-up is the Hodges-Lehmann estimate of "
+        "the paired rounds with its 95% interval. A verdict is given only when the whole interval "
+        f"lies inside one verdict's range, else it reads *{INCONCLUSIVE}*. Sizes are exact. The "
+        "chart shows the measured speed-up (estimate and interval) beside the seed's claim.",
         "",
         markdown_table(header, body),
         "",
@@ -219,7 +283,7 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
 
 
 def _ratios(rows: list[Row], size: str, metric: str) -> list[float]:
-    """Per repeat: JSON's figure over protobuf's (speed-up for time, size ratio for bytes)."""
+    """Per repeat (round): JSON's figure over protobuf's (speed-up for time, size ratio for bytes)."""
     p_json, p_pb = _codec_params("json", size), _codec_params("protobuf", size)
     json_by = {r.repeat: r.value for r in rows if r.metric == metric and r.params == p_json and not r.variant}
     pb_by = {r.repeat: r.value for r in rows if r.metric == metric and r.params == p_pb and not r.variant}
@@ -236,21 +300,21 @@ def _ns_text(ns: float) -> str:
 
 def _charts(rows: list[Row], charts_dir: Path) -> list[str]:
     """Measured ratios against the seed's claimed ones, payload size on the x axis."""
-    sizes = [s for s in SIZES if _ratios(rows, s, "ns_per_op") and _ratios(rows, s, "encoded_bytes")]
+    metric = _time_metric(rows)
+    sizes = [s for s in SIZES if _speedup(rows, s) is not None and _ratios(rows, s, "encoded_bytes")]
     if not sizes:
         return []
     xs = [_median(rows, "protobuf", s, "payload_bytes") or float(SIZES[s]) for s in sizes]
     x_of = dict(zip(sizes, xs, strict=True))
     fig, (ax_speed, ax_size) = figure(2)
 
-    def measured(ax: Any, values: list[list[float]], scale: float, fmt: str) -> None:
-        spreads = [Spread.of(v) for v in values]
+    def measured(ax: Any, spreads: list[Spread], scale: float, fmt: str, label: str) -> None:
         mid = [scale * s.median for s in spreads]
         err = [
             [scale * (s.median - s.min) for s in spreads],
             [scale * (s.max - s.median) for s in spreads],
         ]
-        ax.errorbar(xs, mid, yerr=err, marker="o", capsize=4, label="measured (min..max over repeats)")
+        ax.errorbar(xs, mid, yerr=err, marker="o", capsize=4, label=label)
         for x, y in zip(xs, mid, strict=True):
             ax.annotate(
                 fmt.format(y),
@@ -284,7 +348,14 @@ def _charts(rows: list[Row], charts_dir: Path) -> list[str]:
                 fontsize=8,
             )
 
-    measured(ax_speed, [_ratios(rows, s, "ns_per_op") for s in sizes], 1.0, "{:.2f}x")
+    speedups = [_speedup(rows, s) for s in sizes]
+    measured(
+        ax_speed,
+        [Spread(ci.lo, ci.estimate, ci.hi, ci.n) for ci in speedups if ci is not None],
+        1.0,
+        "{:.2f}x",
+        f"measured (95% interval, {metric})",
+    )
     claimed(ax_speed, SEED_SPEEDUP, 1.0, "{:.1f}x")
     ax_speed.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax_speed.set(
@@ -296,8 +367,8 @@ def _charts(rows: list[Row], charts_dir: Path) -> list[str]:
     ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= top]
     ax_speed.set_yticks(ticks, [f"{t}x" for t in ticks])
     ax_speed.minorticks_off()
-    smaller = [[1 - 1 / r for r in _ratios(rows, s, "encoded_bytes")] for s in sizes]
-    measured(ax_size, smaller, 100.0, "{:.0f}%")
+    smaller = [Spread.of([1 - 1 / r for r in _ratios(rows, s, "encoded_bytes")]) for s in sizes]
+    measured(ax_size, smaller, 100.0, "{:.0f}%", "measured (exact)")
     claimed(ax_size, SEED_SMALLER, 100.0, "{:.0f}%")
     ax_size.set(ylabel="protobuf size saving vs JSON, %", title="protobuf size saving vs JSON", ylim=(0, 100))
     for ax in (ax_speed, ax_size):

@@ -408,6 +408,33 @@ def format_report(report: GateReport, *, show_all: bool = False, max_rows: int =
     return "\n".join(out)
 
 
+def report_document(report: GateReport, *, baseline: str, candidate: str) -> dict[str, Any]:
+    """The verdicts as JSON (`qbench gate --json FILE`): what a CI job keeps as an artifact."""
+    return {
+        "status": "FAIL" if report.failed else "pass",
+        "baseline": baseline,
+        "candidate": candidate,
+        "compared": report.compared,
+        "failed": len(report.failed),
+        "notes": list(report.notes),
+        "verdicts": [
+            {
+                "status": v.status,
+                "kind": v.kind,
+                "experiment": v.experiment,
+                "variant": v.variant,
+                "params": v.params,
+                "metric": v.metric,
+                "baseline": v.baseline,
+                "candidate": v.candidate,
+                "change": v.change,
+                "rule": v.rule,
+            }
+            for v in report.verdicts
+        ],
+    }
+
+
 def _fmt_change(change: float | None) -> str:
     if change is None:
         return ""

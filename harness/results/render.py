@@ -9,13 +9,15 @@ from typing import Any
 
 from harness.experiments import Section
 from harness.results.rows import DETERMINISTIC_UNITS, Row
-from harness.results.stats import Spread, median_or_none
+from harness.results.stats import RatioInterval, Spread, median_or_none
 
 HOLDS = "holds"
 PARTLY = "partly"
 DOES_NOT_HOLD = "does not hold"
 NOT_MEASURED = "not measured"
-VERDICTS = (HOLDS, PARTLY, DOES_NOT_HOLD, NOT_MEASURED)
+INCONCLUSIVE = "inconclusive at this noise"
+"""A timed claim whose interval straddles one of its thresholds: no verdict is given."""
+VERDICTS = (HOLDS, PARTLY, DOES_NOT_HOLD, INCONCLUSIVE, NOT_MEASURED)
 
 PRESET_COLUMNS = ("baseline", "optimized", "scripted")
 CLAIM_HEADER = ("Claim", "Claimed", *PRESET_COLUMNS, "Verdict")
@@ -62,6 +64,31 @@ def determinism_flags(rows: Iterable[Row]) -> list[str]:
 def deterministic_series_count(rows: Iterable[Row]) -> int:
     units = {(r.experiment, r.variant, r.params, r.metric): r.unit for r in rows}
     return sum(1 for key in series(rows) if units[key] in DETERMINISTIC_UNITS)
+
+
+# -- verdicts from intervals ---------------------------------------------------------------
+Region = tuple[float, float, str]
+"""(low, high, verdict): a measured value in low < x <= high earns this verdict."""
+
+
+def interval_verdict(lo: float, hi: float, regions: Sequence[Region]) -> str:
+    """The verdict of the region that holds the whole interval lo..hi, else INCONCLUSIVE.
+
+    A verdict that depends on a timing is given only when the interval lies on one side
+    of every threshold: a rerun can then move the figure but not the verdict.
+    """
+    for low, high, verdict in regions:
+        if low < lo and hi <= high:
+            return verdict
+    return INCONCLUSIVE
+
+
+def ratio_text(ci: RatioInterval, *, digits: int = 2, suffix: str = "x") -> str:
+    """`2.43x (95% CI 2.38..2.47, 24 interleaved rounds)`."""
+    return (
+        f"{ci.estimate:.{digits}f}{suffix} ({ci.level} CI {ci.lo:.{digits}f}..{ci.hi:.{digits}f}, "
+        f"{ci.n} interleaved rounds)"
+    )
 
 
 # -- cells ------------------------------------------------------------------------------
