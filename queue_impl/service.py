@@ -88,9 +88,16 @@ def open_queue(args: argparse.Namespace, *, workers: int = 1, consumer: str | No
     except redis.RedisError as exc:
         fail(1, f"cannot reach Redis at {redact_url(args.redis_url)}: {explain_redis_error(exc)}")
     try:
-        return RedisQueue(client, variant, namespace=args.namespace, consumer=consumer)
+        queue = RedisQueue(client, variant, namespace=args.namespace, consumer=consumer)
     except ValueError as exc:
         fail(2, f"--namespace: {exc}")
+    try:
+        queue.check_server()
+    except VariantError as exc:  # records=hash on a Redis without HEXPIRE
+        fail(2, f"--variant: {exc}")
+    except redis.RedisError as exc:
+        fail(1, f"cannot use Redis at {redact_url(args.redis_url)}: {explain_redis_error(exc)}")
+    return queue
 
 
 def explain_redis_error(exc: redis.RedisError) -> str:

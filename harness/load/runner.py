@@ -32,7 +32,7 @@ from harness.results.rows import (
 )
 from harness.results.stats import percentiles
 from queue_impl.config import PRESETS, Variant
-from queue_impl.connection import make_client
+from queue_impl.connection import close_client, make_client
 from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue
 from scenarios import settings as run_settings
@@ -128,6 +128,7 @@ def run_load(
         client = make_client(server.url, plan.variant)
         queue = RedisQueue(client, plan.variant, namespace=namespace, consumer="qbench-load")
         try:
+            queue.check_server()
             load_scripts(client)  # no user's first call pays a NOSCRIPT miss
             prefilled = prefill(server.url, plan, namespace)
             if prefilled:
@@ -152,8 +153,7 @@ def run_load(
             jobs_expected = prefilled + produced
         finally:
             queue.cleanup()
-            client.close()
-            client.connection_pool.disconnect()
+            close_client(client)
         meta = run_metadata(
             server=server.info.as_dict(),
             mode="load",
@@ -212,8 +212,7 @@ def prefill(url: str, plan: LoadPlan, namespace: str) -> int:
             queue.enqueue_many([Job(type="noop", payload=payload, priority=priorities[i]) for i in picks])
             done += size
     finally:
-        client.close()
-        client.connection_pool.disconnect()
+        close_client(client)
     return total
 
 
