@@ -119,10 +119,18 @@ def run_load(
     redis_url: str | None = None,
     during: DuringRun | None = None,
     progress: Callable[[str], None] = print,
+    cluster: bool = False,
+    allow_cluster: bool = False,
 ) -> LoadRun:
+    """Run the plan's Locust users against `redis_url` (else REDIS_URL, else a Redis qbench
+    starts; `cluster`: a Redis Cluster, qbench's own when no URL is given). A cluster URL is
+    accepted only with `allow_cluster` (the caller can measure one)."""
     load_before = os.getloadavg()
     started = time.time()
-    with redis_for_run(redis_url) as server, tempfile.TemporaryDirectory(prefix="qbench-load-") as tmp:
+    with (
+        redis_for_run(redis_url, cluster=cluster, allow_cluster=allow_cluster) as server,
+        tempfile.TemporaryDirectory(prefix="qbench-load-") as tmp,
+    ):
         namespace = unique_namespace(f"load-{plan.workload.name}")
         samples_dir = Path(tmp)
         client = make_client(server.url, plan.variant)
