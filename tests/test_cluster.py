@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +34,11 @@ from harness.infra.redis_server import (
 from harness.results.rows import read_metrics
 from queue_impl.config import PRESETS, VariantError, parse_variant
 from queue_impl.connection import close_client, make_client
-from queue_impl.job import Job
+from queue_impl.job import Job, Status
 from queue_impl.queue import RedisQueue
+from queue_impl.scheduler import Scheduler
 from queue_impl.strategies import partition_index
+from queue_impl.worker import BUILTIN_HANDLERS, WorkerPool
 from tests.conftest import fast
 
 IDS = [f"job-{i:04d}" for i in range(90)]
@@ -161,11 +164,66 @@ def test_server_commands_and_memory_are_counted_per_node(cluster_url: str) -> No
         assert cost.round_trips == 3 and cost.commands == sum(expected.values())
         assert sorted(mq.used_memory_by_node()) == masters
         assert mq.used_memory() == sum(mq.used_memory_by_node().values())
+        with mq.measure() as cost:
+            mq.queue.heartbeat()
+        # One pipeline, three partitions on three masters: one request per master.
+        assert cost.round_trips == 3 and cost.commands_by_node() == dict.fromkeys(masters, 1)
     with MeasuredQueue(cluster_url, fast(PRESETS["scripted"])) as mq:
         mq.warm_up()
         with mq.measure() as cost:
             mq.queue.enqueue_many([Job(type="noop", id=job_id) for job_id in IDS])
         assert sorted(cost.commands_by_node().values()) == [0, 0, 2 * len(IDS) + 2]
+
+
+def test_a_script_the_cluster_has_not_seen_is_loaded_on_every_master_once(
+    redis_cluster: ProvisionedRedis,
+) -> None:
+    """EVALSHA, NOSCRIPT; SCRIPT LOAD on each of the 3 masters; EVALSHA again: 5 round
+    trips the first time (what `load_scripts` pays up front), 1 after."""
+    with MeasuredQueue(redis_cluster.url, fast(PRESETS["scripted"])) as mq:
+        mq.queue.register_consumer()
+        for node in mq.nodes.clients.values():
+            node.script_flush()  # a cluster qbench started: its script caches are its own
+        job = Job(type="noop")
+        with mq.measure() as cost:
+            mq.queue.enqueue(job)
+        assert cost.round_trips == 5
+        assert cost.server_commands["script|load"] == 3 and cost.server_commands["evalsha"] == 2
+        with mq.measure() as cost:
+            mq.queue.enqueue(Job(type="noop"))
+        assert cost.round_trips == 1
+
+
+# -- the services on the cluster ----------------------------------------------------------------
+@pytest.mark.slow
+def test_a_worker_pool_and_scheduler_run_every_partition_on_the_cluster(cluster_url: str) -> None:
+    variant = fast(parse_variant("scripted+partitions=3"))
+    queue = RedisQueue(make_client(cluster_url, variant, workers=6), variant, namespace="services")
+    other = RedisQueue(make_client(cluster_url, variant), variant, namespace="services")
+    pool = WorkerPool(queue, BUILTIN_HANDLERS, concurrency=6, job_timeout_s=5)
+    scheduler = Scheduler(other, interval_s=0.02)
+    pool.start()
+    scheduler.start()
+    try:
+        done = queue.enqueue_many([Job(type="noop", id=job_id) for job_id in IDS])
+        failing = queue.enqueue_many([Job(type="fail", max_retries=1) for _ in range(6)])
+        deadline = time.monotonic() + 60
+        while not (pool.counters.completed == len(done) and pool.counters.dead == len(failing)):
+            assert time.monotonic() < deadline, pool.counters
+            time.sleep(0.01)
+        scheduler.stop()
+        pool.stop()
+        assert pool.counters.retried == len(failing)  # each retried once, wherever it was
+        assert {queue.partition_for(i).index for i in done} == {0, 1, 2}
+        assert all(queue.get_job(i).status is Status.COMPLETED for i in done)  # type: ignore[union-attr]
+        stats = queue.stats()
+        assert (stats.dead, stats.scheduled, stats.processing, sum(stats.queued.values())) == (6, 0, 0, 0)
+    finally:
+        scheduler.stop()
+        pool.stop()
+        queue.cleanup()
+        close_client(queue.client)
+        close_client(other.client)
 
 
 # -- redirects ---------------------------------------------------------------------------------
