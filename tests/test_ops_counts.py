@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.experiments.ops import OpCost, measure_operations, op_costs
-from queue_impl.config import PRESETS
+from queue_impl.config import PRESETS, parse_variant
 
 pytestmark = pytest.mark.slow
 
@@ -65,3 +65,19 @@ def test_other_operations(ops: dict[tuple[str, str, int], int]) -> None:
     assert [ops[(p, "dequeue", 1)] for p in ("baseline", "optimized", "scripted")] == [3, 3, 1]
     assert ops[("baseline", "enqueue_many", 100)] == 200
     assert ops[("optimized", "enqueue_many", 100)] == ops[("scripted", "enqueue_many", 100)] == 1
+
+
+def test_records_keys_reads_popped_ids_client_side_first(redis_url: str) -> None:
+    """A script cannot declare the key of a record whose id it learns inside Redis: under
+    records=keys the notify claim is followed by a GET and the script move is preceded by a
+    ZRANGEBYSCORE (one more round trip each); records=hash does both in the script."""
+    specs = ("scripted", "scripted+records=keys", "baseline+dequeue=notify", "optimized+batch=script")
+    variants = [parse_variant(spec).with_overrides(block_timeouts_s=(0.2, 0.2, 0.6)) for spec in specs]
+    costs = op_costs(measure_operations(redis_url, variants, batches=(10,)))
+    found = {(c.preset.split(",")[0], c.operation): c.round_trips for c in costs}
+    assert found[("scripted+block_timeouts_s=0.2/0.2/0.6", "dequeue")] == 1
+    assert found[("scripted+records=keys", "dequeue")] == 2
+    assert found[("scripted+records=keys", "move_scheduled_to_ready")] == 2
+    assert found[("baseline+dequeue=notify", "dequeue")] == 2
+    assert found[("optimized+batch=script", "move_scheduled_to_ready")] == 2
+    assert found[("scripted+records=keys", "complete")] == found[("scripted+records=keys", "fail")] == 1
