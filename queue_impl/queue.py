@@ -15,17 +15,16 @@ from queue_impl.codec import CODECS, Codec, CorruptJobError
 from queue_impl.config import Variant
 from queue_impl.job import PRIORITY_ORDER, Job, Status, as_text, now_us
 from queue_impl.keys import KeyBuilder, make_keys
+from queue_impl.record_stores import RECORD_STORES, glob_escape
 from queue_impl.records import corrupt_record
 from queue_impl.scripts import Scripts
 from queue_impl.strategies import (
     BATCH_STRATEGIES,
     DEQUEUE_STRATEGIES,
-    RECORD_STORES,
     WAKE_STRATEGIES,
     Claimed,
     Partition,
     StrategyContext,
-    glob_escape,
 )
 
 __all__ = ["Partition", "RedisQueue", "delete_namespace", "glob_escape"]
