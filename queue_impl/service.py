@@ -67,6 +67,13 @@ def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
         help="preset[+toggle=value,...] (env QBENCH_VARIANT; default %(default)s)",
     )
     parser.add_argument(
+        "--partitions",
+        type=positive_int_arg,
+        default=os.environ.get("QBENCH_PARTITIONS"),
+        help="spread the queue over N hash-tagged partitions (env QBENCH_PARTITIONS; default: "
+        "the variant's, 1); every producer and worker of a queue must use the same N",
+    )
+    parser.add_argument(
         "--namespace",
         default=os.environ.get("QBENCH_NAMESPACE", "default"),
         help="key namespace: keys are qbench:{NAMESPACE}:... (default %(default)s)",
@@ -79,6 +86,11 @@ def open_queue(args: argparse.Namespace, *, workers: int = 1, consumer: str | No
         variant = parse_variant(args.variant)
     except VariantError as exc:
         fail(2, f"--variant: {exc}")
+    if args.partitions is not None:
+        try:
+            variant = variant.with_overrides(partitions=int(args.partitions))
+        except (VariantError, ValueError) as exc:
+            fail(2, f"--partitions: {exc}")
     try:
         client = make_client(args.redis_url, variant, workers=workers)
     except ValueError as exc:  # redis-py's message for a URL it cannot parse

@@ -223,6 +223,8 @@ def test_a_missing_record_met_by_the_scheduler_is_dead_lettered_with_its_reason(
         ("scheduler", ["--interval=-1s"], "bad duration '-1s'"),
         ("scheduler", ["--variant", "optimized+pool_size=many"], "bad value for pool_size"),
         ("scheduler", ["--namespace"], "expected one argument"),
+        ("worker", ["--partitions", "0"], "expected a positive integer, got 0"),
+        ("scheduler", ["--partitions", "65"], "--partitions: partitions=65: must be 1 to 64"),
     ],
 )
 def test_bad_service_flags_are_one_line_usage_errors(
