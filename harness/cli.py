@@ -18,7 +18,7 @@ from importlib import metadata
 import redis
 
 from harness.errors import EXIT_FAILED, EXIT_USAGE, OneLineParser, UsageError
-from harness.infra.redis_server import NotOwnedError, RedisUnavailableError
+from harness.infra.redis_server import ClusterNotSupportedError, NotOwnedError, RedisUnavailableError
 
 VERB_MODULES = (
     "harness.verbs.ops",
@@ -32,13 +32,15 @@ VERB_MODULES = (
     "harness.verbs.observe",
     "harness.verbs.history",
     "harness.verbs.site",
+    "harness.verbs.cluster",
 )
 """Verb modules, in help order."""
 
 EPILOG = """\
 exit status: 0 success; 1 a failed run or a regression; 2 bad input (one line on stderr).
 `qbench VERB --help` describes each verb. Redis: --redis-url or REDIS_URL, else qbench
-starts its own (a container when Docker answers, else a redis-server binary)."""
+starts its own (a container when Docker answers, else a redis-server binary); a Redis
+Cluster: redis+cluster://HOST:PORT or --cluster, where a verb supports it."""
 
 
 def version() -> str:
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (UsageError, NotOwnedError) as exc:
+    except (UsageError, NotOwnedError, ClusterNotSupportedError) as exc:
         return _fail(EXIT_USAGE, exc)
     except RedisUnavailableError as exc:
         return _fail(EXIT_FAILED, exc)

@@ -20,6 +20,7 @@ from typing import NoReturn
 from redis.connection import parse_url
 
 from queue_impl.config import Variant, VariantError, parse_variant
+from queue_impl.connection import CLUSTER_SCHEMES, node_url
 from queue_impl.service import ServiceArgumentParser
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -45,26 +46,47 @@ REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 
 def redis_url(text: str) -> str:
     """An argparse `type`: a Redis URL redis-py can open, else a one-line usage error."""
+    return _checked_url(text, REDIS_URL_SCHEMES)
+
+
+def any_redis_url(text: str) -> str:
+    """An argparse `type`: a Redis URL or a Redis Cluster URL (`redis+cluster://`)."""
+    return _checked_url(text, (*REDIS_URL_SCHEMES, *CLUSTER_SCHEMES))
+
+
+def _checked_url(text: str, schemes: Sequence[str]) -> str:
     scheme, sep, _rest = text.partition("://")
-    if not sep or scheme not in REDIS_URL_SCHEMES:
+    if not sep or scheme not in schemes:
+        if scheme in CLUSTER_SCHEMES:
+            raise argparse.ArgumentTypeError(f"{text!r}: this measures one Redis server, not a Redis Cluster")
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a Redis URL (expected {' or '.join(s + '://' for s in REDIS_URL_SCHEMES)}...)"
+            f"{text!r} is not a Redis URL (expected {' or '.join(s + '://' for s in schemes)}...)"
         )
     try:
-        parse_url(text)  # type: ignore[no-untyped-call]
+        parse_url(node_url(text))  # type: ignore[no-untyped-call]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
     return text
 
 
-def add_redis_url_argument(parser: argparse.ArgumentParser) -> None:
+def add_redis_url_argument(parser: argparse.ArgumentParser, *, cluster: bool = False) -> None:
+    """`--redis-url`; with `cluster`, also `--cluster` (the verb can measure a Redis Cluster:
+    `args.cluster`), and `--redis-url` accepts `redis+cluster://` URLs."""
     parser.add_argument(
         "--redis-url",
-        type=redis_url,
+        type=any_redis_url if cluster else redis_url,
         default=None,
         metavar="URL",
-        help="measure this Redis (default: REDIS_URL, else a container, else a redis-server qbench starts)",
+        help="measure this Redis (default: REDIS_URL, else a container, else a redis-server qbench starts)"
+        + ("; redis+cluster://HOST:PORT for a Redis Cluster" if cluster else ""),
     )
+    if cluster:
+        parser.add_argument(
+            "--cluster",
+            action="store_true",
+            help="the Redis is a Redis Cluster: --redis-url (or REDIS_URL) names one of its nodes, "
+            "or without one qbench starts a local 3-master cluster for the run",
+        )
 
 
 def redis_url_from_env() -> str | None:

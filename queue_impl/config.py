@@ -13,6 +13,10 @@ TtlMode = Literal["off", "on"]
 KeyMode = Literal["format", "precomputed"]
 PoolMode = Literal["wait", "raise"]
 CodecName = Literal["protobuf", "json"]
+RecordsMode = Literal["keys", "hash"]
+
+MAX_PARTITIONS = 64
+"""More partitions than a cluster has masters only adds cost; 64 is far beyond any test."""
 
 POOL_SIZED = 0
 """`pool_size` value meaning: one connection per worker plus headroom (see `pool_size_for`)."""
@@ -66,6 +70,18 @@ class Variant:
     """wait: a worker waits up to `pool_timeout_s` for a free connection; raise: fail at once."""
     pool_timeout_s: float = 5.0
     codec: CodecName = "protobuf"
+    records: RecordsMode = "keys"
+    """keys: one string key per job record (the seed's layout); hash: one hash per queue
+    partition (`...:jobs`, field = job id) with per-field TTLs (HEXPIRE, Redis >= 7.4), so
+    every Lua script declares every key it touches and claim, scheduler move and stale
+    recovery stay one round trip on Redis Cluster. Under `keys`, a script cannot declare
+    the record of a job whose id it pops, so those take the ids client-side first: one
+    more round trip for a notify claim, a script move and a recovery."""
+    partitions: int = 1
+    """How many hash-tagged partitions one queue spreads over (each a full queue in one
+    slot, so on Redis Cluster they land on different shards). A job's partition is a
+    hash of its id. Priority order and FIFO hold within a partition; workers rotate the
+    partition they try first. 1 keeps the single-partition key layout."""
     poll_interval_s: float = 0.1
     block_timeouts_s: tuple[float, float, float] = (1.0, 1.0, 3.0)
     """BRPOPLPUSH timeouts for high, normal, low (the seed's values)."""
@@ -88,11 +104,14 @@ class Variant:
             ("keys", KeyMode),
             ("pool_mode", PoolMode),
             ("codec", CodecName),
+            ("records", RecordsMode),
         ):
             value = getattr(self, field)
             allowed = get_args(literal)
             if value not in allowed:
                 raise VariantError(f"{field}={value!r}: expected one of {', '.join(allowed)}")
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise VariantError(f"partitions={self.partitions}: must be 1 to {MAX_PARTITIONS}")
         if self.pool_size < 0:
             raise VariantError(f"pool_size={self.pool_size}: must be >= 0 (0 = sized to workers)")
         if min(self.completed_ttl_s, self.dead_ttl_s) <= 0:
@@ -179,11 +198,12 @@ PRESETS: dict[str, Variant] = {
         ttl="on",
         keys="precomputed",
         pool_size=POOL_SIZED,
+        records="hash",
     ),
 }
 PRESET_NAMES = tuple(PRESETS)
 
-_INT_FIELDS = {"completed_ttl_s", "dead_ttl_s", "pool_size"}
+_INT_FIELDS = {"completed_ttl_s", "dead_ttl_s", "pool_size", "partitions"}
 _FLOAT_FIELDS = {
     "pool_timeout_s",
     "poll_interval_s",
@@ -245,6 +265,8 @@ TOGGLE_VALUES: dict[str, str] = {
     "pool_size": "N | sized (one connection per worker + 2)",
     "pool_mode": "wait | raise",
     "codec": "protobuf | json",
+    "records": "keys | hash (hash needs Redis >= 7.4)",
+    "partitions": "N (1 = one partition)",
     "completed_ttl_s": "seconds",
     "dead_ttl_s": "seconds",
     "pool_timeout_s": "seconds",
@@ -264,7 +286,7 @@ def toggle_help() -> str:
     for name, preset in PRESETS.items():
         shown = ", ".join(
             f"{k}={_format_value(preset.toggles()[k])}"
-            for k in ("dequeue", "batch", "ttl", "keys", "pool_size", "codec")
+            for k in ("dequeue", "batch", "ttl", "keys", "pool_size", "codec", "records")
         )
         lines.append(f"  {name:<10} {shown}")
     lines.append("toggles:")

@@ -7,15 +7,16 @@ import os
 import socket
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import redis
-
+from queue_impl.clients import RedisClient
 from queue_impl.codec import CODECS, Codec, CorruptJobError
 from queue_impl.config import Variant
-from queue_impl.job import PRIORITY_ORDER, Job, Status, as_bytes, as_text, now_us
+from queue_impl.job import PRIORITY_ORDER, Job, Status, as_text, now_us
 from queue_impl.keys import KeyBuilder, make_keys
+from queue_impl.record_stores import RECORD_STORES, glob_escape
 from queue_impl.records import corrupt_record
 from queue_impl.scripts import Scripts
 from queue_impl.strategies import (
@@ -23,8 +24,11 @@ from queue_impl.strategies import (
     DEQUEUE_STRATEGIES,
     WAKE_STRATEGIES,
     Claimed,
+    Partition,
     StrategyContext,
 )
+
+__all__ = ["Partition", "RedisQueue", "delete_namespace", "glob_escape"]
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +71,13 @@ class RedisQueue:
     """A priority job queue on Redis with reliable (processing-list) dequeue.
 
     Thread-safe: one instance may be shared by many worker threads, which then share
-    its connection pool and its processing list (one per consumer id).
+    its connection pool and its processing lists (one per consumer id and partition).
+    `client` is a `redis.Redis` or a `redis.cluster.RedisCluster`.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         variant: Variant,
         *,
         namespace: str = "default",
@@ -80,19 +85,28 @@ class RedisQueue:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         keys: KeyBuilder | None = None,
     ) -> None:
-        """`keys` replaces the variant's key builder (the harness records key calls with it)."""
+        """`keys` replaces the variant's key builder of a one-partition queue (the harness
+        records key calls with it). No command is sent here: `check_server()` at startup."""
         self.max_payload_bytes = max_payload_bytes
         self.namespace = namespace
-        if keys is None:
-            keys = make_keys(variant.keys, namespace)
+        count = variant.partitions
+        if keys is not None and count != 1:
+            raise ValueError("a key builder can replace the keys of a one-partition queue only")
+        builders = (
+            [keys]
+            if keys is not None
+            else [make_keys(variant.keys, namespace, i, count) for i in range(count)]
+        )
+        store = RECORD_STORES[variant.records]
+        partitions = tuple(Partition(i, b, store(b)) for i, b in enumerate(builders))
         self._ctx = StrategyContext(
             client=client,
-            keys=keys,
+            partitions=partitions,
             codec=CODECS[variant.codec],
-            scripts=Scripts(client),
+            scripts=Scripts(client, variant.records),
             variant=variant,
             consumer=consumer or default_consumer_id(),
-            wake=WAKE_STRATEGIES[variant.dequeue](keys),
+            wake=WAKE_STRATEGIES[variant.dequeue](),
         )
         self._dequeue = DEQUEUE_STRATEGIES[variant.dequeue](self._ctx)
         self._batch = BATCH_STRATEGIES[variant.batch](self._ctx)
@@ -100,9 +114,16 @@ class RedisQueue:
         # Calibration only (Variant.handicap_us): 0 leaves one falsy check per operation.
         self._handicap_ns = round(variant.handicap_us * 1000)
 
+    def check_server(self) -> None:
+        """Raise `VariantError` (one line, naming the server's version) when the server
+        cannot run this variant: records=hash needs HEXPIRE (Redis >= 7.4). One command
+        per partition, sent to the node that holds it. Services call it at startup."""
+        for part in self.partitions:
+            part.records.check_server(self.client)
+
     # Read-only: the strategies share these through the context.
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> RedisClient:
         return self._ctx.client
 
     @property
@@ -110,8 +131,21 @@ class RedisQueue:
         return self._ctx.variant
 
     @property
+    def partitions(self) -> tuple[Partition, ...]:
+        """Every partition, in index order (one unless the variant sets `partitions`)."""
+        return self._ctx.partitions
+
+    def partition_for(self, job_id: str) -> Partition:
+        """The partition that holds (or will hold) the job with this id."""
+        return self._ctx.partition_for(job_id)
+
+    @property
     def keys(self) -> KeyBuilder:
-        return self._ctx.keys
+        """The keys of a one-partition queue; with partitions, each has its own
+        (`partitions`, `partition_for`)."""
+        if len(self.partitions) != 1:
+            raise ValueError(f"this queue has {len(self.partitions)} partitions: use partitions[i].keys")
+        return self.partitions[0].keys
 
     @property
     def codec(self) -> Codec:
@@ -126,17 +160,26 @@ class RedisQueue:
         if self._handicap_ns:
             burn_cpu(self._handicap_ns)
         self.check_payloads([job])
-        self._batch.enqueue_many([job])
+        self._batch.enqueue_many(self.partition_for(job.id), [job])
         return job.id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
-        """Enqueue every job, or none when one is rejected (`PayloadTooLargeError`)."""
+        """Enqueue every job, or none when one is rejected (`PayloadTooLargeError`).
+
+        One call per partition the batch touches: with partitions, a batch is atomic
+        (under `script`) per partition, not as a whole."""
         if self._handicap_ns:
             burn_cpu(self._handicap_ns)
         self.check_payloads(jobs)
-        if jobs:
-            self._batch.enqueue_many(jobs)
+        for part, members in self._by_partition(jobs).items():
+            self._batch.enqueue_many(part, members)
         return [job.id for job in jobs]
+
+    def _by_partition(self, jobs: Sequence[Job]) -> dict[Partition, list[Job]]:
+        groups: defaultdict[Partition, list[Job]] = defaultdict(list)
+        for job in jobs:
+            groups[self.partition_for(job.id)].append(job)
+        return groups
 
     def check_payloads(self, jobs: Sequence[Job]) -> None:
         """PayloadTooLargeError naming the first job over `max_payload_bytes`."""
@@ -149,7 +192,8 @@ class RedisQueue:
 
     # -- consuming --------------------------------------------------------------
     def dequeue(self, *, wait: bool = True) -> Job | None:
-        """The next job in priority order, now held in this consumer's processing list.
+        """The next job in priority order (within a partition; partitions are tried in
+        turn), now held in this consumer's processing list.
 
         With `wait`, blocks for one wait cycle of the dequeue mode (poll: one pass and
         a sleep; block: the three BRPOPLPUSH timeouts; notify: up to `notify_timeout_s`)
@@ -179,7 +223,7 @@ class RedisQueue:
         """
         if self._handicap_ns:
             burn_cpu(self._handicap_ns)
-        return self._batch.complete(job)
+        return self._batch.complete(self.partition_for(job.id), job)
 
     def fail(self, job: Job, error: str, *, retry: bool = True) -> Status:
         """Record a failed attempt: schedule a retry with exponential backoff, or
@@ -199,7 +243,7 @@ class RedisQueue:
             job.scheduled_at_us = job.finished_at_us + int(self.backoff_s(job.attempts) * 1e6)
         else:
             job.status = Status.DEAD
-        self._batch.fail(job)
+        self._batch.fail(self.partition_for(job.id), job)
         return job.status
 
     def backoff_s(self, attempt: int) -> float:
@@ -207,115 +251,171 @@ class RedisQueue:
 
     # -- scheduling -------------------------------------------------------------
     def move_scheduled_to_ready(self, *, now: int | None = None, limit: int = 1000) -> int:
-        """Move up to `limit` due retries back to their priority queue; returns how many."""
+        """Move up to `limit` due retries (per partition) back to their priority queue;
+        returns how many."""
         if self._handicap_ns:
             burn_cpu(self._handicap_ns)
-        return self._batch.move_scheduled(now_us() if now is None else now, limit)
+        at = now_us() if now is None else now
+        return sum(self._batch.move_scheduled(part, at, limit) for part in self.partitions)
 
     # -- reading ----------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:
-        data = self.client.get(self.keys.job(job_id))
-        return None if data is None else self.codec.decode(as_bytes(data))
+        data = self.partition_for(job_id).records.get(self.client, job_id)
+        return None if data is None else self.codec.decode(data)
+
+    def record_ttl(self, job_id: str) -> int:
+        """Seconds until the job's record expires, as TTL answers: -1 never, -2 no record."""
+        return self.partition_for(job_id).records.ttl(self.client, job_id)
+
+    def consumers(self) -> list[str]:
+        """Registered consumer ids (of any partition), sorted."""
+        pipe = self.client.pipeline(transaction=False)
+        for part in self.partitions:
+            pipe.smembers(part.keys.consumers())
+        return sorted({as_text(m) for members in pipe.execute() for m in members})
 
     def stats(self) -> QueueStats:
-        consumers = sorted(as_text(m) for m in self.client.smembers(self.keys.consumers()))
+        consumers = self.consumers()
         pipe = self.client.pipeline(transaction=False)
-        for priority in PRIORITY_ORDER:
-            pipe.llen(self.keys.queue(priority))
-        for consumer in consumers:
-            pipe.llen(self.keys.processing(consumer))
-        pipe.zcard(self.keys.scheduled())
-        pipe.llen(self.keys.dead())
-        counts = pipe.execute()
-        by_consumer = dict(zip(consumers, counts[3 : 3 + len(consumers)], strict=True))
+        for part in self.partitions:
+            for priority in PRIORITY_ORDER:
+                pipe.llen(part.keys.queue(priority))
+            for consumer in consumers:
+                pipe.llen(part.keys.processing(consumer))
+            pipe.zcard(part.keys.scheduled())
+            pipe.llen(part.keys.dead())
+        counts = iter(pipe.execute())
+        queued = dict.fromkeys((p.label for p in PRIORITY_ORDER), 0)
+        by_consumer = dict.fromkeys(consumers, 0)
+        scheduled = dead = 0
+        for _part in self.partitions:
+            for priority in PRIORITY_ORDER:
+                queued[priority.label] += next(counts)
+            for consumer in consumers:
+                by_consumer[consumer] += next(counts)
+            scheduled += next(counts)
+            dead += next(counts)
         return QueueStats(
-            queued={p.label: counts[i] for i, p in enumerate(PRIORITY_ORDER)},
+            queued=queued,
             processing=sum(by_consumer.values()),
-            scheduled=counts[-2],
-            dead=counts[-1],
+            scheduled=scheduled,
+            dead=dead,
             consumers=len(consumers),
             by_consumer=by_consumer,
         )
 
     # -- consumers, heartbeats, recovery -------------------------------------------
     def register_consumer(self, lease_s: float = DEFAULT_LEASE_S) -> None:
+        """Register this consumer and start its lease, in every partition (one pipeline)."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.sadd(self.keys.consumers(), self.consumer)
-        pipe.set(self.keys.heartbeat(self.consumer), b"1", px=_lease_ms(lease_s))
+        for part in self.partitions:
+            pipe.sadd(part.keys.consumers(), self.consumer)
+            pipe.set(part.keys.heartbeat(self.consumer), b"1", px=_lease_ms(lease_s))
         pipe.execute()
         self._registered = True
 
     def heartbeat(self, lease_s: float = DEFAULT_LEASE_S) -> None:
-        """Renew this consumer's lease (one SET ... GET).
+        """Renew this consumer's lease (one SET ... GET per partition).
 
-        When the old heartbeat was gone (the lease lapsed and recovery forgot this
+        When an old heartbeat was gone (the lease lapsed and recovery forgot this
         consumer, or Redis restarted without its data) the consumer registers again,
-        so stale recovery keeps watching its processing list.
+        so stale recovery keeps watching its processing lists.
         """
-        previous = self.client.set(self.keys.heartbeat(self.consumer), b"1", px=_lease_ms(lease_s), get=True)
-        if previous is None:
+        ms = _lease_ms(lease_s)
+        if len(self.partitions) == 1:
+            previous = [self.client.set(self.keys.heartbeat(self.consumer), b"1", px=ms, get=True)]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for part in self.partitions:
+                pipe.set(part.keys.heartbeat(self.consumer), b"1", px=ms, get=True)
+            previous = pipe.execute()
+        if any(p is None for p in previous):
             self.register_consumer(lease_s)
 
     def held_job_ids(self) -> list[str]:
-        """Ids in this consumer's processing list (a job held twice appears twice)."""
-        return [as_text(i) for i in self.client.lrange(self.keys.processing(self.consumer), 0, -1)]
+        """Ids in this consumer's processing lists (a job held twice appears twice)."""
+        if len(self.partitions) == 1:
+            return [as_text(i) for i in self.client.lrange(self.keys.processing(self.consumer), 0, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for part in self.partitions:
+            pipe.lrange(part.keys.processing(self.consumer), 0, -1)
+        return [as_text(i) for ids in pipe.execute() for i in ids]
 
     def requeue_held(self, job_ids: Sequence[str]) -> int:
-        """Return jobs from this (live) consumer's processing list to their queues.
+        """Return jobs from this (live) consumer's processing lists to their queues.
 
         For claims no worker thread knows about: the server moved the job but the
         reply was lost with the connection. Each id is moved only if still held (one
         occurrence per listed id); a corrupt record is dead-lettered. Returns how many.
         """
-        if not job_ids:
-            return 0
         ctx = self._ctx
-        returned, *corrupt = ctx.scripts.requeue(
-            keys=[ctx.keys.processing(ctx.consumer), ctx.keys.dead(), ctx.keys.marker()],
-            args=[ctx.keys.prefix, ctx.codec.name, ctx.wake.script_flag(), *job_ids],
-        )
-        ctx.describe_dead_corrupt(corrupt, "requeue of an orphaned claim")
-        if returned:
-            log.warning("requeued %d orphaned job(s) held by %s", returned, self.consumer)
-        return int(returned)
+        total = 0
+        groups: defaultdict[Partition, list[str]] = defaultdict(list)
+        for job_id in job_ids:
+            groups[self.partition_for(job_id)].append(job_id)
+        for part, ids in groups.items():
+            keys = [part.keys.processing(ctx.consumer), part.keys.dead(), part.keys.marker()]
+            keys += [part.keys.queue(p) for p in PRIORITY_ORDER]
+            returned, *corrupt = ctx.scripts.requeue(
+                keys=keys + part.records.script_keys(ids),
+                args=[ctx.codec.name, ctx.wake.script_flag(), *ids],
+            )
+            ctx.describe_dead_corrupt(part, corrupt, "requeue of an orphaned claim")
+            total += int(returned)
+        if total:
+            log.warning("requeued %d orphaned job(s) held by %s", total, self.consumer)
+        return total
 
     def unregister_consumer(self) -> int:
         """Return this consumer's held jobs to their queues and forget it (clean stop)."""
-        self.client.delete(self.keys.heartbeat(self.consumer))
-        return self._recover(self.consumer)
+        for part in self.partitions:
+            self.client.delete(part.keys.heartbeat(self.consumer))
+        return sum(self._recover(part, self.consumer) for part in self.partitions)
 
     def recover_stale(self) -> int:
         """Return jobs held by consumers whose heartbeat lease expired; returns how many."""
         returned = 0
-        for member in self.client.smembers(self.keys.consumers()):
-            consumer = as_text(member)
-            if consumer != self.consumer and not self.client.exists(self.keys.heartbeat(consumer)):
-                returned += self._recover(consumer)
+        for part in self.partitions:
+            for member in self.client.smembers(part.keys.consumers()):
+                consumer = as_text(member)
+                if consumer != self.consumer and not self.client.exists(part.keys.heartbeat(consumer)):
+                    returned += self._recover(part, consumer)
         return returned
 
-    def _recover(self, consumer: str) -> int:
+    def _recover(self, part: Partition, consumer: str) -> int:
         ctx = self._ctx
-        returned = ctx.scripts.recover(
-            keys=[
-                ctx.keys.processing(consumer),
-                ctx.keys.dead(),
-                ctx.keys.marker(),
-                ctx.keys.consumers(),
-                ctx.keys.heartbeat(consumer),
-            ],
-            args=[ctx.keys.prefix, ctx.codec.name, consumer, ctx.wake.script_flag()],
-        )
-        if not isinstance(returned, list):
-            return 0  # -1: the consumer's heartbeat is alive again
-        count, *corrupt = returned
-        ctx.describe_dead_corrupt(corrupt, f"stale recovery from consumer {consumer}")
-        if count > 0:
-            log.warning("recovered %d job(s) from consumer %s", count, consumer)
-        return int(count)
+        keys = [
+            part.keys.processing(consumer),
+            part.keys.dead(),
+            part.keys.marker(),
+            part.keys.consumers(),
+            part.keys.heartbeat(consumer),
+            *(part.keys.queue(p) for p in PRIORITY_ORDER),
+        ]
+        total = 0
+        # records=keys: the script can return only the ids read here (each only while it is
+        # still the oldest held), so a list that grew meanwhile is read again.
+        for _attempt in range(_RECOVER_ATTEMPTS):
+            ids = part.records.held_ids(ctx.client, keys[0])
+            given = ["0"] if ids is None else ["1", *ids]
+            returned = ctx.scripts.recover(
+                keys=keys + part.records.script_keys(ids or []),
+                args=[ctx.codec.name, consumer, ctx.wake.script_flag(), *given],
+            )
+            if not isinstance(returned, list):
+                break  # -1: the consumer's heartbeat is alive again
+            count, left, *corrupt = returned
+            ctx.describe_dead_corrupt(part, corrupt, f"stale recovery from consumer {consumer}")
+            total += int(count)
+            if int(left) == 0 or ids is None:
+                break
+        if total > 0:
+            log.warning("recovered %d job(s) from consumer %s", total, consumer)
+        return total
 
     # -- internals ---------------------------------------------------------------
     def _decode_claimed(self, claimed: Claimed) -> Job | None:
-        job_id, record = claimed
+        part, job_id, record = claimed
         try:
             if record is None:
                 raise CorruptJobError("job record is missing")
@@ -324,22 +424,26 @@ class RedisQueue:
                 raise CorruptJobError(f"record holds id {job.id!r}")
             return job
         except CorruptJobError as exc:
-            self._dead_letter_corrupt(job_id, record or b"", str(exc))
+            self._dead_letter_corrupt(part, job_id, record or b"", str(exc))
             return None
 
-    def _dead_letter_corrupt(self, job_id: str, raw: bytes, reason: str) -> None:
+    def _dead_letter_corrupt(self, part: Partition, job_id: str, raw: bytes, reason: str) -> None:
         log.error("dead-lettering job %s: %s", job_id, reason)
         pipe = self.client.pipeline(transaction=True)
-        pipe.lrem(self.keys.processing(self.consumer), 1, job_id)
-        pipe.set(
-            self.keys.job(job_id), corrupt_record(self.codec, job_id, raw, reason), ex=self._ctx.dead_ttl
+        pipe.lrem(part.keys.processing(self.consumer), 1, job_id)
+        part.records.put(
+            pipe, job_id, corrupt_record(self.codec, job_id, raw, reason), ttl=self._ctx.dead_ttl
         )
-        pipe.lpush(self.keys.dead(), job_id)
+        pipe.lpush(part.keys.dead(), job_id)
         pipe.execute()
 
     def cleanup(self) -> int:
-        """Delete this namespace's keys (and only them); returns how many."""
-        return delete_namespace(self.client, self.keys.prefix)
+        """Delete this namespace's keys (and only them), in every partition; returns how many."""
+        return sum(delete_namespace(self.client, part.keys.prefix) for part in self.partitions)
+
+
+_RECOVER_ATTEMPTS = 10
+"""Reads of a dead consumer's list before recovery leaves the rest to its next round."""
 
 
 def burn_cpu(ns: int) -> None:
@@ -356,7 +460,7 @@ def _lease_ms(lease_s: float) -> int:
     return max(1, round(lease_s * 1000))
 
 
-def delete_namespace(client: redis.Redis, prefix: str) -> int:
+def delete_namespace(client: RedisClient, prefix: str) -> int:
     """UNLINK every key under `prefix` (SCAN, never FLUSH*)."""
     if not prefix.startswith("qbench:{"):
         raise ValueError(f"refusing to delete keys outside a qbench namespace: {prefix!r}")
@@ -370,8 +474,3 @@ def delete_namespace(client: redis.Redis, prefix: str) -> int:
     if batch:
         deleted += client.unlink(*batch)
     return deleted
-
-
-def glob_escape(text: str) -> str:
-    """`text` as a literal SCAN MATCH pattern."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

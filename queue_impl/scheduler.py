@@ -114,9 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     queue = open_queue(args)
     scheduler = Scheduler(queue, interval_s=args.interval, recover_interval_s=args.recover_interval)
     install_stop_handlers(scheduler.stopping)
-    log.info(
-        "scheduler on %s every %.3gs, variant %s", queue.keys.prefix, args.interval, queue.variant.label()
-    )
+    prefixes = ", ".join(part.keys.prefix for part in queue.partitions)
+    log.info("scheduler on %s every %.3gs, variant %s", prefixes, args.interval, queue.variant.label())
     scheduler.run()
     log.info("stopped: %s", scheduler.counters)
     return 0

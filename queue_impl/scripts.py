@@ -5,13 +5,60 @@ record (the scheduler's move, stale recovery) understand both codecs: for protob
 they scan the wire format for field 4 (priority) and set the status by appending
 field 12, which protobuf parsers merge as "last value wins"; for JSON they use cjson
 (the JSON codec stores 64-bit integers as strings, so nothing loses precision).
-Keys that depend on a job id are built from the queue's prefix inside the script;
-every key shares the prefix's `{hash tag}`, so this also holds on Redis Cluster.
+
+Every key a script touches arrives in KEYS, none is built inside Lua: Redis Cluster
+routes a script by its declared keys and refuses undeclared ones (they may live on
+another node). All of a partition's keys share its `{hash tag}`, so they share a slot.
+Records are read and written through `rec_get`/`rec_put`, defined per `records` layout
+by a prelude (`RECORDS_KEYS`, `RECORDS_HASH`): from `KEYS[RECORDS]` on come the keys of
+the jobs the script was given under `keys`; `KEYS[RECORDS]` is the partition's records
+hash under `hash`. A script
+that learns an id only inside Redis (claim, move, recovery) can read its record only
+under `hash`; under `keys` the client passes the ids it read first (`ids given`).
 """
 
 from __future__ import annotations
 
-from redis import Redis
+from typing import Literal
+
+from queue_impl.clients import RedisClient
+
+RecordsLayout = Literal["keys", "hash"]
+
+RECORDS_KEYS = r"""
+-- records=keys: KEYS[RECORDS + i - 1] is the key of the i-th job the script was given.
+local RECORDS
+local function rec_get(i, id)
+  return redis.call('GET', KEYS[RECORDS + i - 1])
+end
+-- ttl: nil = none (a SET clears any), -1 = keep the current one, n > 0 = n seconds
+local function rec_put(i, id, value, ttl)
+  local key = KEYS[RECORDS + i - 1]
+  if ttl == nil then redis.call('SET', key, value)
+  elseif ttl < 0 then redis.call('SET', key, value, 'KEEPTTL')
+  else redis.call('SET', key, value, 'EX', ttl) end
+end
+"""
+
+RECORDS_HASH = r"""
+-- records=hash: KEYS[RECORDS] is the partition's records hash, field = job id.
+local RECORDS
+local function rec_get(i, id)
+  return redis.call('HGET', KEYS[RECORDS], id)
+end
+-- ttl: nil = none, -1 = keep the current one, n > 0 = n seconds. HSET clears a field's
+-- TTL as SET clears a key's, so keeping one means reading it first.
+local function rec_put(i, id, value, ttl)
+  local key = KEYS[RECORDS]
+  local kept = 0
+  if ttl ~= nil and ttl < 0 then kept = redis.call('HPTTL', key, 'FIELDS', 1, id)[1] end
+  redis.call('HSET', key, id, value)
+  if ttl ~= nil and ttl > 0 then redis.call('HEXPIRE', key, ttl, 'FIELDS', 1, id)
+  elseif kept > 0 then redis.call('HPEXPIRE', key, kept, 'FIELDS', 1, id) end
+end
+"""
+
+PRELUDES: dict[str, str] = {"keys": RECORDS_KEYS, "hash": RECORDS_HASH}
 
 _RECORD_HELPERS = r"""
 local PRIORITY_LABELS = {[0] = 'normal', [1] = 'high', [2] = 'low'}
@@ -70,15 +117,17 @@ local function record_requeued(record, codec)
   return record .. '\96\0'
 end
 
+-- Queue keys come in PRIORITY_ORDER (high, normal, low) from KEYS[queues] on.
+local QUEUE_OFFSET = {high = 0, normal = 1, low = 2}
+
 -- Put a held job back at the front of its priority queue (status QUEUED, TTL kept), or
 -- dead-letter it when its record is missing or corrupt. Returns true when requeued.
-local function return_to_queue(prefix, codec, id, dead_key)
-  local key = prefix .. 'job:' .. id
-  local record = redis.call('GET', key)
+local function return_to_queue(i, id, codec, queues, dead_key)
+  local record = rec_get(i, id)
   local label = record and record_priority(record, codec)
   if label then
-    redis.call('SET', key, record_requeued(record, codec), 'KEEPTTL')
-    redis.call('RPUSH', prefix .. 'queue:' .. label, id)
+    rec_put(i, id, record_requeued(record, codec), -1)
+    redis.call('RPUSH', KEYS[queues + QUEUE_OFFSET[label]], id)
     return true
   end
   redis.call('LPUSH', dead_key, id)
@@ -87,21 +136,26 @@ end
 """
 
 ENQUEUE = r"""
--- KEYS[1] marker (notify mode only). ARGV: prefix, notify, then (id, label, record)*
-local prefix, notify = ARGV[1], ARGV[2] == '1'
-for i = 3, #ARGV, 3 do
-  redis.call('SET', prefix .. 'job:' .. ARGV[i], ARGV[i + 2])
-  redis.call('LPUSH', prefix .. 'queue:' .. ARGV[i + 1], ARGV[i])
+-- KEYS: marker, queue:high, queue:normal, queue:low, then the records.
+-- ARGV: notify, then (id, queue offset 0-2, record)* in the order of the records.
+RECORDS = 5
+local n = 0
+for i = 2, #ARGV, 3 do
+  n = n + 1
+  rec_put(n, ARGV[i], ARGV[i + 2], nil)
+  redis.call('LPUSH', KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i])
 end
-if notify then redis.call('ZADD', KEYS[1], 0, 'ready') end
-return (#ARGV - 2) / 3
+if ARGV[1] == '1' then redis.call('ZADD', KEYS[1], 0, 'ready') end
+return n
 """
 
 CLAIM = r"""
--- KEYS: queue:high, queue:normal, queue:low, processing:<consumer>, marker. ARGV: prefix
+-- KEYS: queue:high, queue:normal, queue:low, processing:<consumer>, marker, then the
+-- records hash when the layout lets the script read the claimed record (hash).
 -- Takes the next job in strict priority order into the processing list, keeps the
 -- wake-up marker set while any job is still waiting (so another worker wakes),
--- and returns {id, record}; the record is false when it is missing.
+-- and returns {id, record}; the record is false when it is missing or not read.
+RECORDS = 6
 if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) == 0 then
   redis.call('DEL', KEYS[5])
   return false
@@ -117,36 +171,33 @@ if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then
 else
   redis.call('DEL', KEYS[5])
 end
-return {id, redis.call('GET', ARGV[1] .. 'job:' .. id)}
+if KEYS[RECORDS] then return {id, rec_get(1, id)} end
+return {id, false}
 """
 
 COMPLETE = r"""
--- KEYS: processing list, job key. ARGV: id, record, ttl seconds (0 = keep forever)
+-- KEYS: processing list, then the job's record. ARGV: id, record, ttl seconds (0 = none)
 -- Writes the record only while the job is still this consumer's: a job that stale
 -- recovery handed to another worker is not overwritten. Returns 1 or 0.
+RECORDS = 2
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-else
-  redis.call('SET', KEYS[2], ARGV[2])
-end
+local ttl = tonumber(ARGV[3])
+rec_put(1, ARGV[1], ARGV[2], ttl > 0 and ttl or nil)
 return 1
 """
 
 FAIL = r"""
--- KEYS: processing list, job key, scheduled set, dead list.
+-- KEYS: processing list, scheduled set, dead list, then the job's record.
 -- ARGV: id, record, 'retry' or 'dead', retry-at score (us), dead ttl seconds (0 = none)
+RECORDS = 4
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 if ARGV[3] == 'retry' then
-  redis.call('SET', KEYS[2], ARGV[2])
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+  rec_put(1, ARGV[1], ARGV[2], nil)
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 else
-  if tonumber(ARGV[5]) > 0 then
-    redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[5])
-  else
-    redis.call('SET', KEYS[2], ARGV[2])
-  end
-  redis.call('LPUSH', KEYS[4], ARGV[1])
+  local ttl = tonumber(ARGV[5])
+  rec_put(1, ARGV[1], ARGV[2], ttl > 0 and ttl or nil)
+  redis.call('LPUSH', KEYS[3], ARGV[1])
 end
 return 1
 """
@@ -154,21 +205,35 @@ return 1
 MOVE_SCHEDULED = (
     _RECORD_HELPERS
     + r"""
--- KEYS: scheduled set, dead list, marker. ARGV: prefix, codec, now (us), limit, notify
+-- KEYS: scheduled set, dead list, marker, queue:high, queue:normal, queue:low, then the
+--       records (one per given id under keys, the hash under hash).
+-- ARGV: codec, notify, now (us), limit, ids given ('1': the due ids follow, as the
+--       client read them; '0': read them here).
 -- Moves due jobs to their priority queue. ZREM decides ownership, so two schedulers
--- running at once never move a job twice. A job whose record is missing or corrupt
--- is dead-lettered, never dropped. Returns {moved, dead_lettered, dead-lettered ids...}.
-local prefix, codec = ARGV[1], ARGV[2]
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+-- running at once never move a job twice; a given id is moved only while it is still
+-- due. A job whose record is missing or corrupt is dead-lettered, never dropped.
+-- Returns {moved, dead_lettered, dead-lettered ids...}.
+RECORDS = 7
+local codec, now = ARGV[1], tonumber(ARGV[3])
+local ids = {}
+if ARGV[5] == '1' then
+  for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+end
 local moved, dead, corrupt = 0, 0, {}
-for _, id in ipairs(ids) do
-  if redis.call('ZREM', KEYS[1], id) == 1 then
-    local key = prefix .. 'job:' .. id
-    local record = redis.call('GET', key)
+for i, id in ipairs(ids) do
+  local due = true
+  if ARGV[5] == '1' then
+    local score = redis.call('ZSCORE', KEYS[1], id)
+    due = score and tonumber(score) <= now
+  end
+  if due and redis.call('ZREM', KEYS[1], id) == 1 then
+    local record = rec_get(i, id)
     local label = record and record_priority(record, codec)
     if label then
-      redis.call('SET', key, record_requeued(record, codec))
-      redis.call('LPUSH', prefix .. 'queue:' .. label, id)
+      rec_put(i, id, record_requeued(record, codec), nil)
+      redis.call('LPUSH', KEYS[4 + QUEUE_OFFSET[label]], id)
       moved = moved + 1
     else
       redis.call('LPUSH', KEYS[2], id)
@@ -177,7 +242,7 @@ for _, id in ipairs(ids) do
     end
   end
 end
-if moved > 0 and ARGV[5] == '1' then redis.call('ZADD', KEYS[3], 0, 'ready') end
+if moved > 0 and ARGV[2] == '1' then redis.call('ZADD', KEYS[3], 0, 'ready') end
 return {moved, dead, unpack(corrupt)}
 """
 )
@@ -186,23 +251,39 @@ RECOVER = (
     _RECORD_HELPERS
     + r"""
 -- KEYS: processing list of a dead consumer, dead list, marker, consumers set,
---       heartbeat key of that consumer.
--- ARGV: prefix, codec, consumer id, notify
+--       heartbeat key of that consumer, queue:high, queue:normal, queue:low, then the
+--       records (one per given id under keys, the hash under hash).
+-- ARGV: codec, consumer id, notify, ids given ('1': the held ids follow, oldest
+--       first, as the client read them; '0': pop them here).
 -- Returns every job a dead consumer held to its priority queue (at-least-once), and
--- forgets the consumer. Does nothing when the consumer's heartbeat is alive again (-1).
--- Returns {returned, ids dead-lettered as corrupt...}.
+-- forgets the consumer once its list is empty. Does nothing when the consumer's
+-- heartbeat is alive again (-1). A given id is returned only while it is still the
+-- oldest held. Returns {returned, held still (ids given: read again), corrupt ids...}.
+RECORDS = 9
 if redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
-local prefix, codec = ARGV[1], ARGV[2]
+local codec = ARGV[1]
 local returned, corrupt = 0, {}
-while true do
-  local id = redis.call('RPOP', KEYS[1])
-  if not id then break end
-  if not return_to_queue(prefix, codec, id, KEYS[2]) then corrupt[#corrupt + 1] = id end
+local function give_back(i, id)
+  if not return_to_queue(i, id, codec, 6, KEYS[2]) then corrupt[#corrupt + 1] = id end
   returned = returned + 1
 end
-redis.call('SREM', KEYS[4], ARGV[3])
-if returned > 0 and ARGV[4] == '1' then redis.call('ZADD', KEYS[3], 0, 'ready') end
-return {returned, unpack(corrupt)}
+if ARGV[4] == '1' then
+  for i = 5, #ARGV do
+    if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[i] then break end
+    redis.call('RPOP', KEYS[1])
+    give_back(i - 4, ARGV[i])
+  end
+else
+  while true do
+    local id = redis.call('RPOP', KEYS[1])
+    if not id then break end
+    give_back(returned + 1, id)
+  end
+end
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 then redis.call('SREM', KEYS[4], ARGV[2]) end
+if returned > 0 and ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 0, 'ready') end
+return {returned, left, unpack(corrupt)}
 """
 )
 
@@ -210,38 +291,42 @@ return {returned, unpack(corrupt)}
 REQUEUE = (
     _RECORD_HELPERS
     + r"""
--- KEYS: processing list of a live consumer, dead list, marker.
--- ARGV: prefix, codec, notify, then job ids.
+-- KEYS: processing list of a live consumer, dead list, marker, queue:high,
+--       queue:normal, queue:low, then the records (one per id under keys).
+-- ARGV: codec, notify, then job ids.
 -- Returns held jobs that no worker thread owns (a claim whose reply was lost) to the
 -- front of their priority queue; an id no longer held is skipped.
 -- Returns {how many, ids dead-lettered as corrupt...}.
-local prefix, codec = ARGV[1], ARGV[2]
+RECORDS = 7
+local codec = ARGV[1]
 local returned, corrupt = 0, {}
-for i = 4, #ARGV do
+for i = 3, #ARGV do
   local id = ARGV[i]
   if redis.call('LREM', KEYS[1], 1, id) == 1 then
-    if not return_to_queue(prefix, codec, id, KEYS[2]) then corrupt[#corrupt + 1] = id end
+    if not return_to_queue(i - 2, id, codec, 4, KEYS[2]) then corrupt[#corrupt + 1] = id end
     returned = returned + 1
   end
 end
-if returned > 0 and ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 0, 'ready') end
+if returned > 0 and ARGV[2] == '1' then redis.call('ZADD', KEYS[3], 0, 'ready') end
 return {returned, unpack(corrupt)}
 """
 )
 
 
 class Scripts:
-    """The scripts as redis-py `Script` objects, one set per queue.
+    """The scripts as redis-py `Script` objects for one records layout, one set per queue.
 
     Registration is local; each script is loaded on the server by its first EVALSHA
-    (one extra SCRIPT LOAD round trip, the first time only).
+    (one extra SCRIPT LOAD round trip the first time: on a cluster, a NOSCRIPT reply
+    loads it on every primary).
     """
 
-    def __init__(self, client: Redis) -> None:
-        self.enqueue = client.register_script(ENQUEUE)
-        self.claim = client.register_script(CLAIM)
-        self.complete = client.register_script(COMPLETE)
-        self.fail = client.register_script(FAIL)
-        self.move_scheduled = client.register_script(MOVE_SCHEDULED)
-        self.recover = client.register_script(RECOVER)
-        self.requeue = client.register_script(REQUEUE)
+    def __init__(self, client: RedisClient, layout: RecordsLayout = "keys") -> None:
+        prelude = PRELUDES[layout]
+        self.enqueue = client.register_script(prelude + ENQUEUE)
+        self.claim = client.register_script(prelude + CLAIM)
+        self.complete = client.register_script(prelude + COMPLETE)
+        self.fail = client.register_script(prelude + FAIL)
+        self.move_scheduled = client.register_script(prelude + MOVE_SCHEDULED)
+        self.recover = client.register_script(prelude + RECOVER)
+        self.requeue = client.register_script(prelude + REQUEUE)

@@ -67,6 +67,13 @@ def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
         help="preset[+toggle=value,...] (env QBENCH_VARIANT; default %(default)s)",
     )
     parser.add_argument(
+        "--partitions",
+        type=positive_int_arg,
+        default=os.environ.get("QBENCH_PARTITIONS"),
+        help="spread the queue over N hash-tagged partitions (env QBENCH_PARTITIONS; default: "
+        "the variant's, 1); every producer and worker of a queue must use the same N",
+    )
+    parser.add_argument(
         "--namespace",
         default=os.environ.get("QBENCH_NAMESPACE", "default"),
         help="key namespace: keys are qbench:{NAMESPACE}:... (default %(default)s)",
@@ -79,6 +86,11 @@ def open_queue(args: argparse.Namespace, *, workers: int = 1, consumer: str | No
         variant = parse_variant(args.variant)
     except VariantError as exc:
         fail(2, f"--variant: {exc}")
+    if args.partitions is not None:
+        try:
+            variant = variant.with_overrides(partitions=int(args.partitions))
+        except (VariantError, ValueError) as exc:
+            fail(2, f"--partitions: {exc}")
     try:
         client = make_client(args.redis_url, variant, workers=workers)
     except ValueError as exc:  # redis-py's message for a URL it cannot parse
@@ -88,9 +100,16 @@ def open_queue(args: argparse.Namespace, *, workers: int = 1, consumer: str | No
     except redis.RedisError as exc:
         fail(1, f"cannot reach Redis at {redact_url(args.redis_url)}: {explain_redis_error(exc)}")
     try:
-        return RedisQueue(client, variant, namespace=args.namespace, consumer=consumer)
+        queue = RedisQueue(client, variant, namespace=args.namespace, consumer=consumer)
     except ValueError as exc:
         fail(2, f"--namespace: {exc}")
+    try:
+        queue.check_server()
+    except VariantError as exc:  # records=hash on a Redis without HEXPIRE
+        fail(2, f"--variant: {exc}")
+    except redis.RedisError as exc:
+        fail(1, f"cannot use Redis at {redact_url(args.redis_url)}: {explain_redis_error(exc)}")
+    return queue
 
 
 def explain_redis_error(exc: redis.RedisError) -> str:

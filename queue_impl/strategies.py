@@ -1,40 +1,61 @@
-"""One strategy class per value of the `dequeue` and `batch` toggles.
+"""One strategy class per value of the `dequeue` and `batch` toggles (`records`: record_stores.py).
 
 The queue calls its strategies and nothing else branches on the variant, so each
 optimization is measured alone by swapping exactly one class. A strategy sees its
-queue only through a `StrategyContext`.
+queue only through a `StrategyContext`, and works on one `Partition` at a time (a
+queue of P partitions is P queues in P hash-tagged slots, sharing one client).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-import redis
-from redis.client import Pipeline
-
+from queue_impl.clients import RedisClient
 from queue_impl.codec import Codec
 from queue_impl.config import Variant
 from queue_impl.job import PRIORITY_ORDER, Job, Status, as_bytes, as_text
 from queue_impl.keys import KeyBuilder
+from queue_impl.record_stores import RECORD_STORES, RecordStore
 from queue_impl.records import corrupt_reason, corrupt_record
 from queue_impl.scripts import Scripts
 
+__all__ = ["RECORD_STORES", "RecordStore"]  # the `records` toggle's classes live in record_stores
+
 log = logging.getLogger(__name__)
 
-Claimed = tuple[str, bytes | None]
-"""A job id now in the processing list, and its stored record (None when missing)."""
+QUEUE_OFFSET = {priority: i for i, priority in enumerate(PRIORITY_ORDER)}
+"""Where a priority's queue key sits among the three the scripts are given."""
+
+
+# -- partitions ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One hash-tagged slice of a queue: a full queue in one slot (queues, processing
+    lists, scheduled set, dead list, marker, consumers, heartbeats, records)."""
+
+    index: int
+    keys: KeyBuilder
+    records: RecordStore
+
+
+def partition_index(job_id: str, partitions: int) -> int:
+    """The partition a job id belongs to: the same in every process (CRC-32 of the id)."""
+    return 0 if partitions == 1 else zlib.crc32(job_id.encode()) % partitions
 
 
 # -- wake-up -------------------------------------------------------------------------
 class WakeStrategy(Protocol):
     """How a push tells waiting workers that jobs are ready; chosen by the `dequeue` toggle."""
 
-    def signal(self, target: redis.Redis) -> None:
-        """Add the wake-up to `target`: a pipeline, or the client (one round trip)."""
+    def signal(self, target: RedisClient, keys: KeyBuilder) -> None:
+        """Add the wake-up of `keys`' partition to `target`: a pipeline, or the client."""
         ...
 
     def script_flag(self) -> int:
@@ -49,9 +70,7 @@ class WakeStrategy(Protocol):
 class NoWake:
     """poll, block: workers look at the queues themselves; there is nothing to signal."""
 
-    keys: KeyBuilder  # unused; every wake strategy is built from the queue's keys
-
-    def signal(self, target: redis.Redis) -> None:
+    def signal(self, target: RedisClient, keys: KeyBuilder) -> None:
         pass
 
     def script_flag(self) -> int:
@@ -60,12 +79,10 @@ class NoWake:
 
 @dataclass(frozen=True, slots=True)
 class MarkerWake:
-    """notify: set the wake-up marker, the ZSET that waiting workers BZPOPMIN on."""
+    """notify: set the partition's wake-up marker, the ZSET that waiting workers BZPOPMIN on."""
 
-    keys: KeyBuilder
-
-    def signal(self, target: redis.Redis) -> None:
-        target.zadd(self.keys.marker(), {"ready": 0})
+    def signal(self, target: RedisClient, keys: KeyBuilder) -> None:
+        target.zadd(keys.marker(), {"ready": 0})
 
     def script_flag(self) -> int:
         return 1
@@ -76,13 +93,14 @@ class MarkerWake:
 class StrategyContext:
     """The part of a queue its strategies use; the queue builds one and shares it."""
 
-    client: redis.Redis
-    keys: KeyBuilder
+    client: RedisClient
+    partitions: tuple[Partition, ...]
     codec: Codec
     scripts: Scripts
     variant: Variant
     consumer: str
     wake: WakeStrategy
+    _turns: Iterator[int] = field(default_factory=itertools.count)
 
     @property
     def completed_ttl(self) -> int | None:
@@ -94,20 +112,33 @@ class StrategyContext:
         """Expiry of a dead-lettered record (seconds); None keeps it."""
         return self.variant.dead_ttl_s if self.variant.ttl == "on" else None
 
-    def describe_dead_corrupt(self, job_ids: Sequence[object], where: str) -> None:
+    def partition_for(self, job_id: str) -> Partition:
+        return self.partitions[partition_index(job_id, len(self.partitions))]
+
+    def rotation(self, first: int | None = None) -> tuple[Partition, ...]:
+        """Every partition once, starting at `first`, else at the next in turn: successive
+        claims start one partition further on, so every partition is served alike."""
+        count = len(self.partitions)
+        if count == 1:
+            return self.partitions
+        start = next(self._turns) % count if first is None else first
+        return self.partitions[start:] + self.partitions[:start]
+
+    def describe_dead_corrupt(self, part: Partition, job_ids: Sequence[object], where: str) -> None:
         """Give jobs a server-side script dead-lettered as corrupt a wrapper record with
         the reason (the scripts cannot encode one), as the dequeue path does."""
         for value in job_ids:
             job_id = as_text(value)
-            data = self.client.get(self.keys.job(job_id))
-            raw = None if data is None else as_bytes(data)
+            raw = part.records.get(self.client, job_id)
             reason = f"{where}: {corrupt_reason(self.codec, job_id, raw) or 'undecodable record'}"
             log.error("dead-lettered job %s: %s", job_id, reason)
-            self.client.set(
-                self.keys.job(job_id),
-                corrupt_record(self.codec, job_id, raw or b"", reason),
-                ex=self.dead_ttl,
+            part.records.put(
+                self.client, job_id, corrupt_record(self.codec, job_id, raw or b"", reason), ttl=self.dead_ttl
             )
+
+
+Claimed = tuple[Partition, str, bytes | None]
+"""The partition, a job id now in its processing list, and its stored record (None when missing)."""
 
 
 class DequeueStrategy(Protocol):
@@ -115,26 +146,28 @@ class DequeueStrategy(Protocol):
 
 
 class BatchStrategy(Protocol):
-    def enqueue_many(self, jobs: Sequence[Job]) -> None: ...
-    def complete(self, job: Job) -> bool: ...
-    def fail(self, job: Job) -> None: ...
-    def move_scheduled(self, now_us: int, limit: int) -> int: ...
+    def enqueue_many(self, part: Partition, jobs: Sequence[Job]) -> None: ...
+    def complete(self, part: Partition, job: Job) -> bool: ...
+    def fail(self, part: Partition, job: Job) -> None: ...
+    def move_scheduled(self, part: Partition, now_us: int, limit: int) -> int: ...
 
 
 # -- dequeue -------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PollDequeue:
-    """RPOPLPUSH high -> normal -> low; when all are empty, sleep the poll interval."""
+    """RPOPLPUSH high -> normal -> low (per partition, in rotation); when all are empty,
+    sleep the poll interval. An empty pass costs 3 round trips per partition."""
 
     ctx: StrategyContext
 
     def claim(self, *, wait: bool) -> Claimed | None:
         ctx = self.ctx
-        processing = ctx.keys.processing(ctx.consumer)
-        for priority in PRIORITY_ORDER:
-            job_id = ctx.client.rpoplpush(ctx.keys.queue(priority), processing)
-            if job_id is not None:
-                return _with_record(ctx, job_id)
+        for part in ctx.rotation():
+            processing = part.keys.processing(ctx.consumer)
+            for priority in PRIORITY_ORDER:
+                job_id = ctx.client.rpoplpush(part.keys.queue(priority), processing)
+                if job_id is not None:
+                    return _with_record(ctx, part, job_id)
         if wait:
             time.sleep(ctx.variant.poll_interval_s)
         return None
@@ -142,7 +175,8 @@ class PollDequeue:
 
 @dataclass(frozen=True, slots=True)
 class BlockDequeue:
-    """The seed's: BRPOPLPUSH on each priority in turn, with its own timeout each.
+    """The seed's: BRPOPLPUSH on each priority in turn, with its own timeout each (per
+    partition, in rotation: one wait cycle is P times the seed's 1 s + 1 s + 3 s).
 
     A job that arrives on one priority while the worker blocks on another waits for
     that wait to time out: this is the priority-inversion the harness measures.
@@ -152,57 +186,82 @@ class BlockDequeue:
 
     def claim(self, *, wait: bool) -> Claimed | None:
         ctx = self.ctx
-        processing = ctx.keys.processing(ctx.consumer)
-        for priority, timeout in zip(PRIORITY_ORDER, ctx.variant.block_timeouts_s, strict=True):
-            source = ctx.keys.queue(priority)
-            if wait:
-                job_id = ctx.client.brpoplpush(source, processing, timeout=timeout)  # type: ignore[arg-type]
-            else:
-                job_id = ctx.client.rpoplpush(source, processing)
-            if job_id is not None:
-                return _with_record(ctx, job_id)
+        for part in ctx.rotation():
+            processing = part.keys.processing(ctx.consumer)
+            for priority, timeout in zip(PRIORITY_ORDER, ctx.variant.block_timeouts_s, strict=True):
+                source = part.keys.queue(priority)
+                if wait:
+                    job_id = ctx.client.brpoplpush(source, processing, timeout=timeout)  # type: ignore[arg-type]
+                else:
+                    job_id = ctx.client.rpoplpush(source, processing)
+                if job_id is not None:
+                    return _with_record(ctx, part, job_id)
         return None
 
 
 @dataclass(frozen=True, slots=True)
 class NotifyDequeue:
-    """One atomic claim script; when nothing is ready, one BZPOPMIN on a wake-up marker.
+    """One atomic claim script per partition; when nothing is ready, one BZPOPMIN on a
+    wake-up marker.
 
-    Producers (and the scheduler) set the marker with every push (`MarkerWake`); the
-    claim script keeps it set while jobs remain, so each woken worker wakes the next.
-    Wake-up is immediate whatever the priority, and the claim is in strict priority order.
+    Producers (and the scheduler) set their partition's marker with every push
+    (`MarkerWake`); the claim script keeps it set while jobs remain, so each woken worker
+    wakes the next. Wake-up is immediate whatever the priority, and the claim is in
+    strict priority order within a partition. With P partitions each worker thread
+    waits on one home partition's marker (threads of all processes take homes in one
+    round robin, `_home`, so every partition has waiters once there are P of them), and a
+    claim tries every partition, the woken one first: one blocking call, never a poll of
+    P keys. Only a partition's waiters wake for its jobs: a job pushed to a partition whose
+    waiters are all busy (or that has none: fewer worker threads than partitions) waits
+    for the next claim, at the latest when a wait times out (`notify_timeout_s`); that
+    sweep costs P claim scripts per idle worker per timeout.
     """
 
     ctx: StrategyContext
+    _homes: threading.local = field(default_factory=threading.local)
 
     def claim(self, *, wait: bool) -> Claimed | None:
         ctx = self.ctx
-        claimed = self._claim_now()
+        claimed = self._claim_now(ctx.rotation())
         if claimed is not None or not wait:
             return claimed
+        home = self._home()
         deadline = time.monotonic() + ctx.variant.notify_timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
-            if ctx.client.bzpopmin(ctx.keys.marker(), timeout=remaining) is None:  # type: ignore[arg-type]
+            if ctx.client.bzpopmin(home.keys.marker(), timeout=remaining) is None:  # type: ignore[arg-type]
                 return None
-            claimed = self._claim_now()
+            claimed = self._claim_now(ctx.rotation(home.index))
             if claimed is not None:
                 return claimed
         return None
 
-    def _claim_now(self) -> Claimed | None:
+    def _home(self) -> Partition:
+        """This thread's home partition, taken once per thread in one round robin over
+        every waiting thread of every process (an INCR on the first partition)."""
+        parts = self.ctx.partitions
+        if len(parts) == 1:
+            return parts[0]
+        index: int | None = getattr(self._homes, "index", None)
+        if index is None:
+            taken = int(self.ctx.client.incr(parts[0].keys.homes()))
+            index = self._homes.index = (taken - 1) % len(parts)
+        return parts[index]
+
+    def _claim_now(self, order: Sequence[Partition]) -> Claimed | None:
         ctx = self.ctx
-        keys = [ctx.keys.queue(p) for p in PRIORITY_ORDER]
-        keys += [ctx.keys.processing(ctx.consumer), ctx.keys.marker()]
-        result = ctx.scripts.claim(keys=keys, args=[ctx.keys.prefix])
-        if not result:
-            return None
-        job_id, record = result
-        return as_text(job_id), _optional_bytes(record or None)
+        for part in order:
+            keys = [part.keys.queue(p) for p in PRIORITY_ORDER]
+            keys += [part.keys.processing(ctx.consumer), part.keys.marker(), *part.records.claim_keys()]
+            result = ctx.scripts.claim(keys=keys, args=[])
+            if result:
+                job_id = as_text(result[0])
+                return part, job_id, part.records.claimed_record(ctx.client, job_id, result[1])
+        return None
 
 
-def _with_record(ctx: StrategyContext, job_id: object) -> Claimed:
+def _with_record(ctx: StrategyContext, part: Partition, job_id: object) -> Claimed:
     job_id_text = as_text(job_id)
-    return job_id_text, _optional_bytes(ctx.client.get(ctx.keys.job(job_id_text)))
+    return part, job_id_text, part.records.get(ctx.client, job_id_text)
 
 
 def _optional_bytes(value: object) -> bytes | None:
@@ -220,43 +279,43 @@ class LoopOps:
 
     ctx: StrategyContext
 
-    def enqueue_many(self, jobs: Sequence[Job]) -> None:
+    def enqueue_many(self, part: Partition, jobs: Sequence[Job]) -> None:
         ctx = self.ctx
         for job in jobs:
-            ctx.client.set(ctx.keys.job(job.id), ctx.codec.encode(job))
-            ctx.client.lpush(ctx.keys.queue(job.priority), job.id)
-            ctx.wake.signal(ctx.client)
+            part.records.put(ctx.client, job.id, ctx.codec.encode(job), ttl=None)
+            ctx.client.lpush(part.keys.queue(job.priority), job.id)
+            ctx.wake.signal(ctx.client, part.keys)
 
-    def complete(self, job: Job) -> bool:
+    def complete(self, part: Partition, job: Job) -> bool:
         # LREM -> GET -> SET: 3 round trips.
         ctx = self.ctx
-        ctx.client.lrem(ctx.keys.processing(ctx.consumer), 1, job.id)
-        stored = _read_for_update(ctx, job)
+        ctx.client.lrem(part.keys.processing(ctx.consumer), 1, job.id)
+        stored = _read_for_update(ctx, part, job)
         _mark_completed(stored, job)
-        ctx.client.set(ctx.keys.job(job.id), ctx.codec.encode(stored), ex=ctx.completed_ttl)
+        part.records.put(ctx.client, job.id, ctx.codec.encode(stored), ttl=ctx.completed_ttl)
         return True
 
-    def fail(self, job: Job) -> None:
+    def fail(self, part: Partition, job: Job) -> None:
         # LREM -> GET -> SET -> ZADD|LPUSH: 4 round trips.
         ctx = self.ctx
-        ctx.client.lrem(ctx.keys.processing(ctx.consumer), 1, job.id)
-        stored = _read_for_update(ctx, job)
+        ctx.client.lrem(part.keys.processing(ctx.consumer), 1, job.id)
+        stored = _read_for_update(ctx, part, job)
         _copy_failure(stored, job)
         if job.status is Status.SCHEDULED:
-            ctx.client.set(ctx.keys.job(job.id), ctx.codec.encode(stored))
-            ctx.client.zadd(ctx.keys.scheduled(), {job.id: job.scheduled_at_us})
+            part.records.put(ctx.client, job.id, ctx.codec.encode(stored), ttl=None)
+            ctx.client.zadd(part.keys.scheduled(), {job.id: job.scheduled_at_us})
         else:
-            ctx.client.set(ctx.keys.job(job.id), ctx.codec.encode(stored), ex=ctx.dead_ttl)
-            ctx.client.lpush(ctx.keys.dead(), job.id)
+            part.records.put(ctx.client, job.id, ctx.codec.encode(stored), ttl=ctx.dead_ttl)
+            ctx.client.lpush(part.keys.dead(), job.id)
 
-    def move_scheduled(self, now_us: int, limit: int) -> int:
+    def move_scheduled(self, part: Partition, now_us: int, limit: int) -> int:
         # ZRANGEBYSCORE + per job (GET + pipeline{SET, LPUSH, ZREM}): 2N+1 round trips.
         ctx = self.ctx
-        ids = _due_ids(ctx, now_us, limit)
+        ids = _due_ids(ctx, part, now_us, limit)
         for job_id in ids:
-            record = _optional_bytes(ctx.client.get(ctx.keys.job(job_id)))
+            record = part.records.get(ctx.client, job_id)
             pipe = ctx.client.pipeline(transaction=False)
-            _queue_move(ctx, pipe, job_id, record)
+            _queue_move(ctx, part, pipe, job_id, record)
             pipe.execute()
         return len(ids)
 
@@ -270,58 +329,59 @@ class PipelineOps:
 
     ctx: StrategyContext
 
-    def enqueue_many(self, jobs: Sequence[Job]) -> None:
+    def enqueue_many(self, part: Partition, jobs: Sequence[Job]) -> None:
         ctx = self.ctx
         pipe = ctx.client.pipeline(transaction=False)
         for job in jobs:
-            pipe.set(ctx.keys.job(job.id), ctx.codec.encode(job))
-            pipe.lpush(ctx.keys.queue(job.priority), job.id)
-        ctx.wake.signal(pipe)
+            part.records.put(pipe, job.id, ctx.codec.encode(job), ttl=None)
+            pipe.lpush(part.keys.queue(job.priority), job.id)
+        ctx.wake.signal(pipe, part.keys)
         pipe.execute()
 
-    def complete(self, job: Job) -> bool:
+    def complete(self, part: Partition, job: Job) -> bool:
         # GET -> pipeline{LREM, SET}: 2 round trips.
         ctx = self.ctx
-        stored = _read_for_update(ctx, job)
+        stored = _read_for_update(ctx, part, job)
         _mark_completed(stored, job)
         pipe = ctx.client.pipeline(transaction=False)
-        pipe.lrem(ctx.keys.processing(ctx.consumer), 1, job.id)
-        pipe.set(ctx.keys.job(job.id), ctx.codec.encode(stored), ex=ctx.completed_ttl)
+        pipe.lrem(part.keys.processing(ctx.consumer), 1, job.id)
+        part.records.put(pipe, job.id, ctx.codec.encode(stored), ttl=ctx.completed_ttl)
         pipe.execute()
         return True
 
-    def fail(self, job: Job) -> None:
+    def fail(self, part: Partition, job: Job) -> None:
         # GET -> pipeline{LREM, SET, ZADD|LPUSH}: 2 round trips.
         ctx = self.ctx
-        stored = _read_for_update(ctx, job)
+        stored = _read_for_update(ctx, part, job)
         _copy_failure(stored, job)
         pipe = ctx.client.pipeline(transaction=False)
-        pipe.lrem(ctx.keys.processing(ctx.consumer), 1, job.id)
+        pipe.lrem(part.keys.processing(ctx.consumer), 1, job.id)
         if job.status is Status.SCHEDULED:
-            pipe.set(ctx.keys.job(job.id), ctx.codec.encode(stored))
-            pipe.zadd(ctx.keys.scheduled(), {job.id: job.scheduled_at_us})
+            part.records.put(pipe, job.id, ctx.codec.encode(stored), ttl=None)
+            pipe.zadd(part.keys.scheduled(), {job.id: job.scheduled_at_us})
         else:
-            pipe.set(ctx.keys.job(job.id), ctx.codec.encode(stored), ex=ctx.dead_ttl)
-            pipe.lpush(ctx.keys.dead(), job.id)
+            part.records.put(pipe, job.id, ctx.codec.encode(stored), ttl=ctx.dead_ttl)
+            pipe.lpush(part.keys.dead(), job.id)
         pipe.execute()
 
-    def move_scheduled(self, now_us: int, limit: int) -> int:
+    def move_scheduled(self, part: Partition, now_us: int, limit: int) -> int:
         # ZRANGEBYSCORE + MGET + one pipeline: 3 round trips whatever N.
         ctx = self.ctx
-        ids = _due_ids(ctx, now_us, limit)
+        ids = _due_ids(ctx, part, now_us, limit)
         if not ids:
             return 0
-        records = ctx.client.mget([ctx.keys.job(job_id) for job_id in ids])
+        records = part.records.get_many(ctx.client, ids)
         pipe = ctx.client.pipeline(transaction=False)
         for job_id, record in zip(ids, records, strict=True):
-            _queue_move(ctx, pipe, job_id, _optional_bytes(record))
+            _queue_move(ctx, part, pipe, job_id, record)
         pipe.execute()
         return len(ids)
 
 
 @dataclass(frozen=True, slots=True)
 class ScriptOps:
-    """Server-side Lua: one round trip per operation, atomic.
+    """Server-side Lua: one round trip per operation, atomic (records=keys: the scheduler's
+    move reads the due ids first, one more).
 
     complete() and fail() act only on a job still in this consumer's processing list;
     the scheduler's ZREM decides which of two concurrent moves queues a job.
@@ -329,32 +389,33 @@ class ScriptOps:
 
     ctx: StrategyContext
 
-    def enqueue_many(self, jobs: Sequence[Job]) -> None:
+    def enqueue_many(self, part: Partition, jobs: Sequence[Job]) -> None:
         ctx = self.ctx
-        args: list[str | bytes | int] = [ctx.keys.prefix, ctx.wake.script_flag()]
+        args: list[str | bytes | int] = [ctx.wake.script_flag()]
         for job in jobs:
-            args += [job.id, job.priority.label, ctx.codec.encode(job)]
-        ctx.scripts.enqueue(keys=[ctx.keys.marker()], args=args)
+            args += [job.id, QUEUE_OFFSET[job.priority], ctx.codec.encode(job)]
+        keys = [part.keys.marker(), *_queue_keys(part)]
+        ctx.scripts.enqueue(keys=keys + part.records.script_keys([job.id for job in jobs]), args=args)
 
-    def complete(self, job: Job) -> bool:
+    def complete(self, part: Partition, job: Job) -> bool:
         ctx = self.ctx
         stored = _copy(job)
         _mark_completed(stored, job)
         done = ctx.scripts.complete(
-            keys=[ctx.keys.processing(ctx.consumer), ctx.keys.job(job.id)],
+            keys=[part.keys.processing(ctx.consumer), *part.records.script_keys([job.id])],
             args=[job.id, ctx.codec.encode(stored), ctx.completed_ttl or 0],
         )
         return bool(done)
 
-    def fail(self, job: Job) -> None:
+    def fail(self, part: Partition, job: Job) -> None:
         ctx = self.ctx
         retry = job.status is Status.SCHEDULED
         ctx.scripts.fail(
             keys=[
-                ctx.keys.processing(ctx.consumer),
-                ctx.keys.job(job.id),
-                ctx.keys.scheduled(),
-                ctx.keys.dead(),
+                part.keys.processing(ctx.consumer),
+                part.keys.scheduled(),
+                part.keys.dead(),
+                *part.records.script_keys([job.id]),
             ],
             args=[
                 job.id,
@@ -365,25 +426,34 @@ class ScriptOps:
             ],
         )
 
-    def move_scheduled(self, now_us: int, limit: int) -> int:
+    def move_scheduled(self, part: Partition, now_us: int, limit: int) -> int:
         ctx = self.ctx
+        ids = part.records.due_ids(ctx.client, part.keys.scheduled(), now_us, limit)
+        if ids is not None and not ids:
+            return 0  # read client-side, and nothing is due
+        keys = [part.keys.scheduled(), part.keys.dead(), part.keys.marker(), *_queue_keys(part)]
+        given = [] if ids is None else ["1", *ids]
         moved, dead, *corrupt = ctx.scripts.move_scheduled(
-            keys=[ctx.keys.scheduled(), ctx.keys.dead(), ctx.keys.marker()],
-            args=[ctx.keys.prefix, ctx.codec.name, now_us, limit, ctx.wake.script_flag()],
+            keys=keys + part.records.script_keys(ids or []),
+            args=[ctx.codec.name, ctx.wake.script_flag(), now_us, limit, *(given or ["0"])],
         )
-        ctx.describe_dead_corrupt(corrupt, "scheduler move")
+        ctx.describe_dead_corrupt(part, corrupt, "scheduler move")
         return int(moved) + int(dead)
 
 
+def _queue_keys(part: Partition) -> list[str]:
+    return [part.keys.queue(p) for p in PRIORITY_ORDER]
+
+
 # -- shared record updates -----------------------------------------------------------
-def _read_for_update(ctx: StrategyContext, job: Job) -> Job:
+def _read_for_update(ctx: StrategyContext, part: Partition, job: Job) -> Job:
     """The stored record (what the seed re-reads before writing); the in-memory job
     if the record is missing or unreadable, so a completion is never lost."""
-    data = ctx.client.get(ctx.keys.job(job.id))
+    data = part.records.get(ctx.client, job.id)
     if data is None:
         return _copy(job)
     try:
-        return ctx.codec.decode(as_bytes(data))
+        return ctx.codec.decode(data)
     except ValueError:
         return _copy(job)
 
@@ -420,12 +490,14 @@ def _copy_failure(stored: Job, job: Job) -> None:
     stored.scheduled_at_us = job.scheduled_at_us
 
 
-def _due_ids(ctx: StrategyContext, now_us: int, limit: int) -> list[str]:
-    raw = ctx.client.zrangebyscore(ctx.keys.scheduled(), "-inf", now_us, start=0, num=limit)
+def _due_ids(ctx: StrategyContext, part: Partition, now_us: int, limit: int) -> list[str]:
+    raw = ctx.client.zrangebyscore(part.keys.scheduled(), "-inf", now_us, start=0, num=limit)
     return [as_text(job_id) for job_id in raw]
 
 
-def _queue_move(ctx: StrategyContext, pipe: Pipeline, job_id: str, record: bytes | None) -> None:
+def _queue_move(
+    ctx: StrategyContext, part: Partition, pipe: RedisClient, job_id: str, record: bytes | None
+) -> None:
     """Queue the writes that move one due job: SET record, LPUSH queue, ZREM scheduled.
 
     A missing or undecodable record is dead-lettered instead (never dropped)."""
@@ -437,16 +509,16 @@ def _queue_move(ctx: StrategyContext, pipe: Pipeline, job_id: str, record: bytes
             job = None
     if job is None:
         reason = f"scheduler move: {corrupt_reason(ctx.codec, job_id, record) or 'undecodable record'}"
-        pipe.set(
-            ctx.keys.job(job_id), corrupt_record(ctx.codec, job_id, record or b"", reason), ex=ctx.dead_ttl
+        part.records.put(
+            pipe, job_id, corrupt_record(ctx.codec, job_id, record or b"", reason), ttl=ctx.dead_ttl
         )
-        pipe.lpush(ctx.keys.dead(), job_id)
+        pipe.lpush(part.keys.dead(), job_id)
     else:
         job.status = Status.QUEUED
-        pipe.set(ctx.keys.job(job_id), ctx.codec.encode(job))
-        pipe.lpush(ctx.keys.queue(job.priority), job_id)
-        ctx.wake.signal(pipe)
-    pipe.zrem(ctx.keys.scheduled(), job_id)
+        part.records.put(pipe, job_id, ctx.codec.encode(job), ttl=None)
+        pipe.lpush(part.keys.queue(job.priority), job_id)
+        ctx.wake.signal(pipe, part.keys)
+    pipe.zrem(part.keys.scheduled(), job_id)
 
 
 DEQUEUE_STRATEGIES: dict[str, type[PollDequeue] | type[BlockDequeue] | type[NotifyDequeue]] = {

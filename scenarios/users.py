@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 # Locust sorts before redis and the first-party modules: importing it first
 # monkey-patches sockets with gevent, so redis-py's blocking calls yield to other users.
 import locust
-import redis
 from locust import FastHttpUser, User, constant, task
 
 from harness.infra.counting import RoundTripCounter, counting_connection_class
-from queue_impl.connection import make_client
+from queue_impl.clients import RedisClient
+from queue_impl.connection import close_client, make_client
 from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue
 from scenarios.recorder import RECORDER
@@ -79,7 +79,7 @@ class QueueUser(User):  # type: ignore[misc]
         cfg = settings_or_idle()
         self.cfg = cfg
         self.round_trips = RoundTripCounter()
-        self.redis: redis.Redis = make_client(
+        self.redis: RedisClient = make_client(
             cfg.redis_url,
             cfg.variant,
             wrap_connection_class=lambda base: counting_connection_class(base, self.round_trips),
@@ -96,8 +96,7 @@ class QueueUser(User):  # type: ignore[misc]
     def on_stop(self) -> None:
         if not hasattr(self, "redis"):  # stopped while idle (see settings_or_idle)
             return
-        self.redis.close()
-        self.redis.connection_pool.disconnect()
+        close_client(self.redis)
 
     def new_job(self, *, created_at_us: int | None = None) -> Job:
         job = Job(type=JOB_TYPE, payload=self.payload, priority=self.priorities.draw())

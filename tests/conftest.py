@@ -8,11 +8,11 @@ import pytest
 import redis
 
 from harness.infra.measured import unique_namespace
-from harness.infra.redis_server import ProvisionedRedis, provision
+from harness.infra.redis_server import ProvisionedRedis, provision, provision_cluster
 from harness.peers.registry import DRIVERS
 from harness.results.rows import Row
 from queue_impl.config import PRESETS, Variant, VariantError, parse_variant
-from queue_impl.connection import make_client
+from queue_impl.connection import close_client, make_client
 from queue_impl.queue import RedisQueue
 
 FAST = {
@@ -43,6 +43,21 @@ def bad_variants(rows: Iterable[Row]) -> list[str]:
     return sorted(bad)
 
 
+def put_raw_record(queue: RedisQueue, job_id: str, raw: bytes | None) -> None:
+    """Store `raw` as a job's record where the queue's record layout keeps it (None deletes
+    it): how tests plant corrupt or missing records."""
+    records = queue.partition_for(job_id).records
+    if raw is None:
+        records.delete(queue.client, job_id)
+    else:
+        records.put(queue.client, job_id, raw, ttl=None)
+
+
+def raw_record(queue: RedisQueue, job_id: str) -> bytes | None:
+    """A job's stored record, undecoded."""
+    return queue.partition_for(job_id).records.get(queue.client, job_id)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[ProvisionedRedis]:
     with provision() as server:
@@ -52,6 +67,19 @@ def redis_server() -> Iterator[ProvisionedRedis]:
 @pytest.fixture(scope="session")
 def redis_url(redis_server: ProvisionedRedis) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ProvisionedRedis]:
+    """A local three-master Redis Cluster qbench starts once per session (about 2 s)."""
+    with provision_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_url(redis_cluster: ProvisionedRedis) -> str:
+    """`redis+cluster://127.0.0.1:PORT` of the session's cluster."""
+    return redis_cluster.url
 
 
 @pytest.fixture
@@ -85,8 +113,7 @@ def make_queue(redis_url: str) -> Iterator[QueueFactory]:
     yield create
     for queue in made:
         queue.cleanup()
-        queue.client.close()
-        queue.client.connection_pool.disconnect()
+        close_client(queue.client)
 
 
 @pytest.fixture(params=list(PRESETS), ids=list(PRESETS))

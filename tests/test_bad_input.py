@@ -20,7 +20,7 @@ from queue_impl.job import Job, Priority, Status, as_text
 from queue_impl.queue import MAX_PAYLOAD_BYTES, PayloadTooLargeError, RedisQueue
 from queue_impl.records import CORRUPT_JOB_TYPE
 from queue_impl.worker import WorkerPool
-from tests.conftest import QueueFactory
+from tests.conftest import QueueFactory, put_raw_record
 
 PASSWORD = "bad-input-secret"
 
@@ -38,8 +38,9 @@ def dead_ids(queue: RedisQueue) -> list[str]:
     return [as_text(i) for i in queue.client.lrange(queue.keys.dead(), 0, -1)]
 
 
-def job_keys(queue: RedisQueue) -> list[bytes]:
-    return list(queue.client.scan_iter(match=queue.keys.prefix + "job:*"))
+def records(queue: RedisQueue) -> list[str]:
+    """Ids of every stored job record, whatever the record layout."""
+    return [job_id for part in queue.partitions for job_id, _ in part.records.scan(queue.client)]
 
 
 # -- payloads ---------------------------------------------------------------------------------
@@ -53,7 +54,7 @@ def test_oversized_payload_is_refused_before_anything_is_written(
     batch = [Job(type="noop") for _ in range(3)] + [too_big]
     with pytest.raises(PayloadTooLargeError):
         queue.enqueue_many(batch)  # all or nothing: the three small jobs are not queued either
-    assert job_keys(queue) == [] and sum(queue.stats().queued.values()) == 0
+    assert records(queue) == [] and sum(queue.stats().queued.values()) == 0
     at_limit = queue.enqueue(Job(type="noop", payload=b"x" * MAX_PAYLOAD_BYTES))
     job = queue.dequeue(wait=False)
     assert job is not None and job.id == at_limit and len(job.payload) == MAX_PAYLOAD_BYTES
@@ -63,7 +64,7 @@ def test_payload_limit_is_configurable(redis_url: str, make_queue: QueueFactory,
     small = RedisQueue(make_queue(preset).client, preset, namespace="test-limit", max_payload_bytes=10)
     with pytest.raises(PayloadTooLargeError, match="11 bytes exceeds the limit of 10 bytes"):
         small.enqueue(Job(type="noop", payload=b"x" * 11))
-    assert job_keys(small) == []
+    assert records(small) == []
 
 
 @pytest.mark.parametrize(
@@ -156,11 +157,11 @@ def test_corrupt_record_in_a_queue_is_dead_lettered_with_its_reason(
     queue = make_queue(preset)
     bad, good = queue.enqueue_many([Job(type="noop", priority=Priority.HIGH), Job(type="noop")])
     if damage == "garbage":
-        queue.client.set(queue.keys.job(bad), b"\xff\xfe not a record")
+        put_raw_record(queue, bad, b"\xff\xfe not a record")
     elif damage == "missing":
-        queue.client.delete(queue.keys.job(bad))
+        put_raw_record(queue, bad, None)
     else:
-        queue.client.set(queue.keys.job(bad), queue.codec.encode(Job(type="noop", id="someone-else")))
+        put_raw_record(queue, bad, queue.codec.encode(Job(type="noop", id="someone-else")))
     job = queue.dequeue(wait=False)
     assert job is not None and job.id == good  # the corrupt one was set aside, the next one served
     assert dead_ids(queue) == [bad]
@@ -176,11 +177,11 @@ def test_corrupt_records_in_the_scheduler_and_recovery_paths_are_dead_lettered(
 ) -> None:
     queue = make_queue(preset)
     scheduled, held = "corrupt-scheduled", "corrupt-held"
-    queue.client.set(queue.keys.job(scheduled), b"\x08\x96")  # truncated varint
+    put_raw_record(queue, scheduled, b"\x08\x96")  # truncated varint
     queue.client.zadd(queue.keys.scheduled(), {scheduled: 0})
     assert queue.move_scheduled_to_ready() == 1
     # A dead consumer holding a corrupt record.
-    queue.client.set(queue.keys.job(held), b"\xff" * 8)
+    put_raw_record(queue, held, b"\xff" * 8)
     queue.client.lpush(queue.keys.processing("dead-consumer"), held)
     queue.client.sadd(queue.keys.consumers(), "dead-consumer")
     assert queue.recover_stale() == 1
@@ -222,6 +223,8 @@ def test_a_missing_record_met_by_the_scheduler_is_dead_lettered_with_its_reason(
         ("scheduler", ["--interval=-1s"], "bad duration '-1s'"),
         ("scheduler", ["--variant", "optimized+pool_size=many"], "bad value for pool_size"),
         ("scheduler", ["--namespace"], "expected one argument"),
+        ("worker", ["--partitions", "0"], "expected a positive integer, got 0"),
+        ("scheduler", ["--partitions", "65"], "--partitions: partitions=65: must be 1 to 64"),
     ],
 )
 def test_bad_service_flags_are_one_line_usage_errors(

@@ -33,6 +33,30 @@ CASES = {
     "unreachable redis": Case(
         ("ops", "--redis-url", "redis://127.0.0.1:1"), 1, "cannot reach Redis at redis://127.0.0.1:1"
     ),
+    "cluster URL where one server is measured": Case(
+        ("reproduce", "--quick", "--redis-url", "redis+cluster://127.0.0.1:1"),
+        2,
+        "this measures one Redis server, not a Redis Cluster",
+    ),
+    "cluster REDIS_URL where one server is measured": Case(
+        ("chaos", "--quick"),
+        2,
+        "is a Redis Cluster: this measures one Redis server",
+        env=(("REDIS_URL", "redis+cluster://127.0.0.1:1"),),
+    ),
+    "cluster down without a state file": Case(
+        ("cluster", "down", "--state-file", "/nonexistent/qbench-cluster.json"),
+        2,
+        "/nonexistent/qbench-cluster.json: no such state file",
+    ),
+    "bad partition count": Case(
+        ("cluster", "measure", "--partitions", "1,x"), 2, "--partitions: expected comma-separated integers"
+    ),
+    "unreachable cluster": Case(
+        ("ops", "--redis-url", "redis+cluster://127.0.0.1:1"),
+        1,
+        "cannot reach Redis at redis+cluster://127.0.0.1:1",
+    ),
     "REDIS_SERVER not executable": Case(
         ("ops",),
         1,

@@ -16,6 +16,7 @@ from queue_impl.connection import make_client
 from queue_impl.job import Job, Priority, Status
 from queue_impl.queue import RedisQueue
 from queue_impl.records import CORRUPT_JOB_TYPE
+from tests.conftest import put_raw_record, raw_record
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 UINT32 = st.integers(0, 2**32 - 1)
@@ -132,14 +133,8 @@ def script_queues(redis_url: str) -> Iterator[dict[CodecName, RedisQueue]]:
 
 def _schedule_raw(queue: RedisQueue, job_id: str, record: bytes | None) -> None:
     if record is not None:
-        queue.client.set(queue.keys.job(job_id), record)
+        put_raw_record(queue, job_id, record)
     queue.client.zadd(queue.keys.scheduled(), {job_id: 0})
-
-
-def _raw(queue: RedisQueue, job_id: str) -> bytes | None:
-    value = queue.client.get(queue.keys.job(job_id))
-    assert value is None or isinstance(value, bytes)
-    return value
 
 
 @PROPERTY
@@ -153,7 +148,7 @@ def test_lua_requeue_of_a_protobuf_record_sets_queued_and_keeps_every_other_fiel
     _schedule_raw(queue, job.id, record)
     assert queue.move_scheduled_to_ready(now=1) == 1
     # The script appends field 12 (status) = 0; protobuf parsers keep the last value.
-    assert _raw(queue, job.id) == record + b"\x60\x00"
+    assert raw_record(queue, job.id) == record + b"\x60\x00"
     assert queue.get_job(job.id) == dataclasses.replace(job, status=Status.QUEUED)
     assert queue.client.lrange(queue.keys.queue(job.priority), 0, -1) == [job.id.encode()]
 
@@ -232,7 +227,7 @@ def test_lua_recovery_dead_letters_a_corrupt_record_of_a_stale_consumer(
     queue.client.lmove(queue.keys.queue(Priority.HIGH), queue.keys.processing(stale), "RIGHT", "LEFT")
     queue.client.lpush(queue.keys.processing(stale), "bad")
     if record is not None:
-        queue.client.set(queue.keys.job("bad"), record)
+        put_raw_record(queue, "bad", record)
     assert queue.recover_stale() == 2
     assert queue.client.lrange(queue.keys.dead(), 0, -1) == [b"bad"]
     assert queue.client.lrange(queue.keys.queue(Priority.HIGH), 0, -1) == [good.id.encode()]
@@ -247,6 +242,6 @@ def test_script_queues_really_use_their_codec(script_queues: dict[CodecName, Red
         queue.cleanup()
         job = Job(type="t")
         queue.enqueue(job)
-        raw = _raw(queue, job.id)
+        raw = raw_record(queue, job.id)
         assert raw is not None
         assert raw.startswith(b"{") == (codec == "json")

@@ -25,6 +25,13 @@ def test_presets_are_the_issues_toggle_sets() -> None:
         "optimized": ("block", "pipeline", "on", "precomputed", 50, "protobuf"),
         "scripted": ("notify", "script", "on", "precomputed", POOL_SIZED, "protobuf"),
     }
+    # The layout toggles: scripted keeps its records in a hash per partition (every
+    # script's keys declarable on Redis Cluster); the seed's presets keep a key per job.
+    assert {name: (v.records, v.partitions) for name, v in PRESETS.items()} == {
+        "baseline": ("keys", 1),
+        "optimized": ("keys", 1),
+        "scripted": ("hash", 1),
+    }
     for variant in PRESETS.values():
         assert variant.block_timeouts_s == (1.0, 1.0, 3.0)
         assert variant.poll_interval_s == 0.1
@@ -47,6 +54,8 @@ def test_a_bare_preset_parses_to_itself(name: str) -> None:
         ("baseline+pool_size=sized", {"pool_size": POOL_SIZED}),
         ("baseline+block_timeouts_s=0.2/0.2/0.6", {"block_timeouts_s": (0.2, 0.2, 0.6)}),
         ("optimized+completed_ttl_s=120, dead_ttl_s=300", {"completed_ttl_s": 120, "dead_ttl_s": 300}),
+        ("scripted+records=keys", {"records": "keys"}),
+        ("baseline+records=hash,partitions=3", {"records": "hash", "partitions": 3}),
     ],
 )
 def test_overrides_change_exactly_the_named_toggles(spec: str, changes: dict[str, object]) -> None:
@@ -83,6 +92,10 @@ def test_overrides_change_exactly_the_named_toggles(spec: str, changes: dict[str
         ("baseline+poll_interval_s=-0.1", r"poll_interval_s=-0.1: must be a finite number of seconds >= 0"),
         ("baseline+retry_base_s=nan", r"retry_base_s=nan: must be a finite number"),
         ("baseline+pool_timeout_s=inf", r"pool_timeout_s=inf: must be a finite number"),
+        ("baseline+records=set", r"records='set': expected one of keys, hash"),
+        ("scripted+partitions=0", r"partitions=0: must be 1 to 64"),
+        ("scripted+partitions=65", r"partitions=65: must be 1 to 64"),
+        ("scripted+partitions=two", r"bad value for partitions: 'two'"),
     ],
 )
 def test_bad_specs_are_rejected_with_a_one_line_message(spec: str, message: str) -> None:
@@ -117,6 +130,8 @@ _TOGGLE_VALUES = {
     "ttl": st.sampled_from(["off", "on"]),
     "keys": st.sampled_from(["format", "precomputed"]),
     "codec": st.sampled_from(["protobuf", "json"]),
+    "records": st.sampled_from(["keys", "hash"]),
+    "partitions": st.integers(1, 64),
     "pool_mode": st.sampled_from(["wait", "raise"]),
     "pool_size": st.integers(0, 10_000),
     "completed_ttl_s": st.integers(1, 10**9),

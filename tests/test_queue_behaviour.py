@@ -2,7 +2,8 @@
 
 Every test in `BehaviourSuite` runs on each variant (SAQ's one-suite-many-backends
 style) and most expect one outcome on all. Where a toggle changes behaviour, the test
-gives the exact outcome per toggle value (`ttl`: the TTL tests; `batch`, `dequeue`: below):
+gives the exact outcome per toggle value (`ttl`: the TTL tests; `batch`, `dequeue`,
+`records`, `partitions`: below):
 
 - batch: only `script` is atomic. Under `loop` and `pipeline`, two schedulers moving at
   once queue each due job twice (`SCHEDULER_RACE`); complete() and fail() of a job this
@@ -12,23 +13,35 @@ gives the exact outcome per toggle value (`ttl`: the TTL tests; `batch`, `dequeu
 - dequeue: `poll` and `block` check the priorities one command at a time, `notify` in
   one script (`test_poll_and_block_check_the_priorities_one_at_a_time` and the notify
   and block tests at the end).
+- records: the same outcomes, except where a script move must read the due ids first
+  (`records=keys` with `batch=script`: `scheduler_race`) and which commands a killed
+  fail() had sent (`KILLED_IN_FAIL`: GET/SET or HGET/HSET).
+- partitions: priority order and FIFO hold within each partition (`_per_partition`);
+  races are staged inside one partition. The waking of notify workers across
+  partitions is tested in tests/test_partitions.py.
 
 Waits are shortened by `fast()`; no test asserts a duration, only states and order.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import redis
 from redis.client import Pipeline
+from redis.cluster import RedisCluster
 
+from queue_impl.clients import RedisClient
 from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status
+from queue_impl.keys import KeyBuilder
 from queue_impl.queue import RedisQueue
 from queue_impl.records import CORRUPT_JOB_TYPE
 from tests.conftest import QueueFactory, fast
@@ -42,15 +55,31 @@ TOGGLE_VARIANTS = (
     "scripted+codec=json",  # notify + Lua + json
     "scripted+batch=loop",  # notify with a wake-up marker per job
     "scripted+ttl=off",
+    "baseline+records=hash",  # loop + hash
+    "optimized+records=hash",  # pipeline + hash
+    "scripted+records=keys",  # script + keys: ids read client-side first
 )
 """Each differs from its preset in one toggle; with the presets they cover every
-dequeue mode with both codecs and every batch mode with notify."""
+dequeue mode with both codecs, every batch mode with notify, and every batch mode with
+both record layouts."""
+
+PARTITIONED_VARIANTS = (
+    "scripted+partitions=3",
+    "baseline+records=hash,partitions=3",
+    "optimized+partitions=2",
+    "optimized+batch=script,partitions=3",  # script + keys, partitioned
+)
+"""Every batch and dequeue mode and both record layouts over several partitions."""
 
 DAY_S = 86_400
 
 SCHEDULER_RACE = {"loop": (3, 3, 2), "pipeline": (3, 3, 2), "script": (3, 0, 1)}
 """Per batch mode, two schedulers moving the same 3 due jobs at once: jobs moved by
 the first, by the second, and how many times each job is then queued."""
+SCHEDULER_RACE_SCRIPT_KEYS = (0, 3, 1)
+"""batch=script with records=keys: the move reads the due ids client-side, so the second
+scheduler runs after that read and moves them all; the first's script, re-checking each
+id, then moves none. Never twice."""
 
 BATCH_SPLIT = {"loop": "low", "pipeline": "high", "script": "high"}
 """Per batch mode, what a worker claims right after the producer's first push of an
@@ -74,19 +103,71 @@ KILLED_IN_FAIL = {
     "script": ([], "EVALSHA", True),
 }
 """Per batch mode, a retrying fail()'s round trips before its last one, the last one,
-and whether a worker killed right before that last one leaves the job recoverable."""
+and whether a worker killed right before that last one leaves the job recoverable.
+(records=hash reads and writes the record with HGET and HSET.)"""
+RECORD_COMMANDS = {"keys": {"GET": "GET", "SET": "SET"}, "hash": {"GET": "HGET", "SET": "HSET"}}
 
 
 class Killed(BaseException):
     """Stands for SIGKILL inside a queue call: nothing in the queue catches it."""
 
 
-def _ids(client: redis.Redis, key: str) -> list[str]:
+def _ids(client: RedisClient, key: str) -> list[str]:
     return [i.decode() for i in client.lrange(key, 0, -1)]
 
 
+def _listed(queue: RedisQueue, key_of: Callable[[KeyBuilder], str]) -> list[str]:
+    """A list's ids in every partition, partition after partition."""
+    return [job_id for part in queue.partitions for job_id in _ids(queue.client, key_of(part.keys))]
+
+
 def _held(queue: RedisQueue) -> list[str]:
-    return _ids(queue.client, queue.keys.processing(queue.consumer))
+    return _listed(queue, lambda keys: keys.processing(queue.consumer))
+
+
+def _queued(queue: RedisQueue, priority: Priority) -> list[str]:
+    return _listed(queue, lambda keys: keys.queue(priority))
+
+
+def _dead(queue: RedisQueue) -> list[str]:
+    return _listed(queue, lambda keys: keys.dead())
+
+
+def _scheduled(queue: RedisQueue) -> dict[str, int]:
+    """Scheduled ids (every partition) and their scores, in score order within a partition."""
+    return {
+        member.decode(): int(score)
+        for part in queue.partitions
+        for member, score in queue.client.zrange(part.keys.scheduled(), 0, -1, withscores=True)
+    }
+
+
+def _expire_lease(queue: RedisQueue) -> None:
+    """What lease expiry does: the consumer's heartbeat is gone in every partition."""
+    for part in queue.partitions:
+        queue.client.delete(part.keys.heartbeat(queue.consumer))
+
+
+def _per_partition(queue: RedisQueue, ids: list[str]) -> list[list[str]]:
+    """`ids` split by partition, each keeping the given order: order holds per partition."""
+    return [[i for i in ids if queue.partition_for(i) is part] for part in queue.partitions]
+
+
+def _as_held(queue: RedisQueue, claimed: list[str]) -> list[str]:
+    """The processing lists after claiming `claimed` in that order (newest first per partition)."""
+    return [job_id for ids in _per_partition(queue, claimed) for job_id in reversed(ids)]
+
+
+def _id_in(queue: RedisQueue, partition: int, tag: str) -> str:
+    """A job id (`tag-N`) that lands in `partition`: staged races stay inside one."""
+    return next(
+        f"{tag}-{n}" for n in itertools.count() if queue.partition_for(f"{tag}-{n}").index == partition
+    )
+
+
+def _put_raw(queue: RedisQueue, job_id: str, raw: bytes) -> None:
+    """Store `raw` as the job's record, as the variant's record layout keeps it."""
+    queue.partition_for(job_id).records.put(queue.client, job_id, raw, ttl=None)
 
 
 def _stored(queue: RedisQueue, job_id: str) -> Job:
@@ -125,8 +206,9 @@ class BehaviourSuite:
         jobs = [Job(type=f"t{i}", priority=p) for i, p in enumerate(order)]
         for job in jobs:
             queue.enqueue(job)
-        taken = [_take(queue).type for _ in jobs]
-        assert taken == ["t2", "t5", "t1", "t4", "t0", "t3"]
+        taken = [_take(queue).id for _ in jobs]
+        expected = [jobs[i].id for i in (2, 5, 1, 4, 0, 3)]
+        assert _per_partition(queue, taken) == _per_partition(queue, expected)
         assert queue.dequeue(wait=False) is None
 
     def test_enqueue_many_keeps_order_and_stores_every_record(self, queue: RedisQueue) -> None:
@@ -135,7 +217,9 @@ class BehaviourSuite:
         assert queue.enqueue_many(jobs) == [job.id for job in jobs]
         assert queue.enqueue_many([]) == []
         assert [_stored(queue, job.id) for job in jobs] == jobs
-        assert [_take(queue).id for _ in jobs] == [jobs[-1].id] + [job.id for job in jobs[:-1]]
+        taken = [_take(queue).id for _ in jobs]
+        expected = [jobs[-1].id] + [job.id for job in jobs[:-1]]
+        assert _per_partition(queue, taken) == _per_partition(queue, expected)
 
     def test_a_ready_job_is_dequeued_with_wait(self, queue: RedisQueue) -> None:
         # High priority: the first wait of every mode finds it at once.
@@ -160,11 +244,14 @@ class BehaviourSuite:
         first, second = Job(type="a"), Job(type="b")
         queue.enqueue_many([first, second])
         job = _take(queue)
-        assert _held(queue) == [first.id]
-        assert _ids(queue.client, queue.keys.queue(Priority.NORMAL)) == [second.id]
+        # FIFO: the first of its partition (the first of all with one partition).
+        assert job.id == _per_partition(queue, [first.id, second.id])[queue.partition_for(job.id).index][0]
+        other = second if job.id == first.id else first
+        assert _held(queue) == [job.id]
+        assert _queued(queue, Priority.NORMAL) == [other.id]
         assert queue.complete(job) is True
         assert _held(queue) == []
-        stored = _stored(queue, first.id)
+        stored = _stored(queue, job.id)
         assert stored.status is Status.COMPLETED
         assert stored.started_at_us == job.started_at_us
         assert stored.finished_at_us >= job.started_at_us
@@ -177,7 +264,7 @@ class BehaviourSuite:
         queue.enqueue_many(jobs)
         mine = [_take(queue).id, _take(queue).id]
         theirs = [_take(other).id, _take(other).id]
-        assert _held(queue) == mine[::-1] and _held(other) == theirs[::-1]
+        assert _held(queue) == _as_held(queue, mine) and _held(other) == _as_held(other, theirs)
         assert sorted(mine + theirs) == sorted(job.id for job in jobs)
         assert other.dequeue(wait=False) is None
 
@@ -188,11 +275,15 @@ class BehaviourSuite:
         queue.fail(retried, "try again")
         queue.fail(dead, "fatal", retry=False)
         stats = queue.stats()
-        assert stats.queued == {"high": 0, "normal": 0, "low": 3}
+        # One partition: the two high and the normal job were taken, in that order.
+        left = Counter({"high": 2, "normal": 1, "low": 3})
+        left.subtract(job.priority.label for job in (retried, dead, held))
+        if len(queue.partitions) == 1:
+            assert [job.type for job in (retried, dead, held)] == ["h", "h", "n"]
+        assert stats.queued == dict(left)
         assert (stats.processing, stats.scheduled, stats.dead, stats.consumers) == (1, 1, 1, 1)
         assert stats.by_consumer == {"consumer-1": 1}
-        assert held.type == "n"
-        assert stats.as_dict()["queued"] == {"high": 0, "normal": 0, "low": 3}
+        assert stats.as_dict()["queued"] == dict(left)
 
     def test_a_stopping_consumer_returns_its_jobs_to_the_front(
         self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory
@@ -204,7 +295,8 @@ class BehaviourSuite:
         assert _held(queue) == []
         assert _stored(queue, taken.id).status is Status.QUEUED
         other = make_queue(variant, namespace=queue.namespace, consumer="consumer-2")
-        assert [_take(other).id for _ in jobs] == [job.id for job in jobs]
+        taken_again = [_take(other).id for _ in jobs]
+        assert _per_partition(queue, taken_again) == _per_partition(queue, [job.id for job in jobs])
 
     def test_jobs_of_a_consumer_whose_lease_expired_are_recovered(
         self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory
@@ -214,7 +306,7 @@ class BehaviourSuite:
         _take(queue)
         rescuer = make_queue(variant, namespace=queue.namespace, consumer="consumer-2")
         assert rescuer.recover_stale() == 0  # the holder's lease is still alive
-        queue.client.delete(queue.keys.heartbeat(queue.consumer))  # what lease expiry does
+        _expire_lease(queue)
         assert rescuer.recover_stale() == 1
         assert _held(queue) == []
         assert _take(rescuer).id == job.id
@@ -238,19 +330,19 @@ class BehaviourSuite:
             )
             # scheduled_at = finished + retry_base * 2**(attempt - 1)
             assert stored.scheduled_at_us - stored.finished_at_us == backoff_us
-            assert queue.client.zscore(queue.keys.scheduled(), job.id) == stored.scheduled_at_us
+            assert _scheduled(queue) == {job.id: stored.scheduled_at_us}
             assert _held(queue) == []
             assert queue.move_scheduled_to_ready(now=stored.scheduled_at_us - 1) == 0
             assert queue.dequeue(wait=False) is None
             assert queue.move_scheduled_to_ready(now=stored.scheduled_at_us) == 1
             assert _stored(queue, job.id).status is Status.QUEUED
-            assert _ids(queue.client, queue.keys.queue(Priority.LOW)) == [job.id]
+            assert _queued(queue, Priority.LOW) == [job.id]
         last = _take(queue)
         assert queue.fail(last, "boom 3") is Status.DEAD
         stored = _stored(queue, job.id)
         assert (stored.attempts, stored.last_error, stored.status) == (3, "boom 3", Status.DEAD)
-        assert _ids(queue.client, queue.keys.dead()) == [job.id]
-        assert queue.client.zcard(queue.keys.scheduled()) == 0
+        assert _dead(queue) == [job.id]
+        assert _scheduled(queue) == {}
         assert _held(queue) == []
 
     def test_scheduler_returns_only_due_jobs_each_to_its_own_priority(self, queue: RedisQueue) -> None:
@@ -262,26 +354,22 @@ class BehaviourSuite:
         taken = {job.id: job for job in (_take(queue) for _ in range(4))}
         for job in (low, high, normal, later):  # fail order = retry order
             queue.fail(taken[job.id], "retry")
-        scores = {
-            k.decode(): int(s) for k, s in queue.client.zrange(queue.keys.scheduled(), 0, -1, withscores=True)
-        }
+        scores = _scheduled(queue)
         due_at = scores[normal.id]
         assert sorted(scores, key=scores.__getitem__) == [low.id, high.id, normal.id, later.id]
         assert queue.move_scheduled_to_ready(now=due_at) == 3
-        assert [_ids(queue.client, queue.keys.queue(p)) for p in PRIORITY_ORDER] == [
-            [high.id],
-            [normal.id],
-            [low.id],
-        ]
+        assert [_queued(queue, p) for p in PRIORITY_ORDER] == [[high.id], [normal.id], [low.id]]
         assert [_stored(queue, j.id).status for j in (low, high, normal, later)] == [
             Status.QUEUED,
             Status.QUEUED,
             Status.QUEUED,
             Status.SCHEDULED,
         ]
-        assert queue.client.zrange(queue.keys.scheduled(), 0, -1) == [later.id.encode()]
+        assert list(_scheduled(queue)) == [later.id]
         retried = [_take(queue) for _ in range(3)]
-        assert [job.type for job in retried] == ["high", "normal", "low"]
+        assert _per_partition(queue, [job.id for job in retried]) == _per_partition(
+            queue, [high.id, normal.id, low.id]
+        )
         assert all(job.attempts == 1 and job.last_error == "retry" for job in retried)
         assert queue.move_scheduled_to_ready(now=due_at) == 0
         assert queue.move_scheduled_to_ready(now=scores[later.id]) == 1
@@ -292,25 +380,27 @@ class BehaviourSuite:
         assert queue.fail(_take(queue), "invalid input", retry=False) is Status.DEAD
         stored = _stored(queue, job.id)
         assert (stored.attempts, stored.last_error, stored.status) == (1, "invalid input", Status.DEAD)
-        assert _ids(queue.client, queue.keys.dead()) == [job.id]
-        assert queue.client.zcard(queue.keys.scheduled()) == 0 and _held(queue) == []
+        assert _dead(queue) == [job.id]
+        assert _scheduled(queue) == {} and _held(queue) == []
 
     def test_zero_max_retries_dead_letters_on_the_first_failure(self, queue: RedisQueue) -> None:
         job = Job(type="once", max_retries=0)
         queue.enqueue(job)
         assert queue.fail(_take(queue), "no") is Status.DEAD
-        assert _ids(queue.client, queue.keys.dead()) == [job.id]
+        assert _dead(queue) == [job.id]
 
     # -- TTLs --------------------------------------------------------------------------
     def test_ttls_as_configured(self, queue: RedisQueue) -> None:
         on = queue.variant.ttl == "on"
         done, dead, retried = Job(type="ok"), Job(type="bad"), Job(type="retry")
         queue.enqueue_many([done, dead, retried])
-        assert queue.client.ttl(queue.keys.job(done.id)) == -1  # a queued job never expires
-        queue.complete(_take(queue))
-        queue.fail(_take(queue), "fatal", retry=False)
-        queue.fail(_take(queue), "again")
-        ttl = {job.type: queue.client.ttl(queue.keys.job(job.id)) for job in (done, dead, retried)}
+        assert queue.record_ttl(done.id) == -1  # a queued job never expires
+        assert queue.record_ttl("no-such-job") == -2
+        taken = {job.id: job for job in (_take(queue) for _ in range(3))}
+        queue.complete(taken[done.id])
+        queue.fail(taken[dead.id], "fatal", retry=False)
+        queue.fail(taken[retried.id], "again")
+        ttl = {job.type: queue.record_ttl(job.id) for job in (done, dead, retried)}
         completed_range = _ttl_range(DAY_S if on else None)
         dead_range = _ttl_range(7 * DAY_S if on else None)
         assert completed_range[0] <= ttl["ok"] <= completed_range[1]
@@ -321,10 +411,11 @@ class BehaviourSuite:
         queue = make_queue(variant.with_overrides(ttl="on", completed_ttl_s=120, dead_ttl_s=300))
         done, dead = Job(type="ok"), Job(type="bad")
         queue.enqueue_many([done, dead])
-        queue.complete(_take(queue))
-        queue.fail(_take(queue), "fatal", retry=False)
-        assert 119 <= queue.client.ttl(queue.keys.job(done.id)) <= 120
-        assert 299 <= queue.client.ttl(queue.keys.job(dead.id)) <= 300
+        taken = {job.id: job for job in (_take(queue) for _ in range(2))}
+        queue.complete(taken[done.id])
+        queue.fail(taken[dead.id], "fatal", retry=False)
+        assert 119 <= queue.record_ttl(done.id) <= 120
+        assert 299 <= queue.record_ttl(dead.id) <= 300
 
     # -- bad input ---------------------------------------------------------------------
     @pytest.mark.parametrize("damage", ["garbage", "missing", "foreign id"])
@@ -338,13 +429,13 @@ class BehaviourSuite:
             "foreign id": queue.codec.encode(Job(type="t", id="someone-else")),
         }[damage]
         if raw is not None:
-            queue.client.set(queue.keys.job(bad_id), raw)
-        queue.client.lpush(queue.keys.queue(Priority.NORMAL), bad_id)
-        good = Job(type="good")
+            _put_raw(queue, bad_id, raw)
+        queue.client.lpush(queue.partition_for(bad_id).keys.queue(Priority.NORMAL), bad_id)
+        good = Job(type="good", id=_id_in(queue, queue.partition_for(bad_id).index, "good"))
         queue.enqueue(good)
         assert _take(queue).id == good.id
         assert _held(queue) == [good.id]
-        assert _ids(queue.client, queue.keys.dead()) == [bad_id]
+        assert _dead(queue) == [bad_id]
         dead = _stored(queue, bad_id)
         assert (dead.id, dead.type, dead.status, dead.payload) == (
             bad_id,
@@ -360,7 +451,7 @@ class BehaviourSuite:
         assert reason in dead.last_error
         assert dead.finished_at_us > 0
         low, high = _ttl_range(7 * DAY_S if queue.variant.ttl == "on" else None)
-        assert low <= queue.client.ttl(queue.keys.job(bad_id)) <= high
+        assert low <= queue.record_ttl(bad_id) <= high
 
     @pytest.mark.parametrize("damage", ["garbage", "missing"])
     def test_the_scheduler_dead_letters_a_corrupt_record_instead_of_dropping_it(
@@ -370,12 +461,12 @@ class BehaviourSuite:
         queue.enqueue(good)
         queue.fail(_take(queue), "retry")
         if damage == "garbage":
-            queue.client.set(queue.keys.job("bad-record"), b"\xffgarbage{")
-        queue.client.zadd(queue.keys.scheduled(), {"bad-record": 0})
+            _put_raw(queue, "bad-record", b"\xffgarbage{")
+        queue.client.zadd(queue.partition_for("bad-record").keys.scheduled(), {"bad-record": 0})
         assert queue.move_scheduled_to_ready(now=2**62) == 2
-        assert _ids(queue.client, queue.keys.dead()) == ["bad-record"]
-        assert _ids(queue.client, queue.keys.queue(Priority.HIGH)) == [good.id]
-        assert queue.client.zcard(queue.keys.scheduled()) == 0
+        assert _dead(queue) == ["bad-record"]
+        assert _queued(queue, Priority.HIGH) == [good.id]
+        assert _scheduled(queue) == {}
         assert _take(queue).id == good.id
 
     # -- where the batch toggle changes behaviour: concurrency and crashes ------------
@@ -389,9 +480,13 @@ class BehaviourSuite:
         script reads and moves in one atomic script, so there is no middle: B runs
         right after it, and ZREM leaves B nothing.
         """
-        a_moved, b_moved, copies = SCHEDULER_RACE[variant.batch]
+        script_keys = variant.batch == "script" and variant.records == "keys"
+        a_moved, b_moved, copies = (
+            SCHEDULER_RACE_SCRIPT_KEYS if script_keys else SCHEDULER_RACE[variant.batch]
+        )
         scheduler_b = make_queue(variant, namespace=queue.namespace, consumer="scheduler-b")
-        jobs = [Job(type=p.label, priority=p) for p in PRIORITY_ORDER]
+        # In the partition A moves first, so B runs in the middle of A's move of them.
+        jobs = [Job(type=p.label, priority=p, id=_id_in(queue, 0, p.label)) for p in PRIORITY_ORDER]
         queue.enqueue_many(jobs)
         for _ in jobs:
             queue.fail(_take(queue), "retry")
@@ -408,10 +503,8 @@ class BehaviourSuite:
         assert queue.move_scheduled_to_ready(now=2**62) == a_moved
         monkeypatch.undo()
         assert moved_by_b == [b_moved]
-        assert [_ids(queue.client, queue.keys.queue(p)) for p in PRIORITY_ORDER] == [
-            [job.id] * copies for job in jobs
-        ]
-        assert queue.client.zcard(queue.keys.scheduled()) == 0
+        assert [_queued(queue, p) for p in PRIORITY_ORDER] == [[job.id] * copies for job in jobs]
+        assert _scheduled(queue) == {}
         assert [_stored(queue, job.id).status for job in jobs] == [Status.QUEUED] * 3
         taken = [_take(queue).id for _ in range(3 * copies)]
         assert taken == [job.id for job in jobs for _ in range(copies)]
@@ -428,9 +521,12 @@ class BehaviourSuite:
         first_claimed = BATCH_SPLIT[variant.batch]
         worker = make_queue(variant, namespace=queue.namespace, consumer="worker")
         worker.register_consumer()
-        batch = [Job(type="low", priority=Priority.LOW), Job(type="high", priority=Priority.HIGH)]
+        batch = [
+            Job(type=p.label, priority=p, id=_id_in(queue, 0, p.label)) for p in (Priority.LOW, Priority.HIGH)
+        ]
         claimed: list[str] = []
-        send, execute = queue.client.execute_command, Pipeline.execute
+        pipeline = type(queue.client.pipeline())  # a cluster client's is a ClusterPipeline
+        send, execute = queue.client.execute_command, pipeline.execute
 
         def after_first_push() -> None:
             if not claimed:
@@ -449,7 +545,7 @@ class BehaviourSuite:
             return replies
 
         monkeypatch.setattr(queue.client, "execute_command", producer_sends)
-        monkeypatch.setattr(Pipeline, "execute", producer_pipeline_executes)
+        monkeypatch.setattr(pipeline, "execute", producer_pipeline_executes)
         queue.enqueue_many(batch)
         monkeypatch.undo()
         assert claimed == [first_claimed]
@@ -462,7 +558,7 @@ class BehaviourSuite:
         queue.enqueue(Job(type="slow"))
         taken = _take(queue)
         rescuer = make_queue(variant, namespace=queue.namespace, consumer="rescuer")
-        queue.client.delete(queue.keys.heartbeat(queue.consumer))  # what lease expiry does
+        _expire_lease(queue)
         assert rescuer.recover_stale() == 1
         assert _held(queue) == []
         return taken
@@ -476,9 +572,9 @@ class BehaviourSuite:
         assert _stored(queue, job.id).status is status
         # The completed TTL lands on a record that is queued again (ttl=on only).
         low, high = _ttl_range(DAY_S if ttl and variant.ttl == "on" else None)
-        assert low <= queue.client.ttl(queue.keys.job(job.id)) <= high
+        assert low <= queue.record_ttl(job.id) <= high
         # Still queued once in every mode: it runs again (at-least-once).
-        assert _ids(queue.client, queue.keys.queue(Priority.NORMAL)) == [job.id]
+        assert _queued(queue, Priority.NORMAL) == [job.id]
         assert _held(queue) == []
         assert _take(queue).id == job.id
 
@@ -495,14 +591,14 @@ class BehaviourSuite:
             assert (stored.status, stored.attempts, stored.last_error) == (expected, 1, "boom")
         else:
             assert (stored.status, stored.attempts, stored.last_error) == (Status.QUEUED, 0, "")
-        scheduled = [i.decode() for i in queue.client.zrange(queue.keys.scheduled(), 0, -1)]
+        scheduled = list(_scheduled(queue))
         assert scheduled == ([job.id] if writes and retry else [])
-        assert _ids(queue.client, queue.keys.dead()) == ([job.id] if writes and not retry else [])
-        assert _ids(queue.client, queue.keys.queue(Priority.NORMAL)) == [job.id]
+        assert _dead(queue) == ([job.id] if writes and not retry else [])
+        assert _queued(queue, Priority.NORMAL) == [job.id]
         # A written retry is a second copy: once due, the job is queued twice.
         assert queue.move_scheduled_to_ready(now=2**62) == len(scheduled)
         copies = 2 if writes and retry else 1
-        assert _ids(queue.client, queue.keys.queue(Priority.NORMAL)) == [job.id] * copies
+        assert _queued(queue, Priority.NORMAL) == [job.id] * copies
 
     def test_a_worker_killed_inside_fail(
         self, queue: RedisQueue, variant: Variant, make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
@@ -514,11 +610,13 @@ class BehaviourSuite:
         stale recovery returns it.
         """
         sent_before, last, recovered = KILLED_IN_FAIL[variant.batch]
+        sent_before = [RECORD_COMMANDS[variant.records].get(name, name) for name in sent_before]
         job = Job(type="doomed")
         queue.enqueue(job)
         taken = _take(queue)
         sent: list[str] = []
-        send, execute = queue.client.execute_command, Pipeline.execute
+        pipeline = type(queue.client.pipeline())  # a cluster client's is a ClusterPipeline
+        send, execute = queue.client.execute_command, pipeline.execute
 
         def round_trip(name: str) -> None:
             if name == last:
@@ -534,17 +632,17 @@ class BehaviourSuite:
             return execute(pipe, raise_on_error)
 
         monkeypatch.setattr(queue.client, "execute_command", a_sends)
-        monkeypatch.setattr(Pipeline, "execute", a_pipeline_executes)
+        monkeypatch.setattr(pipeline, "execute", a_pipeline_executes)
         with pytest.raises(Killed):
             queue.fail(taken, "boom")
         monkeypatch.undo()
         assert sent == sent_before
         assert _held(queue) == ([job.id] if recovered else [])
         rescuer = make_queue(variant, namespace=queue.namespace, consumer="rescuer")
-        queue.client.delete(queue.keys.heartbeat(queue.consumer))
+        _expire_lease(queue)
         assert rescuer.recover_stale() == (1 if recovered else 0)
-        places = sum(len(_ids(queue.client, queue.keys.queue(p))) for p in PRIORITY_ORDER)
-        places += queue.client.zcard(queue.keys.scheduled()) + queue.client.llen(queue.keys.dead())
+        places = sum(len(_queued(queue, p)) for p in PRIORITY_ORDER)
+        places += len(_scheduled(queue)) + len(_dead(queue))
         assert places == (1 if recovered else 0)  # 0: the job is lost
 
 
@@ -562,6 +660,39 @@ class TestSingleToggles(BehaviourSuite):
         return fast(variant)
 
 
+class TestPartitions(BehaviourSuite):
+    @pytest.fixture(params=PARTITIONED_VARIANTS)
+    def variant(self, request: pytest.FixtureRequest) -> Variant:
+        variant = parse_variant(request.param)
+        assert variant.label() == request.param
+        return fast(variant)
+
+
+CLUSTER_VARIANTS = (*PRESETS, "scripted+partitions=3", "optimized+partitions=3")
+"""On a three-master Redis Cluster: every preset (one partition) and partitioned ones."""
+
+
+class TestOnCluster(BehaviourSuite):
+    """The same suite through `RedisCluster` on a local three-master cluster: every key a
+    script touches is declared, so nothing is CROSSSLOT; with 3 partitions the queue's
+    keys live on all three masters."""
+
+    @pytest.fixture
+    def redis_url(self, cluster_url: str) -> str:
+        return cluster_url
+
+    @pytest.fixture(params=CLUSTER_VARIANTS)
+    def variant(self, request: pytest.FixtureRequest) -> Variant:
+        return fast(parse_variant(request.param))
+
+    def test_the_queue_runs_on_the_cluster_with_a_partition_per_master(self, queue: RedisQueue) -> None:
+        assert isinstance(queue.client, RedisCluster)
+        masters = {node.name for node in queue.client.get_primaries()}
+        homes = [queue.client.get_node_from_key(part.keys.marker()).name for part in queue.partitions]
+        assert len(masters) == 3
+        assert set(homes) == (masters if len(queue.partitions) == 3 else set(homes[:1]))
+
+
 # -- dequeue modes: what differs is when a waiting worker sees a job, never which job ----
 NOTIFY_VARIANTS = ("scripted", "baseline+dequeue=notify", "optimized+dequeue=notify")
 
@@ -573,9 +704,12 @@ def _notify(spec: str) -> Variant:
 
 
 def _named(queue: RedisQueue) -> RedisQueue:
-    """Name the queue's connections (`<namespace>-<consumer>`) before the first one opens,
-    so `_wait_until_blocked` can tell its clients from any other on a shared server."""
+    """Name the queue's connections (`<namespace>-<consumer>`), so `_wait_until_blocked` can
+    tell its clients from any other on a shared server (connections already open, such as
+    the one that checked the server, are closed and reopen named)."""
     queue.client.connection_pool.connection_kwargs["client_name"] = f"{queue.namespace}-{queue.consumer}"
+    queue.client.connection_pool.disconnect()
+    queue.client.connection_pool.reset()  # forget the unnamed connection objects too
     return queue
 
 

@@ -48,3 +48,39 @@ def test_peers_duration_is_the_committed_runs() -> None:
         assert abs(int(claim) - minutes) <= 0.1 * minutes, (claim, minutes)
     assert f"drivers took {seconds:,.0f} s together" in README
     assert f"{float(drivers['optimized']['seconds']):,.0f} s of it `optimized`" in README
+
+
+def test_the_cluster_table_is_the_committed_run() -> None:
+    """Per-shard commands (exact), the spread, and jobs/s as median (min..max)."""
+    rows = read_metrics(REPO / "results" / "cluster" / "metrics.csv")
+
+    def cell(variant: str, metric: str, **wanted: str) -> list[float]:
+        return [
+            r.value
+            for r in rows
+            if r.variant == variant and r.metric == metric and parse_params(r.params) == wanted
+        ]
+
+    for variant, shown in (
+        ("scripted", "scripted (one partition)"),
+        ("scripted+partitions=3", "scripted+partitions=3"),
+    ):
+        shards = [cell(variant, "commands", phase="cycle", shard=str(s)) for s in (1, 2, 3)]
+        assert all(len(set(found)) == 1 for found in shards)  # exact in every repeat
+        counts = [found[0] for found in shards]
+        rates = sorted(cell(variant, "jobs_per_s", phase="drain", workers="8"))
+        low, mid, high = rates[0], rates[len(rates) // 2], rates[-1]
+        busy = [c for c in counts if c]
+        spread = (
+            "one shard does everything"
+            if len(busy) == 1
+            else f"{100 * (max(counts) - min(counts)) / min(counts):.1f}%"
+        )
+        row = (
+            f"| {shown} | "
+            + " | ".join(f"{c:,.0f}" for c in counts)
+            + f" | {spread} | {mid:,.0f} ({low:,.0f}..{high:,.0f}) |"
+        )
+        assert row in README, row
+        if variant != "scripted":
+            assert (max(counts) - min(counts)) / min(counts) <= 0.15  # the issue's bound

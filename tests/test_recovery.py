@@ -15,7 +15,7 @@ import pytest
 from queue_impl.config import Variant
 from queue_impl.job import Job, Priority, Status
 from queue_impl.worker import WorkerPool
-from tests.conftest import QueueFactory
+from tests.conftest import QueueFactory, put_raw_record
 
 LEASE_S = 2
 
@@ -106,7 +106,7 @@ def test_a_claim_whose_reply_was_lost_is_handed_back(make_queue: QueueFactory, p
     try:
         orphan = Job(type="record")
         # What the server did before the reply was lost: record written, id moved to processing.
-        queue.client.set(queue.keys.job(orphan.id), queue.codec.encode(orphan))
+        put_raw_record(queue, orphan.id, queue.codec.encode(orphan))
         queue.client.lpush(queue.keys.processing(queue.consumer), orphan.id)
         wait_for(lambda: pool.counters.completed == 1)
     finally:

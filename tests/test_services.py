@@ -95,8 +95,9 @@ def test_scheduler_tick_drains_more_than_one_move_limit(make_queue: QueueFactory
     count = MOVE_LIMIT + 7
     for _ in range(count):
         job = Job(type="noop", status=Status.SCHEDULED, attempts=1)
-        pipe.set(queue.keys.job(job.id), queue.codec.encode(job))
-        pipe.zadd(queue.keys.scheduled(), {job.id: 0})
+        part = queue.partition_for(job.id)
+        part.records.put(pipe, job.id, queue.codec.encode(job), ttl=None)
+        pipe.zadd(part.keys.scheduled(), {job.id: 0})
     pipe.execute()
     assert Scheduler(queue).tick() == count
     assert queue.stats().queued["normal"] == count

@@ -1,4 +1,10 @@
-"""Switching presets on a live queue: jobs queued and in flight under one are finished under another."""
+"""Switching variants on a live queue: jobs queued and in flight under one are finished under another.
+
+The seed's toggles (dequeue, batch, ttl, keys, pool, codec) change no data layout, so any
+switch among them needs no migration. `records` and `partitions` move the data (a job's
+record lives in a string key or in a hash; a job's keys in one partition or another): a
+queue switched across them must be drained first, so the pairs below keep them equal.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,18 @@ import threading
 
 import pytest
 
-from queue_impl.config import PRESETS, Variant
+from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status
 from queue_impl.queue import RedisQueue
 from tests.conftest import QueueFactory, fast
 
-PAIRS = list(itertools.permutations(PRESETS, 2))
-"""Every ordered pair of presets: both directions of every switch."""
+LAYOUTS = {
+    "keys": ("baseline", "optimized", "scripted+records=keys"),
+    "hash": ("baseline+records=hash", "optimized+records=hash", "scripted"),
+}
+"""The presets per record layout (each preset with the other layout among them)."""
+PAIRS = [pair for variants in LAYOUTS.values() for pair in itertools.permutations(variants, 2)]
+"""Every ordered pair of presets sharing a record layout: both directions of every switch."""
 FAR_FUTURE_US = 2**62
 
 
@@ -28,7 +39,7 @@ def drain(queue: RedisQueue) -> list[str]:
 
 @pytest.mark.parametrize(("before", "after"), PAIRS, ids=[f"{a}-to-{b}" for a, b in PAIRS])
 def test_jobs_survive_a_switch_of_preset(make_queue: QueueFactory, before: str, after: str) -> None:
-    old = make_queue(fast(PRESETS[before]), consumer="old-deploy")
+    old = make_queue(fast(parse_variant(before)), consumer="old-deploy")
     ns = old.namespace
     queued = old.enqueue_many([Job(type="noop", priority=PRIORITY_ORDER[i % 3]) for i in range(6)])
     queued.append(old.enqueue(Job(type="noop", priority=Priority.LOW)))
@@ -37,7 +48,7 @@ def test_jobs_survive_a_switch_of_preset(make_queue: QueueFactory, before: str, 
     assert finishing and failing and abandoned
     old.fail(failing, "transient", retry=True)  # now a retry in the scheduled set
 
-    new = make_queue(fast(PRESETS[after]), namespace=ns, consumer="new-deploy")
+    new = make_queue(fast(parse_variant(after)), namespace=ns, consumer="new-deploy")
     done = drain(new)
     assert old.complete(finishing) is not False  # the old deployment finishes its job after the switch
     assert new.move_scheduled_to_ready(now=FAR_FUTURE_US) == 1
@@ -65,7 +76,7 @@ def test_a_notify_worker_finds_jobs_from_producers_that_set_no_marker(
     but its next dequeue call runs the claim script first and takes the job."""
     notify: Variant = fast(PRESETS["scripted"])
     worker = make_queue(notify)
-    plain = make_queue(fast(PRESETS[producer]), namespace=worker.namespace)
+    plain = make_queue(fast(PRESETS[producer]).with_overrides(records="hash"), namespace=worker.namespace)
     calls: list[Job | None] = []
     waiting = threading.Event()
 

@@ -36,7 +36,7 @@ from harness.results.rows import (
 )
 from harness.results.telemetry_charts import SEGMENTS_DIR, segments_section
 from queue_impl.config import PRESETS, Variant
-from queue_impl.connection import make_client
+from queue_impl.connection import close_client, make_client
 from queue_impl.job import PRIORITY_ORDER, Job, as_text
 from queue_impl.queue import RedisQueue
 from queue_impl.scheduler import Scheduler
@@ -198,8 +198,7 @@ def close_queue(queue: RedisQueue, *, cleanup: bool = False) -> None:
     with contextlib.suppress(redis.RedisError):
         if cleanup:
             queue.cleanup()
-    queue.client.close()
-    queue.client.connection_pool.disconnect()
+    close_client(queue.client)
 
 
 def dead_ids(queue: RedisQueue) -> set[str]:

@@ -29,7 +29,9 @@ from harness.results.render import (
 )
 from harness.results.rows import Row, params, parse_params
 from harness.results.stats import median
+from queue_impl.clients import RedisClient
 from queue_impl.config import PRESETS, Variant
+from queue_impl.connection import disconnect
 from queue_impl.job import as_text
 from queue_impl.queue import RedisQueue
 
@@ -118,9 +120,9 @@ def _server_rows(url: str) -> list[Row]:
 def _used_memory(mq: MeasuredQueue) -> int:
     """used_memory with the queue's connections closed: a client's query and reply buffers
     come and go with traffic (tens of KB), so they would blur a per-job figure."""
-    mq.client.connection_pool.disconnect()
+    disconnect(mq.client)
     time.sleep(CLOSE_SETTLE_S)
-    return int(mq.stats_client.info("memory")["used_memory"])
+    return mq.used_memory()
 
 
 def _process(q: RedisQueue, count: int, payload: bytes, *, dead_every: int) -> list[str]:
@@ -158,9 +160,9 @@ def _bytes_per_job(mq: MeasuredQueue, preset: str, count: int, repeat: int) -> l
             dead_every = 1 if outcome == "dead" else count + 1
             ids = _process(q, count, b"x" * payload_size, dead_every=dead_every)
             after = _used_memory(mq)
-            sample = [q.keys.job(job_id) for job_id in ids[:25]]
-            usage = median([int(client.memory_usage(k) or 0) for k in sample])
-            record = median([int(client.strlen(k)) for k in sample])
+            records = q.partitions[0].records
+            usage = records.memory_usage_per_record(client, ids[:25])
+            record = median([records.stored_bytes(client, job_id) for job_id in ids[:25]])
             p = params(payload=payload_name, outcome=outcome)
             rows += [
                 Row(NAME, preset, p, "bytes_per_job", (after - before) / count, OBSERVED, repeat),
@@ -175,7 +177,7 @@ def _bytes_per_job(mq: MeasuredQueue, preset: str, count: int, repeat: int) -> l
                 # The same records, before and after a TTL: what a TTL itself costs per key.
                 pipe = client.pipeline(transaction=False)
                 for job_id in ids:
-                    pipe.expire(q.keys.job(job_id), TTL_PROBE_S)
+                    q.partitions[0].records.expire(pipe, job_id, TTL_PROBE_S)
                 pipe.execute()
                 with_ttl = _used_memory(mq)
                 rows.append(
@@ -215,10 +217,8 @@ def _retention_run(ctx: RunContext, variant: Variant, sizes: Sizes) -> list[Row]
             ]
             _sleep_until(day_start + sizes.day_s)
         dead_ids = [as_text(i) for i in client.lrange(q.keys.dead(), 0, -1)]
-        pipe = client.pipeline(transaction=False)
-        for job_id in dead_ids:
-            pipe.exists(q.keys.job(job_id))
-        alive = sum(int(x) for x in pipe.execute())
+        stored = q.partitions[0].records.get_many(client, dead_ids) if dead_ids else []
+        alive = sum(record is not None for record in stored)
         end = params(day=sizes.days, ttl=ttl)
         rows += [
             Row(NAME, label, end, "dead_ids_without_record", len(dead_ids) - alive, "records", 0),
@@ -245,8 +245,8 @@ def _sleep_until(deadline: float) -> float:
     return max(-remaining, 0.0)
 
 
-def _count_records(client: redis.Redis, q: RedisQueue) -> int:
-    return sum(1 for _ in client.scan_iter(match=q.keys.job("*"), count=1000))
+def _count_records(client: RedisClient, q: RedisQueue) -> int:
+    return q.partitions[0].records.count(client)
 
 
 # -- render --------------------------------------------------------------------------------

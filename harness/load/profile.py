@@ -141,7 +141,7 @@ def _wait_until_consuming(
 ) -> None:
     """Block until the worker has registered as a consumer (scalene starts slowly)."""
     client = redis.Redis.from_url(url, socket_timeout=5)
-    consumers = make_keys(variant.keys, namespace).consumers()
+    consumers = make_keys(variant.keys, namespace, 0, variant.partitions).consumers()  # registered in each
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
     try:
         while not client.scard(consumers):

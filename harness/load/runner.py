@@ -32,7 +32,7 @@ from harness.results.rows import (
     write_run,
 )
 from queue_impl.config import PRESETS, Variant
-from queue_impl.connection import make_client
+from queue_impl.connection import close_client, make_client
 from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue
 from scenarios import settings as run_settings
@@ -153,18 +153,23 @@ def run_load(
     during: DuringRun | None = None,
     progress: Callable[[str], None] = print,
     telemetry_interval_s: float = DEFAULT_INTERVAL_S,
+    cluster: bool = False,
+    allow_cluster: bool = False,
 ) -> LoadRun:
-    """Run `plan` (Locust in child processes) and take the census; LoadError when Locust
-    left no results or the master reports an error (a worker's final report missing, a
-    worker started for another scenario or variant)."""
+    """Run `plan` (Locust in child processes) against `redis_url` (else REDIS_URL, else a
+    Redis qbench starts; `cluster`: a Redis Cluster, qbench's own when no URL is given) and
+    take the census. A cluster URL is accepted only with `allow_cluster` (the caller can
+    measure one). LoadError when Locust left no results or the master reports an error (a
+    worker's final report missing, a worker started for another scenario or variant)."""
     load_before = os.getloadavg()
     (out_dir / TELEMETRY_FILE).unlink(missing_ok=True)  # a previous run's is not this one's
     started = time.time()
-    with redis_for_run(redis_url) as server:
+    with redis_for_run(redis_url, cluster=cluster, allow_cluster=allow_cluster) as server:
         namespace = unique_namespace(f"load-{plan.workload.name}")
         client = make_client(server.url, plan.variant)
         queue = RedisQueue(client, plan.variant, namespace=namespace, consumer="qbench-load")
         try:
+            queue.check_server()
             load_scripts(client)  # no user's first call pays a NOSCRIPT miss
             prefilled = prefill(server.url, plan, namespace)
             if prefilled:
@@ -202,8 +207,7 @@ def run_load(
             jobs_expected = prefilled + produced
         finally:
             queue.cleanup()
-            client.close()
-            client.connection_pool.disconnect()
+            close_client(client)
         meta = run_metadata(
             server=server.info.as_dict(),
             mode="load",
@@ -288,8 +292,7 @@ def prefill(url: str, plan: LoadPlan, namespace: str) -> int:
             queue.enqueue_many([Job(type="noop", payload=payload, priority=priorities[i]) for i in picks])
             done += size
     finally:
-        client.close()
-        client.connection_pool.disconnect()
+        close_client(client)
     return total
 
 

@@ -41,7 +41,7 @@ from harness.peers.registry import DRIVERS, PEER_NAMES
 from harness.peers.runner import DriverFailedError, Sink, driver_process
 from harness.results.rows import git_commit
 from queue_impl.config import PRESETS
-from queue_impl.connection import make_client
+from queue_impl.connection import close_client, make_client
 from queue_impl.job import Job
 from queue_impl.queue import RedisQueue
 
@@ -147,8 +147,7 @@ def leave_jobs(url: str) -> dict[str, int]:
             left[f"{namespace}:completed"] = done
             left[f"{namespace}:dead_lettered"] = dead
         finally:
-            queue.client.close()
-            queue.client.connection_pool.disconnect()
+            close_client(queue.client)
     return left
 
 

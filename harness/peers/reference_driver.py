@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from harness.peers.base import QUEUE_NAME, Driver, record_pickup
 from queue_impl.config import PRESETS, Variant
-from queue_impl.connection import make_client
+from queue_impl.connection import close_client, make_client
 from queue_impl.job import Job
 from queue_impl.queue import RedisQueue
 from queue_impl.worker import WorkerPool
@@ -54,8 +54,7 @@ class ReferenceDriver(Driver):
         pool.run_until_stopped()
 
     def close(self) -> None:
-        self.queue.client.close()
-        self.queue.client.connection_pool.disconnect()
+        close_client(self.queue.client)
 
 
 class BaselineDriver(ReferenceDriver):

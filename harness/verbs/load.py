@@ -77,7 +77,8 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, *, cluster: bool = False) -> None:
+    """The flags `load` and `profile` share; `cluster` adds `--cluster` (a Redis Cluster target)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = load_epilog()
     parser.add_argument("scenario", help="workload name (scenarios/workloads/NAME.toml) or a .toml path")
@@ -93,7 +94,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=None, help="results dir (default: results/load/SCENARIO/LABEL)"
     )
     parser.add_argument("--no-charts", action="store_true", help="write metrics and Locust files only")
-    add_redis_url_argument(parser)
+    add_redis_url_argument(parser, cluster=cluster)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,7 +104,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Run a Locust scenario headless against one variant of the reference queue; "
         "writes metrics.csv, run.json, Locust's own stats and charts, and checks that no job was lost.",
     )
-    add_common_arguments(parser)
+    add_common_arguments(parser, cluster=True)
     add_telemetry_argument(parser)
     add_distributed_arguments(parser)
     parser.epilog = (parser.epilog or "") + "\n" + DISTRIBUTED_HELP
@@ -253,7 +254,12 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         result = run_load(
-            plan, out_dir, redis_url=args.redis_url, telemetry_interval_s=args.telemetry_interval
+            plan,
+            out_dir,
+            redis_url=args.redis_url,
+            telemetry_interval_s=args.telemetry_interval,
+            cluster=args.cluster,
+            allow_cluster=True,
         )
     except LoadError as exc:
         print(f"qbench: error: {exc}", file=sys.stderr)

@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="also write metrics.csv and run.json to DIR"
     )
-    add_redis_url_argument(parser)
+    add_redis_url_argument(parser, cluster=True)
     parser.set_defaults(func=run)
 
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batches: expected comma-separated integers, got {args.batches!r}") from None
     if not batches or min(batches) < 1:
         raise UsageError("--batches: every batch size must be >= 1")
-    with redis_for_run(args.redis_url) as server:
+    with redis_for_run(args.redis_url, cluster=args.cluster, allow_cluster=True) as server:
         rows = measure_operations(server.url, variants, batches)
     if args.out is not None:
         write_metrics(args.out / METRICS_FILE, rows)
@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         info = server.info
-        print(f"Redis {info.version} ({info.allocator}, {info.source})\n")
+        where = f", a cluster of {len(info.nodes)} masters" if info.nodes else ""
+        print(f"Redis {info.version} ({info.allocator}, {info.source}{where})\n")
         print(format_table(costs))
     return 0

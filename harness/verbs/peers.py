@@ -19,6 +19,7 @@ from harness.peers.suite import (
     write_suite,
 )
 from harness.results.telemetry_charts import SEGMENTS_DIR
+from queue_impl.connection import is_cluster_url
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     out_dir = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
     url = args.redis_url or os.environ.get("REDIS_URL") or None
+    if url is not None and is_cluster_url(url):
+        raise UsageError("peers: the peer libraries need one Redis server, not a Redis Cluster (REDIS_URL)")
     print(
         f"qbench peers: {', '.join(names)}; {sizes.jobs:,} jobs x {sizes.repeats} repeat(s); "
         f"load {load_text()}"

@@ -10,7 +10,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from harness.infra.measured import MeasuredQueue, make_jobs
 from queue_impl.config import PRESET_NAMES, Variant
-from queue_impl.job import Job, Priority, Status, as_bytes, as_text
+from queue_impl.job import Job, Priority, Status, as_text
 
 pytestmark = pytest.mark.parametrize("preset", PRESET_NAMES)
 
@@ -18,6 +18,7 @@ PAYLOAD = b"x" * 128
 BATCH = 100
 ROUNDS = 200
 """Rounds for operations that need a fresh job each call (setup is not timed)."""
+RECORD_WRITE = {"keys": "set", "hash": "hset"}
 
 
 def new_job() -> Job:
@@ -48,9 +49,10 @@ def claimed(mq: MeasuredQueue) -> Job:
 def enqueue_costs(variant: Variant, jobs: int) -> tuple[int, Counter[str]]:
     """Round trips and server commands of enqueuing `jobs` jobs in one call, by batch mode:
     loop sends SET and LPUSH per job (and a marker ZADD per job in notify mode), the
-    pipeline sends them in one request (one ZADD), the script runs them in one EVALSHA."""
+    pipeline sends them in one request (one ZADD), the script runs them in one EVALSHA.
+    The record is written with SET (records=keys) or HSET (records=hash)."""
     notify = variant.dequeue == "notify"
-    commands: Counter[str] = Counter({"set": jobs, "lpush": jobs})
+    commands: Counter[str] = Counter({RECORD_WRITE[variant.records]: jobs, "lpush": jobs})
     if variant.batch == "loop":
         if notify:
             commands["zadd"] = jobs
@@ -70,10 +72,10 @@ def assert_queued(mq: MeasuredQueue, priority: Priority, count: int) -> None:
     assert stats.processing == 0 and stats.scheduled == 0 and stats.dead == 0
     ids = [as_text(i) for i in mq.stats_client.lrange(q.keys.queue(priority), 0, -1)]
     assert len(set(ids)) == count
-    records = mq.stats_client.mget([q.keys.job(i) for i in ids]) if ids else []
+    records = q.partitions[0].records.get_many(mq.stats_client, ids) if ids else []
     for job_id, record in zip(ids, records, strict=True):
         assert record is not None, job_id
-        job = q.codec.decode(as_bytes(record))
+        job = q.codec.decode(record)
         assert (job.id, job.status, job.payload) == (job_id, Status.QUEUED, PAYLOAD)
 
 
