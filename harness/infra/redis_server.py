@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS
@@ -82,6 +83,16 @@ class ServerInfo:
         data["url"] = redact_url(self.url)
         data["nodes"] = list(self.nodes)
         return data
+
+    def node_urls(self) -> list[str]:
+        """One single-node URL per server to sample: the URL itself, or each cluster
+        primary's, with the cluster URL's credentials and TLS (for telemetry)."""
+        if not self.nodes:
+            return [self.url]
+        parts = urlsplit(self.url)
+        scheme = "rediss" if parts.scheme.endswith("rediss") or "ssl=true" in parts.query else "redis"
+        auth = parts.netloc.rpartition("@")[0]
+        return [f"{scheme}://{auth + '@' if auth else ''}{node}/0" for node in self.nodes]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

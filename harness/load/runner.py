@@ -178,7 +178,7 @@ def run_load(
                 # Locust's processes, the API and a profiled worker are children: sampled too.
                 telemetry = stack.enter_context(
                     telemetry_for_run(
-                        server.url,
+                        server.info.node_urls(),  # a cluster: every primary
                         out_dir,
                         enabled=telemetry_interval_s > 0,
                         interval_s=telemetry_interval_s,
