@@ -14,9 +14,17 @@ KeyMode = Literal["format", "precomputed"]
 PoolMode = Literal["wait", "raise"]
 CodecName = Literal["protobuf", "json"]
 RecordsMode = Literal["keys", "hash"]
+DispatchMode = Literal["thread", "process"]
+AckMode = Literal["each", "batch"]
+ConnMode = Literal["pool", "pinned"]
+RetentionMode = Literal["keep", "delete"]
 
 MAX_PARTITIONS = 64
 """More partitions than a cluster has masters only adds cost; 64 is far beyond any test."""
+
+MAX_PREFETCH = 1000
+"""A claim carries at most idle threads + prefetch jobs; far beyond this, a crash would
+hand back a large backlog late (after the lease)."""
 
 POOL_SIZED = 0
 """`pool_size` value meaning: one connection per worker plus headroom (see `pool_size_for`)."""
@@ -90,6 +98,32 @@ class Variant:
     retry_base_s: float = 1.0
     """Backoff before retry n is retry_base_s * 2**(n-1)."""
     retry_max_s: float = 3600.0
+    dispatch: DispatchMode = "thread"
+    """Who waits on Redis in a worker pool. thread: every worker thread dequeues for
+    itself (one wait per thread). process: one dispatcher per pool (and partition) waits
+    and claims as many jobs per call as there are idle threads plus `prefetch`, and hands
+    them to the threads in-process; with notify that is one BZPOPMIN per process,
+    `notify_timeout_s` long, and one claim script per batch (poll and block claim one job
+    per command, as always)."""
+    prefetch: int = 0
+    """Under dispatch=process: jobs a pool may claim beyond its idle threads (a bounded
+    local backlog, handed back to the queue on shutdown). Claimed jobs sit in the
+    processing list like any other: a crash returns them through stale recovery.
+    Ignored under dispatch=thread."""
+    ack: AckMode = "each"
+    """each: every completion is its own call. batch (under dispatch=process; ignored
+    otherwise): one acker thread sends every completion that piled up while the previous
+    call was on its way (script: one round trip for many jobs under load, at once when
+    idle; loop and pipeline still complete job by job)."""
+    conn: ConnMode = "pool"
+    """pool: every call checks a connection out of the pool (redis-py's client). pinned:
+    each thread keeps one connection for the queue's Lua scripts and notify waits, and
+    sends them without redis-py's per-call checkout, retry wrapper and reply callbacks;
+    other commands (and a Redis Cluster client's everything) keep the pool path."""
+    retention: RetentionMode = "keep"
+    """What completion does to a job's record. keep: it stays, marked completed (with the
+    completed TTL when ttl=on), for `get_job` and the API. delete: it goes at once, as
+    most job libraries do; dead-lettered records are kept either way."""
     handicap_us: float = 0.0
     """Calibration only, never a setting: burn this many microseconds of client CPU in
     each queue operation (enqueue, enqueue_many, dequeue, complete, fail, the scheduler
@@ -105,11 +139,17 @@ class Variant:
             ("pool_mode", PoolMode),
             ("codec", CodecName),
             ("records", RecordsMode),
+            ("dispatch", DispatchMode),
+            ("ack", AckMode),
+            ("conn", ConnMode),
+            ("retention", RetentionMode),
         ):
             value = getattr(self, field)
             allowed = get_args(literal)
             if value not in allowed:
                 raise VariantError(f"{field}={value!r}: expected one of {', '.join(allowed)}")
+        if not 0 <= self.prefetch <= MAX_PREFETCH:
+            raise VariantError(f"prefetch={self.prefetch}: must be 0 to {MAX_PREFETCH}")
         if not 1 <= self.partitions <= MAX_PARTITIONS:
             raise VariantError(f"partitions={self.partitions}: must be 1 to {MAX_PARTITIONS}")
         if self.pool_size < 0:
@@ -149,9 +189,14 @@ class Variant:
         """Max connections for `workers` concurrent workers.
 
         Sized = one per worker (each may pin one in a blocking wait) + 2 for the
-        scheduler, heartbeat and stats callers.
+        scheduler, heartbeat and stats callers; dispatch=process adds one per
+        dispatcher (a partition each) and 3 for the acker, watchdog and heartbeat, which
+        may each keep one under conn=pinned.
         """
-        return workers + 2 if self.pool_size == POOL_SIZED else self.pool_size
+        if self.pool_size != POOL_SIZED:
+            return self.pool_size
+        extra = self.partitions + 3 if self.dispatch == "process" else 0
+        return workers + 2 + extra
 
     def with_overrides(self, **overrides: object) -> Variant:
         return dataclasses.replace(self, **overrides)  # type: ignore[arg-type]
@@ -199,11 +244,16 @@ PRESETS: dict[str, Variant] = {
         keys="precomputed",
         pool_size=POOL_SIZED,
         records="hash",
+        notify_timeout_s=30.0,
+        dispatch="process",
+        prefetch=10,
+        ack="batch",
+        conn="pinned",
     ),
 }
 PRESET_NAMES = tuple(PRESETS)
 
-_INT_FIELDS = {"completed_ttl_s", "dead_ttl_s", "pool_size", "partitions"}
+_INT_FIELDS = {"completed_ttl_s", "dead_ttl_s", "pool_size", "partitions", "prefetch"}
 _FLOAT_FIELDS = {
     "pool_timeout_s",
     "poll_interval_s",
@@ -267,6 +317,11 @@ TOGGLE_VALUES: dict[str, str] = {
     "codec": "protobuf | json",
     "records": "keys | hash (hash needs Redis >= 7.4)",
     "partitions": "N (1 = one partition)",
+    "dispatch": "thread | process (one dispatcher per worker pool; needs notify + script)",
+    "prefetch": "N jobs claimed beyond idle threads (dispatch=process)",
+    "ack": "each | batch (completions coalesced per round trip; dispatch=process)",
+    "conn": "pool | pinned (one kept connection per thread for scripts and waits; needs script)",
+    "retention": "keep | delete (a completed record stays, or goes at once)",
     "completed_ttl_s": "seconds",
     "dead_ttl_s": "seconds",
     "pool_timeout_s": "seconds",

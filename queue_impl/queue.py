@@ -16,6 +16,7 @@ from queue_impl.codec import CODECS, Codec, CorruptJobError
 from queue_impl.config import Variant
 from queue_impl.job import PRIORITY_ORDER, Job, Status, as_text, now_us
 from queue_impl.keys import KeyBuilder, make_keys
+from queue_impl.pinned import make_calls
 from queue_impl.record_stores import RECORD_STORES, glob_escape
 from queue_impl.records import corrupt_record
 from queue_impl.scripts import Scripts
@@ -99,11 +100,13 @@ class RedisQueue:
         )
         store = RECORD_STORES[variant.records]
         partitions = tuple(Partition(i, b, store(b)) for i, b in enumerate(builders))
+        calls = make_calls(client, pinned=variant.conn == "pinned")
         self._ctx = StrategyContext(
             client=client,
             partitions=partitions,
             codec=CODECS[variant.codec],
-            scripts=Scripts(client, variant.records),
+            scripts=Scripts(calls, variant.records),
+            calls=calls,
             variant=variant,
             consumer=consumer or default_consumer_id(),
             wake=WAKE_STRATEGIES[variant.dequeue](),
@@ -213,6 +216,45 @@ class RedisQueue:
                 job.status = Status.ACTIVE
                 job.started_at_us = now_us()
                 return job
+
+    def claim_many(
+        self, n: int, *, wait: bool = True, home: int | None = None, look_first: bool = True
+    ) -> list[Job]:
+        """Up to `n` jobs in priority order (per partition), now held in this consumer's
+        processing lists: the jobs ready now, else (with `wait`) what one wait cycle
+        brings. notify claims them in one script per partition tried, partition `home`
+        first (and waits on its marker); the other modes one at a time. Corrupt records
+        are dead-lettered, as `dequeue` does. `look_first=False`: the caller's last claim
+        found nothing, so wait at once."""
+        if self._handicap_ns:
+            burn_cpu(self._handicap_ns)
+        if not self._registered:
+            self.register_consumer()
+        jobs = []
+        started = now_us()
+        for claimed in self._dequeue.claim_many(n, wait=wait, home=home, look_first=look_first):
+            job = self._decode_claimed(claimed)
+            if job is not None:
+                job.status = Status.ACTIVE
+                job.started_at_us = started
+                jobs.append(job)
+        return jobs
+
+    def complete_many(self, jobs: Sequence[Job]) -> int:
+        """Mark `jobs` completed, one call per partition they belong to (`script`: one
+        round trip each); returns how many were still held (see `complete`)."""
+        if self._handicap_ns:
+            burn_cpu(self._handicap_ns)
+        return sum(
+            self._batch.complete_many(part, members) for part, members in self._by_partition(jobs).items()
+        )
+
+    def wake_waiters(self) -> None:
+        """Set every partition's wake-up marker (notify): a worker blocked in its wait
+        returns now, claims whatever is ready and looks at its stop flag. One command per
+        partition; waiters of other processes wake too and find nothing new."""
+        for part in self.partitions:
+            self._ctx.wake.signal(self.client, part.keys)
 
     def complete(self, job: Job) -> bool:
         """Mark `job` completed (with the completed TTL when TTLs are on).

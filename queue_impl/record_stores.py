@@ -64,6 +64,12 @@ class RecordStore(Protocol):
         """The record of a job the claim script took (read now when the script could not)."""
         ...
 
+    def claimed_records(
+        self, client: RedisClient, job_ids: Sequence[str], from_script: Sequence[object]
+    ) -> list[bytes | None]:
+        """The records of the jobs a batch claim took (one MGET when the script could not)."""
+        ...
+
     def due_ids(self, client: RedisClient, scheduled: str, now_us: int, limit: int) -> list[str] | None:
         """Due ids read client-side for the move script, or None: the script reads them."""
         ...
@@ -134,6 +140,11 @@ class KeyRecords:
     def claimed_record(self, client: RedisClient, job_id: str, from_script: object) -> bytes | None:
         return self.get(client, job_id)
 
+    def claimed_records(
+        self, client: RedisClient, job_ids: Sequence[str], from_script: Sequence[object]
+    ) -> list[bytes | None]:
+        return self.get_many(client, job_ids) if job_ids else []
+
     def due_ids(self, client: RedisClient, scheduled: str, now_us: int, limit: int) -> list[str] | None:
         return [as_text(i) for i in client.zrangebyscore(scheduled, "-inf", now_us, start=0, num=limit)]
 
@@ -197,6 +208,11 @@ class HashRecords:
 
     def claimed_record(self, client: RedisClient, job_id: str, from_script: object) -> bytes | None:
         return _optional_bytes(from_script or None)
+
+    def claimed_records(
+        self, client: RedisClient, job_ids: Sequence[str], from_script: Sequence[object]
+    ) -> list[bytes | None]:
+        return [_optional_bytes(record or None) for record in from_script]
 
     def due_ids(self, client: RedisClient, scheduled: str, now_us: int, limit: int) -> list[str] | None:
         return None

@@ -19,9 +19,10 @@ under `hash`; under `keys` the client passes the ids it read first (`ids given`)
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
-from queue_impl.clients import RedisClient
+from queue_impl.pinned import Calls, ScriptArg, script_sha
 
 RecordsLayout = Literal["keys", "hash"]
 
@@ -37,6 +38,12 @@ local function rec_put(i, id, value, ttl)
   if ttl == nil then redis.call('SET', key, value)
   elseif ttl < 0 then redis.call('SET', key, value, 'KEEPTTL')
   else redis.call('SET', key, value, 'EX', ttl) end
+end
+-- Delete the records of the given jobs (positions among the records given, and ids).
+local function rec_delete(positions, ids)
+  local keys = {}
+  for _, i in ipairs(positions) do keys[#keys + 1] = KEYS[RECORDS + i - 1] end
+  redis.call('DEL', unpack(keys))
 end
 """
 
@@ -55,6 +62,10 @@ local function rec_put(i, id, value, ttl)
   redis.call('HSET', key, id, value)
   if ttl ~= nil and ttl > 0 then redis.call('HEXPIRE', key, ttl, 'FIELDS', 1, id)
   elseif kept > 0 then redis.call('HPEXPIRE', key, kept, 'FIELDS', 1, id) end
+end
+-- Delete the records of the given jobs (positions among the records given, and ids).
+local function rec_delete(positions, ids)
+  redis.call('HDEL', KEYS[RECORDS], unpack(ids))
 end
 """
 
@@ -138,14 +149,17 @@ end
 ENQUEUE = r"""
 -- KEYS: marker, queue:high, queue:normal, queue:low, then the records.
 -- ARGV: notify, then (id, queue offset 0-2, record)* in the order of the records.
+-- The marker is set only when a push found its queue empty: while any queue holds a
+-- job the marker is already set (the claim scripts keep it so), or a woken worker is
+-- about to claim and will set it again.
 RECORDS = 5
-local n = 0
+local n, woke = 0, false
 for i = 2, #ARGV, 3 do
   n = n + 1
   rec_put(n, ARGV[i], ARGV[i + 2], nil)
-  redis.call('LPUSH', KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i])
+  if redis.call('LPUSH', KEYS[2 + tonumber(ARGV[i + 1])], ARGV[i]) == 1 then woke = true end
 end
-if ARGV[1] == '1' then redis.call('ZADD', KEYS[1], 0, 'ready') end
+if woke and ARGV[1] == '1' then redis.call('ZADD', KEYS[1], 0, 'ready') end
 return n
 """
 
@@ -175,15 +189,70 @@ if KEYS[RECORDS] then return {id, rec_get(1, id)} end
 return {id, false}
 """
 
-COMPLETE = r"""
--- KEYS: processing list, then the job's record. ARGV: id, record, ttl seconds (0 = none)
--- Writes the record only while the job is still this consumer's: a job that stale
--- recovery handed to another worker is not overwritten. Returns 1 or 0.
+CLAIM_MANY = r"""
+-- KEYS: queue:high, queue:normal, queue:low, processing:<consumer>, marker, then the
+-- records hash when the layout lets the script read the claimed records (hash).
+-- ARGV: n. Takes up to n jobs in strict priority order into the processing list (oldest
+-- first within a priority), keeps the wake-up marker set while any job is still
+-- waiting, and returns {id, record, id, record, ...}; a record is false when it is
+-- missing or not read.
+RECORDS = 6
+if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) == 0 then
+  redis.call('DEL', KEYS[5])
+  return {}
+end
+local n = tonumber(ARGV[1])
+local ids = {}
+for i = 1, 3 do
+  while #ids < n do
+    local id = redis.call('RPOPLPUSH', KEYS[i], KEYS[4])
+    if not id then break end
+    ids[#ids + 1] = id
+  end
+  if #ids >= n then break end
+end
+if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then
+  redis.call('ZADD', KEYS[5], 0, 'ready')
+else
+  redis.call('DEL', KEYS[5])
+end
+local records = {}
+if KEYS[RECORDS] and #ids > 0 then records = redis.call('HMGET', KEYS[RECORDS], unpack(ids)) end
+local out = {}
+for i, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = records[i] or false
+end
+return out
+"""
+
+COMPLETE_MANY = r"""
+-- KEYS: processing list, then the records (the hash, or one key per job under keys).
+-- ARGV: retention ('keep' or 'delete'), ttl seconds (0 = none), then per job: its id,
+--       and under 'keep' its completed record.
+-- Acknowledges each job still in this consumer's processing list (a job stale recovery
+-- handed back is left alone). Returns how many were.
 RECORDS = 2
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-local ttl = tonumber(ARGV[3])
-rec_put(1, ARGV[1], ARGV[2], ttl > 0 and ttl or nil)
-return 1
+local keep = ARGV[1] == 'keep'
+local ttl = tonumber(ARGV[2])
+local step = keep and 2 or 1
+local done, positions, ids = 0, {}, {}
+local i = 0
+for a = 3, #ARGV, step do
+  i = i + 1
+  local id = ARGV[a]
+  if redis.call('LREM', KEYS[1], 1, id) == 1 then
+    done = done + 1
+    if keep then
+      rec_put(i, id, ARGV[a + 1], ttl > 0 and ttl or nil)
+    else
+      positions[#positions + 1] = i
+      ids[#ids + 1] = id
+    end
+  end
+end
+if #ids > 0 then rec_delete(positions, ids) end
+return done
 """
 
 FAIL = r"""
@@ -313,20 +382,50 @@ return {returned, unpack(corrupt)}
 )
 
 
-class Scripts:
-    """The scripts as redis-py `Script` objects for one records layout, one set per queue.
+class LuaScript:
+    """One script of one records layout, called through the queue's `Calls` (`conn` toggle)."""
 
-    Registration is local; each script is loaded on the server by its first EVALSHA
-    (one extra SCRIPT LOAD round trip the first time: on a cluster, a NOSCRIPT reply
-    loads it on every primary).
+    def __init__(self, calls: Calls, source: str) -> None:
+        self.source = source
+        self.sha = script_sha(source)
+        self._calls = calls
+
+    def __call__(self, *, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
+        return self._calls.script(self.source, self.sha, keys, args)
+
+
+SCRIPT_SOURCES: dict[str, str] = {
+    "enqueue": ENQUEUE,
+    "claim": CLAIM,
+    "claim_many": CLAIM_MANY,
+    "complete_many": COMPLETE_MANY,
+    "fail": FAIL,
+    "move_scheduled": MOVE_SCHEDULED,
+    "recover": RECOVER,
+    "requeue": REQUEUE,
+}
+"""Every script, without its records prelude."""
+
+
+def script_sources(layout: RecordsLayout) -> list[str]:
+    """Every script of `layout` as the server runs it (prelude included), for SCRIPT LOAD."""
+    return [PRELUDES[layout] + body for body in SCRIPT_SOURCES.values()]
+
+
+class Scripts:
+    """The scripts of one records layout, one set per queue.
+
+    Each is loaded on the server by its first EVALSHA (one extra SCRIPT LOAD round trip
+    the first time: on a cluster, a NOSCRIPT reply loads it on every primary).
     """
 
-    def __init__(self, client: RedisClient, layout: RecordsLayout = "keys") -> None:
+    def __init__(self, calls: Calls, layout: RecordsLayout = "keys") -> None:
         prelude = PRELUDES[layout]
-        self.enqueue = client.register_script(prelude + ENQUEUE)
-        self.claim = client.register_script(prelude + CLAIM)
-        self.complete = client.register_script(prelude + COMPLETE)
-        self.fail = client.register_script(prelude + FAIL)
-        self.move_scheduled = client.register_script(prelude + MOVE_SCHEDULED)
-        self.recover = client.register_script(prelude + RECOVER)
-        self.requeue = client.register_script(prelude + REQUEUE)
+        self.enqueue = LuaScript(calls, prelude + ENQUEUE)
+        self.claim = LuaScript(calls, prelude + CLAIM)
+        self.claim_many = LuaScript(calls, prelude + CLAIM_MANY)
+        self.complete_many = LuaScript(calls, prelude + COMPLETE_MANY)
+        self.fail = LuaScript(calls, prelude + FAIL)
+        self.move_scheduled = LuaScript(calls, prelude + MOVE_SCHEDULED)
+        self.recover = LuaScript(calls, prelude + RECOVER)
+        self.requeue = LuaScript(calls, prelude + REQUEUE)

@@ -22,6 +22,7 @@ from queue_impl.codec import Codec
 from queue_impl.config import Variant
 from queue_impl.job import PRIORITY_ORDER, Job, Status, as_bytes, as_text
 from queue_impl.keys import KeyBuilder
+from queue_impl.pinned import Calls
 from queue_impl.record_stores import RECORD_STORES, RecordStore
 from queue_impl.records import corrupt_reason, corrupt_record
 from queue_impl.scripts import Scripts
@@ -100,6 +101,8 @@ class StrategyContext:
     variant: Variant
     consumer: str
     wake: WakeStrategy
+    calls: Calls
+    """The scripts' and blocking waits' path to Redis (the `conn` toggle)."""
     _turns: Iterator[int] = field(default_factory=itertools.count)
 
     @property
@@ -143,11 +146,15 @@ Claimed = tuple[Partition, str, bytes | None]
 
 class DequeueStrategy(Protocol):
     def claim(self, *, wait: bool) -> Claimed | None: ...
+    def claim_many(
+        self, n: int, *, wait: bool, home: int | None = None, look_first: bool = True
+    ) -> list[Claimed]: ...
 
 
 class BatchStrategy(Protocol):
     def enqueue_many(self, part: Partition, jobs: Sequence[Job]) -> None: ...
     def complete(self, part: Partition, job: Job) -> bool: ...
+    def complete_many(self, part: Partition, jobs: Sequence[Job]) -> int: ...
     def fail(self, part: Partition, job: Job) -> None: ...
     def move_scheduled(self, part: Partition, now_us: int, limit: int) -> int: ...
 
@@ -171,6 +178,11 @@ class PollDequeue:
         if wait:
             time.sleep(ctx.variant.poll_interval_s)
         return None
+
+    def claim_many(
+        self, n: int, *, wait: bool, home: int | None = None, look_first: bool = True
+    ) -> list[Claimed]:
+        return _one_at_a_time(self, n, wait=wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +209,22 @@ class BlockDequeue:
                 if job_id is not None:
                     return _with_record(ctx, part, job_id)
         return None
+
+    def claim_many(
+        self, n: int, *, wait: bool, home: int | None = None, look_first: bool = True
+    ) -> list[Claimed]:
+        return _one_at_a_time(self, n, wait=wait)
+
+
+def _one_at_a_time(strategy: DequeueStrategy, n: int, *, wait: bool) -> list[Claimed]:
+    """Up to `n` claims of one job each; only the first may wait."""
+    claimed: list[Claimed] = []
+    while len(claimed) < n:
+        one = strategy.claim(wait=wait and not claimed)
+        if one is None:
+            break
+        claimed.append(one)
+    return claimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,12 +256,49 @@ class NotifyDequeue:
         home = self._home()
         deadline = time.monotonic() + ctx.variant.notify_timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
-            if ctx.client.bzpopmin(home.keys.marker(), timeout=remaining) is None:  # type: ignore[arg-type]
+            if ctx.calls.bzpopmin(home.keys.marker(), remaining) is None:
                 return None
             claimed = self._claim_now(ctx.rotation(home.index))
             if claimed is not None:
                 return claimed
         return None
+
+    def claim_many(
+        self, n: int, *, wait: bool, home: int | None = None, look_first: bool = True
+    ) -> list[Claimed]:
+        """Up to `n` jobs in one claim script per partition tried (`home` first, when
+        given); when none is ready and `wait`, one BZPOPMIN of up to `notify_timeout_s`
+        on the home partition's marker (`home`, else this thread's). `look_first=False`
+        goes straight to the wait (the caller's last claim found nothing): an idle
+        waiter then costs one BZPOPMIN and one sweep per timeout."""
+        ctx = self.ctx
+        claimed = self._claim_batch(ctx.rotation(home), n) if look_first or not wait else []
+        if claimed or not wait:
+            return claimed
+        part = self._home() if home is None else ctx.partitions[home]
+        if ctx.calls.bzpopmin(part.keys.marker(), ctx.variant.notify_timeout_s) is None:
+            # A timeout: sweep once (jobs a producer without a marker pushed, or a
+            # partition without waiters).
+            return self._claim_batch(ctx.rotation(), n)
+        return self._claim_batch(ctx.rotation(part.index), n)
+
+    def _claim_batch(self, order: Sequence[Partition], n: int) -> list[Claimed]:
+        ctx = self.ctx
+        claimed: list[Claimed] = []
+        for part in order:
+            keys = [part.keys.queue(p) for p in PRIORITY_ORDER]
+            keys += [part.keys.processing(ctx.consumer), part.keys.marker(), *part.records.claim_keys()]
+            flat = ctx.scripts.claim_many(keys=keys, args=[n - len(claimed)])
+            pairs = list(zip(flat[::2], flat[1::2], strict=True))
+            records = part.records.claimed_records(
+                ctx.client, [as_text(i) for i, _ in pairs], [r for _, r in pairs]
+            )
+            claimed += [
+                (part, as_text(job_id), record) for (job_id, _), record in zip(pairs, records, strict=True)
+            ]
+            if len(claimed) >= n:
+                break
+        return claimed
 
     def _home(self) -> Partition:
         """This thread's home partition, taken once per thread in one round robin over
@@ -287,13 +352,19 @@ class LoopOps:
             ctx.wake.signal(ctx.client, part.keys)
 
     def complete(self, part: Partition, job: Job) -> bool:
-        # LREM -> GET -> SET: 3 round trips.
+        # LREM -> GET -> SET: 3 round trips (retention=delete: LREM -> DEL, 2).
         ctx = self.ctx
         ctx.client.lrem(part.keys.processing(ctx.consumer), 1, job.id)
+        if ctx.variant.retention == "delete":
+            part.records.delete(ctx.client, job.id)
+            return True
         stored = _read_for_update(ctx, part, job)
         _mark_completed(stored, job)
         part.records.put(ctx.client, job.id, ctx.codec.encode(stored), ttl=ctx.completed_ttl)
         return True
+
+    def complete_many(self, part: Partition, jobs: Sequence[Job]) -> int:
+        return sum(self.complete(part, job) for job in jobs)
 
     def fail(self, part: Partition, job: Job) -> None:
         # LREM -> GET -> SET -> ZADD|LPUSH: 4 round trips.
@@ -339,15 +410,21 @@ class PipelineOps:
         pipe.execute()
 
     def complete(self, part: Partition, job: Job) -> bool:
-        # GET -> pipeline{LREM, SET}: 2 round trips.
+        # GET -> pipeline{LREM, SET}: 2 round trips (retention=delete: pipeline{LREM, DEL}, 1).
         ctx = self.ctx
-        stored = _read_for_update(ctx, part, job)
-        _mark_completed(stored, job)
         pipe = ctx.client.pipeline(transaction=False)
         pipe.lrem(part.keys.processing(ctx.consumer), 1, job.id)
-        part.records.put(pipe, job.id, ctx.codec.encode(stored), ttl=ctx.completed_ttl)
+        if ctx.variant.retention == "delete":
+            part.records.delete(pipe, job.id)
+        else:
+            stored = _read_for_update(ctx, part, job)
+            _mark_completed(stored, job)
+            part.records.put(pipe, job.id, ctx.codec.encode(stored), ttl=ctx.completed_ttl)
         pipe.execute()
         return True
+
+    def complete_many(self, part: Partition, jobs: Sequence[Job]) -> int:
+        return sum(self.complete(part, job) for job in jobs)
 
     def fail(self, part: Partition, job: Job) -> None:
         # GET -> pipeline{LREM, SET, ZADD|LPUSH}: 2 round trips.
@@ -398,14 +475,20 @@ class ScriptOps:
         ctx.scripts.enqueue(keys=keys + part.records.script_keys([job.id for job in jobs]), args=args)
 
     def complete(self, part: Partition, job: Job) -> bool:
+        return self.complete_many(part, [job]) == 1
+
+    def complete_many(self, part: Partition, jobs: Sequence[Job]) -> int:
         ctx = self.ctx
-        stored = _copy(job)
-        _mark_completed(stored, job)
-        done = ctx.scripts.complete(
-            keys=[part.keys.processing(ctx.consumer), *part.records.script_keys([job.id])],
-            args=[job.id, ctx.codec.encode(stored), ctx.completed_ttl or 0],
-        )
-        return bool(done)
+        keep = ctx.variant.retention == "keep"
+        args: list[str | bytes | int] = ["keep" if keep else "delete", ctx.completed_ttl or 0]
+        for job in jobs:
+            args.append(job.id)
+            if keep:
+                stored = _copy(job)
+                _mark_completed(stored, job)
+                args.append(ctx.codec.encode(stored))
+        keys = [part.keys.processing(ctx.consumer), *part.records.script_keys([job.id for job in jobs])]
+        return int(ctx.scripts.complete_many(keys=keys, args=args))
 
     def fail(self, part: Partition, job: Job) -> None:
         ctx = self.ctx

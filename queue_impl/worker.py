@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from queue_impl.dispatcher import Outcome, ProcessDispatch
 from queue_impl.job import Job
 from queue_impl.queue import DEFAULT_LEASE_S, RedisQueue
 from queue_impl.service import (
@@ -70,10 +71,12 @@ class PoolCounters:
 class WorkerPool:
     """Runs `concurrency` worker threads over one `RedisQueue`.
 
-    Each worker: dequeue (per the variant's dequeue mode) → handler by job type →
-    complete, or fail (retry with backoff / dead-letter). A handler running past
-    `job_timeout_s` is abandoned (Python threads cannot be killed) and its job failed
-    with a timeout error. Lost connections are retried with exponential backoff.
+    dispatch=thread: each worker dequeues (per the variant's dequeue mode) → handler by
+    job type → complete, or fail (retry with backoff / dead-letter). dispatch=process:
+    dispatchers claim for the threads and hand jobs over in-process (see
+    `queue_impl.dispatcher`). A handler running past `job_timeout_s` is abandoned (Python
+    threads cannot be killed) and its job failed with a timeout error. Lost connections
+    are retried with exponential backoff.
     The pool owns its queue's consumer id: a job in that consumer's processing list
     that none of its threads holds is handed back (see `_requeue_orphans`).
     """
@@ -106,14 +109,33 @@ class WorkerPool:
         """Jobs a worker thread holds, by id (a duplicated id can be held twice)."""
         self._in_flight_lock = threading.Lock()
         self._orphan_candidates: collections.Counter[str] = collections.Counter()
+        self._dispatch: ProcessDispatch | None = None
+        if queue.variant.dispatch == "process":
+            self._dispatch = ProcessDispatch(
+                queue,
+                concurrency=concurrency,
+                job_timeout_s=job_timeout_s,
+                stopping=self.stopping,
+                run_job=self._run_inline,
+                acknowledge=self._acknowledge,
+                on_timeout=self._timed_out,
+                claimed=self._hold,
+                released=self._release,
+                completed=lambda n: self.counters.add("completed", n),
+                redis_trouble=self._redis_trouble,
+            )
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
         self.queue.register_consumer(self.lease_s)
-        self._threads = [
-            threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
-            for i in range(self.concurrency)
-        ]
+        if self._dispatch is not None:
+            self._dispatch.start()
+            self._threads = []
+        else:
+            self._threads = [
+                threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
+                for i in range(self.concurrency)
+            ]
         self._threads.append(threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True))
         for thread in self._threads:
             thread.start()
@@ -128,6 +150,9 @@ class WorkerPool:
         if timeout_s is None:
             timeout_s = self.queue.variant.longest_block_s * 3 + (self.job_timeout_s or 30.0) + 1.0
         deadline = time.monotonic() + timeout_s
+        if self._dispatch is not None:
+            self._dispatch.wake()
+            self._dispatch.join(deadline)
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         returned = 0
@@ -140,9 +165,10 @@ class WorkerPool:
     def join(self, timeout_s: float) -> bool:
         """Wait for worker threads still finishing after `stop()`; True when all ended."""
         deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
+        threads = self._threads + (self._dispatch.threads() if self._dispatch is not None else [])
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads)
+        return not any(thread.is_alive() for thread in threads)
 
     def run_until_stopped(self) -> int:
         """Start, then block until SIGTERM/SIGINT (or `stopping` is set), then stop."""
@@ -177,6 +203,37 @@ class WorkerPool:
         finally:
             if executor is not None:
                 executor.shutdown(wait=False)
+
+    # -- dispatch=process: what the dispatcher's threads call back ------------------------
+    def _hold(self, jobs: list[Job]) -> None:
+        """Jobs the pool now holds (claimed: in the backlog, running or being acknowledged)."""
+        with self._in_flight_lock:
+            for job in jobs:
+                self._in_flight[job.id] += 1
+
+    def _release(self, job: Job) -> None:
+        with self._in_flight_lock:
+            self._in_flight[job.id] -= 1
+            if self._in_flight[job.id] <= 0:
+                del self._in_flight[job.id]
+
+    def _run_inline(self, job: Job) -> Outcome:
+        """Run the job's handler on this thread (the watchdog enforces the timeout)."""
+        if self.on_job_start is not None:
+            self.on_job_start(job)
+        handler = self.handlers.get(job.type)
+        if handler is None:
+            return f"no handler for job type {job.type!r}", False  # retrying cannot make one appear
+        try:
+            handler(job)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}", True
+        return None
+
+    def _timed_out(self, job: Job) -> None:
+        self.counters.add("timed_out")
+        self._acknowledge(job, f"JobTimeoutError: job timed out after {self.job_timeout_s:g}s", True)
+        self._release(job)
 
     def _new_executor(self) -> concurrent.futures.ThreadPoolExecutor | None:
         if self.job_timeout_s is None:

@@ -112,7 +112,11 @@ def test_bad_toggles_are_rejected_by_the_constructor_too() -> None:
 
 
 def test_pool_is_sized_to_workers_only_when_asked() -> None:
-    assert PRESETS["scripted"].pool_size_for(8) == 10  # one per worker + 2 for scheduler/heartbeat
+    # One per worker + 2 for scheduler/heartbeat; a dispatcher per partition and 3 for the
+    # acker, watchdog and heartbeat under dispatch=process.
+    assert parse_variant("scripted+dispatch=thread").pool_size_for(8) == 10
+    assert PRESETS["scripted"].pool_size_for(8) == 8 + 2 + 1 + 3
+    assert parse_variant("scripted+partitions=3").pool_size_for(8) == 8 + 2 + 3 + 3
     assert PRESETS["optimized"].pool_size_for(8) == 50
     assert PRESETS["baseline"].pool_size_for(200) == 10
 

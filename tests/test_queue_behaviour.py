@@ -108,6 +108,15 @@ and whether a worker killed right before that last one leaves the job recoverabl
 RECORD_COMMANDS = {"keys": {"GET": "GET", "SET": "SET"}, "hash": {"GET": "HGET", "SET": "HSET"}}
 
 
+def _pool_path(queue: RedisQueue, variant: Variant, make_queue: QueueFactory) -> RedisQueue:
+    """`queue`, or its twin with conn=pool (same namespace and consumer): the tests that
+    hook the client's `execute_command` to act between round trips need every call to go
+    through it. `conn` changes only how a call reaches Redis, not what it sends."""
+    if variant.conn == "pool":
+        return queue
+    return make_queue(variant.with_overrides(conn="pool"), namespace=queue.namespace, consumer=queue.consumer)
+
+
 class Killed(BaseException):
     """Stands for SIGKILL inside a queue call: nothing in the queue catches it."""
 
@@ -480,6 +489,7 @@ class BehaviourSuite:
         script reads and moves in one atomic script, so there is no middle: B runs
         right after it, and ZREM leaves B nothing.
         """
+        queue = _pool_path(queue, variant, make_queue)
         script_keys = variant.batch == "script" and variant.records == "keys"
         a_moved, b_moved, copies = (
             SCHEDULER_RACE_SCRIPT_KEYS if script_keys else SCHEDULER_RACE[variant.batch]
@@ -518,6 +528,7 @@ class BehaviourSuite:
         loop pushes job by job, so the worker gets the low job; pipeline and script
         push the batch in one round trip, so the first push is the whole batch.
         """
+        queue = _pool_path(queue, variant, make_queue)
         first_claimed = BATCH_SPLIT[variant.batch]
         worker = make_queue(variant, namespace=queue.namespace, consumer="worker")
         worker.register_consumer()
@@ -609,6 +620,7 @@ class BehaviourSuite:
         pipeline has only read; script has sent nothing: the job is still held, and
         stale recovery returns it.
         """
+        queue = _pool_path(queue, variant, make_queue)
         sent_before, last, recovered = KILLED_IN_FAIL[variant.batch]
         sent_before = [RECORD_COMMANDS[variant.records].get(name, name) for name in sent_before]
         job = Job(type="doomed")

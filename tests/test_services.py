@@ -12,13 +12,29 @@ from collections.abc import Callable
 
 import pytest
 
-from queue_impl.config import Variant
+from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.job import Job, Priority, Status
 from queue_impl.scheduler import MOVE_LIMIT, Scheduler
 from queue_impl.worker import BUILTIN_HANDLERS, WorkerPool
-from tests.conftest import QueueFactory
+from tests.conftest import QueueFactory, fast
 
 pytestmark = pytest.mark.slow
+
+POOL_VARIANTS = (
+    *PRESETS,
+    "scripted+dispatch=thread,prefetch=0,ack=each,conn=pool,notify_timeout_s=5",
+    "baseline+dispatch=process,prefetch=3,ack=batch",
+    "optimized+dispatch=process,ack=batch",
+    "scripted+partitions=3",
+)
+"""The presets (scripted: dispatch=process, batched acks, pinned connections), scripted as
+it was before those toggles (a wait per thread), and dispatch=process over poll/loop,
+block/pipeline and partitions."""
+
+
+@pytest.fixture(params=POOL_VARIANTS)
+def pool_variant(request: pytest.FixtureRequest) -> Variant:
+    return fast(parse_variant(request.param))
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
@@ -30,8 +46,8 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
         time.sleep(0.01)
 
 
-def test_pool_completes_every_job_exactly_once(make_queue: QueueFactory, preset: Variant) -> None:
-    queue = make_queue(preset, workers=8)
+def test_pool_completes_every_job_exactly_once(make_queue: QueueFactory, pool_variant: Variant) -> None:
+    queue = make_queue(pool_variant, workers=8)
     seen: list[str] = []
     lock = threading.Lock()
 
@@ -50,10 +66,10 @@ def test_pool_completes_every_job_exactly_once(make_queue: QueueFactory, preset:
     assert stats.processing == 0 and sum(stats.queued.values()) == 0 and stats.consumers == 0
 
 
-def test_failures_retry_then_dead_letter(make_queue: QueueFactory, preset: Variant) -> None:
-    queue = make_queue(preset, workers=4)
+def test_failures_retry_then_dead_letter(make_queue: QueueFactory, pool_variant: Variant) -> None:
+    queue = make_queue(pool_variant, workers=4)
     pool = WorkerPool(queue, BUILTIN_HANDLERS, concurrency=4, job_timeout_s=5)
-    scheduler = Scheduler(make_queue(preset, namespace=queue.namespace), interval_s=0.02)
+    scheduler = Scheduler(make_queue(pool_variant, namespace=queue.namespace), interval_s=0.02)
     pool.start()
     scheduler.start()
     failing = queue.enqueue_many([Job(type="fail", max_retries=2) for _ in range(5)])
@@ -75,8 +91,8 @@ def test_failures_retry_then_dead_letter(make_queue: QueueFactory, preset: Varia
     assert queue.stats().dead == 7
 
 
-def test_job_timeout_fails_the_job(make_queue: QueueFactory, preset: Variant) -> None:
-    queue = make_queue(preset, workers=2)
+def test_job_timeout_fails_the_job(make_queue: QueueFactory, pool_variant: Variant) -> None:
+    queue = make_queue(pool_variant, workers=2)
     pool = WorkerPool(queue, BUILTIN_HANDLERS, concurrency=2, job_timeout_s=0.2)
     pool.start()
     hung = queue.enqueue(Job(type="sleep", payload=b"3000", max_retries=0))
@@ -104,9 +120,6 @@ def test_scheduler_tick_drains_more_than_one_move_limit(make_queue: QueueFactory
 
 
 def test_sigterm_finishes_the_in_flight_job(make_queue: QueueFactory, redis_url: str) -> None:
-    from queue_impl.config import PRESETS
-    from tests.conftest import fast
-
     variant = fast(PRESETS["optimized"])
     queue = make_queue(variant)
     job_id = queue.enqueue(Job(type="sleep", payload=b"1500"))
@@ -138,8 +151,8 @@ def test_sigterm_finishes_the_in_flight_job(make_queue: QueueFactory, redis_url:
     assert queue.stats().processing == 0
 
 
-def test_stop_returns_jobs_still_held(make_queue: QueueFactory, preset: Variant) -> None:
-    queue = make_queue(preset)
+def test_stop_returns_jobs_still_held(make_queue: QueueFactory, pool_variant: Variant) -> None:
+    queue = make_queue(pool_variant)
     started = threading.Event()
 
     def hang(job: Job) -> None:

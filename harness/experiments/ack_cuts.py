@@ -77,10 +77,14 @@ def _held_job(queue: RedisQueue, op: str) -> Job:
 
 
 def probe(url: str, variant: Variant, ops: Iterable[str] = OPERATIONS) -> tuple[dict[str, int], list[Cut]]:
-    """Round trips of each operation uncut, and every cut of it: stranded or not."""
+    """Round trips of each operation uncut, and every cut of it: stranded or not.
+
+    The variant runs with conn=pool: under conn=pinned a thread checks its connection out
+    once, for good, so no pool can refuse one in the middle of an operation."""
     pool = CuttingPool.from_url(url)
     client = redis.Redis(connection_pool=pool)
-    queue = RedisQueue(client, variant.with_overrides(pool_mode="raise"), namespace=unique_namespace("cut"))
+    cut_variant = variant.with_overrides(pool_mode="raise", conn="pool")
+    queue = RedisQueue(client, cut_variant, namespace=unique_namespace("cut"))
     round_trips: dict[str, int] = {}
     cuts: list[Cut] = []
     try:

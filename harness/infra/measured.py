@@ -13,7 +13,7 @@ from queue_impl.config import Variant
 from queue_impl.connection import close_client, make_client, open_client
 from queue_impl.job import Job, Priority, Status
 from queue_impl.queue import RedisQueue
-from queue_impl.scripts import RecordsLayout, Scripts
+from queue_impl.scripts import RecordsLayout, script_sources
 
 
 def unique_namespace(tag: str = "run") -> str:
@@ -122,8 +122,8 @@ def load_scripts(client: RedisClient) -> None:
     primary of a cluster), so no later call pays a NOSCRIPT miss and its SCRIPT LOAD
     (round trips per call then stay exact)."""
     for layout in get_args(RecordsLayout):
-        for script in vars(Scripts(client, layout)).values():
-            client.script_load(script.script)
+        for source in script_sources(layout):
+            client.script_load(source)
 
 
 def seed_due_jobs(
