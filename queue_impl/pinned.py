@@ -13,6 +13,7 @@ script's node depends on its keys).
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 import weakref
@@ -74,9 +75,26 @@ class _Pin:
 
 
 def _release(pool_ref: weakref.ref[ConnectionPool], connection: Connection) -> None:
+    """Hand the connection back when its thread is gone; a pool that was closed or reset
+    meanwhile (it no longer counts the connection as its own) gets nothing: the
+    connection is just closed."""
+    if getattr(connection, "pid", None) != os.getpid():
+        return  # a forked child dropping its copy of a parent thread's locals: not ours
     pool = pool_ref()
-    if pool is not None:
+    owned = pool is not None and pool.owns_connection(connection) and connection in _known(pool)
+    if owned:
+        assert pool is not None
         pool.release(connection)
+    else:
+        connection.disconnect()  # type: ignore[no-untyped-call]
+
+
+def _known(pool: ConnectionPool) -> list[Connection]:
+    """The connections a pool created and still tracks (each pool class keeps its own list)."""
+    found = getattr(pool, "_connections", None)  # BlockingConnectionPool
+    if found is None:
+        found = [*getattr(pool, "_in_use_connections", ()), *getattr(pool, "_available_connections", ())]
+    return list(found)
 
 
 class PinnedCalls:
