@@ -53,7 +53,8 @@ def test_the_built_in_drivers_register_through_the_entry_point_group() -> None:
         if name in REFERENCE_NAMES or spec.external is not None:
             assert spec.requirements is None
         else:  # a library of its own, in a virtualenv built from a committed requirements file
-            assert spec.requirements == (Path("harness/peers/requirements") / f"{spec.env_name}.txt").resolve()
+            expected = Path("harness/peers/requirements") / f"{spec.env_name}.txt"
+            assert spec.requirements == expected.resolve()
             assert spec.requirements.is_file()
     assert discover().specs["taskiq+result_ex_time=3600"].env_name == "taskiq"  # shares taskiq's venv
     assert discover().specs["bullmq"].external is not None

@@ -96,8 +96,13 @@ def select_drivers(only: str | None, drivers: Sequence[str] = ()) -> list[Driver
     return [seen[name] for name in order(list(seen))]
 
 
-def sizes_for(*, quick: bool, jobs: int | None, repeats: int | None) -> Sizes:
+def sizes_for(*, quick: bool, jobs: int | None, repeats: int | None, stall_s: float | None = None) -> Sizes:
+    """FULL or QUICK sizes with the user's overrides; PeersInputError for a bad value."""
     sizes = QUICK if quick else FULL
+    if stall_s is not None:
+        if not stall_s > 0:
+            raise PeersInputError("--stall-timeout must be > 0 seconds")
+        sizes = dataclasses.replace(sizes, stall_s=stall_s)
     if jobs is not None:
         if jobs < 1:
             raise PeersInputError("--jobs must be >= 1")

@@ -54,6 +54,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--repeats", type=int, default=None, help="repeats of the timed phases (default 3; quick 1)"
     )
     parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a driver whose workers report no pickup, or whose call does not return, for S seconds "
+        "fails (default 60)",
+    )
+    parser.add_argument(
         "--render", metavar="DIR", default=None, help="only re-render DIR's report and charts"
     )
     add_redis_url_argument(parser)
@@ -66,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"rendered {render_saved(Path(args.render))}")
             return 0
         specs = select_drivers(args.only, args.driver)
-        sizes = sizes_for(quick=args.quick, jobs=args.jobs, repeats=args.repeats)
+        sizes = sizes_for(quick=args.quick, jobs=args.jobs, repeats=args.repeats, stall_s=args.stall_timeout)
     except PeersInputError as exc:
         raise UsageError(str(exc)) from None
     out_dir = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
