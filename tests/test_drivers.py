@@ -342,3 +342,65 @@ def test_bullmq_runs_the_quick_battery_through_the_external_driver(tmp_path: Pat
     assert scripts["evalsha"] + scripts.get("eval", 0) == JOBS, scripts
     # Its default keeps every completed job: one hash per job, no TTL.
     assert value(rows, "bullmq", "keys_left_no_ttl") >= JOBS
+
+
+# -- qbench load --driver ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("scenario", "driver", "message"),
+    [
+        ("consumer", "huey", "scenario consumer needs Locust users that dequeue"),
+        ("burst", "huey", "scenario burst sends bursts with a bulk enqueue; driver huey has no enqueue_many"),
+        ("mixed", "huey", "scenario mixed mixes priorities (high, low); driver huey has no priorities"),
+        ("http", "scripted", "scenario http submits through the reference queue's HTTP API"),
+        ("producer", "sidekiq", "unknown driver 'sidekiq'"),
+    ],
+)
+def test_load_refuses_a_scenario_the_driver_cannot_play(
+    capsys: pytest.CaptureFixture[str], scenario: str, driver: str, message: str
+) -> None:
+    assert main(["load", scenario, "--driver", driver]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_load_takes_one_of_variant_and_driver(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["load", "producer", "--variant", "scripted", "--driver", "scripted"]) == 2
+    assert "give one" in one_error_line(capsys)
+    assert main(["load", "producer"]) == 2
+    assert "one of --variant or --driver is required" in one_error_line(capsys)
+
+
+@pytest.mark.slow
+def test_load_through_a_driver_accounts_for_every_job_and_gates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mixed"
+    argv = ["load", "mixed", "--driver", "scripted", "--users", "5", "--duration", "2", "--no-charts"]
+    assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
+    rows = read_metrics(out / "metrics.csv")
+
+    def metric(op: str, name: str) -> float:
+        return value(rows, "scripted", name, op=op)
+
+    # mixed: 4 of 10 users send at a fixed rate, 6 consume; of 5 users, 2 send and the
+    # driver's workers run 3 jobs at once.
+    meta = json.loads((out / "run.json").read_text())
+    assert (meta["users"], meta["consumers"]) == (2, 3) and meta["driver"]["name"] == "scripted"
+    expected = metric("all", "jobs_expected")
+    assert expected > 0 and metric("enqueue", "requests") == expected
+    assert metric("all", "jobs_picked_up") == expected and metric("all", "jobs_not_picked_up") == 0
+    # Every pickup reported once, each with the priority it was sent with.
+    assert metric("pickup", "requests") == expected
+    by_priority = [metric(f"pickup_{p}", "requests") for p in ("high", "normal", "low")]
+    assert sum(by_priority) == expected
+    assert metric("all", "commands_per_job") > 0
+    assert main(["gate", "--baseline", str(out), "--candidate", str(out)]) == 0
+
+
+@pytest.mark.slow
+def test_load_with_a_crashing_driver_is_one_line_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["load", "arrival", "--driver", f"{BAD}:CrashingWorker", "--users", "2", "--duration", "1"]
+    assert main([*argv, "--no-charts", "--out", str(tmp_path)]) == 1
+    line = one_error_line(capsys)
+    assert "driver crashing-worker: a worker exited" in line and "the worker fell over" in line

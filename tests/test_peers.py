@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,3 +231,20 @@ def test_huey_end_to_end_in_its_own_virtualenv(tmp_path: Path) -> None:
     assert result.drivers["huey"]["version"] == "3.5.4"
     render_report(rows, {"drivers": result.drivers, "sizes": {"jobs": JOBS}}, tmp_path)
     assert "| huey | 3.5.4 |" in (tmp_path / "PEERS.md").read_text()
+
+
+@pytest.mark.slow
+def test_gate_compares_peers_runs_and_refuses_an_incomplete_one(
+    reference_run: tuple[SuiteResult, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _result, out = reference_run
+    assert main(["gate", "--baseline", str(out), "--candidate", str(out)]) == 0
+    assert "gate: passed" in capsys.readouterr().out
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    meta = json.loads((partial / "run.json").read_text())
+    meta["failures"] = {"scripted": "a worker exited at 0/200 jobs"}
+    (partial / "run.json").write_text(json.dumps(meta))
+    assert main(["gate", "--baseline", str(out), "--candidate", str(partial)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "incomplete run: driver(s) scripted failed" in err[0]

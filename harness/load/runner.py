@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.infra.census import take_census
 from harness.infra.measured import load_scripts, unique_namespace
@@ -92,6 +92,25 @@ class LoadPlan:
             workers=self.workers,
             **extra,
         )
+
+
+class LocustPlan(Protocol):
+    """What starting Locust and naming rows need of a plan: a `LoadPlan`, or a driver's
+    (`harness.load.driver_load.DriverLoadPlan`)."""
+
+    @property
+    def workload(self) -> Workload: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def users(self) -> int: ...
+    @property
+    def spawn_rate(self) -> float: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def workers(self) -> int: ...
+    def row_params(self, **extra: object) -> str: ...
 
 
 @dataclass
@@ -258,7 +277,7 @@ def variant_spec(variant: Variant) -> str:
     return variant.label()
 
 
-def run_locust(plan: LoadPlan, out_dir: Path, *, host: str, env: dict[str, str]) -> int:
+def run_locust(plan: LocustPlan, out_dir: Path, *, host: str, env: dict[str, str]) -> int:
     """Locust headless in child processes (its gevent patching never touches this one)."""
     base = [
         sys.executable,
@@ -401,33 +420,49 @@ def api_server(url: str, variant: Variant, namespace: str) -> Iterator[str]:
 
 
 def rows_of(run: LoadRun) -> list[Row]:
-    plan = run.plan
+    rows = sample_rows(run.plan, run.samples)
+
+    def add(op: str, metric: str, value: float, unit: str) -> None:
+        rows.append(Row(EXPERIMENT, run.plan.label, run.plan.row_params(op=op), metric, float(value), unit))
+
+    add("all", "jobs_expected", run.jobs_expected, REQUEST_UNIT)
+    add("all", "jobs_recorded", run.census["records"], REQUEST_UNIT)
+    add("all", "jobs_completed", run.census["completed"], REQUEST_UNIT)
+    # Both must be 0 on every run: a job record missing or stranded is a lost job.
+    add("all", "jobs_missing", run.jobs_expected - run.census["records"], "jobs")
+    add("all", "jobs_stranded", run.census["stranded"], "jobs")
+    return rows
+
+
+def sample_rows(plan: LocustPlan, samples: dict[str, OpSamples]) -> list[Row]:
+    """Per operation: requests, failures, rate, latency percentiles, round trips, and the
+    operations completed in each second of the run."""
     rows: list[Row] = []
 
     def add(op: str, metric: str, value: float, unit: str) -> None:
         rows.append(Row(EXPERIMENT, plan.label, plan.row_params(op=op), metric, float(value), unit))
 
-    for op in sorted(run.samples):
-        samples = run.samples[op]
-        latencies = samples.latency_ms
+    for op in sorted(samples):
+        op_samples = samples[op]
+        latencies = op_samples.latency_ms
         add(op, "requests", len(latencies), REQUEST_UNIT)
-        add(op, "failures", samples.failures, REQUEST_UNIT)
+        add(op, "failures", op_samples.failures, REQUEST_UNIT)
         add(op, "rate", len(latencies) / plan.duration_s, "ops/s")
         if latencies:
             for p, value in zip(PERCENTILES, percentiles(latencies, PERCENTILES), strict=True):
                 add(op, f"latency_ms_p{p:g}", value, "ms")
             add(op, "latency_ms_mean", math.fsum(latencies) / len(latencies), "ms")
             add(op, "latency_ms_max", max(latencies), "ms")
-        if samples.round_trips:
-            calls = sum(samples.round_trips.values())
-            mean = sum(k * v for k, v in samples.round_trips.items()) / calls
+        if op_samples.round_trips:
+            calls = sum(op_samples.round_trips.values())
+            mean = sum(k * v for k, v in op_samples.round_trips.items()) / calls
             # Only an operation whose every call cost the same is a deterministic count.
-            exact = len(samples.round_trips) == 1
+            exact = len(op_samples.round_trips) == 1
             add(op, "round_trips_per_op", mean, "round_trips" if exact else "round_trips_mean")
     # Completions in each whole second since Locust started, every second of the run (0 included).
-    seconds = range(max((max(s.per_second) for s in run.samples.values() if s.per_second), default=-1) + 1)
-    for op in sorted(run.samples):
-        per_second = run.samples[op].per_second
+    seconds = range(max((max(s.per_second) for s in samples.values() if s.per_second), default=-1) + 1)
+    for op in sorted(samples):
+        per_second = samples[op].per_second
         if per_second:
             for t in seconds:
                 rows.append(
@@ -440,12 +475,6 @@ def rows_of(run: LoadRun) -> list[Row]:
                         "ops/s",
                     )
                 )
-    add("all", "jobs_expected", run.jobs_expected, REQUEST_UNIT)
-    add("all", "jobs_recorded", run.census["records"], REQUEST_UNIT)
-    add("all", "jobs_completed", run.census["completed"], REQUEST_UNIT)
-    # Both must be 0 on every run: a job record missing or stranded is a lost job.
-    add("all", "jobs_missing", run.jobs_expected - run.census["records"], "jobs")
-    add("all", "jobs_stranded", run.census["stranded"], "jobs")
     return rows
 
 
