@@ -49,6 +49,7 @@ PICKUP_SEED = 0
 """Every driver gets the same random probe schedule."""
 PING_COUNT = 200
 """Protocol round trips timed for an external driver (its pipe's share of each call)."""
+PING_WARMUP = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,7 +509,9 @@ def measure_driver(
         rows.append(Row(EXPERIMENT, name, params(**extra), metric, value, unit, repeat))
 
     if driver.ready.get("external"):
-        # The external producer's pipe: part of every call qbench times for this driver.
+        # The external producer's pipe: part of every call qbench times for this driver
+        # (timed after a few untimed pings, as the enqueue phases come after the start).
+        driver.ping(PING_WARMUP)
         row("protocol_round_trip_us", driver.ping(PING_COUNT) / PING_COUNT * 1e6, "us", calls=PING_COUNT)
     memory_before = probe.used_memory()
     started = time.monotonic()
