@@ -191,6 +191,7 @@ def test_a_driver_that_fails_while_running_is_one_line_exit_1_and_an_incomplete_
     assert time.monotonic() - started < 60  # a hang guard: the stall timeout is 3 s
     report = (tmp_path / "PEERS.md").read_text()
     assert "**Incomplete run: 1 driver(s) failed" in report and "FAILED" in report
+    assert "This run: `qbench peers --quick --driver " in report  # the command, in run.json too
     assert read_metrics(tmp_path / "metrics.csv") == []  # no partial rows passed off as results
 
 
@@ -228,6 +229,10 @@ def test_an_external_driver_runs_the_whole_battery(tmp_path: Path, sink: str) ->
     assert value(rows, name, "commands_per_job", phase="enqueue", command="lpush") == 1.0
     # The bulk call: one LPUSH for the whole batch (all JOBS fit in one batch of 100).
     assert value(rows, name, "commands_per_job", phase="enqueue_many100", command="lpush") == 1 / JOBS
+    # Round trips as Redis counts them (its read events): one per job, one per bulk call (the
+    # producer connected before the phase started).
+    assert value(rows, name, "round_trips_per_job", phase="enqueue") == 1.0
+    assert value(rows, name, "round_trips_per_job", phase="enqueue_many100") == 1 / JOBS
     assert value(rows, name, "protocol_round_trip_us") > 0
     assert value(rows, name, "pickup_ms_p99", arrivals="random", gap_max_s="0.2", samples="4") > 0
     assert value(rows, name, "keys_left") == 0  # the side Redis holds the sink, not the measured one

@@ -194,6 +194,12 @@ def test_reference_presets_process_every_job_and_count_exactly(
     # One EVALSHA per job, plus the very first one that a fresh server answers NOSCRIPT.
     evalsha = round(value(rows, "scripted", "commands_per_job", phase="enqueue", command="evalsha") * JOBS)
     assert evalsha in (JOBS, JOBS + 1)
+    # Round trips as Redis counts them (read events): baseline's loop enqueue is two per job,
+    # the script one; a few more for the connection's handshake (HELLO, CLIENT SETINFO...).
+    baseline_trips = round(value(rows, "baseline", "round_trips_per_job", phase="enqueue") * JOBS)
+    scripted_trips = round(value(rows, "scripted", "round_trips_per_job", phase="enqueue") * JOBS)
+    assert 2 * JOBS <= baseline_trips <= 2 * JOBS + 6, baseline_trips
+    assert JOBS <= scripted_trips <= JOBS + 6, scripted_trips
     # Job records stay: forever without TTLs (baseline), with a TTL in the scripted preset.
     assert value(rows, "baseline", "keys_left_no_ttl") >= JOBS
     assert value(rows, "scripted", "keys_left") >= JOBS

@@ -37,7 +37,7 @@ from harness.load.runner import (
 )
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
 from harness.peers.registry import DriverSpec
-from harness.peers.runner import DriverFailedError, DriverProcess, PickupSink, ServerProbe
+from harness.peers.runner import DriverFailedError, DriverProcess, PickupSink, ServerProbe, round_trips
 from harness.peers.suite import side_sink
 from harness.results.rows import METRICS_FILE, RUN_FILE, Row, params, run_metadata, write_metrics, write_run
 from qbench.driver import Op
@@ -167,6 +167,7 @@ class DriverLoadRun:
     jobs_expected: int
     jobs_picked_up: int
     commands: int
+    round_trips: int
     locust_returncode: int
     failures: int
     meta: dict[str, Any] = field(default_factory=dict)
@@ -304,7 +305,7 @@ def run_driver_load(
                 if sink is not None:
                     driver.start_workers(sink)
                 env = _locust_env(plan, python=python, path_root=path_root, url=url, tmp=tmp, out_dir=out_dir)
-                commands0 = probe.commands()
+                snap0 = probe.snapshot()
                 returncode = run_locust(plan, out_dir, host="http://127.0.0.1", env=env)
                 samples = load_samples(tmp)
                 produced = len(samples["enqueue"].latency_ms) if "enqueue" in samples else 0
@@ -317,7 +318,9 @@ def run_driver_load(
                     driver.stop_workers()
                     _pickup_samples(sink, float(env[run_settings.ENV_STARTED_AT]), tmp)
                     sink.close()
-                commands = sum(stats_delta(commands0, probe.commands()).values())
+                snap1 = probe.snapshot()
+                commands = sum(stats_delta(snap0.commands, snap1.commands).values())
+                trips = round_trips(snap0, snap1)
             except DriverFailedError as exc:
                 raise LoadError(f"driver {spec.name}: {exc}") from None
             finally:
@@ -361,6 +364,7 @@ def run_driver_load(
         jobs_expected=expected,
         jobs_picked_up=picked,
         commands=commands,
+        round_trips=trips,
         locust_returncode=returncode,
         failures=failures,
         meta=meta,
@@ -369,7 +373,7 @@ def run_driver_load(
 
 def driver_rows(run: DriverLoadRun) -> list[Row]:
     """The samples' rows plus the run's accounting: jobs expected and picked up, and the
-    Redis commands per job (counted at the server)."""
+    Redis commands and round trips per job (counted at the server)."""
     plan = run.plan
     rows = list(run.samples_rows)
 
@@ -382,7 +386,10 @@ def driver_rows(run: DriverLoadRun) -> list[Row]:
         # Must be 0: a job enqueued and never reported by a worker within the drain window.
         add("jobs_not_picked_up", run.jobs_not_picked_up, "jobs")
     if run.jobs_expected:
+        # Counted at Redis over the whole run (users, workers, drain); round trips are its
+        # read events (see harness.peers.runner.Snapshot).
         add("commands_per_job", run.commands / run.jobs_expected, "commands/job")
+        add("round_trips_per_job", run.round_trips / run.jobs_expected, "round_trips/job")
     return rows
 
 

@@ -52,6 +52,15 @@ METRICS = (
         1,
     ),
     Metric(
+        "round_trips",
+        "round_trips_per_job",
+        (),
+        "Redis round trips per job",
+        "round_trips/job",
+        False,
+        1,
+    ),
+    Metric(
         "idle", "idle_commands_per_s", (("command", "all"),), "idle workers' commands", "commands/s", False, 1
     ),
     Metric("pickup_p50", "pickup_ms_p50", (), "pickup latency p50", "ms", False, 2),
@@ -73,13 +82,15 @@ def _matches(row: Row, metric: Metric) -> bool:
 def collect(rows: Sequence[Row], metric: Metric) -> dict[str, Spread]:
     """Per driver, the spread of a metric over repeats.
 
-    Commands per job add the phases of one job's life (enqueue + process) per repeat.
+    Commands and round trips per job add the phases of one job's life (enqueue + process)
+    per repeat.
     """
     per_driver: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     for row in rows:
         if not _matches(row, metric):
             continue
-        if metric.key == "commands" and parse_params(row.params).get("phase") not in ("enqueue", "process"):
+        phase = parse_params(row.params).get("phase")
+        if metric.key in ("commands", "round_trips") and phase not in ("enqueue", "process"):
             continue
         per_driver[row.variant][row.repeat] += row.value
     return {name: Spread.of(list(by_repeat.values())) for name, by_repeat in per_driver.items()}
@@ -332,6 +343,9 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         "handlers' start times over the middle 90% of the jobs (worker boot left out).",
         "- Commands: `INFO commandstats` deltas on the driver's own server; commands that Lua "
         "scripts run count too, as Redis counts them (an EVALSHA plus each command inside it).",
+        "- Round trips: `total_reads_processed` deltas (INFO stats) on the same server, the probe's "
+        "own INFO left out: Redis handles one read per request up to 16 KB, so this counts round trips "
+        "whatever the client, in any language (a large pipeline counts a few reads).",
         "- Idle: workers running with empty queues, after a settle pause.",
         f"- Pickup: {pickup_method(rows)}; latency from the timestamp in the job's arguments to the "
         "handler's start (same host clock); three warm-up jobs first, dropped.",
@@ -351,6 +365,8 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
             f"one pipe round trip without Redis (`ping`) took {', '.join(pipes)}; each enqueue call timed "
             "for them includes one such round trip, and their pickup latency the one-way half of it."
         )
+    if meta.get("command"):
+        lines += ["", f"This run: `{meta['command']}` (from the qbench checkout at the commit above)."]
     lines += [
         "",
         "Reproduce: `make peers` (the full run), `qbench peers --quick`, `qbench peers --only "

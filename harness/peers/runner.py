@@ -421,14 +421,43 @@ class DriverProcess:
         self._logs.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The server's counters at one moment: calls per command, and socket reads."""
+
+    commands: Counter[str]
+    reads: int
+    """`total_reads_processed`: read events the server handled, one per request that fits
+    in one read (16 KB), so one per round trip for all but large pipelines."""
+
+
+def round_trips(before: Snapshot, after: Snapshot) -> int:
+    """Round trips clients made between two snapshots, as Redis counts them (its read
+    events), without the probe's own: the INFO request that took `after`."""
+    return max(0, after.reads - before.reads - 1)
+
+
 class ServerProbe:
-    """Reads what the harness measures on the driver's Redis: commands, memory, keys."""
+    """Reads what the harness measures on the driver's Redis: commands, round trips,
+    memory, keys."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url, socket_timeout=30)
 
     def commands(self) -> Counter[str]:
         return command_stats(self.client)
+
+    def snapshot(self) -> Snapshot:
+        """Calls per command and read events, from one INFO request (one read)."""
+        info = self.client.info("commandstats", "stats")
+        calls = Counter(
+            {
+                name.removeprefix("cmdstat_"): int(value["calls"])
+                for name, value in info.items()
+                if name.startswith("cmdstat_")
+            }
+        )
+        return Snapshot(calls, int(info["total_reads_processed"]))
 
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])
@@ -513,28 +542,38 @@ def measure_driver(
         # (timed after a few untimed pings, as the enqueue phases come after the start).
         driver.ping(PING_WARMUP)
         row("protocol_round_trip_us", driver.ping(PING_COUNT) / PING_COUNT * 1e6, "us", calls=PING_COUNT)
+
+    def round_trip_row(phase: str, before: Snapshot, after: Snapshot, repeat: int) -> None:
+        row("round_trips_per_job", round_trips(before, after) / n, "round_trips/job", repeat, phase=phase)
+
     memory_before = probe.used_memory()
     started = time.monotonic()
     for r in range(sizes.repeats):
         if r > 0 and time.monotonic() - started > sizes.repeat_budget_s:
             progress(f"  {name}: {r} repeat(s) took over {sizes.repeat_budget_s:g}s; no more")
             break
-        stats0 = probe.commands()
+        snap0 = probe.snapshot()
         seconds = driver.enqueue(n)
-        stats1 = probe.commands()
+        snap1 = probe.snapshot()
         row("enqueue_jobs_per_s", n / seconds, "jobs/s", r, calls="serial", jobs=n)
-        rows += _command_rows(name, "commands_per_job", "enqueue", stats_delta(stats0, stats1), n, r)
+        rows += _command_rows(
+            name, "commands_per_job", "enqueue", stats_delta(snap0.commands, snap1.commands), n, r
+        )
+        round_trip_row("enqueue", snap0, snap1, r)
         sink = driver.new_sink(f"process-{r}")
         try:
             driver.start_workers(sink)
             driver.wait_for_drain(sink, n)
-            stats2 = probe.commands()
+            snap2 = probe.snapshot()
             rate = processing_rate(sink.samples)
             row("process_jobs_per_s", rate, "jobs/s", r, jobs=n, workers=sizes.concurrency)
             row("jobs_handled", sink.count(), "jobs", r, jobs=n)
         finally:
             sink.close()
-        rows += _command_rows(name, "commands_per_job", "process", stats_delta(stats1, stats2), n, r)
+        rows += _command_rows(
+            name, "commands_per_job", "process", stats_delta(snap1.commands, snap2.commands), n, r
+        )
+        round_trip_row("process", snap1, snap2, r)
         progress(
             f"  {name}: repeat {r + 1}/{sizes.repeats}: "
             f"{n / seconds:,.0f} enqueued/s, {rate:,.0f} processed/s"
@@ -563,17 +602,15 @@ def measure_driver(
     ]
     if Op.ENQUEUE_MANY in driver.operations:
         for r in range(sizes.repeats):
-            stats0 = probe.commands()
+            snap0 = probe.snapshot()
             seconds = driver.enqueue_many(n, sizes.batch)
+            snap1 = probe.snapshot()
             row("enqueue_jobs_per_s", n / seconds, "jobs/s", r, calls=f"many{sizes.batch}", jobs=n)
+            phase = f"enqueue_many{sizes.batch}"
             rows += _command_rows(
-                name,
-                "commands_per_job",
-                f"enqueue_many{sizes.batch}",
-                stats_delta(stats0, probe.commands()),
-                n,
-                r,
+                name, "commands_per_job", phase, stats_delta(snap0.commands, snap1.commands), n, r
             )
+            round_trip_row(phase, snap0, snap1, r)
     return rows
 
 

@@ -234,7 +234,9 @@ def run_suite(
     return result
 
 
-def write_suite(result: SuiteResult, sizes: Sizes, out_dir: Path, *, mode: str) -> None:
+def write_suite(
+    result: SuiteResult, sizes: Sizes, out_dir: Path, *, mode: str, command: str | None = None
+) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(out_dir / METRICS_FILE, result.rows)
     first_server = next(iter(result.servers.values()), {})
@@ -243,6 +245,7 @@ def write_suite(result: SuiteResult, sizes: Sizes, out_dir: Path, *, mode: str) 
         mode=mode,
         extra={
             "experiment": "peers",
+            "command": command,
             "sizes": dataclasses.asdict(sizes),
             "drivers": result.drivers,
             "failures": result.failures,

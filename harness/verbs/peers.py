@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -87,9 +88,28 @@ def run(args: argparse.Namespace) -> int:
         result = run_suite(specs, sizes, url=url, logs_dir=out_dir / "logs")
     except PeersInputError as exc:
         raise UsageError(str(exc)) from None
-    write_suite(result, sizes, out_dir, mode="quick" if args.quick else "full")
+    write_suite(result, sizes, out_dir, mode="quick" if args.quick else "full", command=command_line(args))
     print(f"load {load_text()}; wrote {out_dir / REPORT_FILE}")
     # One line per failed driver; the report says the run is incomplete.
     for name, reason in result.failures.items():
         print(f"qbench: error: driver {name} failed: {reason} (logs in {out_dir / 'logs'})", file=sys.stderr)
     return 1 if result.failures else 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The `qbench peers` command that repeats this run (for run.json and the report)."""
+    parts = ["qbench", "peers"]
+    if args.quick:
+        parts.append("--quick")
+    if args.only:
+        parts += ["--only", args.only]
+    for driver in args.driver:
+        parts += ["--driver", driver]
+    for flag, value in (
+        ("--jobs", args.jobs),
+        ("--repeats", args.repeats),
+        ("--stall-timeout", args.stall_timeout),
+    ):
+        if value is not None:
+            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return " ".join(shlex.quote(part) for part in parts)
