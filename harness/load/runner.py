@@ -125,6 +125,25 @@ class LoadPlan:
         )
 
 
+class LocustPlan(Protocol):
+    """What starting Locust and naming rows need of a plan: a `LoadPlan`, or a driver's
+    (`harness.load.driver_load.DriverLoadPlan`)."""
+
+    @property
+    def workload(self) -> Workload: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def users(self) -> int: ...
+    @property
+    def spawn_rate(self) -> float: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def workers(self) -> int: ...
+    def row_params(self, **extra: object) -> str: ...
+
+
 @dataclass
 class LoadRun:
     """What a finished run left behind, before it becomes rows."""
@@ -566,7 +585,23 @@ def api_server(url: str, variant: Variant, namespace: str, *, processes: int = 1
 
 
 def rows_of(run: LoadRun) -> list[Row]:
-    plan = run.plan
+    rows = sample_rows(run.plan, run.samples)
+
+    def add(op: str, metric: str, value: float, unit: str) -> None:
+        rows.append(Row(EXPERIMENT, run.plan.label, run.plan.row_params(op=op), metric, float(value), unit))
+
+    add("all", "jobs_expected", run.jobs_expected, REQUEST_UNIT)
+    add("all", "jobs_recorded", run.census["records"], REQUEST_UNIT)
+    add("all", "jobs_completed", run.census["completed"], REQUEST_UNIT)
+    # Both must be 0 on every run: a job record missing or stranded is a lost job.
+    add("all", "jobs_missing", run.jobs_expected - run.census["records"], "jobs")
+    add("all", "jobs_stranded", run.census["stranded"], "jobs")
+    return rows
+
+
+def sample_rows(plan: LocustPlan, samples: dict[str, OpSamples]) -> list[Row]:
+    """Per operation: requests, failures, rate, latency percentiles, round trips, and the
+    operations completed in each second of the run."""
     rows: list[Row] = []
 
     def add(op: str, metric: str, value: float, unit: str) -> None:
@@ -590,12 +625,12 @@ def rows_of(run: LoadRun) -> list[Row]:
             calls = sum(samples.round_trips.values())
             mean = sum(k * v for k, v in samples.round_trips.items()) / calls
             # Only an operation whose every call cost the same is a deterministic count.
-            exact = len(samples.round_trips) == 1
+            exact = len(op_samples.round_trips) == 1
             add(op, "round_trips_per_op", mean, "round_trips" if exact else "round_trips_mean")
     # Completions in each whole second since Locust started, every second of the run (0 included).
-    seconds = range(max((max(s.per_second) for s in run.samples.values() if s.per_second), default=-1) + 1)
-    for op in sorted(run.samples):
-        per_second = run.samples[op].per_second
+    seconds = range(max((max(s.per_second) for s in samples.values() if s.per_second), default=-1) + 1)
+    for op in sorted(samples):
+        per_second = samples[op].per_second
         if per_second:
             for t in seconds:
                 rows.append(
@@ -608,12 +643,6 @@ def rows_of(run: LoadRun) -> list[Row]:
                         "ops/s",
                     )
                 )
-    add("all", "jobs_expected", run.jobs_expected, REQUEST_UNIT)
-    add("all", "jobs_recorded", run.census["records"], REQUEST_UNIT)
-    add("all", "jobs_completed", run.census["completed"], REQUEST_UNIT)
-    # Both must be 0 on every run: a job record missing or stranded is a lost job.
-    add("all", "jobs_missing", run.jobs_expected - run.census["records"], "jobs")
-    add("all", "jobs_stranded", run.census["stranded"], "jobs")
     return rows
 
 

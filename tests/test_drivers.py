@@ -1,0 +1,411 @@
+"""The public driver interface: loading drivers every way, `qbench drivers`, bad drivers
+(one line, exit 2 or 1, never a hang), the external-process contract, the example
+third-party driver (by module:Class and by entry point in a throwaway venv), and BullMQ."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.peers.registry import discover, resolve
+from harness.peers.runner import Sizes
+from harness.peers.suite import run_suite
+from harness.results.rows import Row, parse_params, read_metrics
+from qbench.driver import Driver, Op, driver_problems
+from qbench.external import ExternalDriver, load_spec
+from qbench.loader import DriverLoadError, load_driver
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures" / "drivers"
+BAD = FIXTURES / "bad_drivers.py"
+EXAMPLE = REPO / "examples" / "qbench-example-driver"
+JOBS = 60
+SMALL = Sizes(jobs=JOBS, repeats=1, idle_s=0.3, pickup_samples=4, settle_s=0.1, pickup_gap_s=0.2, stall_s=20)
+"""Every phase runs; counts are exact, timings mean nothing here."""
+
+
+def value(rows: list[Row], driver: str, metric: str, **match: str) -> float:
+    found = [
+        r.value
+        for r in rows
+        if r.variant == driver
+        and r.metric == metric
+        and all(parse_params(r.params).get(k) == v for k, v in match.items())
+    ]
+    assert len(found) == 1, f"{driver} {metric} {match}: {found}"
+    return found[0]
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("qbench: error:"), err
+    return err[0]
+
+
+# -- loading ---------------------------------------------------------------------------------------------
+def test_a_driver_loads_by_module_file_and_toml(tmp_path: Path) -> None:
+    assert load_driver("harness.peers.huey_driver:HueyDriver").name == "huey"
+    assert load_driver(f"{BAD}:SilentWorker").name == "silent-worker"
+    bullmq = load_driver(str(REPO / "drivers" / "bullmq" / "driver.toml"))
+    assert issubclass(bullmq, ExternalDriver) and bullmq.name == "bullmq"
+    assert bullmq.operations == {Op.ENQUEUE, Op.ENQUEUE_MANY, Op.PRIORITIES}
+    assert resolve("scripted").origin == "built-in"
+    assert resolve(f"{BAD}:SilentWorker").origin == "--driver"
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("nosuchmodule_qbench:Driver", "cannot import nosuchmodule_qbench"),
+        (
+            f"{FIXTURES / 'import_error_driver.py'}:Anything",
+            "ImportError: this driver's library is not installed",
+        ),
+        (f"{BAD}:NoSuchClass", "has no attribute 'NoSuchClass'"),
+        (f"{BAD}:NotADriver", "not a subclass of qbench.driver.Driver"),
+        (f"{BAD}:MissingMethod", "driver missing-method .*lacks method\\(s\\) run_worker"),
+        (f"{BAD}:BulkWithoutMethod", "declares enqueue_many but lacks method enqueue_many"),
+        ("no-colon-here.txt", "expected a driver name, module:Class"),
+        ("/nonexistent/driver.toml", "no such file"),
+    ],
+)
+def test_a_driver_that_cannot_load_is_one_line_naming_it(ref: str, message: str) -> None:
+    with pytest.raises(DriverLoadError, match=message) as caught:
+        load_driver(ref)
+    assert "\n" not in str(caught.value) and ref.split(":")[0].rsplit("/", 1)[-1] in str(caught.value)
+
+
+def test_driver_problems_checks_names_and_operations() -> None:
+    class Bad(Driver):
+        name = "Has Spaces"
+        distribution = "x"
+        operations = frozenset({Op.PRIORITIES})
+
+        def enqueue(self, sent_at: float) -> None:
+            pass
+
+        def run_worker(self, *, index: int) -> None:
+            pass
+
+    problems = driver_problems(Bad)
+    assert any("must be lower case" in p for p in problems)
+    assert "declares priorities but lacks method enqueue_priority" in problems
+    assert "operations must include enqueue" in problems
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('name = "x"\nproducer = ["a"]\n', "missing key 'worker'"),
+        ('name = "x"\nproducer = "a b"\nworker = ["w"]\n', "producer = 'a b' has the wrong type"),
+        ('name = "x"\nproducer = ["a"]\nworker = ["w"]\nsink = "kafka"\n', "sink = 'kafka'"),
+        ('name = "x"\nproducer = ["a"]\nworker = ["w"]\noperations = ["dequeue"]\n', "unknown operation"),
+        ('name = "x"\nproducer = ["a"]\nworker = ["w"]\ncolour = 1\n', "unknown key\\(s\\) colour"),
+        ("name = ", "not a readable TOML file"),
+    ],
+)
+def test_a_bad_external_toml_is_one_line(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "driver.toml"
+    path.write_text(toml)
+    with pytest.raises(DriverLoadError, match=message) as caught:
+        load_driver(str(path))
+    assert "\n" not in str(caught.value)
+
+
+# -- qbench drivers ------------------------------------------------------------------------------------------
+def test_qbench_drivers_lists_every_driver_with_version_and_operations(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["drivers", "--json"]) == 0
+    listed = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    assert list(listed) == list(discover().specs)
+    assert listed["huey"]["version"] == "3.5.4" and listed["huey"]["operations"] == ["enqueue"]
+    assert listed["rq"]["operations"] == ["enqueue", "enqueue_many"]
+    assert listed["scripted"]["operations"] == ["enqueue", "enqueue_many", "priorities"]
+    assert listed["bullmq"]["operations"] == ["enqueue", "enqueue_many", "priorities"]
+    assert listed["taskiq+result_ex_time=3600"]["environment"].endswith("requirements/taskiq.txt")
+    assert main(["drivers"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["driver", "version", "operations"]
+    assert any(line.split()[:2] == ["huey", "3.5.4"] for line in table)
+
+
+def test_qbench_drivers_names_a_bad_driver_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drivers", "--driver", "sidekiq"]) == 2
+    assert "unknown driver 'sidekiq'" in one_error_line(capsys)
+    assert main(["drivers", "--driver", f"{BAD}:MissingMethod"]) == 2
+    assert "lacks method(s) run_worker" in one_error_line(capsys)
+
+
+# -- bad drivers through `qbench peers` ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        (f"{FIXTURES / 'import_error_driver.py'}:Anything", "ImportError"),
+        (f"{BAD}:MissingMethod", "lacks method(s) run_worker"),
+        ("sidekiq", "unknown driver 'sidekiq'"),
+    ],
+)
+def test_peers_refuses_a_bad_driver_before_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ref: str, message: str
+) -> None:
+    assert main(["peers", "--quick", "--driver", ref, "--out", str(tmp_path)]) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("cls", "message"),
+    [
+        (
+            "CrashingWorker",
+            "a worker exited at 0/20 jobs (qbench agent: driver crashing-worker: worker failed: "
+            "RuntimeError: the worker fell over)",
+        ),
+        (
+            "SilentWorker",
+            "no pickup reported in 3s: its handlers never reported `sent_us started_us` to $QBENCH_SINK",
+        ),
+        ("FailingEnqueue", "enqueue: ValueError: the queue refused the job"),
+    ],
+)
+def test_a_driver_that_fails_while_running_is_one_line_exit_1_and_an_incomplete_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cls: str, message: str
+) -> None:
+    started = time.monotonic()
+    argv = ["peers", "--quick", "--jobs", "20", "--stall-timeout", "3", "--driver", f"{BAD}:{cls}"]
+    assert main([*argv, "--out", str(tmp_path)]) == 1
+    line = one_error_line(capsys)
+    assert message in line, line
+    assert time.monotonic() - started < 60  # a hang guard: the stall timeout is 3 s
+    report = (tmp_path / "PEERS.md").read_text()
+    assert "**Incomplete run: 1 driver(s) failed" in report and "FAILED" in report
+    assert "This run: `qbench peers --quick --driver " in report  # the command, in run.json too
+    assert read_metrics(tmp_path / "metrics.csv") == []  # no partial rows passed off as results
+
+
+# -- the external-process contract, with a Python stand-in for another language ----------------------
+def external_toml(tmp_path: Path, *, sink: str) -> Path:
+    folder = tmp_path / "ext"
+    shutil.copytree(FIXTURES / "external_py", folder)
+    python = json.dumps(sys.executable)
+    (folder / "driver.toml").write_text(
+        textwrap.dedent(
+            f"""\
+            name = "pyext-{sink}"
+            distribution = "pyext"
+            version = "1.2.3"
+            producer = [{python}, "producer.py"]
+            worker = [{python}, "worker.py"]
+            operations = ["enqueue", "enqueue_many", "priorities"]
+            sink = "{sink}"
+            """
+        )
+    )
+    return folder / "driver.toml"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sink", ["file", "redis"])
+def test_an_external_driver_runs_the_whole_battery(tmp_path: Path, sink: str) -> None:
+    spec = resolve(str(external_toml(tmp_path, sink=sink)))
+    result = run_suite([spec], SMALL, progress=lambda _line: None, logs_dir=tmp_path / "logs")
+    assert result.failures == {}
+    name, rows = spec.name, result.rows
+    assert result.drivers[name]["version"] == "1.2.3" and result.drivers[name]["sink"] == sink
+    assert value(rows, name, "jobs_handled") == JOBS
+    # One LPUSH per job, counted at Redis: nothing else of the protocol reaches it.
+    assert value(rows, name, "commands_per_job", phase="enqueue", command="lpush") == 1.0
+    # The bulk call: one LPUSH for the whole batch (all JOBS fit in one batch of 100).
+    assert value(rows, name, "commands_per_job", phase="enqueue_many100", command="lpush") == 1 / JOBS
+    # Round trips as Redis counts them (its read events): one per job, one per bulk call (the
+    # producer connected before the phase started).
+    assert value(rows, name, "round_trips_per_job", phase="enqueue") == 1.0
+    assert value(rows, name, "round_trips_per_job", phase="enqueue_many100") == 1 / JOBS
+    assert value(rows, name, "protocol_round_trip_us") > 0
+    assert value(rows, name, "pickup_ms_p99", arrivals="random", gap_max_s="0.2", samples="4") > 0
+    assert value(rows, name, "keys_left") == 0  # the side Redis holds the sink, not the measured one
+
+
+# -- the example third-party driver ---------------------------------------------------------------
+@pytest.mark.slow
+def test_the_example_driver_runs_by_module_and_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(EXAMPLE)  # found in the current folder, as `python -m` would
+    spec = resolve("qbench_example.driver:ListQueueDriver")
+    assert spec.name == "listqueue" and spec.operations == ["enqueue", "enqueue_many"]
+    result = run_suite([spec], SMALL, progress=lambda _line: None, logs_dir=tmp_path / "logs")
+    assert result.failures == {}
+    rows = result.rows
+    assert value(rows, "listqueue", "jobs_handled") == JOBS
+    assert value(rows, "listqueue", "commands_per_job", phase="enqueue", command="lpush") == 1.0
+    # enqueue_many: one LPUSH for the whole batch (all JOBS fit in one batch of 100).
+    assert value(rows, "listqueue", "commands_per_job", phase="enqueue_many100", command="lpush") == 1 / JOBS
+    assert value(rows, "listqueue", "keys_left") == 0
+
+
+@pytest.mark.slow
+def test_the_example_driver_installs_as_a_distribution_with_an_entry_point(tmp_path: Path) -> None:
+    """A throwaway venv that sees qbench's environment, with the example pip-installed into it."""
+    venv = tmp_path / "venv"
+    # Without pip of its own: qbench's pip and setuptools (through the .pth below) install into it.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    qbench_site = subprocess.run(
+        [sys.executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    (Path(site) / "qbench-parent.pth").write_text(f"import site; site.addsitedir({qbench_site!r})\n")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(EXAMPLE)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    listed = subprocess.run(
+        [python, "-m", "harness.cli", "drivers", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    drivers = {d["name"]: d for d in json.loads(listed.stdout)}
+    assert drivers["listqueue"]["origin"] == "entry point of qbench-example-listqueue 0.1.0"
+    assert drivers["listqueue"]["version"] == "0.1.0"
+    assert "huey" in drivers  # qbench's own drivers are still there
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [
+            python,
+            "-m",
+            "harness.cli",
+            "peers",
+            "--quick",
+            "--jobs",
+            "100",
+            "--driver",
+            "listqueue",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = read_metrics(out / "metrics.csv")
+    assert value(rows, "listqueue", "jobs_handled") == 100
+    assert json.loads((out / "run.json").read_text())["drivers"]["listqueue"]["version"] == "0.1.0"
+
+
+# -- BullMQ, a real Node.js queue ------------------------------------------------------------------
+@pytest.mark.slow
+def test_bullmq_runs_the_quick_battery_through_the_external_driver(tmp_path: Path) -> None:
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.skip("node and npm are not installed: the Node.js drivers cannot run here")
+    folder = tmp_path / "bullmq"
+    shutil.copytree(REPO / "drivers" / "bullmq", folder, ignore=shutil.ignore_patterns("node_modules"))
+    installed = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True, timeout=300
+    )
+    if installed.returncode != 0:
+        pytest.skip(f"npm ci failed (no registry?): {installed.stderr.strip().splitlines()[-1:]}")
+    spec = load_spec(folder / "driver.toml")
+    assert not spec.needs_install()
+    result = run_suite([resolve(str(folder / "driver.toml"))], SMALL, progress=lambda _l: None)
+    assert result.failures == {}
+    rows = result.rows
+    assert result.drivers["bullmq"]["version"] == "6.7.0"
+    assert value(rows, "bullmq", "jobs_handled") == JOBS
+    # BullMQ's add() is one script call per job, counted at Redis: EVALSHA, except the very
+    # first, which a fresh server answers NOSCRIPT and ioredis then sends as EVAL.
+    scripts = {
+        parse_params(r.params)["command"]: round(r.value * JOBS)
+        for r in rows
+        if r.variant == "bullmq" and r.metric == "commands_per_job" and "phase=enqueue;" in r.params + ";"
+    }
+    assert scripts["evalsha"] + scripts.get("eval", 0) == JOBS, scripts
+    # Its default keeps every completed job: one hash per job, no TTL.
+    assert value(rows, "bullmq", "keys_left_no_ttl") >= JOBS
+
+
+# -- qbench load --driver ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("scenario", "driver", "message"),
+    [
+        ("consumer", "huey", "scenario consumer needs Locust users that dequeue"),
+        ("burst", "huey", "scenario burst sends bursts with a bulk enqueue; driver huey has no enqueue_many"),
+        ("mixed", "huey", "scenario mixed mixes priorities (high, low); driver huey has no priorities"),
+        ("http", "scripted", "scenario http submits through the reference queue's HTTP API"),
+        ("producer", "sidekiq", "unknown driver 'sidekiq'"),
+    ],
+)
+def test_load_refuses_a_scenario_the_driver_cannot_play(
+    capsys: pytest.CaptureFixture[str], scenario: str, driver: str, message: str
+) -> None:
+    assert main(["load", scenario, "--driver", driver]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_load_takes_one_of_variant_and_driver(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["load", "producer", "--variant", "scripted", "--driver", "scripted"]) == 2
+    assert "give one" in one_error_line(capsys)
+    assert main(["load", "producer"]) == 2
+    assert "one of --variant or --driver is required" in one_error_line(capsys)
+
+
+@pytest.mark.slow
+def test_load_through_a_driver_accounts_for_every_job_and_gates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mixed"
+    argv = ["load", "mixed", "--driver", "scripted", "--users", "5", "--duration", "2", "--no-charts"]
+    assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
+    rows = read_metrics(out / "metrics.csv")
+
+    def metric(op: str, name: str) -> float:
+        return value(rows, "scripted", name, op=op)
+
+    # mixed: 4 of 10 users send at a fixed rate, 6 consume; of 5 users, 2 send and the
+    # driver's workers run 3 jobs at once.
+    meta = json.loads((out / "run.json").read_text())
+    assert (meta["users"], meta["consumers"]) == (2, 3) and meta["driver"]["name"] == "scripted"
+    expected = metric("all", "jobs_expected")
+    assert expected > 0 and metric("enqueue", "requests") == expected
+    assert metric("all", "jobs_picked_up") == expected and metric("all", "jobs_not_picked_up") == 0
+    # Every pickup reported once, each with the priority it was sent with.
+    assert metric("pickup", "requests") == expected
+    by_priority = [metric(f"pickup_{p}", "requests") for p in ("high", "normal", "low")]
+    assert sum(by_priority) == expected
+    assert metric("all", "commands_per_job") > 0
+    assert main(["gate", "--baseline", str(out), "--candidate", str(out)]) == 0
+
+
+@pytest.mark.slow
+def test_load_with_a_crashing_driver_is_one_line_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["load", "arrival", "--driver", f"{BAD}:CrashingWorker", "--users", "2", "--duration", "1"]
+    assert main([*argv, "--no-charts", "--out", str(tmp_path)]) == 1
+    line = one_error_line(capsys)
+    assert "driver crashing-worker: a worker exited" in line and "the worker fell over" in line
