@@ -1,68 +1,76 @@
 """Run-time settings of a Locust process whose users call a driver (`qbench load --driver`).
 
-Kept apart from `scenarios.driver_users` so the harness can name them without importing
-Locust. The workload, samples folder and start time use the same variables as the
-reference queue's users (`scenarios.settings`).
+The driver travels in the run spec like a variant does (`RunSpec.driver`, in `QBENCH_RUN`,
+forwarded by the master to its workers); each process installs these settings when its
+test starts (`scenarios.reporting`). Kept apart from `scenarios.driver_users` so the
+harness can name them without importing Locust.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
-from scenarios.settings import ENV_SAMPLES_DIR, ENV_STARTED_AT, ENV_WORKLOAD
-from scenarios.workload import Workload, load_workload
-
-ENV_DRIVER_REF = "QBENCH_LOAD_DRIVER_REF"
-"""What the driver's agent loads (`module:Class`, `/path/file.py:Class`, `/path/driver.toml`)."""
-ENV_DRIVER_PYTHON = "QBENCH_LOAD_DRIVER_PYTHON"
-"""The interpreter of the driver's environment."""
-ENV_DRIVER_PATH = "QBENCH_LOAD_DRIVER_PATH"
-"""PYTHONPATH of the driver's agent (links to qbench, harness and the driver's package)."""
-ENV_DRIVER_URL = "QBENCH_LOAD_DRIVER_URL"
-"""The measured Redis."""
-ENV_DRIVER_LOG = "QBENCH_LOAD_DRIVER_LOG"
-"""File the agents' stderr is appended to."""
-ENV_DRIVER_PRIORITIES = "QBENCH_LOAD_DRIVER_PRIORITIES"
-"""`1` when the users send each job with a priority drawn from the workload's mix."""
+from scenarios.settings import (
+    ENV_RUN,
+    ENV_WORKLOAD,
+    DriverRun,
+    RunSettingsError,
+    RunSpec,
+    redis_url_for,
+)
+from scenarios.workload import Workload
 
 
 @dataclass(frozen=True, kw_only=True)
 class DriverRunSettings:
     workload: Workload
-    ref: str
-    python: str
-    pythonpath: str
+    driver: DriverRun
     redis_url: str
-    log: Path
-    priorities: bool
-    samples_dir: Path | None
     started_at: float
 
+    @property
+    def log(self) -> Path:
+        return Path(self.driver.log or os.devnull)
 
-def driver_mode() -> bool:
-    """True in a Locust process started by `qbench load --driver`."""
-    return bool(os.environ.get(ENV_DRIVER_REF))
+
+_installed: DriverRunSettings | None = None
 
 
-@cache
 def driver_settings() -> DriverRunSettings:
-    """This process's settings (read once from the environment)."""
-    required = (ENV_WORKLOAD, ENV_DRIVER_REF, ENV_DRIVER_PYTHON, ENV_DRIVER_URL, ENV_STARTED_AT)
-    missing = [name for name in required if not os.environ.get(name)]
-    if missing:
-        raise RuntimeError(f"run through `qbench load --driver` (missing {', '.join(missing)})")
-    samples = os.environ.get(ENV_SAMPLES_DIR)
+    """This process's driver-run settings (installed when its test starts)."""
+    if _installed is None:
+        raise RuntimeError("run through `qbench load --driver` (no settings: the test has not started)")
+    return _installed
+
+
+def driver_installed() -> bool:
+    """Whether this process has its driver-run settings (a worker that refused the run has none)."""
+    return _installed is not None
+
+
+def install(settings_: DriverRunSettings) -> DriverRunSettings:
+    global _installed
+    _installed = settings_
+    return settings_
+
+
+def resolve(spec: RunSpec, env: dict[str, str] | None = None) -> DriverRunSettings:
+    """This process's settings for a driver run. Raises RunSettingsError for a spec without
+    a driver, or for a `qbench load --worker` started by hand (its locustfile defined the
+    reference queue's users, and the driver's environment is on the master's host only)."""
+    env = dict(os.environ) if env is None else env
+    if spec.driver is None:
+        raise RunSettingsError("the master runs the reference queue, not a driver")
+    if env.get(ENV_WORKLOAD) and not env.get(ENV_RUN):
+        raise RunSettingsError(
+            f"the master runs driver {spec.driver.name}: a driver run keeps its Locust workers on "
+            "the master's host (qbench load --driver --workers N)"
+        )
     return DriverRunSettings(
-        workload=load_workload(os.environ[ENV_WORKLOAD]),
-        ref=os.environ[ENV_DRIVER_REF],
-        python=os.environ[ENV_DRIVER_PYTHON],
-        pythonpath=os.environ.get(ENV_DRIVER_PATH, ""),
-        redis_url=os.environ[ENV_DRIVER_URL],
-        log=Path(os.environ.get(ENV_DRIVER_LOG) or os.devnull),
-        priorities=os.environ.get(ENV_DRIVER_PRIORITIES) == "1",
-        samples_dir=Path(samples) if samples else None,
-        started_at=float(os.environ[ENV_STARTED_AT]),
+        workload=spec.workload,
+        driver=spec.driver,
+        redis_url=redis_url_for(spec, env),
+        started_at=spec.started_at,
     )

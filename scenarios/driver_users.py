@@ -7,6 +7,10 @@ and report pickups to the sink. Latency is the time inside the driver's call, me
 the agent (the pipe to it is left out); for fixed-arrival users, from the intended send
 time to the end of the call, so a late send counts. Round trips cannot be counted from
 here (the library's connection lives in the agent): the harness counts commands at Redis.
+
+Every user records into this process's `RECORDER` (HDR histograms, shipped to the master
+like the reference users'); the run's settings, the driver's included, are installed
+when the test starts (`scenarios.reporting`).
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from typing import IO, Any
 # on its agent's pipe yields to the other users.
 import gevent
 import locust
-from locust import User, constant, events, task
+from locust import User, constant, task
 from locust.exception import StopUser
 
 from qbench.driver import ENV_CONCURRENCY, ENV_QUEUE, ENV_REDIS_URL, ENV_SINK, QUEUE_NAME
-from scenarios.driver_settings import driver_settings
+from scenarios.driver_settings import DriverRunSettings, driver_installed, driver_settings
 from scenarios.recorder import RECORDER
 from scenarios.workload import Workload
 
@@ -35,11 +39,17 @@ CALL_TIMEOUT_S = 60.0
 SECONDS_PER_JOB = 0.05
 QUIT_TIMEOUT_S = 10.0
 
-RECORDER.started_at = driver_settings().started_at  # one origin for every process of the run
-
 
 class AgentError(RuntimeError):
     """The driver's agent answered an error, died, or did not answer in time (one line)."""
+
+
+def settings_or_idle() -> DriverRunSettings:
+    """This process's driver-run settings. A worker that refused the master's run has none
+    (`scenarios.reporting` logged why, once): its users idle until the master ends the run."""
+    while not driver_installed():
+        time.sleep(1.0)  # gevent-patched: the other greenlets go on
+    return driver_settings()
 
 
 def fire(user: User, op: str, latency_ms: float, *, exc: Exception | None = None) -> None:
@@ -60,7 +70,7 @@ class DriverUser(User):  # type: ignore[misc]
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        cfg = driver_settings()
+        cfg = settings_or_idle()
         self.cfg = cfg
         mix = cfg.workload.priority_mix
         self.priority_names = list(mix)
@@ -68,7 +78,7 @@ class DriverUser(User):  # type: ignore[misc]
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         env.update(
             {
-                "PYTHONPATH": cfg.pythonpath,
+                "PYTHONPATH": cfg.driver.pythonpath,
                 "PYTHONUNBUFFERED": "1",
                 ENV_REDIS_URL: cfg.redis_url,
                 ENV_QUEUE: QUEUE_NAME,
@@ -78,7 +88,8 @@ class DriverUser(User):  # type: ignore[misc]
         )
         self.log: IO[bytes] = cfg.log.open("ab")
         self.pending: tuple[str, float | None, float] | None = None
-        argv = [cfg.python, "-m", "harness.peers.agent", "--driver", cfg.ref, "--role", "producer"]
+        argv = [cfg.driver.python, "-m", "harness.peers.agent", "--driver", cfg.driver.ref]
+        argv += ["--role", "producer"]
         argv += ["--url", cfg.redis_url, "--concurrency", "1"]
         self.agent = subprocess.Popen(
             argv,
@@ -121,7 +132,7 @@ class DriverUser(User):  # type: ignore[misc]
         return self.reply(CALL_TIMEOUT_S + SECONDS_PER_JOB * jobs)
 
     def draw_priority(self) -> str | None:
-        if not self.cfg.priorities:
+        if not self.cfg.driver.priorities:
             return None
         return random.choices(self.priority_names, weights=self.priority_weights)[0]
 
@@ -201,7 +212,7 @@ class DriverBurstUser(DriverUser):
     abstract = True
 
     def wait_time(self) -> float:
-        return float(driver_settings().workload.burst_pause_s)
+        return float(self.cfg.workload.burst_pause_s)
 
     @task
     def burst(self) -> None:
@@ -257,12 +268,4 @@ def concrete_driver_users(workload: Workload) -> dict[str, type[Any]]:
     return classes
 
 
-def _dump_samples(**_kwargs: Any) -> None:
-    cfg = driver_settings()
-    if cfg.samples_dir is not None:
-        RECORDER.dump(cfg.samples_dir)
-
-
-events.test_stop.add_listener(_dump_samples)  # type: ignore[no-untyped-call]
-events.quitting.add_listener(_dump_samples)  # type: ignore[no-untyped-call]
 _ = locust  # imported for its side effect (gevent patching) before anything else

@@ -1,6 +1,14 @@
 """`qbench load SCENARIO --driver X`: Locust users produce through a driver, and the driver's
 own workers (started as `qbench peers` starts them) consume; pickup latency from the sink.
 
+Locust runs as for the reference queue (`harness.load.runner.run_locust`): the run spec
+carries the driver (`RunSpec.driver`), the master runs the clock and prints progress, and
+the users' HDR histograms come back in the results file. The workers' pickups, read from
+the sink after the run, are recorded into histograms of their own and merged with the
+users' before the rows are made (`sample_rows`, as for the reference queue). A driver run
+keeps its Locust processes on this host (`--workers N`): its producer agents need the
+driver's environment, which exists here only.
+
 The scenario's producing users (producer, burst, arrival) become users that call the
 driver's producer agent; its consumer users become the driver's workers, with as many
 concurrent jobs as there were consumers. A scenario that needs what the driver lacks
@@ -16,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,40 +34,52 @@ import redis
 
 from harness.infra.counting import stats_delta
 from harness.infra.redis_server import ServerInfo, describe, provision
+from harness.infra.telemetry import (
+    DEFAULT_INTERVAL_S,
+    TELEMETRY_FILE,
+    Telemetry,
+    telemetry_for_run,
+    telemetry_meta,
+)
+from harness.load.report import write_load_report
 from harness.load.runner import (
     EXPERIMENT,
-    LOCUSTFILE,
+    PROGRESS_EVERY_S,
     REQUEST_UNIT,
+    RESULTS_FILE,
     LoadError,
-    _to_toml,
+    locust_env,
+    read_locust_stats,
+    read_results,
     render_charts,
     run_locust,
     sample_rows,
 )
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
 from harness.peers.registry import DriverSpec
-from harness.peers.runner import DriverFailedError, DriverProcess, PickupSink, ServerProbe, round_trips
+from harness.peers.runner import (
+    DriverFailedError,
+    DriverProcess,
+    PickupSink,
+    ServerProbe,
+    Snapshot,
+    round_trips,
+)
 from harness.peers.suite import side_sink
 from harness.results.rows import METRICS_FILE, RUN_FILE, Row, params, run_metadata, write_metrics, write_run
 from qbench.driver import Op
 from qbench.loader import module_source
 from queue_impl.connection import redact_url
-from scenarios import settings as run_settings
-from scenarios.driver_settings import (
-    ENV_DRIVER_LOG,
-    ENV_DRIVER_PATH,
-    ENV_DRIVER_PRIORITIES,
-    ENV_DRIVER_PYTHON,
-    ENV_DRIVER_REF,
-    ENV_DRIVER_URL,
-)
-from scenarios.recorder import Recorder, load_samples
+from scenarios.recorder import HIGHEST_US, HISTOGRAM_NOTE, SIGNIFICANT_DIGITS, OpSamples, Recorder, merge_ops
+from scenarios.settings import DriverRun, RunSpec, without_credentials
 from scenarios.workload import Workload
 
 PRODUCING = ("producer", "burst", "arrival")
 DRAIN_S = 60.0
 """After Locust stops, how long the workers get to pick up what is still queued."""
 PREFILL_BATCH = 1000
+PRODUCERS_LOG = "driver-producers.log"
+"""In the results dir: the stderr of every user's producer agent."""
 
 
 class DriverLoadInputError(ValueError):
@@ -163,14 +184,21 @@ class DriverLoadRun:
 
     plan: DriverLoadPlan
     out_dir: Path
-    samples_rows: list[Row]
+    locust_stats: list[dict[str, Any]]
+    samples: dict[str, OpSamples]
+    """The users' operations (from the results file) and the workers' pickups, merged."""
     jobs_expected: int
     jobs_picked_up: int
     commands: int
     round_trips: int
     locust_returncode: int
-    failures: int
     meta: dict[str, Any] = field(default_factory=dict)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per Locust worker, as the master saw it: reports received, final or not, ops per operation."""
+
+    @property
+    def failures(self) -> int:
+        return sum(s.failures for s in self.samples.values())
 
     @property
     def jobs_not_picked_up(self) -> int:
@@ -223,45 +251,65 @@ def _drain(driver: DriverProcess, sink: PickupSink, expected: int, deadline_s: f
                 raise DriverFailedError(f"a worker exited at {sink.count()}/{expected} jobs ({last})")
             time.sleep(0.05)
         return sink.count()
-    except ValueError as exc:  # a malformed pickup line (SinkLineError)
+    except (ValueError, redis.RedisError) as exc:  # a malformed pickup line (SinkLineError)
         raise DriverFailedError(f"pickups: {exc}") from None
 
 
-def _locust_env(
-    plan: DriverLoadPlan, *, python: str, path_root: Path, url: str, tmp: Path, out_dir: Path
-) -> dict[str, str]:
-    workload_file = tmp / "workload.toml"
-    workload_file.write_text(_to_toml(plan.workload))
-    env = dict(os.environ)
-    env.update(
-        {
-            run_settings.ENV_WORKLOAD: str(workload_file),
-            run_settings.ENV_SAMPLES_DIR: str(tmp),
-            run_settings.ENV_STARTED_AT: repr(time.time()),
-            ENV_DRIVER_REF: plan.spec.ref,
-            ENV_DRIVER_PYTHON: python,
-            ENV_DRIVER_PATH: str(path_root),
-            ENV_DRIVER_URL: url,
-            ENV_DRIVER_LOG: str(out_dir / "driver-producers.log"),
-            ENV_DRIVER_PRIORITIES: "1" if plan.priorities else "0",
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(LOCUSTFILE.parent.parent), env.get("PYTHONPATH")])
-            ),
-        }
+def driver_run_spec(
+    plan: DriverLoadPlan, *, url: str, python: str, path_root: Path, out_dir: Path
+) -> RunSpec:
+    """What every Locust process of a driver run must agree on: the workload's producing
+    users, and how to start the driver's producer agents."""
+    return RunSpec(
+        workload=plan.workload,
+        driver=DriverRun(
+            name=plan.spec.name,
+            ref=plan.spec.ref,
+            python=python,
+            pythonpath=str(path_root),
+            log=str((out_dir / PRODUCERS_LOG).resolve()),
+            priorities=plan.priorities,
+        ),
+        redis_url=without_credentials(url),
+        namespace="",  # the driver's own keys, in a DB of its own
+        started_at=time.time(),
+        duration_s=plan.duration_s,
+        progress_every_s=PROGRESS_EVERY_S,
     )
-    return env
 
 
-def _pickup_samples(sink: PickupSink, started_at: float, samples_dir: Path) -> None:
-    """The workers' pickups as samples beside the users' (one recorder dump), so they merge
-    into the same per-operation rows: `pickup` and `pickup_<priority>`."""
+def pickup_samples(sink: PickupSink, started_at: float) -> dict[str, OpSamples]:
+    """The workers' pickups as histograms like the users' (`pickup`, `pickup_<priority>`),
+    per-second counts on the run's own origin, so they merge into the same rows."""
     recorder = Recorder(started_at)
     for (sent_us, started_us), priority in zip(sink.samples, sink.priorities, strict=True):
         latency_ms = (started_us - sent_us) / 1000
         recorder.record("pickup", latency_ms, done_at=started_us / 1e6)
         if priority is not None:
             recorder.record(f"pickup_{priority}", latency_ms, done_at=started_us / 1e6)
-    recorder.dump(samples_dir)
+    return recorder.ops
+
+
+def jobs_produced(ops: dict[str, OpSamples], workload: Workload) -> int:
+    """Jobs the users enqueued: one per `enqueue`, a burst's worth per `enqueue_burst`."""
+    produced = ops["enqueue"].count if "enqueue" in ops else 0
+    if "enqueue_burst" in ops:
+        produced += ops["enqueue_burst"].count * workload.burst_size
+    return produced
+
+
+def server_cost(before: Snapshot, after: Snapshot, telemetry: Telemetry | None) -> tuple[int, int]:
+    """(commands, round trips) clients sent between two snapshots, as Redis counts them,
+    without the probe's INFO, nor the telemetry sampler's requests and its connection's
+    close (the sampling ran wholly between the two snapshots)."""
+    own: Counter[str] = Counter()
+    links = 0
+    if telemetry is not None:
+        for sent in telemetry.summary.own_commands_by_name.values():
+            own.update(sent)
+            links += 1
+    commands = sum((stats_delta(before.commands, after.commands) - own).values())
+    return commands, max(0, round_trips(before, after) - sum(own.values()) - links)
 
 
 def run_driver_load(
@@ -270,19 +318,23 @@ def run_driver_load(
     *,
     redis_url: str | None = None,
     progress: Callable[[str], None] = print,
+    telemetry_interval_s: float = DEFAULT_INTERVAL_S,
 ) -> DriverLoadRun:
     """Run the scenario through the driver; LoadError (one line) for a run that failed."""
     spec = plan.spec
+    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         python = ensure_env(spec, log=out_dir / "driver-install.log")
     except PeerEnvError as exc:
         raise LoadError(str(exc)) from None
+    for stale in (out_dir / TELEMETRY_FILE, out_dir / PRODUCERS_LOG):
+        stale.unlink(missing_ok=True)  # a previous run's are not this one's
     load_before = os.getloadavg()
     started = time.time()
     source = module_source(spec.cls)
     path_root = import_root([source] if source is not None else [])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="qbench-load-driver-"))
+    work_dir = Path(tempfile.mkdtemp(prefix="qbench-load-driver-"))
+    pickups: dict[str, OpSamples] = {}
     try:
         with _server(redis_url, spec.name) as (url, info), side_sink(spec) as sink_url:
             probe = ServerProbe(url)
@@ -291,10 +343,11 @@ def run_driver_load(
                 python=python,
                 url=url,
                 concurrency=max(plan.consumers, 1),
-                work_dir=tmp / "driver",
+                work_dir=work_dir,
                 import_root=path_root,
                 sink_url=sink_url,
             )
+            sink: PickupSink | None = None
             try:
                 ready = driver.start()
                 prefilled = plan.workload.prefill_jobs
@@ -304,33 +357,43 @@ def run_driver_load(
                 sink = driver.new_sink("load") if plan.consumers else None
                 if sink is not None:
                     driver.start_workers(sink)
-                env = _locust_env(plan, python=python, path_root=path_root, url=url, tmp=tmp, out_dir=out_dir)
-                snap0 = probe.snapshot()
-                returncode = run_locust(plan, out_dir, host="http://127.0.0.1", env=env)
-                samples = load_samples(tmp)
-                produced = len(samples["enqueue"].latency_ms) if "enqueue" in samples else 0
-                if "enqueue_burst" in samples:
-                    produced += len(samples["enqueue_burst"].latency_ms) * plan.workload.burst_size
-                expected = prefilled + produced
-                picked = 0
-                if sink is not None:
-                    picked = _drain(driver, sink, expected, plan.drain_s)
-                    driver.stop_workers()
-                    _pickup_samples(sink, float(env[run_settings.ENV_STARTED_AT]), tmp)
-                    sink.close()
-                snap1 = probe.snapshot()
-                commands = sum(stats_delta(snap0.commands, snap1.commands).values())
-                trips = round_trips(snap0, snap1)
+                run_spec = driver_run_spec(plan, url=url, python=python, path_root=path_root, out_dir=out_dir)
+                before = probe.snapshot()
+                # The users' Locust processes, their agents and the driver's workers are
+                # children: sampled too.
+                with telemetry_for_run(
+                    url,
+                    out_dir,
+                    enabled=telemetry_interval_s > 0,
+                    interval_s=telemetry_interval_s,
+                    follow_children=True,
+                ) as telemetry:
+                    returncode = run_locust(
+                        plan,
+                        out_dir,
+                        host="http://127.0.0.1",
+                        env=locust_env(run_spec, url, out_dir),
+                        progress=progress,
+                    )
+                    results = read_results(out_dir, returncode)
+                    expected = prefilled + jobs_produced(results.ops, plan.workload)
+                    picked = 0
+                    if sink is not None:
+                        picked = _drain(driver, sink, expected, plan.drain_s)
+                        driver.stop_workers()
+                        pickups = pickup_samples(sink, run_spec.started_at)
+                after = probe.snapshot()
+                commands, trips = server_cost(before, after, telemetry)
             except DriverFailedError as exc:
                 raise LoadError(f"driver {spec.name}: {exc}") from None
             finally:
+                if sink is not None:
+                    sink.close()
                 driver.close()
                 probe.close()
-            samples = load_samples(tmp)  # the users' samples and the workers' pickups
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work_dir, ignore_errors=True)
         shutil.rmtree(path_root, ignore_errors=True)
-    failures = sum(s.failures for s in samples.values())
     meta = run_metadata(
         server=info.as_dict(),
         mode="load",
@@ -344,30 +407,35 @@ def run_driver_load(
             "spawn_rate": plan.spawn_rate,
             "duration_s": plan.duration_s,
             "locust_workers": plan.workers,
+            "locust_worker_reports": results.workers,
             "locust_returncode": returncode,
             "load_avg_before": load_before,
             "load_avg_after": os.getloadavg(),
             "wall_s": round(time.time() - started, 1),
-            "latency_note": (
-                "enqueue: time inside the driver's call, measured in its producer agent; "
-                "pickup: from the job's send stamp to its handler's start, reported by the driver's workers"
-            ),
+            "latency_note": HISTOGRAM_NOTE
+            + "; enqueue: time inside the driver's call, measured in its producer agent; "
+            "pickup: from the job's send stamp to its handler's start, reported by the driver's workers",
+            "latency_histogram": {
+                "unit": "us",
+                "significant_digits": SIGNIFICANT_DIGITS,
+                "highest_us": HIGHEST_US,
+                "file": RESULTS_FILE,
+            },
+            "telemetry": telemetry_meta(telemetry, interval_s=telemetry_interval_s),
         },
     )
-    stats = out_dir / "locust.json"
-    if not stats.is_file():
-        raise LoadError(f"Locust wrote no stats (exit {returncode}); see {out_dir / 'locust.log'}")
     return DriverLoadRun(
         plan=plan,
         out_dir=out_dir,
-        samples_rows=sample_rows(plan, samples),
+        locust_stats=read_locust_stats(out_dir, returncode),
+        samples=merge_ops([results.ops, pickups]),
         jobs_expected=expected,
         jobs_picked_up=picked,
         commands=commands,
         round_trips=trips,
         locust_returncode=returncode,
-        failures=failures,
         meta=meta,
+        workers=results.workers,
     )
 
 
@@ -375,7 +443,7 @@ def driver_rows(run: DriverLoadRun) -> list[Row]:
     """The samples' rows plus the run's accounting: jobs expected and picked up, and the
     Redis commands and round trips per job (counted at the server)."""
     plan = run.plan
-    rows = list(run.samples_rows)
+    rows = sample_rows(plan, run.samples)
 
     def add(metric: str, value: float, unit: str) -> None:
         rows.append(Row(EXPERIMENT, plan.label, plan.row_params(op="all"), metric, float(value), unit))
@@ -394,7 +462,7 @@ def driver_rows(run: DriverLoadRun) -> list[Row]:
 
 
 def write_driver_results(run: DriverLoadRun, *, charts: bool = True) -> list[Row]:
-    """metrics.csv, run.json and the charts (from the rows) of a driver run."""
+    """metrics.csv, run.json, the charts (from the rows) and REPORT.md of a driver run."""
     rows = driver_rows(run)
     write_metrics(run.out_dir / METRICS_FILE, rows)
     title = f"{run.plan.workload.name} · {run.plan.label}"
@@ -406,4 +474,5 @@ def write_driver_results(run: DriverLoadRun, *, charts: bool = True) -> list[Row
         "drain_s": run.plan.drain_s,
     }
     write_run(run.out_dir / RUN_FILE, run.meta)
+    write_load_report(run.out_dir, rows, run.meta, charts=charts)  # REPORT.md, telemetry charts
     return rows

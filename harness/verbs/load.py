@@ -115,7 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "through a driver (--driver: the users call the driver's enqueue, its own workers consume); "
         "writes metrics.csv, run.json, Locust's own stats and charts, and checks that no job was lost.",
     )
-        add_common_arguments(parser, variant_required=False)
+    add_common_arguments(parser, variant_required=False)
     parser.add_argument(
         "--driver",
         metavar="DRIVER",
@@ -263,14 +263,14 @@ def run_as_worker(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "worker", False):
-        return run_as_worker(args)
     if args.driver is not None:
         if args.variant is not None:
             raise UsageError("--variant and --driver: give one (a reference-queue variant, or a driver)")
         return run_with_driver(args)
     if args.variant is None:
         raise UsageError("one of --variant or --driver is required")
+    if args.worker:
+        return run_as_worker(args)
     plan = plan_from_args(args)
     out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
     print(
@@ -300,6 +300,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def driver_plan_from_args(args: argparse.Namespace) -> DriverLoadPlan:
+    for flag, value in (
+        ("--master", args.master or None),
+        ("--worker", args.worker or None),
+        ("--expect-workers", args.expect_workers),
+        ("--bind", args.bind),
+        ("--allow-remote", args.allow_remote or None),
+        ("--master-host", args.master_host),
+        ("--master-port", args.master_port),
+    ):
+        if value is not None:
+            raise UsageError(
+                f"{flag} is for --variant runs: a --driver run keeps its Locust processes on this host, "
+                "where the driver's environment is (use --workers N)"
+            )
     try:
         workload = load_workload(args.scenario)
     except WorkloadError as exc:
@@ -342,7 +356,9 @@ def run_with_driver(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        result = run_driver_load(plan, out_dir, redis_url=args.redis_url)
+        result = run_driver_load(
+            plan, out_dir, redis_url=args.redis_url, telemetry_interval_s=args.telemetry_interval
+        )
     except DriverLoadInputError as exc:
         raise UsageError(str(exc)) from None
     except LoadError as exc:
@@ -355,11 +371,17 @@ def run_with_driver(args: argparse.Namespace) -> int:
         + (f", {result.jobs_not_picked_up} not picked up" if plan.consumers else " (no consumers)")
     )
     print(f"results in {out_dir}")
-    if result.failures or result.jobs_not_picked_up:
-        print(
-            f"qbench: error: driver {plan.spec.name}: {result.failures} failed request(s), "
-            f"{result.jobs_not_picked_up} job(s) not picked up within {plan.drain_s:g} s after the run",
-            file=sys.stderr,
-        )
+    problems = (
+        [
+            f"driver {plan.spec.name}: {result.failures} failed request(s), "
+            f"{result.jobs_not_picked_up} job(s) not picked up within {plan.drain_s:g} s after the run"
+        ]
+        if result.failures or result.jobs_not_picked_up
+        else []
+    )
+    if result.locust_returncode != 0:
+        problems.append(f"Locust exited with {result.locust_returncode} (see {out_dir / 'locust.log'})")
+    if problems:
+        print(f"qbench: error: {'; '.join(problems)}", file=sys.stderr)
         return 1
     return 0
