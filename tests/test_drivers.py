@@ -5,23 +5,50 @@ third-party driver (by module:Class and by entry point in a throwaway venv), and
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from harness.cli import main
+from harness.infra.redis_server import provision
+from harness.infra.telemetry import Telemetry, read_telemetry
+from harness.load.driver_load import (
+    DriverLoadRun,
+    driver_rows,
+    pickup_samples,
+    plan_driver_load,
+    server_cost,
+)
+from harness.load.runner import RESULTS_FILE, sample_rows, throughput_series
 from harness.peers.registry import discover, resolve
-from harness.peers.runner import Sizes
+from harness.peers.runner import ServerProbe, Sink, Sizes
 from harness.peers.suite import run_suite
 from harness.results.rows import Row, parse_params, read_metrics
 from qbench.driver import Driver, Op, driver_problems
 from qbench.external import ExternalDriver, load_spec
 from qbench.loader import DriverLoadError, load_driver
+from scenarios import driver_settings
+from scenarios.recorder import Collector, Recorder, merge_ops, read_results_file
+from scenarios.settings import (
+    ENV_REDIS_URL,
+    ENV_RUN,
+    ENV_VARIANT,
+    ENV_WORKLOAD,
+    DriverRun,
+    RunSettingsError,
+    RunSpec,
+    import_driver,
+)
+from scenarios.settings import resolve as resolve_settings
+from scenarios.workload import load_workload
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "drivers"
@@ -409,3 +436,208 @@ def test_load_with_a_crashing_driver_is_one_line_exit_1(
     assert main([*argv, "--no-charts", "--out", str(tmp_path)]) == 1
     line = one_error_line(capsys)
     assert "driver crashing-worker: a worker exited" in line and "the worker fell over" in line
+
+
+# -- qbench load --driver on Locust's messages: the spec, the pickups, the counts -----------------
+def driver_spec(**overrides: object) -> RunSpec:
+    fields: dict[str, Any] = {
+        "workload": load_workload("producer"),
+        "driver": DriverRun(
+            name="scripted",
+            ref="harness.peers.reference_driver:ScriptedDriver",
+            python=sys.executable,
+            pythonpath="/tmp/links",
+            log="/tmp/producers.log",
+            priorities=True,
+        ),
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "namespace": "",
+        "started_at": 1.0,
+        "duration_s": 5.0,
+        **overrides,
+    }
+    return RunSpec(**fields)
+
+
+def test_a_driver_run_travels_in_the_run_spec_and_only_local_workers_take_it() -> None:
+    spec = driver_spec()
+    assert RunSpec.from_json(spec.to_json()) == spec
+    # The locustfile defines driver users from the spec (the master, the local process and
+    # the local workers qbench starts all have it); a worker started by hand has none.
+    assert import_driver({ENV_RUN: spec.to_json()}) == spec.driver
+    assert import_driver({ENV_WORKLOAD: "producer", ENV_VARIANT: "scripted"}) is None
+    assert import_driver({ENV_RUN: driver_spec(driver=None, variant="scripted").to_json()}) is None
+    local = driver_settings.resolve(
+        spec, {ENV_RUN: spec.to_json(), ENV_REDIS_URL: "redis://:pw@127.0.0.1:1/0"}
+    )
+    assert local.redis_url == "redis://:pw@127.0.0.1:1/0" and local.driver == spec.driver
+    assert local.workload == spec.workload and local.started_at == 1.0
+    with pytest.raises(RunSettingsError, match="keeps its Locust workers on the master's host"):
+        driver_settings.resolve(spec, {ENV_WORKLOAD: "producer", ENV_VARIANT: "scripted"})
+    with pytest.raises(RunSettingsError, match="the master runs a driver, not the reference queue"):
+        resolve_settings(spec, {})
+    with pytest.raises(RunSettingsError, match="the master runs the reference queue"):
+        driver_settings.resolve(driver_spec(driver=None, variant="scripted"), {})
+    with pytest.raises(ValueError, match="exactly one of a variant and a driver"):
+        driver_spec(variant="scripted")
+    doc = json.loads(spec.to_json())
+    doc["driver"] = None
+    with pytest.raises(RunSettingsError, match="unreadable run spec"):
+        RunSpec.from_json(json.dumps(doc))
+
+
+def test_the_workers_pickups_become_histograms_merged_with_the_users_into_one_set_of_rows(
+    tmp_path: Path,
+) -> None:
+    """Pickups read from the sink are recorded like the users' operations (HDR histograms,
+    per-second counts on the run's origin) and merged with the results file's ops; the
+    rows come from `sample_rows`, the reference queue's own row code."""
+    started = 1000.0
+    users = Recorder(started_at=started)
+    users.record("enqueue", 1.5, done_at=1000.2)
+    users.record("enqueue", 2.5, done_at=1001.4)
+    users.record("enqueue", 0.5, done_at=1001.6)
+    collector = Collector()
+    collector.receive("worker-1", users.report())
+    sink_file = tmp_path / "load.sink"
+    sink_file.write_text(
+        "1000200000 1000203000 high\n1001400000 1001401000 low\n1001600000 1001610000 high\n"
+    )
+    sink = Sink(sink_file)
+    assert sink.count() == 3
+    pickups = pickup_samples(sink, started)
+    assert pickups["pickup"].count == 3 and pickups["pickup"].per_second == {0: 1, 1: 2}
+    assert pickups["pickup_high"].count == 2 and pickups["pickup_low"].count == 1
+    alone = Recorder(started_at=0.0)
+    for latency_ms in (3.0, 1.0, 10.0):
+        alone.record("pickup", latency_ms, done_at=0.0)
+    assert pickups["pickup"].percentiles_ms([50.0, 99.0]) == alone.ops["pickup"].percentiles_ms([50.0, 99.0])
+
+    plan = plan_driver_load(load_workload("mixed"), resolve("scripted"), users=5, spawn_rate=5, duration_s=2)
+    samples = merge_ops([collector.merged(), pickups])
+    run = DriverLoadRun(
+        plan=plan,
+        out_dir=tmp_path,
+        locust_stats=[],
+        samples=samples,
+        jobs_expected=3,
+        jobs_picked_up=3,
+        commands=30,
+        round_trips=12,
+        locust_returncode=0,
+    )
+    rows = driver_rows(run)
+    table = {(parse_params(r.params)["op"], r.metric): r.value for r in rows if r.metric != "ops_per_s"}
+    assert table[("enqueue", "requests")] == table[("pickup", "requests")] == 3
+    assert table[("pickup_high", "requests")] == 2 and table[("pickup_low", "requests")] == 1
+    assert table[("pickup", "latency_ms_max")] == alone.ops["pickup"].max_ms()
+    assert table[("all", "jobs_not_picked_up")] == 0 and table[("all", "commands_per_job")] == 10
+    assert table[("all", "round_trips_per_job")] == 4
+    # One throughput series per operation, users' and workers' alike, on one time axis.
+    series = throughput_series(rows)
+    assert series["enqueue"] == [(0, 1.0), (1, 2.0)] and series["pickup"] == [(0, 1.0), (1, 2.0)]
+    # The same row code as the reference queue's: every row of sample_rows, then the accounting.
+    assert rows[: len(sample_rows(plan, samples))] == sample_rows(plan, samples)
+
+
+def test_the_server_count_leaves_out_the_probe_and_the_telemetry_sampler(tmp_path: Path) -> None:
+    """Commands and round trips as Redis counts them between two probe snapshots, with a
+    sampler reading INFO every 50 ms in between: exactly what the client sent."""
+    with provision(None, use_docker=False) as server:
+        probe = ServerProbe(server.url)
+        client = redis.Redis.from_url(server.url)
+        try:
+            client.ping()  # connected (handshake done) before the first snapshot
+            before = probe.snapshot()
+            with Telemetry(server.url, tmp_path, interval_s=0.05) as telemetry:
+                for i in range(20):
+                    client.set("qbench-test-key", i)
+                    time.sleep(0.01)
+            after = probe.snapshot()
+        finally:
+            client.close()
+            probe.close()
+    assert sum(telemetry.summary.own_commands.values()) >= 2  # it did sample in between
+    assert server_cost(before, after, telemetry) == (20, 20)
+    assert server_cost(before, after, None)[1] > 20  # what the subtraction takes out
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--master", "--expect-workers", "1"],
+        ["--worker", "--master-host", "10.0.0.1"],
+        ["--bind", "127.0.0.1"],
+        ["--master-port", "5557"],
+    ],
+)
+def test_load_refuses_a_driver_across_hosts_in_one_line(
+    capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    assert main(["load", "producer", "--driver", "scripted", *flags]) == 2
+    line = one_error_line(capsys)
+    assert f"{flags[0]} is for --variant runs" in line and "--workers N" in line
+
+
+def qbench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    # A child process: Locust's gevent patching must never reach the test process.
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.slow
+def test_load_through_a_driver_with_local_workers_merges_their_histograms(tmp_path: Path) -> None:
+    """Two local Locust workers send their histograms to the master; the master runs the
+    clock, prints progress and writes the results file; every job a user enqueued is a
+    pickup in the rows; telemetry and REPORT.md as for the reference queue."""
+    out = tmp_path / "arrival"
+    argv = ["arrival", "--driver", "scripted", "--users", "4", "--workers", "2", "--duration", "3"]
+    done = qbench("load", *argv, "--telemetry-interval", "0.5", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    # The master's progress line at the end of the run, relayed.
+    progress = r"^\[ 3/3 s\]  users \d+  ops/s [\d,-]+  enqueue "
+    assert re.search(progress, done.stdout, re.MULTILINE), done.stdout
+    results = read_results_file(out / RESULTS_FILE)
+    assert results.errors == [] and len(results.workers) == 2
+    assert all(w["final"] for w in results.workers.values())
+    table = {
+        (parse_params(r.params)["op"], r.metric): r.value
+        for r in read_metrics(out / "metrics.csv")
+        if r.metric != "ops_per_s"
+    }
+    enqueued = table[("enqueue", "requests")]
+    assert enqueued > 0 and enqueued == sum(w["ops"]["enqueue"] for w in results.workers.values())
+    assert enqueued == results.ops["enqueue"].count == table[("all", "jobs_expected")]
+    assert table[("pickup", "requests")] == table[("all", "jobs_picked_up")] == enqueued
+    assert table[("all", "jobs_not_picked_up")] == 0
+    locust_stats = json.loads((out / "locust.json").read_text())
+    assert {s["name"]: s["num_requests"] for s in locust_stats}["enqueue"] == enqueued
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["locust_workers"] == 2 and meta["latency_histogram"]["file"] == RESULTS_FILE
+    assert meta["telemetry"]["enabled"] is True
+    sampled = read_telemetry(out / "telemetry.csv")
+    assert any(r.source == "redis" and r.metric.startswith("calls:") and r.value > 0 for r in sampled)
+    # qbench, Locust's master and two workers, their agents and the driver's workers.
+    assert len({r.node for r in sampled if r.source == "harness" and r.node != "all"}) >= 4
+    report = (out / "REPORT.md").read_text()
+    assert "driver `scripted`" in report and "not picked up **0**" in report and "## What Redis did" in report
+    # No sample files: everything came over Locust's messages and the results file.
+    assert not list(out.rglob("samples-*.json")) and not list(out.rglob("raw-*.json"))
+    (out / "REPORT.md").unlink()
+    assert qbench("report", str(out)).returncode == 0  # from the files alone
+    assert (out / "REPORT.md").read_text() == report
+
+
+@pytest.mark.slow
+def test_load_through_a_driver_whose_enqueue_fails_is_one_line_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["load", "producer", "--driver", f"{BAD}:FailingEnqueue", "--users", "1", "--duration", "1"]
+    assert main([*argv, "--no-charts", "--telemetry-interval", "0", "--out", str(tmp_path)]) == 1
+    line = one_error_line(capsys)
+    assert "driver failing-enqueue: " in line and " failed request(s)" in line, line
+    assert "Locust exited with 1" in line
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert value(rows, "failing-enqueue", "failures", op="enqueue") > 0
+    assert value(rows, "failing-enqueue", "requests", op="enqueue") == 0
