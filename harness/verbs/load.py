@@ -39,8 +39,15 @@ from scenarios.workload import (
 )
 
 MAX_WORKERS = 64
+DRIVER_HELP = """
+through a driver (any queue qbench has a driver for, instead of --variant):
+  qbench load SCENARIO --driver NAME|module:Class|path/file.py:Class|driver.toml [--workers N]
+The scenario's producing users call the driver; its consumers become the driver's own
+workers, whose pickups join the users' histograms. Its Locust processes stay on this host
+(--workers N starts local ones): --master and --worker are for --variant runs.
+"""
 DISTRIBUTED_HELP = """
-distributed across hosts (no shared disk: workers send their histograms to the master):
+distributed across hosts, --variant only (no shared disk: workers send their histograms):
   qbench load SCENARIO --variant V --master --expect-workers N [--bind ADDR --allow-remote]
   qbench load SCENARIO --variant V --worker --master-host ADDR [--master-port P] [--redis-url URL]
 The master binds 127.0.0.1 unless --bind says otherwise; any other address needs
@@ -91,12 +98,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, variant_required: b
     parser.epilog = load_epilog()
     parser.add_argument("scenario", help="workload name (scenarios/workloads/NAME.toml) or a .toml path")
     parser.add_argument(
-        "--variant", required=variant_required, metavar="SPEC", help="preset[+toggle=value,...]"
+        "--variant",
+        required=variant_required,
+        metavar="SPEC",
+        help="preset[+toggle=value,...]" + ("" if variant_required else " (or --driver)"),
     )
     parser.add_argument("--users", type=int, default=None, help="override the workload's user count")
     parser.add_argument("--spawn-rate", type=float, default=None, help="override users started per second")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="override run time (s)")
-    parser.add_argument("--workers", type=int, default=0, help="Locust worker processes (distributed mode)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="Locust worker processes on this host (distributed mode)"
+    )
     parser.add_argument(
         "--label", default=None, help="variant column in the rows (default: the variant's label)"
     )
@@ -121,11 +133,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="DRIVER",
         default=None,
         help="instead of --variant: a driver (a name from `qbench drivers`, module:Class, "
-        "path/to/file.py:Class or driver.toml); the scenario's consumers become its workers",
+        "path/to/file.py:Class or driver.toml); the scenario's consumers become its workers "
+        "(label: the driver's name)",
     )
     add_telemetry_argument(parser)
     add_distributed_arguments(parser)
-    parser.epilog = (parser.epilog or "") + "\n" + DISTRIBUTED_HELP
+    parser.epilog = (parser.epilog or "") + "\n" + DRIVER_HELP + DISTRIBUTED_HELP
     parser.set_defaults(func=run)
 
 
