@@ -24,7 +24,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +33,7 @@ import redis
 
 from harness.infra.counting import stats_delta
 from harness.infra.redis_server import ServerInfo, describe, provision
-from harness.infra.telemetry import (
-    DEFAULT_INTERVAL_S,
-    TELEMETRY_FILE,
-    Telemetry,
-    telemetry_for_run,
-    telemetry_meta,
-)
+from harness.infra.telemetry import DEFAULT_INTERVAL_S, TELEMETRY_FILE, telemetry_for_run, telemetry_meta
 from harness.load.report import write_load_report
 from harness.load.runner import (
     EXPERIMENT,
@@ -62,7 +55,6 @@ from harness.peers.runner import (
     DriverProcess,
     PickupSink,
     ServerProbe,
-    Snapshot,
     round_trips,
 )
 from harness.peers.suite import side_sink
@@ -298,20 +290,6 @@ def jobs_produced(ops: dict[str, OpSamples], workload: Workload) -> int:
     return produced
 
 
-def server_cost(before: Snapshot, after: Snapshot, telemetry: Telemetry | None) -> tuple[int, int]:
-    """(commands, round trips) clients sent between two snapshots, as Redis counts them,
-    without the probe's INFO, nor the telemetry sampler's requests and its connection's
-    close (the sampling ran wholly between the two snapshots)."""
-    own: Counter[str] = Counter()
-    links = 0
-    if telemetry is not None:
-        for sent in telemetry.summary.own_commands_by_name.values():
-            own.update(sent)
-            links += 1
-    commands = sum((stats_delta(before.commands, after.commands) - own).values())
-    return commands, max(0, round_trips(before, after) - sum(own.values()) - links)
-
-
 def run_driver_load(
     plan: DriverLoadPlan,
     out_dir: Path,
@@ -337,7 +315,6 @@ def run_driver_load(
     pickups: dict[str, OpSamples] = {}
     try:
         with _server(redis_url, spec.name) as (url, info), side_sink(spec) as sink_url:
-            probe = ServerProbe(url)
             driver = DriverProcess(
                 spec=spec,
                 python=python,
@@ -358,16 +335,19 @@ def run_driver_load(
                 if sink is not None:
                     driver.start_workers(sink)
                 run_spec = driver_run_spec(plan, url=url, python=python, path_root=path_root, out_dir=out_dir)
-                before = probe.snapshot()
                 # The users' Locust processes, their agents and the driver's workers are
                 # children: sampled too.
-                with telemetry_for_run(
-                    url,
-                    out_dir,
-                    enabled=telemetry_interval_s > 0,
-                    interval_s=telemetry_interval_s,
-                    follow_children=True,
-                ) as telemetry:
+                with (
+                    telemetry_for_run(
+                        url,
+                        out_dir,
+                        enabled=telemetry_interval_s > 0,
+                        interval_s=telemetry_interval_s,
+                        follow_children=True,
+                    ) as telemetry,
+                    contextlib.closing(ServerProbe(url, sampler=telemetry)) as probe,
+                ):
+                    before = probe.snapshot()
                     returncode = run_locust(
                         plan,
                         out_dir,
@@ -382,15 +362,16 @@ def run_driver_load(
                         picked = _drain(driver, sink, expected, plan.drain_s)
                         driver.stop_workers()
                         pickups = pickup_samples(sink, run_spec.started_at)
-                after = probe.snapshot()
-                commands, trips = server_cost(before, after, telemetry)
+                    after = probe.snapshot()
+                # Counted at Redis, the probe's INFO and the sampler's requests left out.
+                commands = sum(stats_delta(before.commands, after.commands).values())
+                trips = round_trips(before, after)
             except DriverFailedError as exc:
                 raise LoadError(f"driver {spec.name}: {exc}") from None
             finally:
                 if sink is not None:
                     sink.close()
                 driver.close()
-                probe.close()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
         shutil.rmtree(path_root, ignore_errors=True)

@@ -21,6 +21,8 @@ from typing import IO, Any, Protocol
 import redis
 
 from harness.infra.counting import command_stats, stats_delta
+from harness.infra.nodelink import node_label
+from harness.infra.telemetry import Telemetry
 from harness.peers.registry import DriverSpec
 from harness.results.rows import Row, params
 from harness.results.stats import median, percentile
@@ -423,41 +425,50 @@ class DriverProcess:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The server's counters at one moment: calls per command, and socket reads."""
+    """The server's counters at one moment: calls per command, and socket reads, without
+    the requests of a telemetry sampler beside the probe."""
 
     commands: Counter[str]
     reads: int
     """`total_reads_processed`: read events the server handled, one per request that fits
     in one read (16 KB), so one per round trip for all but large pipelines."""
+    sampler: int = 0
+    """Requests the telemetry sampler had sent (already left out of the two above)."""
 
 
 def round_trips(before: Snapshot, after: Snapshot) -> int:
     """Round trips clients made between two snapshots, as Redis counts them (its read
-    events), without the probe's own: the INFO request that took `after`."""
+    events), without the probe's own (the INFO request that took `after`) nor a telemetry
+    sampler's (left out of each snapshot)."""
     return max(0, after.reads - before.reads - 1)
 
 
 class ServerProbe:
     """Reads what the harness measures on the driver's Redis: commands, round trips,
-    memory, keys."""
+    memory, keys. With `sampler` (telemetry sampling the same server), each snapshot is
+    taken while the sampler's link is held, and leaves out what the sampler sent."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, sampler: Telemetry | None = None) -> None:
         self.client = redis.Redis.from_url(url, socket_timeout=30)
+        self.sampler = sampler.link(node_label(url)) if sampler is not None else None
 
     def commands(self) -> Counter[str]:
         return command_stats(self.client)
 
     def snapshot(self) -> Snapshot:
         """Calls per command and read events, from one INFO request (one read)."""
-        info = self.client.info("commandstats", "stats")
+        with contextlib.ExitStack() as stack:
+            own = stack.enter_context(self.sampler.held()) if self.sampler is not None else Counter()
+            info = self.client.info("commandstats", "stats")
         calls = Counter(
             {
-                name.removeprefix("cmdstat_"): int(value["calls"])
+                name.removeprefix("cmdstat_"): int(value["calls"]) - own.get(name.removeprefix("cmdstat_"), 0)
                 for name, value in info.items()
                 if name.startswith("cmdstat_")
             }
         )
-        return Snapshot(calls, int(info["total_reads_processed"]))
+        sent = sum(own.values())
+        return Snapshot(calls, int(info["total_reads_processed"]) - sent, sent)
 
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])

@@ -208,7 +208,8 @@ def run_suite(
                     ) as telemetry,
                 ):
                     result.servers[name] = info.as_dict()
-                    probe = ServerProbe(driver_url)
+                    # Each snapshot in step with the sampler, its requests left out.
+                    probe = ServerProbe(driver_url, sampler=telemetry)
                     try:
                         with driver_process(
                             spec=spec,
