@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy queue_impl harness scenarios
+	$(BIN)/mypy qbench queue_impl harness scenarios
 
 # Client CPU time with the garbage collector off, as harness/timing measures (counts in extra_info).
 bench: $(STAMP)
@@ -58,11 +58,18 @@ proto: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: peers
+.PHONY: peers node-drivers
 # RQ, arq, SAQ, Dramatiq, Huey, Celery, taskiq-redis and the three presets, full mode (~40 min:
 # results/peers/run.json, drivers.*.seconds);
-# each peer library gets its own virtualenv under .venv/peers/ on first use (needs PyPI).
-peers: $(STAMP)
+# each peer library gets its own virtualenv under .venv/peers/ on first use (needs PyPI);
+# BullMQ and Bee-Queue (Node.js) install from their committed lock files (needs npm).
+NODE_DRIVERS := drivers/bullmq drivers/bee-queue
+
+# `npm ci` in each Node driver's own folder: exactly its package-lock.json, nothing global.
+node-drivers:
+	set -e; for dir in $(NODE_DRIVERS); do (cd $$dir && npm ci --no-audit --no-fund); done
+
+peers: $(STAMP) node-drivers
 	$(BIN)/qbench peers --out results/peers
 
 # The gate CI runs, locally: BASE (default main) checked out into a temporary git worktree,

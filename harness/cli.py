@@ -28,6 +28,7 @@ VERB_MODULES = (
     "harness.verbs.gate",
     "harness.verbs.profile",
     "harness.verbs.peers",
+    "harness.verbs.drivers",
     "harness.verbs.chaos",
     "harness.verbs.observe",
     "harness.verbs.history",

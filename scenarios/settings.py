@@ -1,7 +1,8 @@
 """Run-time settings of a Locust process: what `qbench load` tells it, and what the master tells its workers.
 
 The master (or the one local process) gets the whole run spec from `qbench load` in
-`QBENCH_RUN` (JSON: workload shape, variant, Redis URL, namespace, time origin, duration).
+`QBENCH_RUN` (JSON: workload shape, variant or driver, Redis URL, namespace, time origin,
+duration).
 Locust hands it to every worker with its start message (it is a custom Locust option,
 `--qbench-run`), so a worker on another host learns the run from the master alone; a
 worker's own environment only says which scenario and variant it was started for (checked
@@ -46,12 +47,54 @@ class RunSettingsError(RuntimeError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DriverRun:
+    """A run through a driver (`qbench load --driver`): what a Locust process needs to start
+    the driver's producer agents. The paths are the harness host's: such a run keeps its
+    Locust processes on that host."""
+
+    name: str
+    ref: str
+    """What the driver's agent loads (`module:Class`, `/path/file.py:Class`, `/path/driver.toml`)."""
+    python: str
+    """The interpreter of the driver's environment."""
+    pythonpath: str
+    """PYTHONPATH of the driver's agents (links to qbench, harness and the driver's package)."""
+    log: str
+    """File the agents' stderr is appended to."""
+    priorities: bool
+    """True when users send each job with a priority drawn from the workload's mix."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ref": self.ref,
+            "python": self.python,
+            "pythonpath": self.pythonpath,
+            "log": self.log,
+            "priorities": self.priorities,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> DriverRun:
+        return cls(
+            name=str(doc["name"]),
+            ref=str(doc["ref"]),
+            python=str(doc["python"]),
+            pythonpath=str(doc["pythonpath"]),
+            log=str(doc["log"]),
+            priorities=bool(doc["priorities"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunSpec:
-    """What every process of one run must agree on; the master sends it to its workers."""
+    """What every process of one run must agree on; the master sends it to its workers.
+    Exactly one of `variant` (users over the reference queue) and `driver` is set."""
 
     workload: Workload
-    variant: str
+    variant: str | None = None
     """`preset+toggle=value,...` (parse_variant turns it back into the Variant)."""
+    driver: DriverRun | None = None
     redis_url: str
     namespace: str
     started_at: float
@@ -59,11 +102,16 @@ class RunSpec:
     duration_s: float
     progress_every_s: float = 5.0
 
+    def __post_init__(self) -> None:
+        if (self.variant is None) == (self.driver is None):
+            raise ValueError("a run spec names exactly one of a variant and a driver")
+
     def to_json(self) -> str:
         return json.dumps(
             {
                 "workload": self.workload.as_dict(),
                 "variant": self.variant,
+                "driver": None if self.driver is None else self.driver.as_dict(),
                 "redis_url": self.redis_url,
                 "namespace": self.namespace,
                 "started_at": self.started_at,
@@ -78,9 +126,11 @@ class RunSpec:
             doc: dict[str, Any] = json.loads(text)
             workload_doc = dict(doc["workload"])
             name = str(workload_doc.pop("name"))
+            driver = doc.get("driver")
             return cls(
                 workload=parse_workload(workload_doc, name=name, source=f"run spec {name}"),
-                variant=str(doc["variant"]),
+                variant=None if doc.get("variant") is None else str(doc["variant"]),
+                driver=None if driver is None else DriverRun.from_dict(dict(driver)),
                 redis_url=str(doc["redis_url"]),
                 namespace=str(doc["namespace"]),
                 started_at=float(doc["started_at"]),
@@ -123,7 +173,8 @@ def install(settings_: RunSettings) -> RunSettings:
 
 def import_workload(env: dict[str, str] | None = None) -> Workload:
     """The workload whose user classes this process defines when Locust imports the
-    locustfile: the run spec's (master, local process) or the worker's own scenario."""
+    locustfile: the run spec's (master, local process, local worker) or the worker's own
+    scenario (`qbench load --worker`)."""
     env = dict(os.environ) if env is None else env
     if env.get(ENV_RUN):
         return RunSpec.from_json(env[ENV_RUN]).workload
@@ -132,11 +183,21 @@ def import_workload(env: dict[str, str] | None = None) -> Workload:
     raise RuntimeError(f"run through `qbench load` (neither {ENV_RUN} nor {ENV_WORKLOAD} is set)")
 
 
+def import_driver(env: dict[str, str] | None = None) -> DriverRun | None:
+    """The driver whose users this process defines when Locust imports the locustfile (None:
+    users over the reference queue). Only a run spec names one: a `qbench load --worker`
+    started by hand plays the reference queue."""
+    env = dict(os.environ) if env is None else env
+    return RunSpec.from_json(env[ENV_RUN]).driver if env.get(ENV_RUN) else None
+
+
 def resolve(spec: RunSpec, env: dict[str, str] | None = None) -> RunSettings:
     """This process's settings for `spec`: its own Redis URL when it has one. Raises
     RunSettingsError when a worker was started for another scenario or variant than the
     master's, or would dial the master's loopback Redis from another host."""
     env = dict(os.environ) if env is None else env
+    if spec.variant is None:
+        raise RunSettingsError("the master runs a driver, not the reference queue")
     try:
         variant = parse_variant(spec.variant)
     except VariantError as exc:
@@ -156,6 +217,18 @@ def resolve(spec: RunSpec, env: dict[str, str] | None = None) -> RunSettings:
             raise RunSettingsError(
                 f"this worker was started for scenario {mine.name}, the master runs {spec.workload.name}"
             )
+    return RunSettings(
+        workload=spec.workload,
+        variant=variant,
+        redis_url=redis_url_for(spec, env),
+        namespace=spec.namespace,
+        started_at=spec.started_at,
+    )
+
+
+def redis_url_for(spec: RunSpec, env: dict[str, str]) -> str:
+    """This process's Redis URL: its own when it has one, else the master's. Raises
+    RunSettingsError for a worker that would dial the master's loopback from another host."""
     url = env.get(ENV_REDIS_URL) or spec.redis_url
     master_host = env.get(ENV_MASTER_HOST)
     if (
@@ -168,13 +241,7 @@ def resolve(spec: RunSpec, env: dict[str, str] | None = None) -> RunSettings:
             f"the master's Redis ({url}) is on the master's loopback, out of this host's reach: "
             "start the worker with --redis-url pointing at an address it can reach"
         )
-    return RunSettings(
-        workload=spec.workload,
-        variant=variant,
-        redis_url=url,
-        namespace=spec.namespace,
-        started_at=spec.started_at,
-    )
+    return url
 
 
 def _kinds(workload: Workload) -> set[str]:

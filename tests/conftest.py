@@ -9,7 +9,7 @@ import redis
 
 from harness.infra.measured import unique_namespace
 from harness.infra.redis_server import ProvisionedRedis, provision, provision_cluster
-from harness.peers.registry import DRIVERS
+from harness.peers.registry import discover
 from harness.results.rows import Row
 from queue_impl.config import PRESETS, Variant, VariantError, parse_variant
 from queue_impl.connection import close_client, make_client
@@ -34,7 +34,7 @@ def bad_variants(rows: Iterable[Row]) -> list[str]:
     holds variants or drivers only, anything else goes in `params`."""
     bad = set()
     for row in rows:
-        if not row.variant or (row.experiment == "peers" and row.variant in DRIVERS):
+        if not row.variant or (row.experiment == "peers" and row.variant in discover().specs):
             continue
         try:
             parse_variant(row.variant)

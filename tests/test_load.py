@@ -203,7 +203,7 @@ def test_load_run_writes_results_and_gates_a_loop_regression(redis_url: str, tmp
     assert metrics(tmp_path / "loop")[("enqueue", "round_trips_per_op")] == (2.0, "round_trips")
     assert table[("all", "jobs_missing")] == (0.0, "jobs")
     assert table[("all", "jobs_stranded")] == (0.0, "jobs")
-    # Our own float-ms samples count exactly what Locust counted.
+    # Our own histograms count exactly what Locust counted.
     locust_stats = json.loads((tmp_path / "base" / "locust.json").read_text())
     assert [s["num_requests"] for s in locust_stats if s["name"] == "enqueue"] == [
         table[("enqueue", "requests")][0]

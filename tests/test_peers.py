@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,20 +13,22 @@ import redis
 from harness.cli import main
 from harness.infra.telemetry import read_telemetry
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
-from harness.peers.registry import DRIVERS, PEER_NAMES, REFERENCE_NAMES
-from harness.peers.report import METRICS, collect, render_report, standing
+from harness.peers.registry import BUILTIN_ORDER, PEER_NAMES, REFERENCE_NAMES, discover
+from harness.peers.report import METRICS, collect, pickup_method, render_report, standing
 from harness.peers.runner import (
     DriverFailedError,
     Sink,
+    SinkLineError,
     Sizes,
     driver_process,
+    probe_schedule,
     processing_rate,
 )
 from harness.peers.suite import PeersInputError, SuiteResult, parse_only, run_suite, server_for, write_suite
 from harness.results.rows import Row, parse_params, read_metrics
 
 JOBS = 200
-TINY = Sizes(jobs=JOBS, repeats=1, idle_s=0.5, pickup_samples=5, settle_s=0.2)
+TINY = Sizes(jobs=JOBS, repeats=1, idle_s=0.5, pickup_samples=5, settle_s=0.2, pickup_gap_s=0.2, stall_s=30)
 """Sizes for tests: every phase runs, counts are exact, timings mean nothing here."""
 
 
@@ -42,20 +45,26 @@ def value(rows: list[Row], driver: str, metric: str, **match: str) -> float:
 
 
 # -- pure parts ---------------------------------------------------------------------------------
-def test_registry_has_seven_libraries_and_three_presets() -> None:
+def test_the_built_in_drivers_register_through_the_entry_point_group() -> None:
+    registry = discover()
     assert PEER_NAMES == ("rq", "arq", "saq", "dramatiq", "huey", "celery", "taskiq")
     assert REFERENCE_NAMES == ("baseline", "optimized", "scripted")
-    for spec in DRIVERS.values():
-        cls = spec.load() if spec.requirements is None else None
-        if cls is not None:
-            assert cls.name == spec.name
-        else:
-            assert (Path("harness/peers/requirements") / str(spec.requirements)).is_file()
+    assert list(registry.specs) == list(BUILTIN_ORDER), registry.broken
+    for name, spec in registry.specs.items():
+        assert spec.cls.name == name and spec.origin == "built-in"
+        if name in REFERENCE_NAMES or spec.external is not None:
+            assert spec.requirements is None
+        else:  # a library of its own, in a virtualenv built from a committed requirements file
+            expected = Path("harness/peers/requirements") / f"{spec.env_name}.txt"
+            assert spec.requirements == expected.resolve()
+            assert spec.requirements.is_file()
+    assert discover().specs["taskiq+result_ex_time=3600"].env_name == "taskiq"  # shares taskiq's venv
+    assert discover().specs["bullmq"].external is not None
 
 
 def test_parse_only_keeps_report_order_and_rejects_unknown_names() -> None:
     assert parse_only("huey, scripted") == ["scripted", "huey"]
-    assert parse_only(None) == list(DRIVERS)
+    assert parse_only(None) == list(discover().specs)
     with pytest.raises(PeersInputError, match="unknown driver"):
         parse_only("huey,sidekiq")
 
@@ -76,6 +85,28 @@ def test_sink_reads_whole_lines_only(tmp_path: Path) -> None:
         fh.write(b"2\n")
     assert sink.count() == 3
     assert sink.samples == [(1, 5), (2, 9), (3, 12)]
+    with (tmp_path / "s.sink").open("ab") as fh:
+        fh.write(b"4 20 high\n")
+    assert sink.count() == 4 and sink.priorities == [None, None, None, "high"]
+    with (tmp_path / "s.sink").open("ab") as fh:
+        fh.write(b"done\n")
+    with pytest.raises(SinkLineError, match="not `sent_us started_us"):
+        sink.count()
+
+
+def test_pickup_probes_arrive_at_random_times_spanning_the_gap() -> None:
+    times = probe_schedule(200, 3.0)
+    gaps = [b - a for a, b in zip([0.0, *times], times, strict=False)]
+    assert len(times) == 200 and all(0 <= g < 3.0 for g in gaps)
+    assert min(gaps) < 0.3 and max(gaps) > 2.7  # the range is used, short gaps and long ones
+    assert probe_schedule(200, 3.0) == times  # every driver gets the same schedule
+
+
+def test_the_pickup_method_is_read_from_the_rows() -> None:
+    new = Row("peers", "huey", "arrivals=random;gap_max_s=3;samples=100", "pickup_ms_p99", 5.0, "ms")
+    old = Row("peers", "huey", "samples=100", "pickup_ms_p99", 5.0, "ms")  # runs made before
+    assert "random times, gaps drawn uniformly from [0, 3) s" in pickup_method([new])
+    assert "closed loop" in pickup_method([old])
 
 
 def test_processing_rate() -> None:
@@ -108,11 +139,14 @@ def test_report_ranks_scripted_against_the_best_default_peer() -> None:
 
 # -- against real Redis servers ---------------------------------------------------------------------
 def test_a_server_not_started_by_qbench_is_used_only_if_its_db_is_empty(redis_url: str) -> None:
-    db = 1 + list(DRIVERS).index("scripted")
+    db = 7
     client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{db}")
     try:
         client.set("someone-elses-key", b"1")
-        with pytest.raises(PeersInputError, match="needs an empty DB"), server_for("scripted", redis_url):
+        with (
+            pytest.raises(PeersInputError, match="needs an empty DB"),
+            server_for("scripted", redis_url, db=db),
+        ):
             pass
         assert client.get("someone-elses-key") == b"1"  # never flushed
     finally:
@@ -122,10 +156,11 @@ def test_a_server_not_started_by_qbench_is_used_only_if_its_db_is_empty(redis_ur
 
 def test_driver_errors_end_in_one_line_not_a_hang(tmp_path: Path) -> None:
     root = import_root()
+    scripted = discover().specs["scripted"]
     with (
         driver_process(
-            spec=DRIVERS["scripted"],
-            python=ensure_env(DRIVERS["scripted"]),
+            spec=scripted,
+            python=ensure_env(scripted),
             url="redis://127.0.0.1:1/0",
             concurrency=2,
             work_dir=tmp_path / "work",
@@ -167,6 +202,12 @@ def test_reference_presets_process_every_job_and_count_exactly(
     # One EVALSHA per job, plus the very first one that a fresh server answers NOSCRIPT.
     evalsha = round(value(rows, "scripted", "commands_per_job", phase="enqueue", command="evalsha") * JOBS)
     assert evalsha in (JOBS, JOBS + 1)
+    # Round trips as Redis counts them (read events): baseline's loop enqueue is two per job,
+    # the script one; a few more for the connection's handshake (HELLO, CLIENT SETINFO...).
+    baseline_trips = round(value(rows, "baseline", "round_trips_per_job", phase="enqueue") * JOBS)
+    scripted_trips = round(value(rows, "scripted", "round_trips_per_job", phase="enqueue") * JOBS)
+    assert 2 * JOBS <= baseline_trips <= 2 * JOBS + 6, baseline_trips
+    assert JOBS <= scripted_trips <= JOBS + 6, scripted_trips
     # Job records stay: a key each forever without TTLs (baseline); in the scripted preset
     # (records=hash) fields of one hash, each with its TTL: the hash is the one key left,
     # and a key-level TTL it has none.
@@ -202,7 +243,7 @@ def test_reference_run_writes_tidy_results_and_a_report(reference_run: tuple[Sui
 def test_huey_end_to_end_in_its_own_virtualenv(tmp_path: Path) -> None:
     """The cheapest peer: builds its venv once (about 10 s from PyPI), then a tiny run."""
     try:
-        ensure_env(DRIVERS["huey"], log=tmp_path / "pip.log")
+        ensure_env(discover().specs["huey"], log=tmp_path / "pip.log")
     except PeerEnvError as exc:
         pytest.skip(f"huey's virtualenv cannot be built here (no package index?): {exc}")
     result = run_suite(["huey"], TINY, progress=lambda _line: None, logs_dir=tmp_path)
@@ -214,3 +255,20 @@ def test_huey_end_to_end_in_its_own_virtualenv(tmp_path: Path) -> None:
     assert result.drivers["huey"]["version"] == "3.5.4"
     render_report(rows, {"drivers": result.drivers, "sizes": {"jobs": JOBS}}, tmp_path)
     assert "| huey | 3.5.4 |" in (tmp_path / "PEERS.md").read_text()
+
+
+@pytest.mark.slow
+def test_gate_compares_peers_runs_and_refuses_an_incomplete_one(
+    reference_run: tuple[SuiteResult, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _result, out = reference_run
+    assert main(["gate", "--baseline", str(out), "--candidate", str(out)]) == 0
+    assert "gate: passed" in capsys.readouterr().out
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    meta = json.loads((partial / "run.json").read_text())
+    meta["failures"] = {"scripted": "a worker exited at 0/200 jobs"}
+    (partial / "run.json").write_text(json.dumps(meta))
+    assert main(["gate", "--baseline", str(out), "--candidate", str(partial)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "incomplete run: driver(s) scripted failed" in err[0]

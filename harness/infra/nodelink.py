@@ -9,9 +9,10 @@ refuses any other command before it reaches the socket (`ForbiddenCommandError`)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -180,6 +181,14 @@ class NodeLink:
     def sent_snapshot(self) -> Counter[str]:
         with self._lock:
             return Counter(self.sent)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[Counter[str]]:
+        """Hold the link: inside, every command it sent has been answered and none starts
+        (a sampler waits), so counters read from the server meanwhile hold exactly the
+        commands yielded: what it has sent so far, one request each."""
+        with self._lock:
+            yield Counter(self.sent)
 
     def info(self, sections: Sequence[str]) -> tuple[dict[str, Any], Counter[str]]:
         """INFO `sections`, and what this link had sent before the INFO itself."""

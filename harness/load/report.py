@@ -35,7 +35,7 @@ def load_report(out_dir: Path, rows: Sequence[Row], meta: Mapping[str, Any], *, 
     title = f"{meta.get('scenario', '?')} · {meta.get('variant', '?')}"
     parts = [f"# qbench load: {title}", "", _facts(meta), ""]
     parts += ["## Operations", "", _operations(rows), ""]
-    parts += ["## Jobs", "", _jobs(rows), ""]
+    parts += ["## Jobs", "", _driver_jobs(rows, meta) if "driver" in meta else _jobs(rows), ""]
     linked = [name for name in LOAD_CHARTS if (out_dir / "charts" / name).is_file()]
     if charts and linked:
         parts += ["## Charts", ""]
@@ -65,7 +65,13 @@ def _facts(meta: Mapping[str, Any]) -> str:
             f"- {meta.get('users', '?')} Locust users (spawn rate {meta.get('spawn_rate', '?')}/s) for "
             f"{meta.get('duration_s', '?')} s"
             + (f", {workers} Locust worker processes" if workers else ", one Locust process")
-            + f"; variant `{meta.get('variant', '?')}`; created {meta.get('created_at', '?')}",
+            + (
+                f"; driver `{meta['driver'].get('name', meta.get('variant', '?'))}`, its workers running "
+                f"{meta.get('consumers', '?')} jobs at once"
+                if "driver" in meta
+                else f"; variant `{meta.get('variant', '?')}`"
+            )
+            + f"; created {meta.get('created_at', '?')}",
             f"- Redis {server.get('version', '?')} ({server.get('allocator', '?')}, "
             f"{server.get('source', '?')}); git {commit}; Python {meta.get('python', '?')}",
             "- Load average before / after: "
@@ -127,3 +133,23 @@ def _jobs(rows: Sequence[Row]) -> str:
         f"completed; missing **{total.get('jobs_missing', 0):,.0f}**, stranded "
         f"**{total.get('jobs_stranded', 0):,.0f}** (both must be 0: a job census after the run)."
     )
+
+
+def _driver_jobs(rows: Sequence[Row], meta: Mapping[str, Any]) -> str:
+    """A driver run's accounting: every job enqueued must be picked up by its workers."""
+    total = {r.metric: r.value for r in rows if parse_params(r.params).get("op") == "all"}
+    text = f"{total.get('jobs_expected', 0):,.0f} jobs enqueued through the driver (prefill included)"
+    if "jobs_picked_up" in total:
+        drain = meta.get("jobs", {}).get("drain_s", "?")
+        text += (
+            f", {total['jobs_picked_up']:,.0f} picked up by its workers; not picked up "
+            f"**{total.get('jobs_not_picked_up', 0):,.0f}** (must be 0: within {drain} s after the run)."
+        )
+    else:
+        text += "; the scenario has no consumers, so no worker picks them up."
+    if "commands_per_job" in total:
+        text += (
+            f" Counted at Redis over the whole run: {total['commands_per_job']:,.2f} commands and "
+            f"{total.get('round_trips_per_job', 0):,.2f} round trips per job."
+        )
+    return text

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from harness.infra.census import take_census
 from harness.infra.measured import load_scripts, unique_namespace
@@ -125,6 +125,25 @@ class LoadPlan:
         )
 
 
+class LocustPlan(Protocol):
+    """What starting Locust and naming rows need of a plan: a `LoadPlan`, or a driver's
+    (`harness.load.driver_load.DriverLoadPlan`)."""
+
+    @property
+    def workload(self) -> Workload: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def users(self) -> int: ...
+    @property
+    def spawn_rate(self) -> float: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def workers(self) -> int: ...
+    def row_params(self, **extra: object) -> str: ...
+
+
 @dataclass
 class LoadRun:
     """What a finished run left behind, before it becomes rows."""
@@ -194,10 +213,11 @@ def run_load(
                     plan,
                     out_dir,
                     host=host,
-                    env=_locust_env(plan, server.url, namespace, out_dir),
+                    env=locust_env(run_spec(plan, server.url, namespace), server.url, out_dir),
+                    master_spec=plan.master,
                     progress=progress,
                 )
-            results = _read_results(out_dir, returncode)
+            results = read_results(out_dir, returncode)
             samples = results.ops
             census = take_census(queue).counts()
             produced = sum(s.count for op, s in samples.items() if op in ("enqueue", "submit"))
@@ -238,13 +258,10 @@ def run_load(
                 "telemetry": telemetry_meta(telemetry, interval_s=telemetry_interval_s),
             },
         )
-    stats_path = out_dir / "locust.json"
-    if not stats_path.is_file():
-        raise LoadError(f"Locust wrote no stats (exit {returncode}): {_last_log_line(out_dir)}")
     return LoadRun(
         plan=plan,
         out_dir=out_dir,
-        locust_stats=json.loads(stats_path.read_text()),
+        locust_stats=read_locust_stats(out_dir, returncode),
         samples=samples,
         census=census,
         jobs_expected=jobs_expected,
@@ -254,7 +271,18 @@ def run_load(
     )
 
 
-def _read_results(out_dir: Path, returncode: int) -> RunSamples:
+def read_locust_stats(out_dir: Path, returncode: int) -> list[dict[str, Any]]:
+    """Locust's own stats (`locust.json`); LoadError when Locust wrote none."""
+    stats_path = out_dir / "locust.json"
+    if not stats_path.is_file():
+        raise LoadError(f"Locust wrote no stats (exit {returncode}): {_last_log_line(out_dir)}")
+    stats: list[dict[str, Any]] = json.loads(stats_path.read_text())
+    return stats
+
+
+def read_results(out_dir: Path, returncode: int) -> RunSamples:
+    """The merged results the master (or the local process) wrote; LoadError when there
+    are none, they are unreadable, or they record an error."""
     path = out_dir / RESULTS_FILE
     if not path.is_file():
         raise LoadError(f"Locust wrote no results (exit {returncode}): {_last_log_line(out_dir)}")
@@ -310,14 +338,16 @@ def run_spec(plan: LoadPlan, url: str, namespace: str) -> RunSpec:
     )
 
 
-def _locust_env(plan: LoadPlan, url: str, namespace: str, out_dir: Path) -> dict[str, str]:
-    # The plan may override users or duration: Locust's processes read this exact shape.
+def locust_env(spec: RunSpec, url: str, out_dir: Path) -> dict[str, str]:
+    """The environment of the run's Locust processes: the run spec (the plan may override
+    users or duration: Locust's processes read this exact shape), this host's Redis URL
+    (credentials included) and where the merged results go."""
     env = _with_pythonpath(dict(os.environ))
     for name in (run_settings.ENV_WORKLOAD, run_settings.ENV_VARIANT, run_settings.ENV_MASTER_HOST):
         env.pop(name, None)
     env.update(
         {
-            run_settings.ENV_RUN: run_spec(plan, url, namespace).to_json(),
+            run_settings.ENV_RUN: spec.to_json(),
             run_settings.ENV_REDIS_URL: url,
             run_settings.ENV_RESULTS_FILE: str((out_dir / RESULTS_FILE).resolve()),
         }
@@ -350,19 +380,20 @@ def locust_command() -> list[str]:
 
 
 def run_locust(
-    plan: LoadPlan,
+    plan: LocustPlan,
     out_dir: Path,
     *,
     host: str,
     env: dict[str, str],
+    master_spec: MasterSpec | None = None,
     progress: Callable[[str], None] = print,
 ) -> int:
     """Locust headless in child processes (its gevent patching never touches this one).
 
     The master (or the one local process) runs the clock and prints a progress line
     every few seconds, relayed to `progress`; everything else it says goes to
-    `locust.log`. With `plan.workers` and no `plan.master`, the workers are local
-    processes dialling a master on a free loopback port; with `plan.master`, the
+    `locust.log`. With `plan.workers` and no `master_spec`, the workers are local
+    processes dialling a master on a free loopback port; with `master_spec`, the
     master listens where it says and waits for `plan.workers` workers started elsewhere.
     Returns the master's exit code.
     """
@@ -388,10 +419,10 @@ def run_locust(
     workers: list[subprocess.Popen[bytes]] = []
     wait_workers_s, port = 0, 0
     if plan.workers:
-        if plan.master is None:
+        if master_spec is None:
             bind, port, wait_workers_s = "127.0.0.1", free_port(), LOCAL_WORKER_WAIT_S
         else:
-            bind, port, wait_workers_s = plan.master.bind, plan.master.port, REMOTE_WORKER_WAIT_S
+            bind, port, wait_workers_s = master_spec.bind, master_spec.port, REMOTE_WORKER_WAIT_S
         master += [
             "--master",
             "--master-bind-host",
@@ -422,7 +453,7 @@ def run_locust(
         )
         relay = threading.Thread(target=_relay, args=(master_proc.stdout, log, progress), daemon=True)
         try:
-            if plan.master is None:
+            if master_spec is None:
                 worker_env = {**env, run_settings.ENV_MASTER_HOST: "127.0.0.1"}
                 worker_env.pop(run_settings.ENV_RESULTS_FILE, None)
                 for _ in range(plan.workers):
@@ -569,36 +600,52 @@ def api_server(url: str, variant: Variant, namespace: str, *, processes: int = 1
 
 
 def rows_of(run: LoadRun) -> list[Row]:
-    plan = run.plan
+    rows = sample_rows(run.plan, run.samples)
+
+    def add(op: str, metric: str, value: float, unit: str) -> None:
+        rows.append(Row(EXPERIMENT, run.plan.label, run.plan.row_params(op=op), metric, float(value), unit))
+
+    add("all", "jobs_expected", run.jobs_expected, REQUEST_UNIT)
+    add("all", "jobs_recorded", run.census["records"], REQUEST_UNIT)
+    add("all", "jobs_completed", run.census["completed"], REQUEST_UNIT)
+    # Both must be 0 on every run: a job record missing or stranded is a lost job.
+    add("all", "jobs_missing", run.jobs_expected - run.census["records"], "jobs")
+    add("all", "jobs_stranded", run.census["stranded"], "jobs")
+    return rows
+
+
+def sample_rows(plan: LocustPlan, samples: dict[str, OpSamples]) -> list[Row]:
+    """Per operation: requests, failures, rate, latency percentiles, round trips, and the
+    operations completed in each second of the run."""
     rows: list[Row] = []
 
     def add(op: str, metric: str, value: float, unit: str) -> None:
         rows.append(Row(EXPERIMENT, plan.label, plan.row_params(op=op), metric, float(value), unit))
 
-    for op in sorted(run.samples):
-        samples = run.samples[op]
-        add(op, "requests", samples.count, REQUEST_UNIT)
-        add(op, "failures", samples.failures, REQUEST_UNIT)
-        add(op, "rate", samples.count / plan.duration_s, "ops/s")
-        if samples.count:
+    for op in sorted(samples):
+        op_samples = samples[op]
+        add(op, "requests", op_samples.count, REQUEST_UNIT)
+        add(op, "failures", op_samples.failures, REQUEST_UNIT)
+        add(op, "rate", op_samples.count / plan.duration_s, "ops/s")
+        if op_samples.count:
             # The histogram's value at each percentile (3 significant digits), not the raw
             # samples' interpolated one: harness.results.stats is for raw samples.
-            for p, value in zip(PERCENTILES, samples.percentiles_ms(PERCENTILES), strict=True):
+            for p, value in zip(PERCENTILES, op_samples.percentiles_ms(PERCENTILES), strict=True):
                 add(op, f"latency_ms_p{p:g}", value, "ms")
-            add(op, "latency_ms_mean", samples.mean_ms(), "ms")
-            add(op, "latency_ms_max", samples.max_ms(), "ms")
-        if samples.out_of_range:
-            add(op, "latency_out_of_range", samples.out_of_range, REQUEST_UNIT)
-        if samples.round_trips:
-            calls = sum(samples.round_trips.values())
-            mean = sum(k * v for k, v in samples.round_trips.items()) / calls
+            add(op, "latency_ms_mean", op_samples.mean_ms(), "ms")
+            add(op, "latency_ms_max", op_samples.max_ms(), "ms")
+        if op_samples.out_of_range:
+            add(op, "latency_out_of_range", op_samples.out_of_range, REQUEST_UNIT)
+        if op_samples.round_trips:
+            calls = sum(op_samples.round_trips.values())
+            mean = sum(k * v for k, v in op_samples.round_trips.items()) / calls
             # Only an operation whose every call cost the same is a deterministic count.
-            exact = len(samples.round_trips) == 1
+            exact = len(op_samples.round_trips) == 1
             add(op, "round_trips_per_op", mean, "round_trips" if exact else "round_trips_mean")
     # Completions in each whole second since Locust started, every second of the run (0 included).
-    seconds = range(max((max(s.per_second) for s in run.samples.values() if s.per_second), default=-1) + 1)
-    for op in sorted(run.samples):
-        per_second = run.samples[op].per_second
+    seconds = range(max((max(s.per_second) for s in samples.values() if s.per_second), default=-1) + 1)
+    for op in sorted(samples):
+        per_second = samples[op].per_second
         if per_second:
             for t in seconds:
                 rows.append(
@@ -611,12 +658,6 @@ def rows_of(run: LoadRun) -> list[Row]:
                         "ops/s",
                     )
                 )
-    add("all", "jobs_expected", run.jobs_expected, REQUEST_UNIT)
-    add("all", "jobs_recorded", run.census["records"], REQUEST_UNIT)
-    add("all", "jobs_completed", run.census["completed"], REQUEST_UNIT)
-    # Both must be 0 on every run: a job record missing or stranded is a lost job.
-    add("all", "jobs_missing", run.jobs_expected - run.census["records"], "jobs")
-    add("all", "jobs_stranded", run.census["stranded"], "jobs")
     return rows
 
 

@@ -37,7 +37,7 @@ import redis
 from harness.errors import EXIT_USAGE
 from harness.infra.redis_server import RedisServerProcess
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
-from harness.peers.registry import DRIVERS, PEER_NAMES
+from harness.peers.registry import PEER_NAMES, resolve
 from harness.peers.runner import DriverFailedError, Sink, driver_process
 from harness.results.rows import git_commit
 from queue_impl.config import PRESETS
@@ -84,7 +84,7 @@ def run_observe(url: str, out_dir: Path, duration_s: float) -> subprocess.Comple
 @contextmanager
 def peer_running(name: str, url: str, rate: float, work_dir: Path) -> Iterator[dict[str, Any]]:
     """The library's workers running and its producer sending `rate` jobs/s until the end."""
-    spec = DRIVERS[name]
+    spec = resolve(name)  # a built-in peer: PEER_NAMES only
     python = ensure_env(spec)
     root = import_root()
     stop = threading.Event()
@@ -94,7 +94,7 @@ def peer_running(name: str, url: str, rate: float, work_dir: Path) -> Iterator[d
             spec=spec, python=python, url=url, concurrency=WORKERS, work_dir=work_dir, import_root=root
         ) as driver:
             sink = Sink(work_dir / "demo.sink")
-            driver.start_workers(sink.path)
+            driver.start_workers(sink)
 
             def produce() -> None:
                 started = time.monotonic()

@@ -1,9 +1,10 @@
-"""Peer libraries (RQ, arq, SAQ, Dramatiq, Huey, Celery, taskiq) and the presets, measured alike.
+"""Every driver measured alike: the presets, the peer libraries (RQ, arq, SAQ, Dramatiq,
+Huey, Celery, taskiq; BullMQ and Bee-Queue through the external driver) and third parties'.
 
-This package is also imported inside the peer libraries' own virtualenvs (by
-`harness.peers.agent`), so its driver-side modules (`base`, `registry`, `agent`, the
-drivers) import only the standard library at top level; the harness-side ones
-(`suite`, `runner`, `report`, `envs`) are imported by the `peers` verb.
+The driver interface itself is public and lives in `qbench.driver`. The agent and the
+driver modules here are imported inside each driver's own environment, so they import only
+the standard library, `qbench` and their library at top level; the harness-side modules
+(`registry`, `suite`, `runner`, `report`, `envs`) are imported by the verbs.
 """
 
 DEFAULT_OUT = "results/peers"

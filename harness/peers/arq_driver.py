@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.peers.base import AsyncDriver, record_pickup
+from qbench.driver import AsyncDriver, record_pickup
 
 FUNCTION = "qbench_noop"
 
@@ -16,6 +16,7 @@ async def qbench_noop(ctx: dict[str, Any], sent_at: float) -> None:
 class ArqDriver(AsyncDriver):
     name = "arq"
     distribution = "arq"
+    requirements = "requirements/arq.txt"
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)

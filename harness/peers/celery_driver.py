@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.peers.base import QUEUE_NAME, Driver, record_pickup
+from qbench.driver import QUEUE_NAME, Driver, record_pickup
 
 TASK = "qbench_noop"
 
@@ -16,6 +16,7 @@ def qbench_noop(sent_at: float) -> None:
 class CeleryDriver(Driver):
     name = "celery"
     distribution = "celery"
+    requirements = "requirements/celery.txt"
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)

@@ -6,7 +6,7 @@ import signal
 import threading
 from typing import Any
 
-from harness.peers.base import QUEUE_NAME, Driver, record_pickup
+from qbench.driver import QUEUE_NAME, Driver, record_pickup
 
 ACTOR = "qbench_noop"
 
@@ -18,6 +18,7 @@ def qbench_noop(sent_at: float) -> None:
 class DramatiqDriver(Driver):
     name = "dramatiq"
     distribution = "dramatiq"
+    requirements = "requirements/dramatiq.txt"
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)

@@ -1,4 +1,5 @@
-"""One virtualenv per peer library (their redis-py pins conflict), built on first use."""
+"""Where each driver runs: a virtualenv per requirements file (the libraries' redis-py pins
+conflict), qbench's own environment, or an external driver's folder after its install step."""
 
 from __future__ import annotations
 
@@ -6,18 +7,22 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+import harness
+import qbench
+import queue_impl
 from harness.peers.registry import DriverSpec
 
-REQUIREMENTS_DIR = Path(__file__).with_name("requirements")
 VENVS_ENV = "QBENCH_PEERS_VENVS"
 STAMP = "qbench-requirements.txt"
 PIP_TIMEOUT_S = 900
+INSTALL_TIMEOUT_S = 900
 
 
 class PeerEnvError(RuntimeError):
-    """A peer library's virtualenv could not be built (the message says why, in one line)."""
+    """A driver's environment could not be built (the message says why, in one line)."""
 
 
 def venvs_root() -> Path:
@@ -27,19 +32,52 @@ def venvs_root() -> Path:
 
 
 def requirements_text(spec: DriverSpec) -> str | None:
-    if spec.requirements is None:
+    path = spec.requirements
+    if path is None:
         return None
-    return (REQUIREMENTS_DIR / spec.requirements).read_text()
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise PeerEnvError(f"{spec.name}: cannot read its requirements file: {exc}") from None
+
+
+def _run(name: str, step: Sequence[str], *, cwd: Path | None, timeout_s: float, log: Path | None) -> None:
+    try:
+        done = subprocess.run(
+            list(step), cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise PeerEnvError(f"{name}: `{' '.join(step)}` timed out after {timeout_s:g}s") from None
+    except OSError as exc:
+        raise PeerEnvError(f"{name}: cannot run `{' '.join(step)}`: {exc}") from None
+    if done.returncode != 0:
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(f"$ {' '.join(step)}\n{done.stdout}{done.stderr}")
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        reason = lines[-1] if lines else f"exit {done.returncode}"
+        raise PeerEnvError(f"{name}: `{' '.join(step)}` failed: {reason}")
 
 
 def ensure_env(spec: DriverSpec, *, root: Path | None = None, log: Path | None = None) -> str:
-    """The Python interpreter that runs `spec`'s driver, building its venv if needed.
+    """The Python interpreter that runs `spec`'s driver, building what it needs first.
 
-    pip's output goes to `log` when a step fails.
-
-    The reference presets run in this interpreter. A peer's venv is rebuilt only when
-    its requirements file changed (a stamp inside the venv records what it holds).
+    - A driver with `requirements` gets its own virtualenv, rebuilt only when its
+      requirements file changed (a stamp inside the venv records what it holds).
+    - An external driver whose install step has not run (`installed` missing) runs it in
+      its folder (`npm ci` for the Node drivers); its commands then run under qbench.
+    - Anything else runs in this interpreter.
+    The failing step's output goes to `log`; PeerEnvError says which step failed.
     """
+    ext = spec.external
+    if ext is not None:
+        if ext.needs_install():
+            _run(spec.name, ext.install, cwd=ext.folder, timeout_s=INSTALL_TIMEOUT_S, log=log)
+            if ext.needs_install():
+                raise PeerEnvError(
+                    f"{spec.name}: `{' '.join(ext.install)}` ran but {ext.installed} is still missing"
+                )
+        return sys.executable
     wanted = requirements_text(spec)
     if wanted is None:
         return sys.executable
@@ -49,8 +87,17 @@ def ensure_env(spec: DriverSpec, *, root: Path | None = None, log: Path | None =
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return str(python)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    steps = [
+    requirements = spec.requirements
+    assert requirements is not None
+    _run(
+        spec.name,
         [sys.executable, "-m", "venv", "--clear", str(venv)],
+        cwd=None,
+        timeout_s=PIP_TIMEOUT_S,
+        log=log,
+    )
+    _run(
+        spec.name,
         [
             str(python),
             "-m",
@@ -59,35 +106,32 @@ def ensure_env(spec: DriverSpec, *, root: Path | None = None, log: Path | None =
             "--quiet",
             "--disable-pip-version-check",
             "-r",
-            str(REQUIREMENTS_DIR / str(spec.requirements)),
+            str(requirements),
         ],
-    ]
-    for step in steps:
-        try:
-            done = subprocess.run(step, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired:
-            raise PeerEnvError(f"{spec.name}: {step[2]} timed out after {PIP_TIMEOUT_S}s") from None
-        if done.returncode != 0:
-            if log is not None:
-                log.parent.mkdir(parents=True, exist_ok=True)
-                log.write_text(f"$ {' '.join(step)}\n{done.stdout}{done.stderr}")
-            lines = (done.stderr or done.stdout).strip().splitlines()
-            reason = lines[-1] if lines else f"exit {done.returncode}"
-            raise PeerEnvError(f"{spec.name}: building its virtualenv failed: {reason}")
+        cwd=requirements.parent,
+        timeout_s=PIP_TIMEOUT_S,
+        log=log,
+    )
     stamp.write_text(wanted)
     return str(python)
 
 
-def import_root() -> Path:
-    """A directory holding only `harness` and `queue_impl` links, for driver subprocesses' PYTHONPATH.
+def _package_dir(module: object) -> Path:
+    return Path(str(getattr(module, "__file__", ""))).resolve().parent
+
+
+def import_root(extra: Sequence[Path] = ()) -> Path:
+    """A directory holding only links to `qbench`, `harness`, `queue_impl` and `extra`
+    (a third-party driver's top-level package or module), for driver subprocesses' PYTHONPATH.
 
     Pointing PYTHONPATH at the project's site-packages would put this environment's
-    redis-py in front of the peer's own; the links expose our two packages alone, the
-    very copies this process runs (so a run from a snapshot measures that snapshot).
+    redis-py in front of the peer's own; the links expose our packages alone, the very
+    copies this process runs (so a run from a snapshot measures that snapshot).
     """
-    import queue_impl
-
     root = Path(tempfile.mkdtemp(prefix="qbench-peers-path-"))
-    (root / "harness").symlink_to(Path(__file__).resolve().parent.parent, target_is_directory=True)
-    (root / "queue_impl").symlink_to(Path(queue_impl.__file__).resolve().parent, target_is_directory=True)
+    links = [_package_dir(qbench), _package_dir(harness), _package_dir(queue_impl), *extra]
+    for target in links:
+        link = root / target.name
+        if not link.exists():
+            link.symlink_to(target, target_is_directory=target.is_dir())
     return root

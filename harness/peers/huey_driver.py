@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.peers.base import QUEUE_NAME, Driver, record_pickup
+from qbench.driver import QUEUE_NAME, Driver, record_pickup
 
 
 def qbench_noop(sent_at: float) -> None:
@@ -14,6 +14,7 @@ def qbench_noop(sent_at: float) -> None:
 class HueyDriver(Driver):
     name = "huey"
     distribution = "huey"
+    requirements = "requirements/huey.txt"
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from harness.peers.base import QUEUE_NAME, Driver, record_pickup
+from qbench.driver import QUEUE_NAME, Driver, Op, record_pickup
 from queue_impl.config import PRESETS, Variant
 from queue_impl.connection import close_client, make_client
-from queue_impl.job import Job
+from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue
 from queue_impl.worker import WorkerPool
 
@@ -16,14 +16,17 @@ JOB_TYPE = "noop"
 
 
 def _handle(job: Job) -> None:
-    record_pickup(float(job.payload.decode()))
+    record_pickup(float(job.payload.decode()), priority=job.priority.label)
 
 
 class ReferenceDriver(Driver):
-    """One preset of the reference queue, with the same defaults `qbench` uses elsewhere."""
+    """One preset of the reference queue, with the same defaults `qbench` uses elsewhere.
+
+    It runs in qbench's own environment (no `requirements`).
+    """
 
     distribution = "qbench"
-    has_enqueue_many = True
+    operations = frozenset({Op.ENQUEUE, Op.ENQUEUE_MANY, Op.PRIORITIES})
     preset: ClassVar[str]
 
     def __init__(self, *, url: str, concurrency: int) -> None:
@@ -40,11 +43,14 @@ class ReferenceDriver(Driver):
         )
 
     @staticmethod
-    def _job(sent_at: float) -> Job:
-        return Job(type=JOB_TYPE, payload=repr(sent_at).encode())
+    def _job(sent_at: float, priority: Priority = Priority.NORMAL) -> Job:
+        return Job(type=JOB_TYPE, payload=repr(sent_at).encode(), priority=priority)
 
     def enqueue(self, sent_at: float) -> None:
         self.queue.enqueue(self._job(sent_at))
+
+    def enqueue_priority(self, sent_at: float, priority: str) -> None:
+        self.queue.enqueue(self._job(sent_at, Priority.parse(priority)))
 
     def enqueue_many(self, sent_at: Sequence[float]) -> None:
         self.queue.enqueue_many([self._job(t) for t in sent_at])

@@ -1,60 +1,160 @@
-"""Which drivers exist, in report order, and which virtualenv each runs in (stdlib only)."""
+"""Which drivers exist: the `qbench.drivers` entry points (ours and third parties'), and
+references named with `--driver`; how each is installed, and in what order reports list them."""
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
+import functools
+import hashlib
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from harness.peers.base import Driver
+from qbench.driver import Driver, Op
+from qbench.external import ExternalDriver, ExternalSpec
+from qbench.loader import DriverLoadError, entry_points, is_reference, load_driver, load_entry_point
+
+BUILTIN_DISTRIBUTION = "qbench"
+REFERENCE_NAMES = ("baseline", "optimized", "scripted")
+PEER_NAMES = ("rq", "arq", "saq", "dramatiq", "huey", "celery", "taskiq")
+"""The seven Python libraries with their defaults (labelled configurations excluded)."""
+BUILTIN_ORDER = (*REFERENCE_NAMES, *PEER_NAMES, "taskiq+result_ex_time=3600", "bullmq", "bee-queue")
+"""Report order of the drivers qbench ships; any other driver follows, by name."""
+REQUIREMENTS_DIR = Path(__file__).with_name("requirements")
 
 
 @dataclass(frozen=True, slots=True)
 class DriverSpec:
-    """Where a driver lives and what it needs installed."""
+    """One driver qbench can run: its class, where it comes from, how it is installed."""
 
     name: str
-    module: str
-    attr: str
-    requirements: str | None
-    """Requirements file (under harness/peers/requirements/) of its own virtualenv;
-    None: the reference queue, which runs in the project's own environment."""
+    ref: str
+    """What the driver's subprocesses load: `module:Class`, `/abs/file.py:Class` or `/abs/driver.toml`."""
+    cls: type[Driver]
+    origin: str
+    """`built-in`, `entry point of DIST VERSION`, or `--driver`."""
+
+    @property
+    def operations(self) -> list[str]:
+        return [str(op) for op in Op if op in self.cls.operations]
+
+    @property
+    def external(self) -> ExternalSpec | None:
+        return self.cls.spec if issubclass(self.cls, ExternalDriver) else None
+
+    @property
+    def requirements(self) -> Path | None:
+        """The pip requirements file of the driver's own virtualenv; None: qbench's environment."""
+        if self.cls.requirements is None:
+            return None
+        module = sys.modules[self.cls.__module__]
+        return (Path(str(module.__file__)).parent / self.cls.requirements).resolve()
 
     @property
     def env_name(self) -> str | None:
-        """Name of its virtualenv: one per requirements file, shared by a library's configurations."""
-        return None if self.requirements is None else self.requirements.removesuffix(".txt")
+        """Its virtualenv's folder name: one per requirements file, shared by a library's
+        configurations (qbench's own keep their historical names)."""
+        path = self.requirements
+        if path is None:
+            return None
+        if path.parent == REQUIREMENTS_DIR.resolve():
+            return path.stem
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+        return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.name)}-{digest}"
 
-    def load(self) -> type[Driver]:
-        cls: type[Driver] = getattr(importlib.import_module(self.module), self.attr)
-        return cls
+    def environment(self) -> str:
+        """How the driver runs, in a few words (for `qbench drivers`)."""
+        ext = self.external
+        if ext is not None:
+            return f"commands in {_short(ext.folder)}: {' '.join(ext.producer)} / {' '.join(ext.worker)}"
+        path = self.requirements
+        return "qbench's environment" if path is None else f"own virtualenv from {_short(path)}"
+
+    def declared_version(self) -> str:
+        """The version without building anything: a `name==X` pin in the requirements file,
+        the version installed here, or an external driver's version command."""
+        path = self.requirements
+        if path is not None:
+            wanted = re.sub(r"[-_.]+", "-", self.cls.distribution).lower()
+            text = path.read_text() if path.is_file() else ""
+            for line in text.splitlines():
+                match = re.match(r"^\s*([A-Za-z0-9_.-]+)(\[[^]]*\])?\s*==\s*([^\s;#]+)", line)
+                if match and re.sub(r"[-_.]+", "-", match.group(1)).lower() == wanted:
+                    return match.group(3)
+            return "?"
+        return self.cls.version()
 
 
-def _peer(name: str, module: str, attr: str) -> DriverSpec:
-    return DriverSpec(name, f"harness.peers.{module}", attr, f"{name}.txt")
+def _short(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
-DRIVERS: dict[str, DriverSpec] = {
-    spec.name: spec
-    for spec in (
-        DriverSpec("baseline", "harness.peers.reference_driver", "BaselineDriver", None),
-        DriverSpec("optimized", "harness.peers.reference_driver", "OptimizedDriver", None),
-        DriverSpec("scripted", "harness.peers.reference_driver", "ScriptedDriver", None),
-        _peer("rq", "rq_driver", "RQDriver"),
-        _peer("arq", "arq_driver", "ArqDriver"),
-        _peer("saq", "saq_driver", "SaqDriver"),
-        _peer("dramatiq", "dramatiq_driver", "DramatiqDriver"),
-        _peer("huey", "huey_driver", "HueyDriver"),
-        _peer("celery", "celery_driver", "CeleryDriver"),
-        _peer("taskiq", "taskiq_driver", "TaskiqDriver"),
-        # Labelled configurations: a library's own option changed from its default.
-        DriverSpec(
-            "taskiq+result_ex_time=3600",
-            "harness.peers.taskiq_driver",
-            "TaskiqResultExpiryDriver",
-            "taskiq.txt",
-        ),
+@dataclass
+class Registry:
+    """Every driver the installed entry points offer, and those that failed to load."""
+
+    specs: dict[str, DriverSpec] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+    """Entry-point name -> why it cannot be used (one line)."""
+
+
+def order(names: list[str]) -> list[str]:
+    """Drivers in report order: qbench's own first (presets, peers), then the rest by name."""
+    rank = {name: i for i, name in enumerate(BUILTIN_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+@functools.cache
+def discover() -> Registry:
+    """Load every `qbench.drivers` entry point (once per process)."""
+    registry = Registry()
+    found: dict[str, DriverSpec] = {}
+    for ep in entry_points():
+        dist = ep.dist.name if ep.dist is not None else "?"
+        try:
+            cls = load_entry_point(ep)
+        except DriverLoadError as exc:
+            registry.broken[ep.name] = str(exc)
+            continue
+        origin = (
+            "built-in"
+            if dist == BUILTIN_DISTRIBUTION
+            else f"entry point of {dist} {ep.dist and ep.dist.version}"
+        )
+        if cls.name in found:
+            registry.broken[ep.name] = (
+                f"driver {cls.name} (entry point of {dist}): the name is taken by {found[cls.name].origin} "
+                f"{found[cls.name].ref}"
+            )
+            continue
+        found[cls.name] = DriverSpec(cls.name, ep.value, cls, origin)
+    registry.specs = {name: found[name] for name in order(list(found))}
+    return registry
+
+
+def resolve(text: str, registry: Registry | None = None) -> DriverSpec:
+    """A driver by name (an entry point) or by reference; DriverLoadError (one line) otherwise."""
+    text = text.strip()
+    registry = registry or discover()
+    if is_reference(text):
+        cls = load_driver(text)
+        ref = text
+        if text.endswith(".toml"):
+            ref = str(Path(text).resolve())
+        else:
+            module_part, _, attr = text.rpartition(":")
+            if module_part.endswith(".py") or "/" in module_part:
+                ref = f"{Path(module_part).resolve()}:{attr}"
+        return DriverSpec(cls.name, ref, cls, "--driver")
+    if text in registry.specs:
+        return registry.specs[text]
+    for name, reason in registry.broken.items():
+        if name == text:
+            raise DriverLoadError(reason)
+    raise DriverLoadError(
+        f"unknown driver {text!r}: expected one of {', '.join(registry.specs)}, "
+        "or module:Class, path/to/file.py:Class, path/to/driver.toml"
     )
-}
-REFERENCE_NAMES = ("baseline", "optimized", "scripted")
-PEER_NAMES = tuple(name for name in DRIVERS if name not in REFERENCE_NAMES and "+" not in name)
-"""The seven libraries with their defaults (labelled configurations excluded)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.peers.registry import DRIVERS, REFERENCE_NAMES
+from harness.peers.registry import REFERENCE_NAMES, order
 from harness.results.rows import Row, parse_params
 from harness.results.stats import Spread
 from harness.results.telemetry_charts import SEGMENTS_DIR, segments_section
@@ -53,6 +53,15 @@ METRICS = (
         1,
     ),
     Metric(
+        "round_trips",
+        "round_trips_per_job",
+        (),
+        "Redis round trips per job",
+        "round_trips/job",
+        False,
+        1,
+    ),
+    Metric(
         "idle", "idle_commands_per_s", (("command", "all"),), "idle workers' commands", "commands/s", False, 1
     ),
     Metric("pickup_p50", "pickup_ms_p50", (), "pickup latency p50", "ms", False, 2),
@@ -74,13 +83,15 @@ def _matches(row: Row, metric: Metric) -> bool:
 def collect(rows: Sequence[Row], metric: Metric) -> dict[str, Spread]:
     """Per driver, the spread of a metric over repeats.
 
-    Commands per job add the phases of one job's life (enqueue + process) per repeat.
+    Commands and round trips per job add the phases of one job's life (enqueue + process)
+    per repeat.
     """
     per_driver: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     for row in rows:
         if not _matches(row, metric):
             continue
-        if metric.key == "commands" and parse_params(row.params).get("phase") not in ("enqueue", "process"):
+        phase = parse_params(row.params).get("phase")
+        if metric.key in ("commands", "round_trips") and phase not in ("enqueue", "process"):
             continue
         per_driver[row.variant][row.repeat] += row.value
     return {name: Spread.of(list(by_repeat.values())) for name, by_repeat in per_driver.items()}
@@ -93,8 +104,35 @@ def _fmt(value: float, digits: int) -> str:
 
 
 def _order(names: Sequence[str]) -> list[str]:
-    known = [name for name in DRIVERS if name in names]
-    return known + sorted(set(names) - set(known))
+    return order(list(names))
+
+
+def pickup_method(rows: Sequence[Row]) -> str:
+    """How the pickup figures were measured, from their rows' params (a run made before
+    random arrivals existed says so too)."""
+    methods = {
+        (p.get("arrivals", "closed"), p.get("gap_max_s"), p.get("samples"))
+        for r in rows
+        if r.metric == "pickup_ms_p99"
+        for p in [parse_params(r.params)]
+    }
+    if not methods:
+        return "not measured"
+    texts = []
+    for arrivals, gap, samples in sorted(methods, key=str):
+        if arrivals == "random":
+            texts.append(
+                f"{samples} probes per driver sent at random times, gaps drawn uniformly from [0, {gap}) s "
+                "(the same schedule for every driver), each sent whether or not the previous one had "
+                "started: the workers are met at every phase of their idle cycle"
+            )
+        else:
+            texts.append(
+                f"{samples} probes per driver, each sent once the previous one had started (closed loop: "
+                "the workers had always just finished a job, so a library that backs off while idle "
+                "was never caught asleep)"
+            )
+    return "; ".join(texts)
 
 
 def command_breakdown(rows: Sequence[Row], driver: str, phase: str) -> str:
@@ -241,21 +279,26 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
     drivers: Mapping[str, Any] = meta.get("drivers", {})
     failures: Mapping[str, str] = meta.get("failures", {})
     sizes: Mapping[str, Any] = meta.get("sizes", {})
-    names = _order(list({r.variant for r in rows}))
+    names = _order(list({r.variant for r in rows} | set(failures)))
     table = {m.key: collect(rows, m) for m in METRICS}
     shown = [m for m in METRICS if table[m.key]]
     server = meta.get("server", {})
     cpus = meta.get("cpu", {}).get("cpu_count", "?")
     commit = meta.get("git", {}).get("commit")
-    lines = [
-        "# Peers: the reference presets beside the queues people use",
-        "",
+    lines = ["# Peers: the reference presets beside the queues people use", ""]
+    if failures:
+        lines += [
+            f"**Incomplete run: {len(failures)} driver(s) failed ({', '.join(failures)}); their rows are "
+            'missing from every table below (see "Failed drivers").**',
+            "",
+        ]
+    lines += [
         f"Mode **{meta.get('mode', '?')}**: {sizes.get('jobs', '?'):,} no-op jobs per phase, "
         f"{sizes.get('repeats', '?')} repeat(s) of the timed phases (median, min..max in the charts), "
         f"{sizes.get('concurrency', '?')} concurrent workers, idle window {sizes.get('idle_s', '?')} s, "
         f"{sizes.get('pickup_samples', '?')} pickup samples. Each driver had a fresh Redis "
         f"({server.get('flavor', 'redis')} {server.get('version', '?')}, {server.get('allocator', '?')}) "
-        f"and its library in a virtualenv of its own. Created {meta.get('created_at', '?')} "
+        f"and its library in an environment of its own. Created {meta.get('created_at', '?')} "
         f"on {cpus} CPUs (unpinned), git {commit}.",
         "",
         "| driver | version | " + " | ".join(f"{m.label} ({m.unit})" for m in shown) + " |",
@@ -263,8 +306,14 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
     ]
     for name in names:
         version = drivers.get(name, {}).get("version", "?")
-        cells = [_fmt(table[m.key][name].median, m.digits) if name in table[m.key] else "-" for m in shown]
+        if name in failures:
+            cells = ["FAILED"] + [""] * (len(shown) - 1)
+        else:
+            cells = [
+                _fmt(table[m.key][name].median, m.digits) if name in table[m.key] else "-" for m in shown
+            ]
         lines.append(f"| {name} | {version} | " + " | ".join(cells) + " |")
+    lines += ["", f"Pickup latency: {pickup_method(rows)}."]
     lines += ["", "## Where `scripted` stands against the best peer", ""]
     lines += [f"- {s}" for m in shown if (s := standing(table[m.key], m)) is not None] or ["- (not measured)"]
     lines += [
@@ -275,6 +324,8 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         "|---|---|---|---|---:|---|",
     ]
     for name in names:
+        if name in failures:
+            continue
         d = drivers.get(name, {})
         load = f"{d.get('loadavg_before', ['?'])[0]} -> {d.get('loadavg_after', ['?'])[0]}"
         repeats = len({r.repeat for r in rows if r.variant == name and r.metric == "process_jobs_per_s"})
@@ -292,7 +343,7 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         "| driver | enqueue, per job | processing, per job | idle, per second |",
         "|---|---|---|---|",
     ]
-    for name in names:
+    for name in [n for n in names if n not in failures]:
         lines.append(
             f"| {name} | {command_breakdown(rows, name, 'enqueue')} | "
             f"{command_breakdown(rows, name, 'process')} | {command_breakdown(rows, name, 'idle')} |"
@@ -310,15 +361,35 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         "handlers' start times over the middle 90% of the jobs (worker boot left out).",
         "- Commands: `INFO commandstats` deltas on the driver's own server; commands that Lua "
         "scripts run count too, as Redis counts them (an EVALSHA plus each command inside it).",
+        "- Round trips: `total_reads_processed` deltas (INFO stats) on the same server, the probe's "
+        "own INFO left out: Redis handles one read per request up to 16 KB, so this counts round trips "
+        "whatever the client, in any language (a large pipeline counts a few reads).",
         "- Idle: workers running with empty queues, after a settle pause.",
-        "- Pickup: one job at a time, the next once the previous has started; latency from the "
-        "timestamp in the job's arguments to the handler's start (same host clock).",
+        f"- Pickup: {pickup_method(rows)}; latency from the timestamp in the job's arguments to the "
+        "handler's start (same host clock); three warm-up jobs first, dropped.",
         "- Memory and keys: `used_memory` delta and the keys in the database after the first "
         "batch of jobs was processed and the workers stopped; keys without a TTL stay forever.",
         "- Repeats stop early once a driver's repeats took 4 minutes (the `repeats` column).",
+    ]
+    pipes = [
+        f"{name} {r.value:.0f} µs"
+        for name in names
+        for r in rows
+        if r.variant == name and r.metric == "protocol_round_trip_us"
+    ]
+    if pipes:
+        lines.append(
+            "- External drivers (a producer command qbench talks to over a pipe, one request at a time): "
+            f"one pipe round trip without Redis (`ping`) took {', '.join(pipes)}; each enqueue call timed "
+            "for them includes one such round trip, and their pickup latency the one-way half of it."
+        )
+    if meta.get("command"):
+        lines += ["", f"This run: `{meta['command']}` (from the qbench checkout at the commit above)."]
+    lines += [
         "",
-        "Reproduce: `make peers` (this full run), `qbench peers --quick`, or `qbench peers --only "
-        "scripted,huey`; `qbench peers --render DIR` redraws this report from `metrics.csv` and `run.json`.",
+        "Reproduce: `make peers` (the full run), `qbench peers --quick`, `qbench peers --only "
+        "scripted,huey`, or `qbench peers --driver path/to/driver.toml`; `qbench peers --render DIR` "
+        "redraws this report from `metrics.csv` and `run.json`.",
     ]
     if failures:
         lines += ["", "## Failed drivers", ""] + [f"- {name}: {why}" for name, why in failures.items()]

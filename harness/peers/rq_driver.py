@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.peers.base import QUEUE_NAME, Driver, record_pickup
+from qbench.driver import QUEUE_NAME, Driver, Op, record_pickup
 
 
 def qbench_noop(sent_at: float) -> None:
@@ -15,7 +15,8 @@ def qbench_noop(sent_at: float) -> None:
 class RQDriver(Driver):
     name = "rq"
     distribution = "rq"
-    has_enqueue_many = True
+    requirements = "requirements/rq.txt"
+    operations = frozenset({Op.ENQUEUE, Op.ENQUEUE_MANY})
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)

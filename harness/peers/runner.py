@@ -6,32 +6,52 @@ import contextlib
 import json
 import os
 import queue
+import random
 import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import redis
 
 from harness.infra.counting import command_stats, stats_delta
-from harness.peers.base import SINK_ENV, URL_ENV
+from harness.infra.nodelink import node_label
+from harness.infra.telemetry import Telemetry
 from harness.peers.registry import DriverSpec
 from harness.results.rows import Row, params
 from harness.results.stats import median, percentile
+from qbench.driver import (
+    ENV_CONCURRENCY,
+    ENV_QUEUE,
+    ENV_REDIS_URL,
+    ENV_SINK,
+    ENV_SINK_KEY,
+    ENV_SINK_REDIS_URL,
+    QUEUE_NAME,
+    Op,
+)
 
 EXPERIMENT = "peers"
 READY_TIMEOUT_S = 120.0
-REPLY_TIMEOUT_S = 900.0
-STALL_TIMEOUT_S = 60.0
-"""A drain that makes no progress for this long fails the driver (never a hang)."""
+"""A producer that has not said it is ready by then fails (peer venvs import slowly)."""
+REPLY_SECONDS_PER_JOB = 0.05
+"""An enqueue command may take stall_s plus this per job (20 jobs/s) before it fails."""
 STOP_TIMEOUT_S = 30.0
+STALL_S = 60.0
+"""Default of `Sizes.stall_s`."""
 PICKUP_WARMUP = 3
 """Pickup samples taken and dropped first: connections and imports settle in them."""
+PICKUP_SEED = 0
+"""Every driver gets the same random probe schedule."""
+PING_COUNT = 200
+"""Protocol round trips timed for an external driver (its pipe's share of each call)."""
+PING_WARMUP = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,22 +69,61 @@ class Sizes:
     repeat_budget_s: float = 240.0
     """No further repeat starts once a driver's repeats took this long: a library (or
     preset) that drains at ~10 jobs/s gets one repeat, not an hour (the report shows n)."""
+    pickup_gap_s: float = 3.0
+    """Pickup probes are sent at random times: gaps drawn uniformly from [0, pickup_gap_s),
+    never waiting for the previous probe. 3 s spans the slowest idle cycles among the peers
+    (Dramatiq backs off to 0.5-1 s sleeps after about 1.3-2.6 s idle; arq polls every 0.5 s)."""
+    stall_s: float = STALL_S
+    """A drain or a call that makes no progress for this long fails the driver (never a hang)."""
 
 
 FULL = Sizes()
-QUICK = Sizes(jobs=1_000, repeats=1, idle_s=3.0, pickup_samples=20)
+QUICK = Sizes(jobs=1_000, repeats=1, idle_s=3.0, pickup_samples=20, pickup_gap_s=2.0)
 
 
 class DriverFailedError(RuntimeError):
     """A driver could not finish a phase; the message says which and why."""
 
 
+class PickupSink(Protocol):
+    """Where a driver's handlers report pickups: `sent_us started_us [priority]` per job."""
+
+    samples: list[tuple[int, int]]
+    priorities: list[str | None]
+
+    def count(self) -> int:
+        """Read what arrived since the last call; the number of pickups so far."""
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that tell the workers where to report."""
+
+    def close(self) -> None:
+        """Release what the sink holds."""
+
+
+class SinkLineError(ValueError):
+    """A pickup line that is not `sent_us started_us [priority]`."""
+
+
+def _parse_sink_line(line: bytes, samples: list[tuple[int, int]], priorities: list[str | None]) -> None:
+    fields = line.split()
+    try:
+        if len(fields) not in (2, 3):
+            raise ValueError
+        sent, started = int(fields[0]), int(fields[1])
+    except ValueError:
+        raise SinkLineError(f"a pickup line is not `sent_us started_us [priority]`: {line[:80]!r}") from None
+    samples.append((sent, started))
+    priorities.append(fields[2].decode(errors="replace") if len(fields) == 3 else None)
+
+
 class Sink:
-    """Reads the lines handlers append: `sent_at_us started_at_us` per job."""
+    """Reads the lines handlers append to a file: `sent_us started_us [priority]` per job."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.samples: list[tuple[int, int]] = []
+        self.priorities: list[str | None] = []
         self._offset = 0
         self._partial = b""
 
@@ -76,9 +135,43 @@ class Sink:
             data = self._partial + data
             *lines, self._partial = data.split(b"\n")
             for line in lines:
-                sent, started = line.split()
-                self.samples.append((int(sent), int(started)))
+                _parse_sink_line(line, self.samples, self.priorities)
         return len(self.samples)
+
+    def env(self) -> dict[str, str]:
+        return {ENV_SINK: str(self.path)}
+
+    def close(self) -> None:
+        pass
+
+
+class RedisSink:
+    """Reads pickup lines that workers RPUSH to a list on a side Redis (workers elsewhere).
+
+    The side server is never the measured one, so the RPUSHes cost the measured Redis
+    nothing. Its key is unique per sink and deleted at close.
+    """
+
+    def __init__(self, url: str, label: str) -> None:
+        self.url = url
+        self.key = f"qbench:{{sink-{uuid.uuid4().hex[:12]}}}:{label}"
+        self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self.samples: list[tuple[int, int]] = []
+        self.priorities: list[str | None] = []
+
+    def count(self) -> int:
+        for line in self.client.lrange(self.key, len(self.samples), -1):
+            raw = line if isinstance(line, bytes) else str(line).encode()
+            _parse_sink_line(raw.strip(), self.samples, self.priorities)
+        return len(self.samples)
+
+    def env(self) -> dict[str, str]:
+        return {ENV_SINK_REDIS_URL: self.url, ENV_SINK_KEY: self.key}
+
+    def close(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.client.delete(self.key)
+        self.client.close()
 
 
 def processing_rate(samples: list[tuple[int, int]]) -> float:
@@ -113,6 +206,8 @@ class DriverProcess:
         concurrency: int,
         work_dir: Path,
         import_root: Path,
+        stall_s: float = STALL_S,
+        sink_url: str | None = None,
     ) -> None:
         self.spec = spec
         self.python = python
@@ -120,6 +215,9 @@ class DriverProcess:
         self.concurrency = concurrency
         self.work_dir = work_dir
         self.import_root = import_root
+        self.stall_s = stall_s
+        self.sink_url = sink_url
+        """The side Redis for drivers whose workers report by RPUSH (`sink = "redis"`)."""
         self.ready: dict[str, Any] = {}
         self._producer: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -129,11 +227,14 @@ class DriverProcess:
         work_dir.mkdir(parents=True, exist_ok=True)
 
     # -- subprocesses ---------------------------------------------------------------
-    def _env(self, sink: Path | None) -> dict[str, str]:
+    def _env(self, sink: PickupSink | None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         env["PYTHONPATH"] = str(self.import_root)
-        env[URL_ENV] = self.url
-        env[SINK_ENV] = str(sink or self.work_dir / "producer.sink")
+        env[ENV_REDIS_URL] = self.url
+        env[ENV_QUEUE] = QUEUE_NAME
+        env[ENV_CONCURRENCY] = str(self.concurrency)
+        # A producer-side handler call (none expected) lands in a file nobody counts.
+        env.update(sink.env() if sink is not None else {ENV_SINK: str(self.work_dir / "producer.sink")})
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -143,7 +244,7 @@ class DriverProcess:
             "-m",
             "harness.peers.agent",
             "--driver",
-            self.spec.name,
+            self.spec.ref,
             "--role",
             role,
             "--url",
@@ -188,7 +289,10 @@ class DriverProcess:
             raise DriverFailedError(f"{what}: no answer in {timeout_s:g}s") from None
         if line is None:
             raise DriverFailedError(f"{what}: producer exited ({self.last_log_line('producer.log')})")
-        reply: dict[str, Any] = json.loads(line)
+        try:
+            reply: dict[str, Any] = json.loads(line)
+        except ValueError:
+            raise DriverFailedError(f"{what}: the agent answered {line[:80]!r}") from None
         if "error" in reply:
             raise DriverFailedError(f"{what}: {reply['error']}")
         return reply
@@ -196,9 +300,21 @@ class DriverProcess:
     def _command(self, what: str, **command: object) -> dict[str, Any]:
         if self._producer is None or self._producer.stdin is None:
             raise DriverFailedError(f"{what}: producer not started")
-        self._producer.stdin.write(json.dumps(command) + "\n")
-        self._producer.stdin.flush()
-        return self._reply(REPLY_TIMEOUT_S, what)
+        try:
+            self._producer.stdin.write(json.dumps(command) + "\n")
+            self._producer.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise DriverFailedError(
+                f"{what}: producer exited ({self.last_log_line('producer.log')})"
+            ) from None
+        count = command.get("count", 1)
+        jobs = count if isinstance(count, int) else 1
+        return self._reply(self.stall_s + REPLY_SECONDS_PER_JOB * jobs, what)
+
+    @property
+    def operations(self) -> set[str]:
+        """What the driver said it supports (its ready message)."""
+        return set(self.ready.get("operations", []))
 
     def last_log_line(self, name: str) -> str:
         path = self.work_dir / name
@@ -213,7 +329,19 @@ class DriverProcess:
     def enqueue_many(self, count: int, batch: int) -> float:
         return float(self._command("enqueue_many", op="enqueue_many", count=count, batch=batch)["seconds"])
 
-    def start_workers(self, sink: Path) -> None:
+    def ping(self, count: int) -> float:
+        """Seconds for `count` protocol round trips of an external driver's producer."""
+        return float(self._command("ping", op="ping", count=count)["seconds"])
+
+    def new_sink(self, label: str) -> PickupSink:
+        """A fresh sink of the kind the driver's workers report to."""
+        if self.ready.get("sink") == "redis":
+            if self.sink_url is None:
+                raise DriverFailedError("the driver reports pickups to a side Redis, and none was given")
+            return RedisSink(self.sink_url, label)
+        return Sink(self.work_dir / f"{label}.sink")
+
+    def start_workers(self, sink: PickupSink) -> None:
         processes = int(self.ready.get("processes", 1))
         for index in range(processes):
             self._workers.append(
@@ -245,22 +373,33 @@ class DriverProcess:
             proc.wait()
         self._workers.clear()
 
-    def wait_for_drain(self, sink: Sink, expected: int) -> None:
-        """Until the sink holds `expected` jobs; fails after STALL_TIMEOUT_S without progress."""
-        seen, last_progress = sink.count(), time.monotonic()
-        while seen < expected:
-            time.sleep(0.02)
-            now = sink.count()
-            if now > seen:
-                seen, last_progress = now, time.monotonic()
-            elif time.monotonic() - last_progress > STALL_TIMEOUT_S:
-                raise DriverFailedError(
-                    f"drain stalled at {seen}/{expected} jobs ({self.last_log_line('worker.log')})"
-                )
-            elif not self.workers_alive():
-                raise DriverFailedError(
-                    f"a worker exited at {seen}/{expected} jobs ({self.last_log_line('worker.log')})"
-                )
+    def wait_for_drain(self, sink: PickupSink, expected: int) -> None:
+        """Until the sink holds `expected` jobs; fails after `stall_s` without progress, or
+        at once when a worker process exits or a pickup line is malformed."""
+        try:
+            seen, last_progress = sink.count(), time.monotonic()
+            while seen < expected:
+                time.sleep(0.02)
+                now = sink.count()
+                if now > seen:
+                    seen, last_progress = now, time.monotonic()
+                elif not self.workers_alive():
+                    raise DriverFailedError(
+                        f"a worker exited at {seen}/{expected} jobs ({self.last_log_line('worker.log')})"
+                    )
+                elif time.monotonic() - last_progress > self.stall_s:
+                    if seen == 0:
+                        where = ", ".join(f"${k}" for k in sink.env())
+                        raise DriverFailedError(
+                            f"no pickup reported in {self.stall_s:g}s: its handlers never reported "
+                            f"`sent_us started_us` to {where} ({self.last_log_line('worker.log')})"
+                        )
+                    raise DriverFailedError(
+                        f"drain stalled at {seen}/{expected} jobs for {self.stall_s:g}s "
+                        f"({self.last_log_line('worker.log')})"
+                    )
+        except (SinkLineError, redis.RedisError) as exc:
+            raise DriverFailedError(f"pickups: {exc}") from None
 
     def close(self) -> None:
         self.stop_workers()
@@ -284,14 +423,52 @@ class DriverProcess:
         self._logs.clear()
 
 
-class ServerProbe:
-    """Reads what the harness measures on the driver's Redis: commands, memory, keys."""
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The server's counters at one moment: calls per command, and socket reads, without
+    the requests of a telemetry sampler beside the probe."""
 
-    def __init__(self, url: str) -> None:
+    commands: Counter[str]
+    reads: int
+    """`total_reads_processed`: read events the server handled, one per request that fits
+    in one read (16 KB), so one per round trip for all but large pipelines."""
+    sampler: int = 0
+    """Requests the telemetry sampler had sent (already left out of the two above)."""
+
+
+def round_trips(before: Snapshot, after: Snapshot) -> int:
+    """Round trips clients made between two snapshots, as Redis counts them (its read
+    events), without the probe's own (the INFO request that took `after`) nor a telemetry
+    sampler's (left out of each snapshot)."""
+    return max(0, after.reads - before.reads - 1)
+
+
+class ServerProbe:
+    """Reads what the harness measures on the driver's Redis: commands, round trips,
+    memory, keys. With `sampler` (telemetry sampling the same server), each snapshot is
+    taken while the sampler's link is held, and leaves out what the sampler sent."""
+
+    def __init__(self, url: str, *, sampler: Telemetry | None = None) -> None:
         self.client = redis.Redis.from_url(url, socket_timeout=30)
+        self.sampler = sampler.link(node_label(url)) if sampler is not None else None
 
     def commands(self) -> Counter[str]:
         return command_stats(self.client)
+
+    def snapshot(self) -> Snapshot:
+        """Calls per command and read events, from one INFO request (one read)."""
+        with contextlib.ExitStack() as stack:
+            own = stack.enter_context(self.sampler.held()) if self.sampler is not None else Counter()
+            info = self.client.info("commandstats", "stats")
+        calls = Counter(
+            {
+                name.removeprefix("cmdstat_"): int(value["calls"]) - own.get(name.removeprefix("cmdstat_"), 0)
+                for name, value in info.items()
+                if name.startswith("cmdstat_")
+            }
+        )
+        sent = sum(own.values())
+        return Snapshot(calls, int(info["total_reads_processed"]) - sent, sent)
 
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])
@@ -371,34 +548,46 @@ def measure_driver(
     def row(metric: str, value: float, unit: str, repeat: int = 0, **extra: object) -> None:
         rows.append(Row(EXPERIMENT, name, params(**extra), metric, value, unit, repeat))
 
+    if driver.ready.get("external"):
+        # The external producer's pipe: part of every call qbench times for this driver
+        # (timed after a few untimed pings, as the enqueue phases come after the start).
+        driver.ping(PING_WARMUP)
+        row("protocol_round_trip_us", driver.ping(PING_COUNT) / PING_COUNT * 1e6, "us", calls=PING_COUNT)
+
+    def round_trip_row(phase: str, before: Snapshot, after: Snapshot, repeat: int) -> None:
+        row("round_trips_per_job", round_trips(before, after) / n, "round_trips/job", repeat, phase=phase)
+
     memory_before = probe.used_memory()
     started = time.monotonic()
     for r in range(sizes.repeats):
         if r > 0 and time.monotonic() - started > sizes.repeat_budget_s:
             progress(f"  {name}: {r} repeat(s) took over {sizes.repeat_budget_s:g}s; no more")
             break
-        stats0 = probe.commands()
+        snap0 = probe.snapshot()
         seconds = driver.enqueue(n)
-        stats1 = probe.commands()
+        snap1 = probe.snapshot()
         row("enqueue_jobs_per_s", n / seconds, "jobs/s", r, calls="serial", jobs=n)
-        rows += _command_rows(name, "commands_per_job", "enqueue", stats_delta(stats0, stats1), n, r)
-        sink = Sink(driver.work_dir / f"process-{r}.sink")
-        driver.start_workers(sink.path)
-        driver.wait_for_drain(sink, n)
-        stats2 = probe.commands()
-        row(
-            "process_jobs_per_s",
-            processing_rate(sink.samples),
-            "jobs/s",
-            r,
-            jobs=n,
-            workers=sizes.concurrency,
+        rows += _command_rows(
+            name, "commands_per_job", "enqueue", stats_delta(snap0.commands, snap1.commands), n, r
         )
-        row("jobs_handled", sink.count(), "jobs", r, jobs=n)
-        rows += _command_rows(name, "commands_per_job", "process", stats_delta(stats1, stats2), n, r)
+        round_trip_row("enqueue", snap0, snap1, r)
+        sink = driver.new_sink(f"process-{r}")
+        try:
+            driver.start_workers(sink)
+            driver.wait_for_drain(sink, n)
+            snap2 = probe.snapshot()
+            rate = processing_rate(sink.samples)
+            row("process_jobs_per_s", rate, "jobs/s", r, jobs=n, workers=sizes.concurrency)
+            row("jobs_handled", sink.count(), "jobs", r, jobs=n)
+        finally:
+            sink.close()
+        rows += _command_rows(
+            name, "commands_per_job", "process", stats_delta(snap1.commands, snap2.commands), n, r
+        )
+        round_trip_row("process", snap1, snap2, r)
         progress(
-            f"  {name}: repeat {r + 1}/{sizes.repeats}: {n / seconds:,.0f} enqueued/s, "
-            f"{processing_rate(sink.samples):,.0f} processed/s"
+            f"  {name}: repeat {r + 1}/{sizes.repeats}: "
+            f"{n / seconds:,.0f} enqueued/s, {rate:,.0f} processed/s"
         )
         if r == 0:
             time.sleep(sizes.settle_s)
@@ -414,48 +603,100 @@ def measure_driver(
             row("memory_bytes_per_job", (probe.used_memory() - memory_before) / n, "bytes/job", jobs=n)
             row("keys_left", total, "keys", jobs=n)
             row("keys_left_no_ttl", no_ttl, "keys", jobs=n)
-    _measure_pickup(driver, sizes, row)
-    if driver.ready.get("has_enqueue_many"):
+    progress(
+        f"  {name}: {sizes.pickup_samples} pickup probes at random times "
+        f"(gaps uniform in [0, {sizes.pickup_gap_s:g}) s)"
+    )
+    rows += [
+        Row(EXPERIMENT, name, params(**p), metric, value, unit)
+        for metric, value, unit, p in measure_pickup(driver, sizes)
+    ]
+    if Op.ENQUEUE_MANY in driver.operations:
         for r in range(sizes.repeats):
-            stats0 = probe.commands()
+            snap0 = probe.snapshot()
             seconds = driver.enqueue_many(n, sizes.batch)
+            snap1 = probe.snapshot()
             row("enqueue_jobs_per_s", n / seconds, "jobs/s", r, calls=f"many{sizes.batch}", jobs=n)
+            phase = f"enqueue_many{sizes.batch}"
             rows += _command_rows(
-                name,
-                "commands_per_job",
-                f"enqueue_many{sizes.batch}",
-                stats_delta(stats0, probe.commands()),
-                n,
-                r,
+                name, "commands_per_job", phase, stats_delta(snap0.commands, snap1.commands), n, r
             )
+            round_trip_row(phase, snap0, snap1, r)
     return rows
 
 
-def _measure_pickup(driver: DriverProcess, sizes: Sizes, row: Callable[..., None]) -> None:
-    """Low load: one job at a time, the next only once the previous one started."""
-    sink = Sink(driver.work_dir / "pickup.sink")
-    driver.start_workers(sink.path)
+def probe_schedule(samples: int, gap_s: float, seed: int = PICKUP_SEED) -> list[float]:
+    """Send times (seconds from the first probe's start) of `samples` pickup probes: gaps
+    drawn uniformly from [0, gap_s), so each probe meets the workers at a random phase of
+    whatever idle cycle they run and after a random idle time up to `gap_s`."""
+    rng = random.Random(seed)
+    times, t = [], 0.0
+    for _ in range(samples):
+        t += rng.uniform(0.0, gap_s)
+        times.append(t)
+    return times
+
+
+def measure_pickup(driver: DriverProcess, sizes: Sizes) -> list[tuple[str, float, str, dict[str, object]]]:
+    """Pickup latency with running workers, probes at random arrival times (open loop).
+
+    PICKUP_WARMUP jobs go first, one at a time, and are dropped. Then each probe is sent
+    at its time in `probe_schedule`, whether or not earlier probes have started, so a
+    library that sleeps while idle is caught at every phase of its sleep, not just after
+    a job. Latency runs from the send stamp the job carries to its handler's start.
+    Returns (metric, value, unit, params) for p50, p99 and max.
+    """
+    sink = driver.new_sink("pickup")
     try:
-        for i in range(PICKUP_WARMUP + sizes.pickup_samples):
-            driver.enqueue(1)
-            driver.wait_for_drain(sink, i + 1)
+        driver.start_workers(sink)
+        try:
+            for i in range(PICKUP_WARMUP):
+                driver.enqueue(1)
+                driver.wait_for_drain(sink, i + 1)
+            start = time.monotonic()
+            for at in probe_schedule(sizes.pickup_samples, sizes.pickup_gap_s):
+                delay = start + at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                driver.enqueue(1)
+            driver.wait_for_drain(sink, PICKUP_WARMUP + sizes.pickup_samples)
+        finally:
+            driver.stop_workers()
+        sink.count()
+        ordered = sorted(sink.samples)  # by send time: the warm-up jobs first
     finally:
-        driver.stop_workers()
-    latencies_ms = [(started - sent) / 1000 for sent, started in sink.samples[PICKUP_WARMUP:]]
-    for metric, value in (
-        ("pickup_ms_p50", median(latencies_ms)),
-        ("pickup_ms_p99", percentile(latencies_ms, 99)),
-        ("pickup_ms_max", max(latencies_ms)),
-    ):
-        row(metric, value, "ms", samples=len(latencies_ms))
+        sink.close()
+    latencies_ms = [(started - sent) / 1000 for sent, started in ordered[PICKUP_WARMUP:]]
+    method = {"arrivals": "random", "gap_max_s": f"{sizes.pickup_gap_s:g}", "samples": len(latencies_ms)}
+    return [
+        ("pickup_ms_p50", median(latencies_ms), "ms", method),
+        ("pickup_ms_p99", percentile(latencies_ms, 99), "ms", method),
+        ("pickup_ms_max", max(latencies_ms), "ms", method),
+    ]
 
 
 @contextlib.contextmanager
 def driver_process(
-    *, spec: DriverSpec, python: str, url: str, concurrency: int, work_dir: Path, import_root: Path
+    *,
+    spec: DriverSpec,
+    python: str,
+    url: str,
+    concurrency: int,
+    work_dir: Path,
+    import_root: Path,
+    stall_s: float = STALL_S,
+    sink_url: str | None = None,
 ) -> Iterator[DriverProcess]:
+    """A started driver (its producer answered `ready`), closed on exit."""
     process = DriverProcess(
-        spec=spec, python=python, url=url, concurrency=concurrency, work_dir=work_dir, import_root=import_root
+        spec=spec,
+        python=python,
+        url=url,
+        concurrency=concurrency,
+        work_dir=work_dir,
+        import_root=import_root,
+        stall_s=stall_s,
+        sink_url=sink_url,
     )
     try:
         process.start()

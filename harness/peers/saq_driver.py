@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.peers.base import QUEUE_NAME, AsyncDriver, record_pickup
+from qbench.driver import QUEUE_NAME, AsyncDriver, record_pickup
 
 FUNCTION = "qbench_noop"
 
@@ -16,6 +16,7 @@ async def qbench_noop(ctx: dict[str, Any], *, sent_at: float) -> None:
 class SaqDriver(AsyncDriver):
     name = "saq"
     distribution = "saq"
+    requirements = "requirements/saq.txt"
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)

@@ -6,7 +6,7 @@ import asyncio
 import signal
 from typing import Any
 
-from harness.peers.base import AsyncDriver, record_pickup
+from qbench.driver import AsyncDriver, record_pickup
 
 TASK = "qbench_noop"
 
@@ -18,6 +18,7 @@ async def qbench_noop(sent_at: float) -> None:
 class TaskiqDriver(AsyncDriver):
     name = "taskiq"
     distribution = "taskiq-redis"
+    requirements = "requirements/taskiq.txt"
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)

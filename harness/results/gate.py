@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.results.rows import DETERMINISTIC_UNITS, METRICS_FILE, Row, params, read_metrics
+from harness.results.rows import DETERMINISTIC_UNITS, METRICS_FILE, RUN_FILE, Row, params, read_metrics
 from harness.results.stats import median
 
 TimingMode = Literal["auto", "ratio", "absolute", "off"]
@@ -75,6 +75,21 @@ def load_result_set(path: Path) -> ResultSet:
     if not rows:
         raise GateInputError(f"{path}: holds no results")
     return ResultSet(str(path), kind, rows)
+
+
+def incomplete_run(path: Path) -> str | None:
+    """Why the run at `path` (a results dir or its metrics.csv) is incomplete, from the
+    `failures` its run.json records (a peers run whose drivers failed), else None: such a
+    run's missing rows would read as `missing`, never as a failure, so the gate refuses it."""
+    folder = path if path.is_dir() else path.parent
+    try:
+        meta = json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    failures = meta.get("failures") if isinstance(meta, dict) else None
+    if not failures or not isinstance(failures, dict):
+        return None
+    return f"{folder}: incomplete run: driver(s) {', '.join(sorted(failures))} failed"
 
 
 def _bench_rows(path: Path) -> list[Row]:

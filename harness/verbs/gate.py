@@ -18,6 +18,7 @@ from harness.results.gate import (
     GateInputError,
     compare,
     format_report,
+    incomplete_run,
     load_result_set,
     parse_tolerance,
     report_document,
@@ -158,6 +159,11 @@ def run(args: argparse.Namespace) -> int:
         )
     except GateInputError as exc:
         raise UsageError(str(exc)) from None
+    for path in (args.baseline, args.candidate):
+        reason = incomplete_run(path)
+        if reason is not None:
+            print(f"qbench: error: {reason}; compare complete runs only", file=sys.stderr)
+            return 1
     if report.compared == 0:
         raise UsageError("nothing to compare: the two sets share no experiment, variant, params and metric")
     print(f"baseline:  {baseline.source}\ncandidate: {candidate.source}\n")

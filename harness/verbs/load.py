@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 
 from harness.errors import UsageError, add_redis_url_argument, add_telemetry_argument
+from harness.load.driver_load import (
+    DriverLoadInputError,
+    DriverLoadPlan,
+    plan_driver_load,
+    run_driver_load,
+    write_driver_results,
+)
 from harness.load.runner import (
     DEFAULT_MASTER_PORT,
     DEFAULT_OUT_ROOT,
@@ -19,7 +26,10 @@ from harness.load.runner import (
     summary,
     write_results,
 )
+from harness.peers.registry import resolve
+from qbench.loader import DriverLoadError
 from queue_impl.config import VariantError, parse_variant, toggle_help
+from queue_impl.connection import is_cluster_url
 from scenarios.settings import is_loopback
 from scenarios.workload import (
     Workload,
@@ -30,8 +40,15 @@ from scenarios.workload import (
 )
 
 MAX_WORKERS = 64
+DRIVER_HELP = """
+through a driver (any queue qbench has a driver for, instead of --variant):
+  qbench load SCENARIO --driver NAME|module:Class|path/file.py:Class|driver.toml [--workers N]
+The scenario's producing users call the driver; its consumers become the driver's own
+workers, whose pickups join the users' histograms. Its Locust processes stay on this host
+(--workers N starts local ones): --master and --worker are for --variant runs.
+"""
 DISTRIBUTED_HELP = """
-distributed across hosts (no shared disk: workers send their histograms to the master):
+distributed across hosts, --variant only (no shared disk: workers send their histograms):
   qbench load SCENARIO --variant V --master --expect-workers N [--bind ADDR --allow-remote]
   qbench load SCENARIO --variant V --worker --master-host ADDR [--master-port P] [--redis-url URL]
 The master binds 127.0.0.1 unless --bind says otherwise; any other address needs
@@ -77,16 +94,25 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, cluster: bool = False) -> None:
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, cluster: bool = False, variant_required: bool = True
+) -> None:
     """The flags `load` and `profile` share; `cluster` adds `--cluster` (a Redis Cluster target)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = load_epilog()
     parser.add_argument("scenario", help="workload name (scenarios/workloads/NAME.toml) or a .toml path")
-    parser.add_argument("--variant", required=True, metavar="SPEC", help="preset[+toggle=value,...]")
+    parser.add_argument(
+        "--variant",
+        required=variant_required,
+        metavar="SPEC",
+        help="preset[+toggle=value,...]" + ("" if variant_required else " (or --driver)"),
+    )
     parser.add_argument("--users", type=int, default=None, help="override the workload's user count")
     parser.add_argument("--spawn-rate", type=float, default=None, help="override users started per second")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="override run time (s)")
-    parser.add_argument("--workers", type=int, default=0, help="Locust worker processes (distributed mode)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="Locust worker processes on this host (distributed mode)"
+    )
     parser.add_argument(
         "--label", default=None, help="variant column in the rows (default: the variant's label)"
     )
@@ -101,13 +127,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "load",
         help="run a Locust scenario headless against one variant",
-        description="Run a Locust scenario headless against one variant of the reference queue; "
+        description="Run a Locust scenario headless against one variant of the reference queue, or "
+        "through a driver (--driver: the users call the driver's enqueue, its own workers consume); "
         "writes metrics.csv, run.json, Locust's own stats and charts, and checks that no job was lost.",
     )
-    add_common_arguments(parser, cluster=True)
+    add_common_arguments(parser, cluster=True, variant_required=False)
+    parser.add_argument(
+        "--driver",
+        metavar="DRIVER",
+        default=None,
+        help="instead of --variant: a driver (a name from `qbench drivers`, module:Class, "
+        "path/to/file.py:Class or driver.toml); the scenario's consumers become its workers "
+        "(label: the driver's name)",
+    )
     add_telemetry_argument(parser)
     add_distributed_arguments(parser)
-    parser.epilog = (parser.epilog or "") + "\n" + DISTRIBUTED_HELP
+    parser.epilog = (parser.epilog or "") + "\n" + DRIVER_HELP + DISTRIBUTED_HELP
     parser.set_defaults(func=run)
 
 
@@ -245,7 +280,13 @@ def run_as_worker(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "worker", False):
+    if args.driver is not None:
+        if args.variant is not None:
+            raise UsageError("--variant and --driver: give one (a reference-queue variant, or a driver)")
+        return run_with_driver(args)
+    if args.variant is None:
+        raise UsageError("one of --variant or --driver is required")
+    if args.worker:
         return run_as_worker(args)
     plan = plan_from_args(args)
     out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
@@ -271,6 +312,96 @@ def run(args: argparse.Namespace) -> int:
     lost = result.census["stranded"] + abs(result.jobs_expected - result.census["records"])
     problems = (
         [f"{failures} failed request(s), {lost} job(s) missing or stranded"] if failures or lost else []
+    )
+    if result.locust_returncode != 0:
+        problems.append(f"Locust exited with {result.locust_returncode} (see {out_dir / 'locust.log'})")
+    if problems:
+        print(f"qbench: error: {'; '.join(problems)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def driver_plan_from_args(args: argparse.Namespace) -> DriverLoadPlan:
+    for flag, value in (
+        ("--master", args.master or None),
+        ("--worker", args.worker or None),
+        ("--expect-workers", args.expect_workers),
+        ("--bind", args.bind),
+        ("--allow-remote", args.allow_remote or None),
+        ("--master-host", args.master_host),
+        ("--master-port", args.master_port),
+    ):
+        if value is not None:
+            raise UsageError(
+                f"{flag} is for --variant runs: a --driver run keeps its Locust processes on this host, "
+                "where the driver's environment is (use --workers N)"
+            )
+    try:
+        workload = load_workload(args.scenario)
+    except WorkloadError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        spec = resolve(args.driver)
+    except DriverLoadError as exc:
+        raise UsageError(str(exc)) from None
+    users = workload.users if args.users is None else args.users
+    duration = workload.duration_s if args.duration is None else args.duration
+    spawn_rate = workload.spawn_rate if args.spawn_rate is None else args.spawn_rate
+    if users < 1:
+        raise UsageError("--users must be >= 1")
+    if duration <= 0:
+        raise UsageError("--duration must be > 0")
+    if spawn_rate <= 0:
+        raise UsageError("--spawn-rate must be > 0")
+    if not 0 <= args.workers <= 16:
+        raise UsageError("--workers must be between 0 and 16")
+    try:
+        return plan_driver_load(
+            workload,
+            spec,
+            label=args.label,
+            users=users,
+            spawn_rate=spawn_rate,
+            duration_s=duration,
+            workers=args.workers,
+        )
+    except DriverLoadInputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_with_driver(args: argparse.Namespace) -> int:
+    if args.cluster or (args.redis_url and is_cluster_url(args.redis_url)):
+        raise UsageError("--driver runs against one Redis server; a Redis Cluster takes --variant")
+    plan = driver_plan_from_args(args)
+    out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
+    print(
+        f"load {plan.workload.name} · driver {plan.spec.name}: {plan.users} producing users for "
+        f"{plan.duration_s:g} s, workers running {plan.consumers} jobs at once",
+        flush=True,
+    )
+    try:
+        result = run_driver_load(
+            plan, out_dir, redis_url=args.redis_url, telemetry_interval_s=args.telemetry_interval
+        )
+    except DriverLoadInputError as exc:
+        raise UsageError(str(exc)) from None
+    except LoadError as exc:
+        print(f"qbench: error: {exc}", file=sys.stderr)
+        return 1
+    rows = write_driver_results(result, charts=not args.no_charts)
+    print("\n".join(summary(rows).splitlines()[:-1]))
+    print(
+        f"jobs: {result.jobs_expected} enqueued, {result.jobs_picked_up} picked up by the workers"
+        + (f", {result.jobs_not_picked_up} not picked up" if plan.consumers else " (no consumers)")
+    )
+    print(f"results in {out_dir}")
+    problems = (
+        [
+            f"driver {plan.spec.name}: {result.failures} failed request(s), "
+            f"{result.jobs_not_picked_up} job(s) not picked up within {plan.drain_s:g} s after the run"
+        ]
+        if result.failures or result.jobs_not_picked_up
+        else []
     )
     if result.locust_returncode != 0:
         problems.append(f"Locust exited with {result.locust_returncode} (see {out_dir / 'locust.log'})")

@@ -1,0 +1,38 @@
+// qbench external driver: the Bee-Queue worker, with the library's defaults. Each job
+// appends `sent_us started_us` to $QBENCH_SINK (or RPUSHes it to $QBENCH_SINK_KEY on
+// $QBENCH_SINK_REDIS_URL); SIGTERM closes the queue the documented way (running jobs
+// get up to 30 s), then the process exits.
+import fs from "node:fs";
+import { performance } from "node:perf_hooks";
+import Queue from "bee-queue";
+import redis from "redis";
+
+const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
+
+let report;
+let side = null;
+if (process.env.QBENCH_SINK_REDIS_URL) {
+  side = redis.createClient(process.env.QBENCH_SINK_REDIS_URL);
+  const key = process.env.QBENCH_SINK_KEY;
+  report = (line) => new Promise((ok, fail) => side.rpush(key, line, (err) => (err ? fail(err) : ok())));
+} else {
+  const fd = fs.openSync(process.env.QBENCH_SINK, "a"); // O_APPEND: one write per line
+  report = (line) => fs.writeSync(fd, `${line}\n`);
+}
+
+const queue = new Queue(process.env.QBENCH_QUEUE || "qbench_peers", { redis: process.env.QBENCH_REDIS_URL });
+queue.on("error", (err) => console.error(`queue error: ${err.message}`));
+queue.process(Number(process.env.QBENCH_CONCURRENCY || 10), async (job) => {
+  await report(`${job.data.sent_us} ${nowUs()}`);
+});
+
+let stopping = false;
+async function stop() {
+  if (stopping) return;
+  stopping = true;
+  await queue.close(30_000);
+  if (side) side.quit();
+  process.exit(0);
+}
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);

@@ -1,0 +1,44 @@
+// qbench external driver: the BullMQ worker. Each job appends `sent_us started_us
+// [priority]` to $QBENCH_SINK (or RPUSHes it to $QBENCH_SINK_KEY on $QBENCH_SINK_REDIS_URL);
+// SIGTERM closes the worker the documented way: running jobs finish, then it exits.
+import fs from "node:fs";
+import { performance } from "node:perf_hooks";
+import { Worker } from "bullmq";
+import IORedis from "ioredis";
+
+const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
+
+let report;
+let side = null;
+if (process.env.QBENCH_SINK_REDIS_URL) {
+  side = new IORedis(process.env.QBENCH_SINK_REDIS_URL);
+  const key = process.env.QBENCH_SINK_KEY;
+  report = (line) => side.rpush(key, line);
+} else {
+  const fd = fs.openSync(process.env.QBENCH_SINK, "a"); // O_APPEND: one write per line
+  report = (line) => fs.writeSync(fd, `${line}\n`);
+}
+
+const connection = new IORedis(process.env.QBENCH_REDIS_URL, { maxRetriesPerRequest: null });
+const worker = new Worker(
+  process.env.QBENCH_QUEUE || "qbench_peers",
+  async (job) => {
+    const started = nowUs();
+    const priority = job.data.priority ? ` ${job.data.priority}` : "";
+    await report(`${job.data.sent_us} ${started}${priority}`);
+  },
+  { connection, concurrency: Number(process.env.QBENCH_CONCURRENCY || 10) },
+);
+worker.on("error", (err) => console.error(`worker error: ${err.message}`));
+
+let stopping = false;
+async function stop() {
+  if (stopping) return;
+  stopping = true;
+  await worker.close(); // waits for running jobs
+  await connection.quit();
+  if (side) await side.quit();
+  process.exit(0);
+}
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);

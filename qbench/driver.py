@@ -1,0 +1,291 @@
+"""The public driver interface: implement `Driver` and qbench measures your queue.
+
+A driver drives one queue library through its ordinary API. qbench runs it in
+subprocesses: one *producer* process calls `enqueue...`, and the worker processes each
+call `run_worker`, which runs the library's workers until SIGTERM. Every job's handler
+calls `record_pickup(sent_at)` first thing; qbench counts those lines, so it measures
+processing rate and pickup latency the same way for every library, and measures
+commands, round trips, memory and keys left at Redis itself.
+
+Minimal driver (the library imported inside the methods, so qbench can read the class
+in its own environment without the library installed there):
+
+    from qbench.driver import Driver, record_pickup
+
+    def noop(sent_at: float) -> None:
+        record_pickup(sent_at)
+
+    class MyQueueDriver(Driver):
+        name = "myqueue"                # the `variant` column of the results
+        distribution = "myqueue"        # the package whose version is reported
+        requirements = "requirements.txt"   # beside this module: its own virtualenv
+
+        def enqueue(self, sent_at: float) -> None:
+            self.queue.put(noop, sent_at)
+
+        def run_worker(self, *, index: int) -> None:
+            ...  # run the library's worker until SIGTERM, then stop it cleanly
+
+Register it with an entry point in the group `qbench.drivers` (`myqueue =
+"mypackage.driver:MyQueueDriver"`) or name it on the command line (`--driver
+mypackage.driver:MyQueueDriver`, `--driver path/to/driver.py:MyQueueDriver`).
+
+This module imports the standard library only: it is imported inside each driver's own
+virtualenv. It is versioned by `API_VERSION`; names here change only with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Sequence
+from enum import StrEnum
+from importlib import metadata
+from typing import ClassVar, TypeVar
+
+__all__ = [
+    "API_VERSION",
+    "ENV_CONCURRENCY",
+    "ENV_QUEUE",
+    "ENV_REDIS_URL",
+    "ENV_SINK",
+    "ENV_SINK_KEY",
+    "ENV_SINK_REDIS_URL",
+    "ENV_WORKER_INDEX",
+    "PRIORITIES",
+    "QUEUE_NAME",
+    "AsyncDriver",
+    "Driver",
+    "Op",
+    "driver_problems",
+    "record_pickup",
+]
+
+API_VERSION = 1
+"""Version of this interface (and of the external-process contract in `qbench.external`)."""
+
+T = TypeVar("T")
+
+ENV_REDIS_URL = "QBENCH_REDIS_URL"
+"""The Redis the driver must use (a fresh server, or an empty logical DB)."""
+ENV_QUEUE = "QBENCH_QUEUE"
+"""Queue (or namespace) name to use, where the library lets one choose."""
+ENV_CONCURRENCY = "QBENCH_CONCURRENCY"
+"""How many jobs the workers should run at once, over all worker processes."""
+ENV_WORKER_INDEX = "QBENCH_WORKER_INDEX"
+"""Index of this worker process, 0..worker_processes()-1."""
+ENV_SINK = "QBENCH_SINK"
+"""File each handler appends its `sent_us started_us` line to."""
+ENV_SINK_REDIS_URL = "QBENCH_SINK_REDIS_URL"
+"""Set instead of ENV_SINK for workers that report to a side Redis: RPUSH each line to the
+list named by ENV_SINK_KEY on this server (external drivers with `sink = "redis"`)."""
+ENV_SINK_KEY = "QBENCH_SINK_KEY"
+
+QUEUE_NAME = "qbench_peers"
+"""The queue name qbench passes in ENV_QUEUE."""
+PRIORITIES = ("high", "normal", "low")
+"""Priorities `enqueue_priority` receives."""
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.+=-]*$")
+"""Driver names: what the `variant` column and `--only a,b` can hold."""
+
+
+class Op(StrEnum):
+    """Operations a driver can support; `Driver.operations` lists its own."""
+
+    ENQUEUE = "enqueue"
+    """One job per call (every driver)."""
+    ENQUEUE_MANY = "enqueue_many"
+    """The library's documented bulk call: `enqueue_many`."""
+    PRIORITIES = "priorities"
+    """Jobs of priority high, normal or low: `enqueue_priority`."""
+
+
+def record_pickup(sent_at: float, *, priority: str | None = None) -> None:
+    """The no-op job's body: append `sent_us started_us [priority]` to the sink file.
+
+    `sent_at` is the Unix time (seconds) the job carried from `enqueue`. One O_APPEND
+    write of a short line is atomic on Linux, so handlers in many processes (including
+    forked children) share one file safely.
+    """
+    started_us = time.time_ns() // 1000
+    line = b"%d %d" % (round(sent_at * 1e6), started_us)
+    if priority is not None:
+        line += b" " + priority.encode()
+    fd = os.open(os.environ[ENV_SINK], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line + b"\n")
+    finally:
+        os.close(fd)
+
+
+class Driver(ABC):
+    """One queue library, driven through its ordinary documented API and defaults.
+
+    A driver object lives in a subprocess, under its own virtualenv when `requirements`
+    names one. The producer process calls `connect` once, then `enqueue_serial`,
+    `enqueue_many` and `enqueue_priority`; each worker process calls `run_worker`, which
+    blocks until SIGTERM and then stops the library's worker the way its documentation
+    says (a warm shutdown: running jobs finish). Stopping, draining and measuring are
+    qbench's job: it signals the worker processes and counts the sink's lines.
+    """
+
+    name: ClassVar[str]
+    """Driver name: the `variant` column of the results (lower case, no spaces or commas)."""
+    distribution: ClassVar[str]
+    """The distribution (PyPI package) whose version the report shows."""
+    operations: ClassVar[frozenset[Op]] = frozenset({Op.ENQUEUE})
+    """What the driver supports beyond one-call enqueue; each needs its method."""
+    requirements: ClassVar[str | None] = None
+    """A pip requirements file, relative to the driver's module file, from which qbench
+    builds the driver's own virtualenv; None: the driver runs in qbench's own environment."""
+
+    def __init__(self, *, url: str, concurrency: int) -> None:
+        self.url = url
+        self.concurrency = concurrency
+
+    @classmethod
+    def version(cls) -> str:
+        """The version the report shows: the installed `distribution`'s, else '?'."""
+        try:
+            return metadata.version(cls.distribution)
+        except (metadata.PackageNotFoundError, ValueError):
+            return "?"
+
+    def setup(self) -> str:
+        """The worker setup, for the report: processes, threads, async concurrency."""
+        return f"{self.worker_processes()} worker process(es), concurrency {self.concurrency}"
+
+    def worker_processes(self) -> int:
+        """How many worker processes qbench starts (each runs `run_worker`)."""
+        return 1
+
+    def connect(self) -> None:  # noqa: B027 - optional hook
+        """Called once in the producer process before any enqueue (open connections here)."""
+
+    @abstractmethod
+    def enqueue(self, sent_at: float) -> None:
+        """Enqueue one no-op job carrying `sent_at` (Unix seconds) as its argument."""
+
+    def enqueue_serial(self, count: int) -> None:
+        """Enqueue `count` jobs one call at a time, each stamped when it is sent."""
+        for _ in range(count):
+            self.enqueue(time.time())
+
+    def enqueue_many(self, sent_at: Sequence[float]) -> None:
+        """Enqueue jobs with the library's bulk call (declare `Op.ENQUEUE_MANY`)."""
+        raise NotImplementedError(f"{self.name} has no bulk enqueue")
+
+    def enqueue_priority(self, sent_at: float, priority: str) -> None:
+        """Enqueue one job of priority high, normal or low (declare `Op.PRIORITIES`)."""
+        raise NotImplementedError(f"{self.name} has no priorities")
+
+    @abstractmethod
+    def run_worker(self, *, index: int) -> None:
+        """Run this process's share of the workers until SIGTERM, then stop cleanly."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most drivers need nothing here
+        """Release connections (producer side)."""
+
+
+class AsyncDriver(Driver):
+    """A driver for an asyncio library: one event loop per process runs every call.
+
+    Implement `aenqueue` (and `aenqueue_many`, `aenqueue_priority` for the operations
+    declared) instead of their synchronous twins.
+    """
+
+    def __init__(self, *, url: str, concurrency: int) -> None:
+        super().__init__(url=url, concurrency=concurrency)
+        self._runner = asyncio.Runner()
+
+    def run(self, coroutine: Awaitable[T]) -> T:
+        """Run `coroutine` on this process's event loop."""
+
+        async def wrapper() -> T:
+            return await coroutine
+
+        return self._runner.run(wrapper())
+
+    @abstractmethod
+    async def aenqueue(self, sent_at: float) -> None:
+        """Enqueue one job (async)."""
+
+    async def aenqueue_many(self, sent_at: Sequence[float]) -> None:
+        """The library's bulk call (async; declare `Op.ENQUEUE_MANY`)."""
+        raise NotImplementedError(f"{self.name} has no bulk enqueue")
+
+    async def aenqueue_priority(self, sent_at: float, priority: str) -> None:
+        """Enqueue one job of a priority (async; declare `Op.PRIORITIES`)."""
+        raise NotImplementedError(f"{self.name} has no priorities")
+
+    def enqueue(self, sent_at: float) -> None:
+        self.run(self.aenqueue(sent_at))
+
+    def enqueue_serial(self, count: int) -> None:
+        async def serial() -> None:
+            for _ in range(count):
+                await self.aenqueue(time.time())
+
+        self.run(serial())
+
+    def enqueue_many(self, sent_at: Sequence[float]) -> None:
+        self.run(self.aenqueue_many(sent_at))
+
+    def enqueue_priority(self, sent_at: float, priority: str) -> None:
+        self.run(self.aenqueue_priority(sent_at, priority))
+
+    async def aclose(self) -> None:
+        """Close the library's connections (async)."""
+
+    def close(self) -> None:
+        try:
+            self.run(self.aclose())
+        finally:
+            self._runner.close()
+
+
+_OPERATION_METHODS: dict[Op, tuple[str, str]] = {
+    Op.ENQUEUE_MANY: ("enqueue_many", "aenqueue_many"),
+    Op.PRIORITIES: ("enqueue_priority", "aenqueue_priority"),
+}
+
+
+def _overrides(cls: type[Driver], sync_name: str, async_name: str) -> bool:
+    if issubclass(cls, AsyncDriver):
+        return getattr(cls, async_name) is not getattr(AsyncDriver, async_name)
+    return getattr(cls, sync_name) is not getattr(Driver, sync_name)
+
+
+def driver_problems(cls: object) -> list[str]:
+    """What keeps `cls` from being a usable driver class (empty when nothing does)."""
+    if not isinstance(cls, type) or not issubclass(cls, Driver):
+        return [f"{cls!r} is not a subclass of qbench.driver.Driver"]
+    problems: list[str] = []
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not _NAME.match(name):
+        problems.append(
+            f"name {name!r} must be lower case: letters, digits and _.+=- only (it is the variant column)"
+        )
+    if not isinstance(getattr(cls, "distribution", None), str):
+        problems.append("lacks a `distribution` (the package whose version is reported)")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        problems.append(f"lacks method(s) {', '.join(missing)}")
+    operations: frozenset[Op] = getattr(cls, "operations", frozenset())
+    unknown = sorted(str(op) for op in operations if op not in set(Op))
+    if unknown:
+        problems.append(f"declares unknown operation(s) {', '.join(unknown)}; known: {', '.join(Op)}")
+    for op, (sync_name, async_name) in _OPERATION_METHODS.items():
+        if op in operations and not _overrides(cls, sync_name, async_name):
+            method = async_name if issubclass(cls, AsyncDriver) else sync_name
+            problems.append(f"declares {op} but lacks method {method}")
+    if Op.ENQUEUE not in operations:
+        problems.append("operations must include enqueue")
+    requirements = getattr(cls, "requirements", None)
+    if requirements is not None and not isinstance(requirements, str):
+        problems.append("requirements must be a file name (str) or None")
+    return problems
