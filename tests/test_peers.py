@@ -13,7 +13,8 @@ import redis
 from harness.cli import main
 from harness.infra.telemetry import read_telemetry
 from harness.peers.envs import PeerEnvError, ensure_env, import_root
-from harness.peers.registry import BUILTIN_ORDER, PEER_NAMES, REFERENCE_NAMES, discover
+from harness.peers.reference_driver import VARIANT_ENV
+from harness.peers.registry import BUILTIN_ORDER, PEER_NAMES, REFERENCE_NAMES, discover, resolve
 from harness.peers.report import METRICS, collect, pickup_method, render_report, standing
 from harness.peers.runner import (
     DriverFailedError,
@@ -26,6 +27,7 @@ from harness.peers.runner import (
 )
 from harness.peers.suite import PeersInputError, SuiteResult, parse_only, run_suite, server_for, write_suite
 from harness.results.rows import Row, parse_params, read_metrics
+from qbench.loader import DriverLoadError
 
 JOBS = 200
 TINY = Sizes(jobs=JOBS, repeats=1, idle_s=0.5, pickup_samples=5, settle_s=0.2, pickup_gap_s=0.2, stall_s=30)
@@ -52,14 +54,24 @@ def test_the_built_in_drivers_register_through_the_entry_point_group() -> None:
     assert list(registry.specs) == list(BUILTIN_ORDER), registry.broken
     for name, spec in registry.specs.items():
         assert spec.cls.name == name and spec.origin == "built-in"
-        if name in REFERENCE_NAMES or spec.external is not None:
-            assert spec.requirements is None
+        if name.split("+")[0] in REFERENCE_NAMES or spec.external is not None:
+            assert spec.requirements is None  # qbench's own environment
         else:  # a library of its own, in a virtualenv built from a committed requirements file
             expected = Path("harness/peers/requirements") / f"{spec.env_name}.txt"
             assert spec.requirements == expected.resolve()
             assert spec.requirements.is_file()
     assert discover().specs["taskiq+result_ex_time=3600"].env_name == "taskiq"  # shares taskiq's venv
     assert discover().specs["bullmq"].external is not None
+    # The reference queue at the retention most libraries have (equal-retention memory).
+    assert discover().specs["scripted+retention=delete"].cls.chosen_variant().retention == "delete"
+
+
+def test_any_reference_variant_is_a_driver() -> None:
+    spec = resolve("scripted+dispatch=thread,ack=each")
+    assert (spec.name, spec.origin) == ("scripted+dispatch=thread,ack=each", "variant")
+    assert dict(spec.env) == {VARIANT_ENV: "scripted+dispatch=thread,ack=each"}
+    with pytest.raises(DriverLoadError, match="dispatch='threads'"):
+        resolve("scripted+dispatch=threads")
 
 
 def test_parse_only_keeps_report_order_and_rejects_unknown_names() -> None:

@@ -1,18 +1,24 @@
-"""The reference presets as peers: `RedisQueue` producers and a `WorkerPool` of threads."""
+"""The reference presets as peers: `RedisQueue` producers and a `WorkerPool` of threads.
+
+Any variant can run the battery too (`qbench peers --driver 'scripted+retention=delete'`):
+`VariantDriver` takes its variant from `VARIANT_ENV`, which the harness sets for it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import ClassVar
 
 from qbench.driver import QUEUE_NAME, Driver, Op, record_pickup
-from queue_impl.config import PRESETS, Variant
+from queue_impl.config import PRESETS, Variant, parse_variant
 from queue_impl.connection import close_client, make_client
 from queue_impl.job import Job, Priority
 from queue_impl.queue import RedisQueue
 from queue_impl.worker import WorkerPool
 
 JOB_TYPE = "noop"
+VARIANT_ENV = "QBENCH_REFERENCE_VARIANT"
+"""The `preset+toggle=value,...` a `VariantDriver` runs (set by the harness)."""
 
 
 def _handle(job: Job) -> None:
@@ -31,15 +37,21 @@ class ReferenceDriver(Driver):
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)
-        self.variant: Variant = PRESETS[self.preset]
+        self.variant: Variant = self.chosen_variant()
         self.queue = RedisQueue(
             make_client(url, self.variant, workers=concurrency), self.variant, namespace=QUEUE_NAME
         )
 
+    @classmethod
+    def chosen_variant(cls) -> Variant:
+        return PRESETS[cls.preset]
+
     def setup(self) -> str:
+        v = self.variant
         return (
-            f"1 process, WorkerPool of {self.concurrency} threads "
-            f"(dequeue={self.variant.dequeue}, batch={self.variant.batch}, ttl={self.variant.ttl})"
+            f"1 process, WorkerPool of {self.concurrency} threads (dequeue={v.dequeue}, batch={v.batch}, "
+            f"ttl={v.ttl}, dispatch={v.dispatch}, prefetch={v.prefetch}, ack={v.ack}, conn={v.conn}, "
+            f"retention={v.retention})"
         )
 
     @staticmethod
@@ -76,3 +88,24 @@ class OptimizedDriver(ReferenceDriver):
 class ScriptedDriver(ReferenceDriver):
     name = "scripted"
     preset = "scripted"
+
+
+class ScriptedDeleteDriver(ReferenceDriver):
+    """scripted at the retention most peers have: a completed job's record goes at once."""
+
+    name = "scripted+retention=delete"
+    preset = "scripted"
+
+    @classmethod
+    def chosen_variant(cls) -> Variant:
+        return PRESETS["scripted"].with_overrides(retention="delete")
+
+
+class VariantDriver(ReferenceDriver):
+    """Whatever variant `VARIANT_ENV` names (set by the harness for `--driver SPEC`)."""
+
+    name = "variant"
+
+    @classmethod
+    def chosen_variant(cls) -> Variant:
+        return parse_variant(os.environ[VARIANT_ENV])

@@ -10,15 +10,24 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.peers.reference_driver import VARIANT_ENV, VariantDriver
 from qbench.driver import Driver, Op
 from qbench.external import ExternalDriver, ExternalSpec
 from qbench.loader import DriverLoadError, entry_points, is_reference, load_driver, load_entry_point
+from queue_impl.config import PRESETS, Variant, VariantError, parse_variant
 
 BUILTIN_DISTRIBUTION = "qbench"
 REFERENCE_NAMES = ("baseline", "optimized", "scripted")
 PEER_NAMES = ("rq", "arq", "saq", "dramatiq", "huey", "celery", "taskiq")
 """The seven Python libraries with their defaults (labelled configurations excluded)."""
-BUILTIN_ORDER = (*REFERENCE_NAMES, *PEER_NAMES, "taskiq+result_ex_time=3600", "bullmq", "bee-queue")
+BUILTIN_ORDER = (
+    *REFERENCE_NAMES,
+    "scripted+retention=delete",
+    *PEER_NAMES,
+    "taskiq+result_ex_time=3600",
+    "bullmq",
+    "bee-queue",
+)
 """Report order of the drivers qbench ships; any other driver follows, by name."""
 REQUIREMENTS_DIR = Path(__file__).with_name("requirements")
 
@@ -32,7 +41,9 @@ class DriverSpec:
     """What the driver's subprocesses load: `module:Class`, `/abs/file.py:Class` or `/abs/driver.toml`."""
     cls: type[Driver]
     origin: str
-    """`built-in`, `entry point of DIST VERSION`, or `--driver`."""
+    """`built-in`, `entry point of DIST VERSION`, `--driver`, or `variant`."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Environment the driver's processes get on top of qbench's (a variant's spec)."""
 
     @property
     def operations(self) -> list[str]:
@@ -151,10 +162,30 @@ def resolve(text: str, registry: Registry | None = None) -> DriverSpec:
         return DriverSpec(cls.name, ref, cls, "--driver")
     if text in registry.specs:
         return registry.specs[text]
+    variant = _variant(text)
+    if variant is not None:
+        label = variant.label()
+        return DriverSpec(label, VARIANT_DRIVER, VariantDriver, "variant", ((VARIANT_ENV, label),))
     for name, reason in registry.broken.items():
         if name == text:
             raise DriverLoadError(reason)
     raise DriverLoadError(
         f"unknown driver {text!r}: expected one of {', '.join(registry.specs)}, "
+        "a reference-queue variant (preset+toggle=value,...), "
         "or module:Class, path/to/file.py:Class, path/to/driver.toml"
     )
+
+
+VARIANT_DRIVER = "harness.peers.reference_driver:VariantDriver"
+
+
+def _variant(text: str) -> Variant | None:
+    """The reference-queue variant `text` names (`preset+toggle=value,...`), or None;
+    DriverLoadError for a preset with a bad override."""
+    preset, plus, _ = text.partition("+")
+    if not plus or preset not in PRESETS:
+        return None
+    try:
+        return parse_variant(text)
+    except VariantError as exc:
+        raise DriverLoadError(f"driver {text!r}: {exc}") from None

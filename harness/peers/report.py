@@ -62,6 +62,15 @@ METRICS = (
         1,
     ),
     Metric(
+        "server_cpu",
+        "server_cpu_us_per_job",
+        (),
+        "Redis server CPU per job",
+        "us/job",
+        False,
+        1,
+    ),
+    Metric(
         "idle", "idle_commands_per_s", (("command", "all"),), "idle workers' commands", "commands/s", False, 1
     ),
     Metric("pickup_p50", "pickup_ms_p50", (), "pickup latency p50", "ms", False, 2),
@@ -83,15 +92,18 @@ def _matches(row: Row, metric: Metric) -> bool:
 def collect(rows: Sequence[Row], metric: Metric) -> dict[str, Spread]:
     """Per driver, the spread of a metric over repeats.
 
-    Commands and round trips per job add the phases of one job's life (enqueue + process)
-    per repeat.
+    Commands, round trips and server CPU per job add the phases of one job's life (enqueue +
+    process) per repeat.
     """
     per_driver: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    growth = {r.variant for r in rows if r.metric == metric.metric and "method=growth" in r.params}
     for row in rows:
         if not _matches(row, metric):
             continue
+        if metric.key == "memory" and row.variant in growth and "method=growth" not in row.params:
+            continue  # the second batch's growth leaves the first batch's one-time costs out
         phase = parse_params(row.params).get("phase")
-        if metric.key in ("commands", "round_trips") and phase not in ("enqueue", "process"):
+        if metric.key in ("commands", "round_trips", "server_cpu") and phase not in ("enqueue", "process"):
             continue
         per_driver[row.variant][row.repeat] += row.value
     return {name: Spread.of(list(by_repeat.values())) for name, by_repeat in per_driver.items()}
@@ -367,8 +379,15 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         "- Idle: workers running with empty queues, after a settle pause.",
         f"- Pickup: {pickup_method(rows)}; latency from the timestamp in the job's arguments to the "
         "handler's start (same host clock); three warm-up jobs first, dropped.",
-        "- Memory and keys: `used_memory` delta and the keys in the database after the first "
-        "batch of jobs was processed and the workers stopped; keys without a TTL stay forever.",
+        "- Memory per job: the `used_memory` growth the second batch of jobs brought, once processed "
+        "and the workers stopped (one-time costs, such as loaded scripts and the connections' buffers, "
+        "were all paid in the first batch); with one repeat only (quick mode, or a slow driver), the "
+        "growth over the first batch, those costs included (rows `method=growth` / `method=first`).",
+        "- Redis server CPU per job: `used_cpu_user` + `used_cpu_sys` deltas (INFO cpu) over the "
+        "enqueue (one call per job) and processing phases, per job: every cost of the server's, its "
+        "event loop and socket reads included, as the server's own clock counts it.",
+        "- Keys: the keys in the database after the first batch of jobs was processed and the "
+        "workers stopped; keys without a TTL stay forever.",
         "- Repeats stop early once a driver's repeats took 4 minutes (the `repeats` column).",
     ]
     pipes = [

@@ -236,6 +236,7 @@ class DriverProcess:
         # A producer-side handler call (none expected) lands in a file nobody counts.
         env.update(sink.env() if sink is not None else {ENV_SINK: str(self.work_dir / "producer.sink")})
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(dict(self.spec.env))
         return env
 
     def _argv(self, role: str, index: int = 0) -> list[str]:
@@ -434,6 +435,14 @@ class Snapshot:
     in one read (16 KB), so one per round trip for all but large pipelines."""
     sampler: int = 0
     """Requests the telemetry sampler had sent (already left out of the two above)."""
+    cpu_s: float = 0.0
+    """redis-server's own CPU time so far (`used_cpu_user` + `used_cpu_sys`), every
+    client's work included (the probe's and a sampler's INFO too: a few per phase)."""
+
+
+def server_cpu_us(before: Snapshot, after: Snapshot) -> float:
+    """Microseconds of redis-server CPU between two snapshots."""
+    return (after.cpu_s - before.cpu_s) * 1e6
 
 
 def round_trips(before: Snapshot, after: Snapshot) -> int:
@@ -459,7 +468,7 @@ class ServerProbe:
         """Calls per command and read events, from one INFO request (one read)."""
         with contextlib.ExitStack() as stack:
             own = stack.enter_context(self.sampler.held()) if self.sampler is not None else Counter()
-            info = self.client.info("commandstats", "stats")
+            info = self.client.info("commandstats", "stats", "cpu")
         calls = Counter(
             {
                 name.removeprefix("cmdstat_"): int(value["calls"]) - own.get(name.removeprefix("cmdstat_"), 0)
@@ -468,7 +477,8 @@ class ServerProbe:
             }
         )
         sent = sum(own.values())
-        return Snapshot(calls, int(info["total_reads_processed"]) - sent, sent)
+        cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return Snapshot(calls, int(info["total_reads_processed"]) - sent, sent, cpu)
 
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])
@@ -556,8 +566,10 @@ def measure_driver(
 
     def round_trip_row(phase: str, before: Snapshot, after: Snapshot, repeat: int) -> None:
         row("round_trips_per_job", round_trips(before, after) / n, "round_trips/job", repeat, phase=phase)
+        row("server_cpu_us_per_job", server_cpu_us(before, after) / n, "us/job", repeat, phase=phase)
 
     memory_before = probe.used_memory()
+    memory_after_first = memory_before
     started = time.monotonic()
     for r in range(sizes.repeats):
         if r > 0 and time.monotonic() - started > sizes.repeat_budget_s:
@@ -600,9 +612,21 @@ def measure_driver(
         driver.stop_workers()
         if r == 0:
             total, no_ttl = probe.keys()
-            row("memory_bytes_per_job", (probe.used_memory() - memory_before) / n, "bytes/job", jobs=n)
+            memory_after_first = probe.used_memory()
+            row(
+                "memory_bytes_per_job",
+                (memory_after_first - memory_before) / n,
+                "bytes/job",
+                jobs=n,
+                method="first",
+            )
             row("keys_left", total, "keys", jobs=n)
             row("keys_left_no_ttl", no_ttl, "keys", jobs=n)
+        elif r == 1:
+            # The growth the second batch brought: one-time costs (scripts loaded, the
+            # connections' buffers, the server's own tables) were all paid in the first.
+            growth = (probe.used_memory() - memory_after_first) / n
+            row("memory_bytes_per_job", growth, "bytes/job", 1, jobs=n, method="growth")
     progress(
         f"  {name}: {sizes.pickup_samples} pickup probes at random times "
         f"(gaps uniform in [0, {sizes.pickup_gap_s:g}) s)"
