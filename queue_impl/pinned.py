@@ -113,17 +113,25 @@ class PinnedCalls:
     def _call(self, *args: ScriptArg) -> Any:
         """Send one command on this thread's connection and read its reply; a broken
         connection is reopened and the command sent once more (the pool path's policy:
-        a reply lost with the connection can run a command twice)."""
+        a reply lost with the connection can run a command twice). A call cut short by
+        anything else (a signal, a greenlet killed at a load run's end) closes the
+        connection too: its reply may still be on the way, and the next call must not
+        read it as its own."""
         connection = self._pin().connection
         for attempt in (0, 1):
             try:
                 connection.send_packed_command(connection.pack_command(*args), check_health=False)  # type: ignore[no-untyped-call]
                 return connection.read_response()
+            except redis.ResponseError:
+                raise  # the server's answer: the connection is in step
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 connection.disconnect()  # type: ignore[no-untyped-call]
                 if attempt:
                     raise
                 time.sleep(RETRY_DELAY_S)
+            except BaseException:
+                connection.disconnect()  # type: ignore[no-untyped-call]
+                raise
         raise AssertionError("unreachable")
 
     def script(self, source: str, sha: str, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:

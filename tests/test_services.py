@@ -24,12 +24,11 @@ POOL_VARIANTS = (
     *PRESETS,
     "scripted+dispatch=thread,prefetch=0,ack=each,conn=pool,notify_timeout_s=5",
     "baseline+dispatch=process,prefetch=3,ack=batch",
-    "optimized+dispatch=process,ack=batch",
     "scripted+partitions=3",
 )
 """The presets (scripted: dispatch=process, batched acks, pinned connections), scripted as
-it was before those toggles (a wait per thread), and dispatch=process over poll/loop,
-block/pipeline and partitions."""
+it was before those toggles (a wait per thread), and dispatch=process over poll/loop
+(one job per claim) and over partitions (a leader per partition)."""
 
 
 @pytest.fixture(params=POOL_VARIANTS)
@@ -95,7 +94,7 @@ def test_job_timeout_fails_the_job(make_queue: QueueFactory, pool_variant: Varia
     queue = make_queue(pool_variant, workers=2)
     pool = WorkerPool(queue, BUILTIN_HANDLERS, concurrency=2, job_timeout_s=0.2)
     pool.start()
-    hung = queue.enqueue(Job(type="sleep", payload=b"3000", max_retries=0))
+    hung = queue.enqueue(Job(type="sleep", payload=b"1200", max_retries=0))
     quick = queue.enqueue(Job(type="noop"))
     wait_for(lambda: pool.counters.dead == 1 and pool.counters.completed == 1)
     pool.stop()
@@ -157,7 +156,7 @@ def test_stop_returns_jobs_still_held(make_queue: QueueFactory, pool_variant: Va
 
     def hang(job: Job) -> None:
         started.set()
-        time.sleep(2)
+        time.sleep(1)
 
     pool = WorkerPool(queue, {"hang": hang}, concurrency=1, job_timeout_s=None)
     pool.start()

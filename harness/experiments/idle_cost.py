@@ -41,6 +41,8 @@ WINDOW_S = 10.0
 """Two 5 s wait cycles (block, notify) and one 10 s heartbeat interval: a window of
 whole cycles counts the same however the workers' cycles are phased against it."""
 QUICK_MIN_WINDOW_S = 3.0
+QUICK_MAX_WINDOW_S = 5.0
+"""Quick mode counts one window of at most this (a 30 s notify wait is not sat out whole)."""
 SETTLE_S = 0.5
 """Lets every worker open its connection and send its first wait before counting."""
 SEED_BEFORE, SEED_AFTER = 300.0, 0.0
@@ -67,9 +69,12 @@ def run(ctx: RunContext) -> list[Row]:
     for variant in variants:
         cycle = wait_cycle_s(variant)
         if ctx.quick:
-            window_s, windows = option_number(ctx.options, "window_s", max(QUICK_MIN_WINDOW_S, cycle)), 1
+            quick_window = max(QUICK_MIN_WINDOW_S, min(cycle, QUICK_MAX_WINDOW_S))
+            window_s, windows = option_number(ctx.options, "window_s", quick_window), 1
         else:
-            window_s, windows = option_number(ctx.options, "window_s", WINDOW_S), max(3, ctx.repeats)
+            # Whole wait cycles: a window that cuts one counts a phase-dependent share of it.
+            window_s = option_number(ctx.options, "window_s", max(WINDOW_S, cycle))
+            windows = max(3, ctx.repeats)
         ctx.progress(f"{variant.label()}: {WORKERS} idle workers, {windows} x {window_s:g} s")
         rows += _measure(ctx.url, variant, window_s=window_s, windows=windows)
     return rows
@@ -138,10 +143,12 @@ def _handshake_or_harness(command: str) -> bool:
 
 # -- render ---------------------------------------------------------------------------
 def expected_per_s(variant: Variant, workers: int = WORKERS) -> dict[str, float]:
-    """Idle commands/s the configuration implies: dequeue waits and heartbeats."""
+    """Idle commands/s the configuration implies: dequeue waits (one per thread, or one
+    per pool and partition under dispatch=process) and heartbeats."""
     per_cycle = IDLE_COMMANDS_PER_CYCLE[variant.dequeue]
+    waiters = workers if variant.dispatch == "thread" else variant.partitions
     return {
-        "dequeue": per_cycle * workers / wait_cycle_s(variant),
+        "dequeue": per_cycle * waiters / wait_cycle_s(variant),
         "heartbeat": len(HEARTBEAT_COMMANDS) / HEARTBEAT_INTERVAL_S,
     }
 

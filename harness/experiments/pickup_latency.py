@@ -52,6 +52,9 @@ PICKUP_TIMEOUT_S = 15.0
 PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("max", 100.0))
 SEED_BEFORE_MAX_MS, SEED_AFTER_MS = 100.0, 1.0
 SEED_INVERSION_S = 3.0
+MAX_GAP_S = {True: 3.0, False: 10.0}
+"""Longest random gap between two probes (keyed by quick): a wait cycle longer than this
+(scripted waits 30 s) has the worker in the same state all along, woken at once."""
 BEFORE_CLAIM = "Job start latency before: 0-100 ms (polling)"
 AFTER_CLAIM = "Job start latency after: < 1 ms (blocking dequeue)"
 INVERSION_CLAIM = "Trade-off: a high job during the low-priority wait may wait up to 3 s"
@@ -65,7 +68,7 @@ def run(ctx: RunContext) -> list[Row]:
     for variant in variants:
         ctx.progress(
             f"{variant.label()}: {lanes} lanes x {samples} job(s) per priority at random phases "
-            f"of the {wait_cycle_s(variant):g} s wait cycle"
+            f"of the {min(wait_cycle_s(variant), MAX_GAP_S[ctx.quick]):g} s wait cycle"
         )
         rows += _random_phase(ctx, variant, lanes=lanes, samples=samples)
     rounds = 1 if ctx.quick else ctx.repeats
@@ -96,7 +99,7 @@ class Lane:
 
 
 def _random_phase(ctx: RunContext, variant: Variant, *, lanes: int, samples: int) -> list[Row]:
-    cycle = wait_cycle_s(variant)
+    cycle = min(wait_cycle_s(variant), MAX_GAP_S[ctx.quick])
     server_pid = _server_pid(ctx)
     built: list[Lane] = []
     try:
@@ -143,8 +146,9 @@ def _recorder(log: StartLog, same_cpu: list[bool], server_pid: int | None) -> Ca
 
 
 def _produce(lane: Lane, samples: int, cycle: float, rng: random.Random) -> None:
-    """Jobs one at a time: each after a random gap in [0, one wait cycle) from the last
-    pickup, so it reaches the idle worker at a uniformly random phase of its wait."""
+    """Jobs one at a time: each after a random gap in [0, `cycle`) from the last pickup
+    (one wait cycle, up to `MAX_GAP_S`), so it reaches the idle worker at a uniformly
+    random phase of its wait."""
     producer = lane.run.producer(fast=False)
     order = [p for p in PRIORITY_ORDER for _ in range(samples)]
     rng.shuffle(order)
@@ -287,7 +291,9 @@ def render(rows: list[Row], charts_dir: Path) -> Section:
         "Random phases: each lane is one idle worker on its own namespace; its producer (a "
         "separate connection, the variant's own enqueue) sends one job at a time, each after a "
         "random gap in [0, one wait cycle) since the previous pickup, so jobs reach the worker at "
-        "uniformly random phases of its wait (poll: 0.1 s; block: 1 + 1 + 3 s; notify: 5 s). "
+        "uniformly random phases of its wait (poll: 0.1 s; block: 1 + 1 + 3 s; notify: its "
+        "notify_timeout_s, scripted 30 s: gaps up to 10 s, 3 s in quick mode, as a notify worker "
+        "waits the same way all along). "
         "Latency = `started_at_us - created_at_us` (the job is created right before enqueue, "
         "so the enqueue round trips are included). Lanes run side by side and are split into "
         f"repeats; samples per priority per repeat: {sample_text}. "
