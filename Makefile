@@ -58,7 +58,7 @@ proto: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: peers node-drivers
+.PHONY: peers node-drivers ablation
 # RQ, arq, SAQ, Dramatiq, Huey, Celery, taskiq-redis and the three presets, full mode (~40 min:
 # results/peers/run.json, drivers.*.seconds);
 # each peer library gets its own virtualenv under .venv/peers/ on first use (needs PyPI);
@@ -71,6 +71,20 @@ node-drivers:
 
 peers: $(STAMP) node-drivers
 	$(BIN)/qbench peers --out results/peers
+
+# Which of scripted's toggles delivers each gain: the battery for scripted as it was (a wait
+# per thread, a pooled connection per call, a 5 s wait), that with each new toggle alone, and
+# scripted as it is (results/ablation/PEERS.md, ~20 min).
+SCRIPTED_BEFORE := notify_timeout_s=5,dispatch=thread,prefetch=0,ack=each,conn=pool
+ABLATION := scripted+$(SCRIPTED_BEFORE) \
+	scripted+notify_timeout_s=5,dispatch=thread,prefetch=0,ack=each \
+	scripted+notify_timeout_s=5,prefetch=0,ack=each,conn=pool \
+	scripted+notify_timeout_s=5,ack=each,conn=pool \
+	scripted+notify_timeout_s=5,prefetch=0,conn=pool \
+	scripted+dispatch=thread,prefetch=0,ack=each,conn=pool \
+	scripted scripted+retention=delete
+ablation: $(STAMP)
+	$(BIN)/qbench peers $(foreach v,$(ABLATION),--driver '$(v)') --out results/ablation
 
 # The gate CI runs, locally: BASE (default main) checked out into a temporary git worktree,
 # its counters (`qbench ops`) held exact against this tree's, then both trees timed in one

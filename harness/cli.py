@@ -17,7 +17,7 @@ from importlib import metadata
 
 import redis
 
-from harness.errors import EXIT_FAILED, EXIT_USAGE, OneLineParser, UsageError
+from harness.errors import EXIT_FAILED, EXIT_USAGE, OneLineParser, UsageError, redis_url_from_env
 from harness.infra.redis_server import ClusterNotSupportedError, NotOwnedError, RedisUnavailableError
 
 VERB_MODULES = (
@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        redis_url_from_env(cluster_ok=True)  # a REDIS_URL that is no URL is bad input, whatever the verb
         return int(args.func(args))
     except (UsageError, NotOwnedError, ClusterNotSupportedError) as exc:
         return _fail(EXIT_USAGE, exc)

@@ -89,12 +89,13 @@ def add_redis_url_argument(parser: argparse.ArgumentParser, *, cluster: bool = F
         )
 
 
-def redis_url_from_env() -> str | None:
-    """REDIS_URL, checked like `--redis-url` (a bad value is a usage error, not a traceback)."""
+def redis_url_from_env(*, cluster_ok: bool = False) -> str | None:
+    """REDIS_URL, checked like `--redis-url` (a bad value is a usage error, not a traceback;
+    `cluster_ok`: a Redis Cluster URL passes too)."""
     url = os.environ.get("REDIS_URL") or None
     if url is not None:
         try:
-            redis_url(url)
+            any_redis_url(url) if cluster_ok else redis_url(url)
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"REDIS_URL: {exc}") from None
     return url

@@ -7,9 +7,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from harness.cli import VERB_MODULES
+from queue_impl.config import TOGGLE_VALUES
+from scenarios.workload import workload_names
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,10 @@ CASES = {
         ("ops", "--variant", "baseline+dequeue=fast"),
         2,
         "dequeue='fast': expected one of poll, block, notify",
+    ),
+    "redis url not a url": Case(("ops", "--redis-url", "notaurl"), 2, "'notaurl' is not a Redis URL"),
+    "REDIS_URL not a url": Case(
+        ("ops",), 2, "REDIS_URL: 'notaurl' is not a Redis URL", env=(("REDIS_URL", "notaurl"),)
     ),
     "unreachable redis": Case(
         ("ops", "--redis-url", "redis://127.0.0.1:1"), 1, "cannot reach Redis at redis://127.0.0.1:1"
@@ -112,3 +121,32 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert result.returncode == case.exit_code
+
+
+def run_qbench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_qbench(), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_version_names_the_installed_distribution() -> None:
+    done = run_qbench("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"qbench {metadata.version('qbench')}"
+
+
+def test_top_level_help_says_what_qbench_is_and_lists_every_verb() -> None:
+    done = run_qbench("--help")
+    assert done.returncode == 0
+    text = done.stdout
+    assert "measure Redis job queues" in text.splitlines()[2]
+    verbs = [module.rsplit(".", 1)[1] for module in VERB_MODULES]
+    for verb in verbs:
+        listed = [line for line in text.splitlines() if line.strip().startswith(verb + " ")]
+        assert listed and len(listed[0].split()) > 2, f"{verb}: no one-line description in --help"
+
+
+def test_load_help_lists_the_scenarios_and_the_toggles() -> None:
+    done = run_qbench("load", "--help")
+    assert done.returncode == 0
+    for scenario in workload_names():
+        assert f"  {scenario} " in done.stdout
+    for toggle in TOGGLE_VALUES:
+        assert f"  {toggle} " in done.stdout
