@@ -68,6 +68,9 @@ class OpSamples:
     per_second: Counter[int] = field(default_factory=Counter)
     """Whole seconds since the run started -> operations completed in that second."""
     failures: int = 0
+    cut_short: int = 0
+    """Calls begun but neither completed nor failed: the user was stopped mid-call (the
+    command may or may not have reached Redis)."""
     out_of_range: int = 0
     """Samples below 0 µs (clocks of two hosts apart) or above 1 h, recorded at the nearest bound."""
 
@@ -91,6 +94,7 @@ class OpSamples:
         self.round_trips.update(other.round_trips)
         self.per_second.update(other.per_second)
         self.failures += other.failures
+        self.cut_short += other.cut_short
         self.out_of_range += other.out_of_range
 
     def percentiles_ms(self, qs: Iterable[float]) -> list[float]:
@@ -113,6 +117,7 @@ class OpSamples:
             "round_trips": {str(k): v for k, v in self.round_trips.items()},
             "per_second": {str(k): v for k, v in self.per_second.items()},
             "failures": self.failures,
+            "cut_short": self.cut_short,
             "out_of_range": self.out_of_range,
         }
 
@@ -122,6 +127,7 @@ class OpSamples:
             round_trips=Counter({int(k): int(v) for k, v in doc["round_trips"].items()}),
             per_second=Counter({int(k): int(v) for k, v in doc["per_second"].items()}),
             failures=int(doc["failures"]),
+            cut_short=int(doc.get("cut_short", 0)),
             out_of_range=int(doc.get("out_of_range", 0)),
         )
         samples.histogram.decode_and_add(doc["histogram"])
@@ -180,6 +186,10 @@ class Recorder:
 
     def failure(self, op: str) -> None:
         self._op(op).failures += 1
+
+    def cut_short(self, op: str) -> None:
+        """A call of `op` interrupted when its user was stopped (not a failure, not a sample)."""
+        self._op(op).cut_short += 1
 
     def report(self, **extra: Any) -> dict[str, Any]:
         """This process's cumulative state as one report (`seq` counts up from 1); `final`

@@ -115,6 +115,9 @@ class QueueUser(User):  # type: ignore[misc]
             RECORDER.failure(op)
             fire(self, op, (time.perf_counter() - start) * 1000, exc=exc)
             return None
+        except BaseException:  # stopped mid-call (GreenletExit): the call may have reached Redis
+            RECORDER.cut_short(op)
+            raise
         done = time.perf_counter()
         latency_ms = (done - start) * 1000 if since is None else (time.time() - since) * 1000
         RECORDER.record(op, latency_ms, round_trips=self.round_trips.snapshot()[0] - trips_before)
@@ -230,14 +233,18 @@ class HttpSubmitUser(FastHttpUser):  # type: ignore[misc]
     def submit(self) -> None:
         body = {"type": JOB_TYPE, "payload": self.payload_text, "priority": self.priorities.draw().label}
         start = time.perf_counter()
-        with self.client.post("/jobs", json=body, name="submit", catch_response=True) as response:
-            latency_ms = (time.perf_counter() - start) * 1000
-            if response.status_code == 201:
-                RECORDER.record("submit", latency_ms)
-                response.success()
-            else:
-                RECORDER.failure("submit")
-                response.failure(f"HTTP {response.status_code}")
+        try:
+            with self.client.post("/jobs", json=body, name="submit", catch_response=True) as response:
+                latency_ms = (time.perf_counter() - start) * 1000
+                if response.status_code == 201:
+                    RECORDER.record("submit", latency_ms)
+                    response.success()
+                else:
+                    RECORDER.failure("submit")
+                    response.failure(f"HTTP {response.status_code}")
+        except BaseException:  # stopped mid-request: the API may have enqueued the job
+            RECORDER.cut_short("submit")
+            raise
 
 
 USER_CLASSES: dict[str, type[Any]] = {

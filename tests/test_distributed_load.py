@@ -218,8 +218,11 @@ def test_a_master_and_two_workers_with_no_shared_folder(tmp_path: Path, network:
         if r.metric != "ops_per_s"
     }
     assert table[("enqueue", "requests")] == sum(len(raw["enqueue"]) for raw in per_worker)
-    assert table[("enqueue", "requests")] == table[("all", "jobs_recorded")]
-    assert table[("all", "jobs_missing")] == table[("all", "jobs_stranded")] == 0
+    # An enqueue cut short when the users stopped may or may not have left its job.
+    landed = table[("all", "jobs_recorded")] - table[("enqueue", "requests")]
+    assert 0 <= landed <= table[("all", "jobs_cut_short")]
+    assert table[("all", "jobs_missing")] == table[("all", "jobs_unexplained")] == 0
+    assert table[("all", "jobs_stranded")] == 0
     locust_stats = json.loads((run.results_dir / "locust.json").read_text())
     assert {s["name"]: s["num_requests"] for s in locust_stats}["enqueue"] == table[("enqueue", "requests")]
     # Nothing passed through the file system: each worker wrote only its own output.

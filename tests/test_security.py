@@ -28,7 +28,7 @@ from harness.infra.redis_server import (
     free_port,
     provision,
 )
-from queue_impl.config import PRESETS
+from queue_impl.config import PRESETS, VariantError
 from queue_impl.connection import make_client
 from queue_impl.job import Job, Status
 from queue_impl.queue import RedisQueue, delete_namespace
@@ -58,6 +58,11 @@ def round_trip_every_preset(url: str) -> None:
         variant = fast(preset)
         queue = RedisQueue(make_client(url, variant), variant, namespace=f"test-sec-{name}")
         try:
+            try:
+                queue.check_server()
+            except VariantError:  # records=hash on a Redis older than 7.4 (Debian's TLS one)
+                assert variant.records == "hash", name
+                continue
             job_id = queue.enqueue(Job(type="noop"))
             job = queue.dequeue(wait=True)
             assert job is not None and job.id == job_id, name

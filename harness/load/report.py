@@ -130,8 +130,10 @@ def _jobs(rows: Sequence[Row]) -> str:
     return (
         f"{total.get('jobs_expected', 0):,.0f} jobs produced (prefill included), "
         f"{total.get('jobs_recorded', 0):,.0f} records in Redis, {total.get('jobs_completed', 0):,.0f} "
-        f"completed; missing **{total.get('jobs_missing', 0):,.0f}**, stranded "
-        f"**{total.get('jobs_stranded', 0):,.0f}** (both must be 0: a job census after the run)."
+        f"completed; missing **{total.get('jobs_missing', 0):,.0f}**, unexplained "
+        f"**{total.get('jobs_unexplained', 0):,.0f}**, stranded **{total.get('jobs_stranded', 0):,.0f}** "
+        "(all must be 0: a job census after the run; an enqueue cut short when the users stopped, "
+        f"{total.get('jobs_cut_short', 0):,.0f} here, may have left its job or not)."
     )
 
 

@@ -309,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary(rows))
     print(f"results in {out_dir}")
     failures = sum(s.failures for s in result.samples.values())
-    lost = result.census["stranded"] + abs(result.jobs_expected - result.census["records"])
+    lost = result.lost
     problems = (
         [f"{failures} failed request(s), {lost} job(s) missing or stranded"] if failures or lost else []
     )
