@@ -374,7 +374,8 @@ def run_cluster_suite(
             work_dir = work_root / spec.name
             if logs_dir is not None and attempt.outcome.status != WORKS and work_dir.exists():
                 for log in sorted(work_dir.glob("*.log")):
-                    copy_log(log, logs_dir / f"{spec.name}-{log.name}")
+                    if log.stat().st_size:
+                        copy_log(log, logs_dir / f"{spec.name}-{log.name}")
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     return result
