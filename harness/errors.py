@@ -69,9 +69,12 @@ def _checked_url(text: str, schemes: Sequence[str]) -> str:
     return text
 
 
-def add_redis_url_argument(parser: argparse.ArgumentParser, *, cluster: bool = False) -> None:
+def add_redis_url_argument(
+    parser: argparse.ArgumentParser, *, cluster: bool = False, cluster_help: str | None = None
+) -> None:
     """`--redis-url`; with `cluster`, also `--cluster` (the verb can measure a Redis Cluster:
-    `args.cluster`), and `--redis-url` accepts `redis+cluster://` URLs."""
+    `args.cluster`; `cluster_help` says what it does there, when it differs from the
+    usual), and `--redis-url` accepts `redis+cluster://` URLs."""
     parser.add_argument(
         "--redis-url",
         type=any_redis_url if cluster else redis_url,
@@ -84,7 +87,8 @@ def add_redis_url_argument(parser: argparse.ArgumentParser, *, cluster: bool = F
         parser.add_argument(
             "--cluster",
             action="store_true",
-            help="the Redis is a Redis Cluster: --redis-url (or REDIS_URL) names one of its nodes, "
+            help=cluster_help
+            or "the Redis is a Redis Cluster: --redis-url (or REDIS_URL) names one of its nodes, "
             "or without one qbench starts a local 3-master cluster for the run",
         )
 

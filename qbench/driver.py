@@ -48,6 +48,7 @@ from typing import ClassVar, TypeVar
 
 __all__ = [
     "API_VERSION",
+    "CLUSTER_SCHEMES",
     "ENV_CONCURRENCY",
     "ENV_QUEUE",
     "ENV_REDIS_URL",
@@ -60,6 +61,7 @@ __all__ = [
     "AsyncDriver",
     "Driver",
     "Op",
+    "cluster_node_url",
     "driver_problems",
     "record_pickup",
 ]
@@ -70,7 +72,8 @@ API_VERSION = 1
 T = TypeVar("T")
 
 ENV_REDIS_URL = "QBENCH_REDIS_URL"
-"""The Redis the driver must use (a fresh server, or an empty logical DB)."""
+"""The Redis the driver must use (a fresh server, or an empty logical DB; on a Redis
+Cluster, a `redis+cluster://` URL for a driver that declares `cluster_setup`)."""
 ENV_QUEUE = "QBENCH_QUEUE"
 """Queue (or namespace) name to use, where the library lets one choose."""
 ENV_CONCURRENCY = "QBENCH_CONCURRENCY"
@@ -88,6 +91,9 @@ QUEUE_NAME = "qbench_peers"
 """The queue name qbench passes in ENV_QUEUE."""
 PRIORITIES = ("high", "normal", "low")
 """Priorities `enqueue_priority` receives."""
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""Schemes of a Redis Cluster URL, and of its nodes' URLs."""
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.+=-]*$")
 """Driver names: what the `variant` column and `--only a,b` can hold."""
@@ -122,6 +128,17 @@ def record_pickup(sent_at: float, *, priority: str | None = None) -> None:
         os.close(fd)
 
 
+def cluster_node_url(url: str) -> str | None:
+    """For a Redis Cluster URL (`redis+cluster://HOST:PORT`, `rediss+cluster://...`), the
+    `redis://` (`rediss://`) URL of the node it names, for the library's cluster client to
+    start from; None for any other URL.
+
+    qbench gives a driver a cluster URL only when the driver declares `cluster_setup`.
+    """
+    scheme, sep, rest = url.partition("://")
+    return f"{CLUSTER_SCHEMES[scheme]}{sep}{rest}" if sep and scheme in CLUSTER_SCHEMES else None
+
+
 class Driver(ABC):
     """One queue library, driven through its ordinary documented API and defaults.
 
@@ -142,6 +159,14 @@ class Driver(ABC):
     requirements: ClassVar[str | None] = None
     """A pip requirements file, relative to the driver's module file, from which qbench
     builds the driver's own virtualenv; None: the driver runs in qbench's own environment."""
+    cluster_setup: ClassVar[str] = ""
+    """How the driver runs on a Redis Cluster through its library's documented cluster
+    option, in a few words (the report shows it). Non-empty: on a cluster (`qbench peers
+    --cluster`) the driver is given a `redis+cluster://HOST:PORT` URL, which
+    `cluster_node_url` turns into the node its cluster client starts from. Empty: the
+    library documents no cluster option, and the driver is given the `redis://` URL of one
+    node, as a user who points the library at a cluster node would. Either way the driver
+    runs exactly as before on a single server."""
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         self.url = url
@@ -288,4 +313,6 @@ def driver_problems(cls: object) -> list[str]:
     requirements = getattr(cls, "requirements", None)
     if requirements is not None and not isinstance(requirements, str):
         problems.append("requirements must be a file name (str) or None")
+    if not isinstance(getattr(cls, "cluster_setup", ""), str):
+        problems.append("cluster_setup must be a str (empty: no cluster option)")
     return problems

@@ -13,10 +13,12 @@ A small TOML file names the two commands (they run in the TOML file's folder):
     sink = "file"                                     # or "redis" (workers on other hosts)
     install = ["npm", "ci"]                           # run when `installed` is missing
     installed = "node_modules/.package-lock.json"
+    cluster_setup = "ioredis Cluster, prefix {bull}"  # optional: see Driver.cluster_setup
 
 The contract (version `qbench.driver.API_VERSION`):
 
-- Environment of both commands: QBENCH_REDIS_URL (the Redis to use), QBENCH_QUEUE (the
+- Environment of both commands: QBENCH_REDIS_URL (the Redis to use: with `cluster_setup`,
+  a `redis+cluster://HOST:PORT` URL on a Redis Cluster), QBENCH_QUEUE (the
   queue name), QBENCH_CONCURRENCY (jobs at once, over all worker processes),
   QBENCH_WORKER_INDEX (workers); the worker also gets QBENCH_SINK, a file, or with
   `sink = "redis"` QBENCH_SINK_REDIS_URL and QBENCH_SINK_KEY.
@@ -95,6 +97,7 @@ class ExternalSpec:
     sink: str = "file"
     install: tuple[str, ...] = ()
     installed: str = ""
+    cluster_setup: str = ""
 
     @property
     def folder(self) -> Path:
@@ -119,6 +122,7 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "sink": str,
     "install": list,
     "installed": str,
+    "cluster_setup": str,
 }
 
 
@@ -176,6 +180,7 @@ def load_spec(path: Path) -> ExternalSpec:
         sink=sink,
         install=_argv(source, "install", doc["install"]) if "install" in doc else (),
         installed=doc.get("installed", ""),
+        cluster_setup=doc.get("cluster_setup", ""),
     )
 
 
@@ -373,6 +378,7 @@ def external_driver_class(path: str | Path) -> type[ExternalDriver]:
             "distribution": spec.distribution,
             "operations": spec.operations,
             "requirements": None,
+            "cluster_setup": spec.cluster_setup,
             "__module__": __name__,
             "__doc__": f"External driver {spec.name} ({resolved}).",
         }

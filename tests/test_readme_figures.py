@@ -84,3 +84,24 @@ def test_the_cluster_table_is_the_committed_run() -> None:
         assert row in README, row
         if variant != "scripted":
             assert (max(counts) - min(counts)) / min(counts) <= 0.15  # the issue's bound
+
+
+def test_the_peers_cluster_table_is_the_committed_run() -> None:
+    """One README row per library (or group of drivers), each outcome the committed one."""
+    meta = json.loads((REPO / "results" / "peers-cluster" / "run.json").read_text())
+    jobs = int(meta["sizes"]["jobs"])
+    section = README.split("**On a Redis Cluster.**", 1)[1].split("\n## ", 1)[0]
+    outcomes = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 3 and cells[0] not in ("driver", "---"):
+            for name in cells[0].split(", "):
+                outcomes[name.lower()] = cells[2]
+    assert f"outcome ({jobs} jobs)" in section
+    assert set(outcomes) == set(meta["drivers"]), sorted(outcomes)
+    for name, info in meta["drivers"].items():
+        outcome = info["outcome"]
+        if outcome["status"] == "works":
+            assert outcomes[name].startswith(f"works: {jobs}/{jobs}"), (name, outcomes[name])
+        else:
+            assert f"fails at {outcome['phase']}" in outcomes[name], (name, outcomes[name])

@@ -2,15 +2,15 @@
 // "Benchmark your own queue"). One request per stdin line, one answer per request.
 import readline from "node:readline";
 import { Queue } from "bullmq";
-import IORedis from "ioredis";
+import { redisConnection } from "./connection.mjs";
 
 const JOB_NAME = "qbench_noop";
 // BullMQ runs lower numbers first; a job given no priority goes before prioritized ones,
 // so jobs sent with a priority all get one.
 const PRIORITY = { high: 1, normal: 2, low: 3 };
 
-const connection = new IORedis(process.env.QBENCH_REDIS_URL, { maxRetriesPerRequest: null });
-const queue = new Queue(process.env.QBENCH_QUEUE || "qbench_peers", { connection });
+const { connection, options } = redisConnection(process.env.QBENCH_REDIS_URL);
+const queue = new Queue(process.env.QBENCH_QUEUE || "qbench_peers", { connection, ...options });
 
 async function handle(line) {
   const [op, ...args] = line.trim().split(/\s+/);

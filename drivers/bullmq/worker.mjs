@@ -5,6 +5,7 @@ import fs from "node:fs";
 import { performance } from "node:perf_hooks";
 import { Worker } from "bullmq";
 import IORedis from "ioredis";
+import { redisConnection } from "./connection.mjs";
 
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 
@@ -19,7 +20,7 @@ if (process.env.QBENCH_SINK_REDIS_URL) {
   report = (line) => fs.writeSync(fd, `${line}\n`);
 }
 
-const connection = new IORedis(process.env.QBENCH_REDIS_URL, { maxRetriesPerRequest: null });
+const { connection, options } = redisConnection(process.env.QBENCH_REDIS_URL);
 const worker = new Worker(
   process.env.QBENCH_QUEUE || "qbench_peers",
   async (job) => {
@@ -27,7 +28,7 @@ const worker = new Worker(
     const priority = job.data.priority ? ` ${job.data.priority}` : "";
     await report(`${job.data.sent_us} ${started}${priority}`);
   },
-  { connection, concurrency: Number(process.env.QBENCH_CONCURRENCY || 10) },
+  { connection, concurrency: Number(process.env.QBENCH_CONCURRENCY || 10), ...options },
 );
 worker.on("error", (err) => console.error(`worker error: ${err.message}`));
 

@@ -33,6 +33,7 @@ class ReferenceDriver(Driver):
 
     distribution = "qbench"
     operations = frozenset({Op.ENQUEUE, Op.ENQUEUE_MANY, Op.PRIORITIES})
+    cluster_setup = "RedisCluster client; every key of the queue under the hash tag {namespace}"
     preset: ClassVar[str]
 
     def __init__(self, *, url: str, concurrency: int) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import signal
 from typing import Any
 
-from qbench.driver import AsyncDriver, record_pickup
+from qbench.driver import AsyncDriver, cluster_node_url, record_pickup
 
 TASK = "qbench_noop"
 
@@ -19,19 +19,36 @@ class TaskiqDriver(AsyncDriver):
     name = "taskiq"
     distribution = "taskiq-redis"
     requirements = "requirements/taskiq.txt"
+    cluster_setup = "its cluster classes: RedisStreamClusterBroker + RedisAsyncClusterResultBackend"
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)
+        node = cluster_node_url(url)
+        self.broker: Any = self._single_broker(url) if node is None else self._cluster_broker(node)
+        self.task: Any = self.broker.task(task_name=TASK)(qbench_noop)
+        self.started = False
+
+    def _single_broker(self, url: str) -> Any:
         from taskiq_redis import (  # type: ignore[import-not-found,unused-ignore]
             RedisAsyncResultBackend,
             RedisStreamBroker,
         )
 
-        self.broker: Any = RedisStreamBroker(url=url).with_result_backend(
+        return RedisStreamBroker(url=url).with_result_backend(
             RedisAsyncResultBackend(redis_url=url, **self.backend_options())
         )
-        self.task: Any = self.broker.task(task_name=TASK)(qbench_noop)
-        self.started = False
+
+    def _cluster_broker(self, node_url: str) -> Any:
+        """The same setup with the package's Redis Cluster classes (its README lists a
+        broker of each type and a result backend for a cluster)."""
+        from taskiq_redis import (  # type: ignore[import-not-found,unused-ignore]
+            RedisAsyncClusterResultBackend,
+            RedisStreamClusterBroker,
+        )
+
+        return RedisStreamClusterBroker(url=node_url).with_result_backend(
+            RedisAsyncClusterResultBackend(redis_url=node_url, **self.backend_options())
+        )
 
     def backend_options(self) -> dict[str, Any]:
         """Result backend options: none, the README's setup (results never expire)."""

@@ -28,6 +28,7 @@ from harness.results.rows import METRICS_FILE, read_metrics, read_run
 REPORT_NAMES = (
     "REPORT.md",
     "PEERS.md",
+    "PEERS-CLUSTER.md",
     "RELIABILITY.md",
     "OBSERVE.md",
     "CALIBRATION.md",
@@ -39,6 +40,7 @@ REPORT_NAMES = (
 KIND_OF = {
     "REPORT.md": "reproduce",
     "PEERS.md": "peers",
+    "PEERS-CLUSTER.md": "peers",
     "RELIABILITY.md": "chaos",
     "OBSERVE.md": "observe",
     "CALIBRATION.md": "calibration",
