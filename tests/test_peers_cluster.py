@@ -71,7 +71,15 @@ def test_a_cluster_url_names_the_node_a_driver_starts_from() -> None:
 def test_drivers_get_their_documented_cluster_option_or_one_node() -> None:
     specs = discover().specs
     url = "redis+cluster://127.0.0.1:7000"
-    cluster_drivers = ["baseline", "optimized", "scripted", "taskiq", "taskiq+result_ex_time=3600", "bullmq"]
+    cluster_drivers = [
+        "baseline",
+        "optimized",
+        "scripted",
+        "scripted+retention=delete",
+        "taskiq",
+        "taskiq+result_ex_time=3600",
+        "bullmq",
+    ]
     for name, spec in specs.items():
         given = given_for(spec, url)
         if name in cluster_drivers:
