@@ -34,12 +34,16 @@ load-runs: $(STAMP)
 		$(BIN)/qbench load $$scenario --variant $$preset --out results/load/$$scenario/$$preset; \
 	done; done
 
+# Two workers (pytest-xdist), each taking whole files: most tests wait on Redis, a worker
+# pool or a child process, so two halve the wall time on 2 cores. Each worker starts its own
+# Redis; `pytest tests/x.py` alone runs in one process as usual.
+TEST_WORKERS ?= 2
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The inner loop: everything but the tests marked slow (end-to-end runs of the verbs).
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -74,7 +78,7 @@ peers: $(STAMP) node-drivers
 
 # Which of scripted's toggles delivers each gain: the battery for scripted as it was (a wait
 # per thread, a pooled connection per call, a 5 s wait), that with each new toggle alone, and
-# scripted as it is (results/ablation/PEERS.md, ~20 min).
+# scripted as it is (results/ablation/PEERS.md, ~20 min; ABLATION_FLAGS="--quick --repeats 3" ~8 min).
 SCRIPTED_BEFORE := notify_timeout_s=5,dispatch=thread,prefetch=0,ack=each,conn=pool
 ABLATION := scripted+$(SCRIPTED_BEFORE) \
 	scripted+notify_timeout_s=5,dispatch=thread,prefetch=0,ack=each \
@@ -83,8 +87,9 @@ ABLATION := scripted+$(SCRIPTED_BEFORE) \
 	scripted+notify_timeout_s=5,prefetch=0,conn=pool \
 	scripted+dispatch=thread,prefetch=0,ack=each,conn=pool \
 	scripted scripted+retention=delete
+ABLATION_FLAGS ?=
 ablation: $(STAMP)
-	$(BIN)/qbench peers $(foreach v,$(ABLATION),--driver '$(v)') --out results/ablation
+	$(BIN)/qbench peers $(foreach v,$(ABLATION),--driver '$(v)') $(ABLATION_FLAGS) --out results/ablation
 
 # The gate CI runs, locally: BASE (default main) checked out into a temporary git worktree,
 # its counters (`qbench ops`) held exact against this tree's, then both trees timed in one

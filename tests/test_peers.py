@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -284,3 +286,28 @@ def test_gate_compares_peers_runs_and_refuses_an_incomplete_one(
     assert main(["gate", "--baseline", str(out), "--candidate", str(partial)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "incomplete run: driver(s) scripted failed" in err[0]
+
+
+def test_two_processes_never_run_one_install_step_at_once(tmp_path: Path) -> None:
+    """Two runs (or two test workers) needing the same external driver: the first runs its
+    install step, the second waits on the folder's lock and then finds it installed."""
+    folder = tmp_path / "driver"
+    folder.mkdir()
+    # The install step records its start, lingers, then marks the driver installed.
+    step = "echo start >> installs.log; sleep 1; mkdir -p done; touch done/ok"
+    (folder / "driver.toml").write_text(
+        'name = "slowinstall"\nproducer = ["true"]\nworker = ["true"]\n'
+        f'install = ["sh", "-c", "{step}"]\ninstalled = "done/ok"\n'
+    )
+    code = (
+        "import sys; from harness.peers.envs import ensure_env; from harness.peers.registry import resolve; "
+        "ensure_env(resolve(sys.argv[1]))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(folder / "driver.toml")], cwd=Path(__file__).resolve().parents[1]
+        )
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert (folder / "installs.log").read_text() == "start\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 import tracemalloc
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import queue_impl
 from harness.experiments import RunContext, Section
 from harness.infra.measured import MeasuredQueue, unique_namespace
 from harness.results.render import (
@@ -221,6 +223,9 @@ def _retained_blocks(keys: KeyBuilder, calls: list[Call], rounds: int) -> float:
 
     Measured over `rounds` and `2 * rounds` rounds; the difference cancels every one-off
     block (the snapshot's own, a list growing), so a constant per-call cost comes out exact.
+    Only blocks allocated by `queue_impl`'s code count, with the garbage collector off: a
+    thread of the harness (the telemetry sampler) allocating or freeing meanwhile, or a
+    collection freeing older garbage, would otherwise move the count.
     """
     bound = [(getattr(keys, name), args) for name, args in calls]
     for method, args in bound:  # caches fill on the first call (precomputed processing keys)
@@ -228,6 +233,8 @@ def _retained_blocks(keys: KeyBuilder, calls: list[Call], rounds: int) -> float:
 
     def live_blocks_after(n: int) -> int:
         kept: list[str | None] = [None] * (n * len(bound))
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         tracemalloc.start()
         try:
             before = tracemalloc.take_snapshot()
@@ -239,8 +246,10 @@ def _retained_blocks(keys: KeyBuilder, calls: list[Call], rounds: int) -> float:
             after = tracemalloc.take_snapshot()
         finally:
             tracemalloc.stop()
-        ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
-        stats = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "filename")
+            if gc_was_enabled:
+                gc.enable()
+        ours = [tracemalloc.Filter(True, str(Path(queue_impl.__file__).parent / "*"))]
+        stats = after.filter_traces(ours).compare_to(before.filter_traces(ours), "filename")
         return sum(stat.count_diff for stat in stats)
 
     per_round = (live_blocks_after(2 * rounds) - live_blocks_after(rounds)) / rounds

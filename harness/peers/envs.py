@@ -3,11 +3,13 @@ conflict), qbench's own environment, or an external driver's folder after its in
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import harness
@@ -59,6 +61,20 @@ def _run(name: str, step: Sequence[str], *, cwd: Path | None, timeout_s: float, 
         raise PeerEnvError(f"{name}: `{' '.join(step)}` failed: {reason}")
 
 
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock` (created if missing): two processes building the
+    same environment at once (two runs, two test workers) would clobber each other's
+    files, so the second waits, then finds the environment built."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_env(spec: DriverSpec, *, root: Path | None = None, log: Path | None = None) -> str:
     """The Python interpreter that runs `spec`'s driver, building what it needs first.
 
@@ -72,16 +88,28 @@ def ensure_env(spec: DriverSpec, *, root: Path | None = None, log: Path | None =
     ext = spec.external
     if ext is not None:
         if ext.needs_install():
-            _run(spec.name, ext.install, cwd=ext.folder, timeout_s=INSTALL_TIMEOUT_S, log=log)
-            if ext.needs_install():
-                raise PeerEnvError(
-                    f"{spec.name}: `{' '.join(ext.install)}` ran but {ext.installed} is still missing"
-                )
+            with _exclusive(ext.folder / ".qbench-install.lock"):
+                _install_external(spec, log)
         return sys.executable
     wanted = requirements_text(spec)
     if wanted is None:
         return sys.executable
     venv = (root or venvs_root()) / str(spec.env_name)
+    with _exclusive(venv.parent / f"{venv.name}.lock"):
+        return _build_venv(spec, venv, wanted, log)
+
+
+def _install_external(spec: DriverSpec, log: Path | None = None) -> None:
+    ext = spec.external
+    assert ext is not None
+    if not ext.needs_install():  # another process installed it while this one waited
+        return
+    _run(spec.name, ext.install, cwd=ext.folder, timeout_s=INSTALL_TIMEOUT_S, log=log)
+    if ext.needs_install():
+        raise PeerEnvError(f"{spec.name}: `{' '.join(ext.install)}` ran but {ext.installed} is still missing")
+
+
+def _build_venv(spec: DriverSpec, venv: Path, wanted: str, log: Path | None) -> str:
     python = venv / "bin" / "python"
     stamp = venv / STAMP
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
