@@ -145,3 +145,62 @@ def test_committed_peers_run_renders_with_the_legend(tmp_path: Path) -> None:
     charts = sorted(p.name for p in (out / "charts").glob("*.png"))
     assert charts and {f"peers_{m.key}.png" for m in METRICS} >= set(charts)
     assert_chart_files(out / "charts", charts)
+
+
+def captured_figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every figure saved from now on (a chart's content, not its pixels)."""
+    from matplotlib.figure import Figure
+
+    saved: list[Any] = []
+    original = Figure.savefig
+
+    def keep(fig: Any, *args: Any, **kwargs: Any) -> None:
+        if fig not in saved:
+            saved.append(fig)
+        original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return saved
+
+
+def test_codec_chart_sets_measured_ratios_beside_the_claimed_ones_by_payload_size(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from harness.experiments import codec
+
+    rows = [
+        r
+        for r in read_metrics(REPO / "tests/fixtures/reproduce/quick_run/metrics.csv")
+        if r.experiment == "codec"
+    ]
+    saved = captured_figures(monkeypatch)
+    assert codec.render(rows, tmp_path).charts
+    [fig] = saved
+    speed, size = fig.axes
+    for ax, claims in ((speed, codec.SEED_SPEEDUP), (size, codec.SEED_SMALLER)):
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert [label.split("\n")[1] for label in labels] == list(codec.SIZES)  # every payload size
+        assert ax.get_xlabel() == "payload size"
+        texts = legend_texts(ax.get_legend())
+        assert "seed's claim" in texts and any(t.startswith("measured") for t in texts)
+        [claim_line] = [line for line in ax.get_lines() if line.get_label() == "seed's claim"]
+        assert len(claim_line.get_xdata()) == len(claims)  # one mark per claimed size
+    assert "speed-up" in speed.get_title() and "size saving" in size.get_title()
+
+
+def test_load_throughput_gives_each_operation_a_panel_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from harness.load.runner import render_charts
+
+    # An arrival run: enqueue, pickup and complete at the same rate would overlap on one axis.
+    rows = [
+        Row("load", "scripted", params(op=op, t_s=second), "ops_per_s", 50.0, "ops/s")
+        for op in ("enqueue", "pickup", "complete")
+        for second in range(3)
+    ]
+    saved = captured_figures(monkeypatch)
+    assert render_charts(rows, tmp_path, "arrival") == ["throughput.png"]
+    [fig] = saved
+    panels = [ax for ax in fig.axes if ax.get_ylabel()]
+    assert [ax.get_ylabel() for ax in panels] == ["enqueue", "pickup", "complete"]

@@ -261,6 +261,8 @@ def test_throughput_processes_each_job_once(redis_server: ProvisionedRedis, tmp_
         mine = {r.metric: r.value for r in rows if r.variant == variant.label() and r.repeat == 0}
         assert mine["jobs_lost"] == 0 and mine["jobs_stranded"] == 0 and mine["duplicate_starts"] == 0
         assert mine["submissions_per_s"] > 0 and mine["pool_errors"] == 0
+        # The windows measured a pool with work to do: a drained backlog measures nothing.
+        assert mine["backlog_ran_dry"] == 0, variant.label()
     assert_rendered(
         throughput,
         as_presets(rows),
@@ -271,3 +273,15 @@ def test_throughput_processes_each_job_once(redis_server: ProvisionedRedis, tmp_
             "Every job is accounted for: 0 lost, 0 started twice.",
         ),
     )
+    # Had scripted's backlog run dry, its jobs/s would be a lower bound, and said to be one.
+    dry = [
+        dataclasses.replace(r, value=1.0) if r.metric == "backlog_ran_dry" and r.variant == "scripted" else r
+        for r in as_presets(rows)
+    ]
+    section = throughput.render(dry, tmp_path / "charts-dry")
+    assert (
+        "The backlog ran dry during the windows for scripted: those jobs/s are lower bounds"
+        in section.markdown
+    )
+    [why] = [why for claim, _, why in section.verdicts if claim == throughput.PROCESS_CLAIM]
+    assert "scripted at least " in why

@@ -142,7 +142,9 @@ def _measure(
 ) -> tuple[list[Row], float]:
     label = variant.label()
     log = StartLog()
-    prefill = math.ceil(expected_rate * (warmup_s + window_s * windows) * 1.25) + cell.workers
+    # Beyond the rate: a job per worker, and what a prefetching pool holds in its backlog.
+    held = cell.workers + (variant.prefetch if variant.dispatch == "process" else 0)
+    prefill = math.ceil(expected_rate * (warmup_s + window_s * windows) * 1.25) + held
     with (
         quiet_worker_logs() as tally,
         PoolRun(url, variant, workers=cell.workers, on_job_start=log, tag="scaling") as run,

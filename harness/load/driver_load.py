@@ -37,9 +37,9 @@ from harness.infra.telemetry import DEFAULT_INTERVAL_S, TELEMETRY_FILE, telemetr
 from harness.load.report import write_load_report
 from harness.load.runner import (
     EXPERIMENT,
+    HISTOGRAM_META,
     PROGRESS_EVERY_S,
     REQUEST_UNIT,
-    RESULTS_FILE,
     LoadError,
     locust_env,
     read_locust_stats,
@@ -62,7 +62,7 @@ from harness.results.rows import METRICS_FILE, RUN_FILE, Row, params, run_metada
 from qbench.driver import Op
 from qbench.loader import module_source
 from queue_impl.connection import redact_url
-from scenarios.recorder import HIGHEST_US, HISTOGRAM_NOTE, SIGNIFICANT_DIGITS, OpSamples, Recorder, merge_ops
+from scenarios.recorder import HISTOGRAM_NOTE, OpSamples, Recorder, merge_ops
 from scenarios.settings import DriverRun, RunSpec, without_credentials
 from scenarios.workload import Workload
 
@@ -396,12 +396,7 @@ def run_driver_load(
             "latency_note": HISTOGRAM_NOTE
             + "; enqueue: time inside the driver's call, measured in its producer agent; "
             "pickup: from the job's send stamp to its handler's start, reported by the driver's workers",
-            "latency_histogram": {
-                "unit": "us",
-                "significant_digits": SIGNIFICANT_DIGITS,
-                "highest_us": HIGHEST_US,
-                "file": RESULTS_FILE,
-            },
+            "latency_histogram": HISTOGRAM_META,
             "telemetry": telemetry_meta(telemetry, interval_s=telemetry_interval_s),
         },
     )

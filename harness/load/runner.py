@@ -65,6 +65,13 @@ DEFAULT_MASTER_PORT = 5557
 """Locust's own default."""
 RESULTS_FILE = "latency_histograms.json"
 """The master's merged histograms and counters (and per worker: reports, final, ops)."""
+HISTOGRAM_META = {
+    "unit": "us",
+    "significant_digits": SIGNIFICANT_DIGITS,
+    "highest_us": HIGHEST_US,
+    "file": RESULTS_FILE,
+}
+"""run.json's `latency_histogram`: what the merged histograms hold and where."""
 PROGRESS_EVERY_S = 5.0
 PREFILL_CHUNK = 1000
 API_START_TIMEOUT_S = 20.0
@@ -253,12 +260,7 @@ def run_load(
                 "load_avg_after": os.getloadavg(),
                 "wall_s": round(time.time() - started, 1),
                 "latency_note": HISTOGRAM_NOTE + " (Locust's own percentiles are rounded to whole ms)",
-                "latency_histogram": {
-                    "unit": "us",
-                    "significant_digits": SIGNIFICANT_DIGITS,
-                    "highest_us": HIGHEST_US,
-                    "file": RESULTS_FILE,
-                },
+                "latency_histogram": HISTOGRAM_META,
                 "telemetry": telemetry_meta(telemetry, interval_s=telemetry_interval_s),
             },
         )
