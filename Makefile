@@ -63,7 +63,7 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: peers node-drivers ablation
-# RQ, arq, SAQ, Dramatiq, Huey, Celery, taskiq-redis and the three presets, full mode (~40 min:
+# RQ, arq, SAQ, Dramatiq, Huey, Celery, taskiq-redis, BullMQ, Bee-Queue and the presets, full mode (~54 min with --jobs 3000, as committed:
 # results/peers/run.json, drivers.*.seconds);
 # each peer library gets its own virtualenv under .venv/peers/ on first use (needs PyPI);
 # BullMQ and Bee-Queue (Node.js) install from their committed lock files (needs npm).

@@ -15,6 +15,7 @@ from harness.experiments import pool_scaling
 from harness.peers.report import METRICS, PEER_COLOR, PRESET_COLOR, chart_figure, render_report
 from harness.results.rows import Row, params, read_metrics, read_run
 from harness.results.stats import Spread
+from harness.results.telemetry_charts import CHART_STEMS
 from tests.test_experiments_workers import assert_chart_files
 
 WORKERS = [5, 10, 40]
@@ -143,7 +144,9 @@ def test_committed_peers_run_renders_with_the_legend(tmp_path: Path) -> None:
     shutil.rmtree(out / "charts")
     render_report(read_metrics(out / "metrics.csv"), read_run(out), out)
     charts = sorted(p.name for p in (out / "charts").glob("*.png"))
-    assert charts and {f"peers_{m.key}.png" for m in METRICS} >= set(charts)
+    # A chart per metric, and the telemetry small multiples of a run sampled as it went.
+    expected = {f"peers_{m.key}.png" for m in METRICS} | {f"peers_{stem}.png" for stem in CHART_STEMS}
+    assert charts and expected >= set(charts)
     assert_chart_files(out / "charts", charts)
 
 
