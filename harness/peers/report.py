@@ -186,7 +186,8 @@ def standing(values: Mapping[str, Spread], metric: Metric, reference: str = "scr
         verdict = "beats"
     else:
         verdict = "trails"
-    ratio = f"{ours / theirs:.2f}x" if theirs else "n/a"
+    # A ratio to zero or to a negative figure (memory growth within noise) means nothing.
+    ratio = f"{ours / theirs:.2f}x" if theirs > 0 and ours >= 0 else "n/a"
     return (
         f"{metric.label}: {reference} {_fmt(ours, metric.digits)} vs best peer {best} "
         f"{_fmt(theirs, metric.digits)} {metric.unit} ({ratio}): {verdict}"
