@@ -104,7 +104,9 @@ def find_runs(results: Path) -> list[RunPage]:
         if report is None and not (path / METRICS_FILE).is_file():
             continue
         rel = path.relative_to(results)
-        kind = KIND_OF[report.name] if report else ("load" if rel.parts[:1] == ("load",) else "other")
+        # A load run is one whatever its files (a sampled run has a REPORT.md as reproduce does).
+        is_load = rel.parts[:1] == ("load",)
+        kind = "load" if is_load else KIND_OF[report.name] if report else "other"
         slug = "-".join(rel.parts) or "results"
         title = _title(report) if report else " / ".join(rel.parts)
         pages.append(RunPage(path, slug, kind, title, report))
