@@ -146,9 +146,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(func=run)
 
 
-def run_shape(args: argparse.Namespace, workload: Workload) -> tuple[int, float, float]:
-    """(users, duration s, spawn rate): the flags where given, else the scenario's; checked,
-    with --workers, for every kind of run."""
+def run_shape(args: argparse.Namespace) -> tuple[Workload, int, float, float]:
+    """(the scenario, users, duration s, spawn rate): the flags where given, else the
+    scenario's; checked, with --workers, for every kind of run."""
+    try:
+        workload = load_workload(args.scenario)
+    except WorkloadError as exc:
+        raise UsageError(str(exc)) from None
     users = workload.users if args.users is None else args.users
     duration = workload.duration_s if args.duration is None else args.duration
     spawn_rate = workload.spawn_rate if args.spawn_rate is None else args.spawn_rate
@@ -160,19 +164,15 @@ def run_shape(args: argparse.Namespace, workload: Workload) -> tuple[int, float,
         raise UsageError("--spawn-rate must be > 0")
     if not 0 <= args.workers <= 16:
         raise UsageError("--workers must be between 0 and 16")
-    return users, duration, spawn_rate
+    return workload, users, duration, spawn_rate
 
 
 def plan_from_args(args: argparse.Namespace) -> LoadPlan:
     try:
-        workload = load_workload(args.scenario)
-    except WorkloadError as exc:
-        raise UsageError(str(exc)) from None
-    try:
         variant = parse_variant(args.variant)
     except VariantError as exc:
         raise UsageError(f"--variant: {exc}") from None
-    users, duration, spawn_rate = run_shape(args, workload)
+    workload, users, duration, spawn_rate = run_shape(args)
     if args.workers and args.workers > users:
         raise UsageError("--workers cannot exceed --users (a worker without users does nothing)")
     master = master_from_args(args) if hasattr(args, "master") else None  # `profile` has no --master
@@ -344,14 +344,10 @@ def driver_plan_from_args(args: argparse.Namespace) -> DriverLoadPlan:
                 "where the driver's environment is (use --workers N)"
             )
     try:
-        workload = load_workload(args.scenario)
-    except WorkloadError as exc:
-        raise UsageError(str(exc)) from None
-    try:
         spec = resolve(args.driver)
     except DriverLoadError as exc:
         raise UsageError(str(exc)) from None
-    users, duration, spawn_rate = run_shape(args, workload)
+    workload, users, duration, spawn_rate = run_shape(args)
     try:
         return plan_driver_load(
             workload,
