@@ -50,14 +50,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy qbench queue_impl harness scenarios
+	$(BIN)/mypy qbench
 
-# Client CPU time with the garbage collector off, as harness/timing measures (counts in extra_info).
+# Client CPU time with the garbage collector off, as qbench/harness/timing measures (counts in extra_info).
 bench: $(STAMP)
 	$(BIN)/pytest tests/bench --benchmark-only --benchmark-timer=time.process_time --benchmark-disable-gc --benchmark-warmup=on --benchmark-json=results/bench.json
 
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -Iqueue_impl/proto --python_out=queue_impl --pyi_out=queue_impl queue_impl/proto/job.proto
+	$(BIN)/python -m grpc_tools.protoc -Iqbench/queue_impl/proto --python_out=qbench/queue_impl --pyi_out=qbench/queue_impl qbench/queue_impl/proto/job.proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
@@ -67,7 +67,7 @@ clean:
 # results/peers/run.json, drivers.*.seconds);
 # each peer library gets its own virtualenv under .venv/peers/ on first use (needs PyPI);
 # BullMQ and Bee-Queue (Node.js) install from their committed lock files (needs npm).
-NODE_DRIVERS := drivers/bullmq drivers/bee-queue
+NODE_DRIVERS := qbench/drivers/bullmq qbench/drivers/bee-queue
 
 # `npm ci` in each Node driver's own folder: exactly its package-lock.json, nothing global.
 node-drivers:
@@ -101,8 +101,10 @@ gate: $(STAMP)
 	git worktree add --detach --quiet "$$tmp/base" "$(BASE)" || exit 2; \
 	mkdir -p results/gate; \
 	$(BIN)/qbench ops --out "$$tmp/head-ops" > /dev/null || exit 1; \
-	if [ -d "$$tmp/base/harness/verbs" ]; then \
-		(cd "$$tmp/base" && "$(abspath $(BIN))/python" -m harness.cli ops --out "$$tmp/base-ops" > /dev/null) || exit 1; \
+	if [ -d "$$tmp/base/qbench/harness/verbs" ]; then cli=qbench.harness.cli; \
+	elif [ -d "$$tmp/base/harness/verbs" ]; then cli=harness.cli; else cli=; fi; \
+	if [ -n "$$cli" ]; then \
+		(cd "$$tmp/base" && "$(abspath $(BIN))/python" -m "$$cli" ops --out "$$tmp/base-ops" > /dev/null) || exit 1; \
 		$(BIN)/qbench gate --baseline "$$tmp/base-ops" --candidate "$$tmp/head-ops" --timings off \
 			--json results/gate/counters.json || status=1; \
 	else echo "counters: $(BASE) has no qbench yet: no baseline"; fi; \
@@ -110,7 +112,7 @@ gate: $(STAMP)
 	exit $$status
 
 # The timing gate's error rates on this machine (~15 min; commit results/calibration/ and set
-# CALIBRATED_TOLERANCE in harness/results/timing_gate.py to its recommended tolerance).
+# CALIBRATED_TOLERANCE in qbench/harness/results/timing_gate.py to its recommended tolerance).
 calibrate: $(STAMP)
 	$(BIN)/qbench gate calibrate --runs 20 --out results/calibration
 

@@ -9,4 +9,4 @@
 #   scripts/netns-locust.sh --keep /tmp/xhost                 # keep each role's directory
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-.venv/bin/python}" -m harness.load.crosshost "$@"
+exec "${PYTHON:-.venv/bin/python}" -m qbench.harness.load.crosshost "$@"

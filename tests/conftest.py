@@ -7,13 +7,13 @@ from collections.abc import Callable, Iterable, Iterator
 import pytest
 import redis
 
-from harness.infra.measured import unique_namespace
-from harness.infra.redis_server import ProvisionedRedis, provision, provision_cluster
-from harness.peers.registry import discover
-from harness.results.rows import Row
-from queue_impl.config import PRESETS, Variant, VariantError, parse_variant
-from queue_impl.connection import close_client, make_client
-from queue_impl.queue import RedisQueue
+from qbench.harness.infra.measured import unique_namespace
+from qbench.harness.infra.redis_server import ProvisionedRedis, provision, provision_cluster
+from qbench.harness.peers.registry import discover
+from qbench.harness.results.rows import Row
+from qbench.queue_impl.config import PRESETS, Variant, VariantError, parse_variant
+from qbench.queue_impl.connection import close_client, make_client
+from qbench.queue_impl.queue import RedisQueue
 
 FAST = {
     "poll_interval_s": 0.02,

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import redis
 
-from harness.infra.measured import unique_namespace
-from harness.load.runner import api_server
-from queue_impl.api import DEFAULT_HOST, SubmissionBatcher, parse_args
-from queue_impl.config import PRESETS
-from queue_impl.job import Job, Priority
-from queue_impl.queue import RedisQueue
+from qbench.harness.infra.measured import unique_namespace
+from qbench.harness.load.runner import api_server
+from qbench.queue_impl.api import DEFAULT_HOST, SubmissionBatcher, parse_args
+from qbench.queue_impl.config import PRESETS
+from qbench.queue_impl.job import Job, Priority
+from qbench.queue_impl.queue import RedisQueue
 from tests.conftest import QueueFactory, fast
 
 VARIANT = fast(PRESETS["optimized"])
@@ -29,7 +29,7 @@ VARIANT = fast(PRESETS["optimized"])
 
 @pytest.fixture(scope="module")
 def api(redis_url: str) -> Iterator[tuple[str, str]]:
-    """(base URL, namespace) of a running `python -m queue_impl.api`."""
+    """(base URL, namespace) of a running `python -m qbench.queue_impl.api`."""
     namespace = unique_namespace("api")
     with api_server(redis_url, VARIANT, namespace) as base:
         yield base, namespace
@@ -121,7 +121,7 @@ def test_binds_loopback_by_default() -> None:
 )
 def test_bad_start_is_one_line(args: list[str], code: int, message: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "queue_impl.api", *args], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "qbench.queue_impl.api", *args], capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == code
     assert proc.stderr.count("\n") == 1 and message in proc.stderr
@@ -144,7 +144,7 @@ def test_oversized_payload_is_413_and_nothing_is_queued(api: tuple[str, str], qu
 )
 def test_bad_flags_are_one_line_exit_2(args: list[str], message: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "queue_impl.api", *args], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "qbench.queue_impl.api", *args], capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and message in proc.stderr

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main as qbench_main
-from harness.infra.redis_server import RedisServerProcess, free_port
-from queue_impl import scheduler as scheduler_service
-from queue_impl import worker as worker_service
-from queue_impl.config import Variant
-from queue_impl.job import Job, Priority, Status, as_text
-from queue_impl.queue import MAX_PAYLOAD_BYTES, PayloadTooLargeError, RedisQueue
-from queue_impl.records import CORRUPT_JOB_TYPE
-from queue_impl.worker import WorkerPool
+from qbench.harness.cli import main as qbench_main
+from qbench.harness.infra.redis_server import RedisServerProcess, free_port
+from qbench.queue_impl import scheduler as scheduler_service
+from qbench.queue_impl import worker as worker_service
+from qbench.queue_impl.config import Variant
+from qbench.queue_impl.job import Job, Priority, Status, as_text
+from qbench.queue_impl.queue import MAX_PAYLOAD_BYTES, PayloadTooLargeError, RedisQueue
+from qbench.queue_impl.records import CORRUPT_JOB_TYPE
+from qbench.queue_impl.worker import WorkerPool
 from tests.conftest import QueueFactory, put_raw_record
 
 PASSWORD = "bad-input-secret"
@@ -219,7 +219,7 @@ def test_a_missing_record_met_by_the_scheduler_is_dead_lettered_with_its_reason(
         ("worker", ["--variant", "fastest"], "--variant: unknown preset 'fastest'"),
         ("worker", ["--variant", "baseline+dequeue=psychic"], "dequeue='psychic'"),
         ("worker", ["--handlers", "no_such_module:HANDLERS"], "--handlers no_such_module:HANDLERS"),
-        ("worker", ["--handlers", "queue_impl.worker:noop"], "not a mapping of job type to callable"),
+        ("worker", ["--handlers", "qbench.queue_impl.worker:noop"], "not a mapping of job type to callable"),
         ("scheduler", ["--interval=-1s"], "bad duration '-1s'"),
         ("scheduler", ["--variant", "optimized+pool_size=many"], "bad value for pool_size"),
         ("scheduler", ["--namespace"], "expected one argument"),
@@ -241,7 +241,7 @@ def test_bad_service_flags_are_one_line_usage_errors(
 
 def test_bad_flags_exit_2_in_a_real_process() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "queue_impl.worker", "--concurrency", "many"],
+        [sys.executable, "-m", "qbench.queue_impl.worker", "--concurrency", "many"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -269,7 +269,7 @@ def service_error(module: str, url: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", ["queue_impl.worker", "queue_impl.scheduler"])
+@pytest.mark.parametrize("module", ["qbench.queue_impl.worker", "qbench.queue_impl.scheduler"])
 def test_unreachable_redis_is_one_line_and_exit_1(module: str) -> None:
     proc = service_error(module, f"redis://127.0.0.1:{free_port()}/0")
     assert proc.returncode == 1
@@ -282,7 +282,7 @@ def test_unreachable_redis_is_one_line_and_exit_1(module: str) -> None:
 def test_password_protected_redis_without_the_password_is_one_line(protected_url: str, auth: str) -> None:
     port = protected_url.rsplit(":", 1)[1]
     url = f"redis://127.0.0.1:{port}" if auth == "none" else f"redis://:wrong-secret@127.0.0.1:{port}"
-    proc = service_error("queue_impl.worker", url)
+    proc = service_error("qbench.queue_impl.worker", url)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "cannot reach Redis" in proc.stderr and "Traceback" not in proc.stderr
     assert "wrong-secret" not in proc.stderr  # the password is never echoed

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.chaos.cases import (
+from qbench.harness.chaos.cases import (
     CASES,
     QUICK,
     REPORT_FILE,
@@ -17,10 +17,10 @@ from harness.chaos.cases import (
     render_markdown,
     segment_name,
 )
-from harness.cli import main
-from harness.infra.telemetry import read_telemetry
-from harness.results.rows import METRICS_FILE, RUN_FILE, read_metrics
-from queue_impl.config import PRESETS
+from qbench.harness.cli import main
+from qbench.harness.infra.telemetry import read_telemetry
+from qbench.harness.results.rows import METRICS_FILE, RUN_FILE, read_metrics
+from qbench.queue_impl.config import PRESETS
 
 pytestmark = pytest.mark.slow
 

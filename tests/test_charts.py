@@ -11,11 +11,11 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.colors import to_rgba
 
-from harness.experiments import pool_scaling
-from harness.peers.report import METRICS, PEER_COLOR, PRESET_COLOR, chart_figure, render_report
-from harness.results.rows import Row, params, read_metrics, read_run
-from harness.results.stats import Spread
-from harness.results.telemetry_charts import CHART_STEMS
+from qbench.harness.experiments import pool_scaling
+from qbench.harness.peers.report import METRICS, PEER_COLOR, PRESET_COLOR, chart_figure, render_report
+from qbench.harness.results.rows import Row, params, read_metrics, read_run
+from qbench.harness.results.stats import Spread
+from qbench.harness.results.telemetry_charts import CHART_STEMS
 from tests.test_experiments_workers import assert_chart_files
 
 WORKERS = [5, 10, 40]
@@ -169,7 +169,7 @@ def captured_figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def test_codec_chart_sets_measured_ratios_beside_the_claimed_ones_by_payload_size(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from harness.experiments import codec
+    from qbench.harness.experiments import codec
 
     rows = [
         r
@@ -194,7 +194,7 @@ def test_codec_chart_sets_measured_ratios_beside_the_claimed_ones_by_payload_siz
 def test_load_throughput_gives_each_operation_a_panel_of_its_own(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from harness.load.runner import render_charts
+    from qbench.harness.load.runner import render_charts
 
     # An arrival run: enqueue, pickup and complete at the same rate would overlap on one axis.
     rows = [

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import VERB_MODULES
-from queue_impl.config import TOGGLE_VALUES
-from scenarios.workload import workload_names
+from qbench.harness.cli import VERB_MODULES
+from qbench.queue_impl.config import TOGGLE_VALUES
+from qbench.scenarios.workload import workload_names
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ CASES = {
 
 def _qbench() -> list[str]:
     script = Path(sys.executable).with_name("qbench")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "qbench.harness.cli"]
 
 
 @pytest.fixture(scope="module")

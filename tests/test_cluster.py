@@ -19,26 +19,26 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from harness.experiments import cluster_shards
-from harness.experiments.ops import measure_operations, op_costs
-from harness.infra.cluster_state import NodeRecord, process_start_ticks
-from harness.infra.counting import RoundTripCounter, counting_connection_class
-from harness.infra.measured import MeasuredQueue
-from harness.infra.redis_server import (
+from qbench.harness.experiments import cluster_shards
+from qbench.harness.experiments.ops import measure_operations, op_costs
+from qbench.harness.infra.cluster_state import NodeRecord, process_start_ticks
+from qbench.harness.infra.counting import RoundTripCounter, counting_connection_class
+from qbench.harness.infra.measured import MeasuredQueue
+from qbench.harness.infra.redis_server import (
     ClusterProcess,
     NotOwnedError,
     ProvisionedRedis,
     RedisServerProcess,
     provision,
 )
-from harness.results.rows import read_metrics
-from queue_impl.config import PRESETS, VariantError, parse_variant
-from queue_impl.connection import close_client, make_client
-from queue_impl.job import Job, Status
-from queue_impl.queue import RedisQueue
-from queue_impl.scheduler import Scheduler
-from queue_impl.strategies import partition_index
-from queue_impl.worker import BUILTIN_HANDLERS, WorkerPool
+from qbench.harness.results.rows import read_metrics
+from qbench.queue_impl.config import PRESETS, VariantError, parse_variant
+from qbench.queue_impl.connection import close_client, make_client
+from qbench.queue_impl.job import Job, Status
+from qbench.queue_impl.queue import RedisQueue
+from qbench.queue_impl.scheduler import Scheduler
+from qbench.queue_impl.strategies import partition_index
+from qbench.queue_impl.worker import BUILTIN_HANDLERS, WorkerPool
 from tests.conftest import fast
 
 IDS = [f"job-{i:04d}" for i in range(90)]
@@ -46,7 +46,7 @@ IDS = [f"job-{i:04d}" for i in range(90)]
 
 def _qbench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("qbench")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "qbench.harness.cli"]
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     return subprocess.run(
         [*command, *args], capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
@@ -329,7 +329,7 @@ def test_records_hash_on_a_server_without_hexpire_is_refused_in_one_line(server_
         [
             sys.executable,
             "-m",
-            "queue_impl.worker",
+            "qbench.queue_impl.worker",
             "--redis-url",
             server_without_hexpire,
             "--variant",
@@ -409,7 +409,7 @@ def test_cluster_down_never_signals_a_process_it_did_not_start(tmp_path: Path) -
 @pytest.mark.slow
 def test_cluster_up_in_the_foreground_stops_on_sigterm() -> None:
     script = Path(sys.executable).with_name("qbench")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "qbench.harness.cli"]
     proc = subprocess.Popen([*command, "cluster", "up"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

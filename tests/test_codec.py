@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from queue_impl import job_pb2
-from queue_impl.codec import CODECS, CorruptJobError
-from queue_impl.config import CodecName, parse_variant
-from queue_impl.connection import make_client
-from queue_impl.job import Job, Priority, Status
-from queue_impl.queue import RedisQueue
-from queue_impl.records import CORRUPT_JOB_TYPE
+from qbench.queue_impl import job_pb2
+from qbench.queue_impl.codec import CODECS, CorruptJobError
+from qbench.queue_impl.config import CodecName, parse_variant
+from qbench.queue_impl.connection import make_client
+from qbench.queue_impl.job import Job, Priority, Status
+from qbench.queue_impl.queue import RedisQueue
+from qbench.queue_impl.records import CORRUPT_JOB_TYPE
 from tests.conftest import put_raw_record, raw_record
 
 INT64 = st.integers(-(2**63), 2**63 - 1)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from queue_impl.config import (
+from qbench.queue_impl.config import (
     DAY_S,
     POOL_SIZED,
     PRESETS,

@@ -12,7 +12,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from harness.infra.delay_proxy import DelayProxy, calibrate
+from qbench.harness.infra.delay_proxy import DelayProxy, calibrate
 
 
 def no_retry_client(url: str) -> redis.Redis:

@@ -8,11 +8,11 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from harness.infra.counting import command_stats, stats_delta
-from queue_impl.config import Variant, parse_variant
-from queue_impl.job import Job, Status
-from queue_impl.queue import RedisQueue
-from queue_impl.worker import WorkerPool
+from qbench.harness.infra.counting import command_stats, stats_delta
+from qbench.queue_impl.config import Variant, parse_variant
+from qbench.queue_impl.job import Job, Status
+from qbench.queue_impl.queue import RedisQueue
+from qbench.queue_impl.worker import WorkerPool
 from tests.conftest import QueueFactory, fast
 
 pytestmark = pytest.mark.slow

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.infra import netns
-from harness.infra.redis_server import free_port
-from harness.load.crosshost import CrossHostPlan, run_crosshost
-from harness.load.runner import PERCENTILES, RESULTS_FILE
-from harness.results.rows import parse_params, read_metrics
-from scenarios.progress import progress_line
-from scenarios.recorder import HIGHEST_US, Collector, OpSamples, Recorder, read_results_file, to_us
-from scenarios.settings import (
+from qbench.harness.infra import netns
+from qbench.harness.infra.redis_server import free_port
+from qbench.harness.load.crosshost import CrossHostPlan, run_crosshost
+from qbench.harness.load.runner import PERCENTILES, RESULTS_FILE
+from qbench.harness.results.rows import parse_params, read_metrics
+from qbench.scenarios.progress import progress_line
+from qbench.scenarios.recorder import HIGHEST_US, Collector, OpSamples, Recorder, read_results_file, to_us
+from qbench.scenarios.settings import (
     ENV_MASTER_HOST,
     ENV_REDIS_URL,
     ENV_VARIANT,
@@ -34,7 +34,7 @@ from scenarios.settings import (
     resolve,
     without_credentials,
 )
-from scenarios.workload import load_workload
+from qbench.scenarios.workload import load_workload
 
 
 def nearest_rank_us(values_us: list[int], q: float) -> int:
@@ -234,7 +234,7 @@ def test_a_master_and_two_workers_with_no_shared_folder(tmp_path: Path, network:
 
 def qbench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "qbench.harness.cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -296,7 +296,7 @@ def test_a_worker_lost_before_its_final_report_fails_the_run_in_one_line(
     dirs = {role: tmp_path / role for role in ("master", "w1", "w2")}
     for path in dirs.values():
         path.mkdir()
-    base = [sys.executable, "-m", "harness.cli", "load", "producer", "--variant", "scripted"]
+    base = [sys.executable, "-m", "qbench.harness.cli", "load", "producer", "--variant", "scripted"]
     master_cmd = [*base, "--master", "--expect-workers", "2", "--master-port", port, "--users", "2"]
     master_cmd += ["--duration", "7", "--redis-url", redis_url, "--out", str(dirs["master"] / "out")]
     master = subprocess.Popen(

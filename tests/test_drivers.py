@@ -18,22 +18,22 @@ from typing import Any
 import pytest
 import redis
 
-from harness.cli import main
-from harness.infra.counting import stats_delta
-from harness.infra.redis_server import provision
-from harness.infra.telemetry import Telemetry, read_telemetry
-from harness.load.driver_load import DriverLoadRun, driver_rows, pickup_samples, plan_driver_load
-from harness.load.runner import RESULTS_FILE, sample_rows, throughput_series
-from harness.peers.registry import discover, resolve
-from harness.peers.runner import ServerProbe, Sink, Sizes, round_trips
-from harness.peers.suite import run_suite
-from harness.results.rows import Row, parse_params, read_metrics
 from qbench.driver import Driver, Op, driver_problems
 from qbench.external import ExternalDriver, load_spec
+from qbench.harness.cli import main
+from qbench.harness.infra.counting import stats_delta
+from qbench.harness.infra.redis_server import provision
+from qbench.harness.infra.telemetry import Telemetry, read_telemetry
+from qbench.harness.load.driver_load import DriverLoadRun, driver_rows, pickup_samples, plan_driver_load
+from qbench.harness.load.runner import RESULTS_FILE, sample_rows, throughput_series
+from qbench.harness.peers.registry import discover, resolve
+from qbench.harness.peers.runner import ServerProbe, Sink, Sizes, round_trips
+from qbench.harness.peers.suite import run_suite
+from qbench.harness.results.rows import Row, parse_params, read_metrics
 from qbench.loader import DriverLoadError, load_driver
-from scenarios import driver_settings
-from scenarios.recorder import Collector, Recorder, merge_ops, read_results_file
-from scenarios.settings import (
+from qbench.scenarios import driver_settings
+from qbench.scenarios.recorder import Collector, Recorder, merge_ops, read_results_file
+from qbench.scenarios.settings import (
     ENV_REDIS_URL,
     ENV_RUN,
     ENV_VARIANT,
@@ -43,8 +43,8 @@ from scenarios.settings import (
     RunSpec,
     import_driver,
 )
-from scenarios.settings import resolve as resolve_settings
-from scenarios.workload import load_workload
+from qbench.scenarios.settings import resolve as resolve_settings
+from qbench.scenarios.workload import load_workload
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "drivers"
@@ -76,9 +76,9 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 # -- loading ---------------------------------------------------------------------------------------------
 def test_a_driver_loads_by_module_file_and_toml(tmp_path: Path) -> None:
-    assert load_driver("harness.peers.huey_driver:HueyDriver").name == "huey"
+    assert load_driver("qbench.drivers.huey_driver:HueyDriver").name == "huey"
     assert load_driver(f"{BAD}:SilentWorker").name == "silent-worker"
-    bullmq = load_driver(str(REPO / "drivers" / "bullmq" / "driver.toml"))
+    bullmq = load_driver(str(REPO / "qbench" / "drivers" / "bullmq" / "driver.toml"))
     assert issubclass(bullmq, ExternalDriver) and bullmq.name == "bullmq"
     assert bullmq.operations == {Op.ENQUEUE, Op.ENQUEUE_MANY, Op.PRIORITIES}
     assert resolve("scripted").origin == "built-in"
@@ -304,7 +304,7 @@ def test_the_example_driver_installs_as_a_distribution_with_an_entry_point(tmp_p
         capture_output=True,
     )
     listed = subprocess.run(
-        [python, "-m", "harness.cli", "drivers", "--json"],
+        [python, "-m", "qbench.harness.cli", "drivers", "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -319,7 +319,7 @@ def test_the_example_driver_installs_as_a_distribution_with_an_entry_point(tmp_p
         [
             python,
             "-m",
-            "harness.cli",
+            "qbench.harness.cli",
             "peers",
             "--quick",
             "--jobs",
@@ -347,7 +347,7 @@ def test_bullmq_runs_the_quick_battery_through_the_external_driver(tmp_path: Pat
     if npm is None or shutil.which("node") is None:
         pytest.skip("node and npm are not installed: the Node.js drivers cannot run here")
     folder = tmp_path / "bullmq"
-    shutil.copytree(REPO / "drivers" / "bullmq", folder, ignore=shutil.ignore_patterns("node_modules"))
+    shutil.copytree(REPO / "qbench" / "drivers" / "bullmq", folder, ignore=shutil.ignore_patterns("node_modules"))
     installed = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True, timeout=300
     )
@@ -440,7 +440,7 @@ def driver_spec(**overrides: object) -> RunSpec:
         "workload": load_workload("producer"),
         "driver": DriverRun(
             name="scripted",
-            ref="harness.peers.reference_driver:ScriptedDriver",
+            ref="qbench.drivers.reference_driver:ScriptedDriver",
             python=sys.executable,
             pythonpath="/tmp/links",
             log="/tmp/producers.log",
@@ -577,7 +577,7 @@ def test_load_refuses_a_driver_across_hosts_in_one_line(
 def qbench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     # A child process: Locust's gevent patching must never reach the test process.
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "qbench.harness.cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 

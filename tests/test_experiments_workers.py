@@ -11,13 +11,20 @@ from xml.etree import ElementTree
 
 import pytest
 
-from harness.experiments import RunContext, Section, idle_cost, pickup_latency, pool_scaling, throughput
-from harness.experiments.pool_runs import IDLE_COMMANDS_PER_CYCLE, wait_cycle_s
-from harness.infra.redis_server import ProvisionedRedis
-from harness.infra.telemetry import Telemetry
-from harness.results.render import CLAIM_HEADER, NOT_MEASURED, PRESET_COLUMNS, VERDICTS
-from harness.results.rows import Row, parse_params
-from queue_impl.config import PRESETS, Variant
+from qbench.harness.experiments import (
+    RunContext,
+    Section,
+    idle_cost,
+    pickup_latency,
+    pool_scaling,
+    throughput,
+)
+from qbench.harness.experiments.pool_runs import IDLE_COMMANDS_PER_CYCLE, wait_cycle_s
+from qbench.harness.infra.redis_server import ProvisionedRedis
+from qbench.harness.infra.telemetry import Telemetry
+from qbench.harness.results.render import CLAIM_HEADER, NOT_MEASURED, PRESET_COLUMNS, VERDICTS
+from qbench.harness.results.rows import Row, parse_params
+from qbench.queue_impl.config import PRESETS, Variant
 from tests.conftest import FAST, fast
 
 pytestmark = pytest.mark.slow

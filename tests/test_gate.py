@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.experiments.ops import measure_operations
-from harness.results.gate import GateInputError, ResultSet, compare, counter_unit, load_result_set
-from harness.results.rows import DETERMINISTIC_UNITS, Row, read_metrics, write_metrics
-from queue_impl.config import parse_variant
+from qbench.harness.cli import main
+from qbench.harness.experiments.ops import measure_operations
+from qbench.harness.results.gate import GateInputError, ResultSet, compare, counter_unit, load_result_set
+from qbench.harness.results.rows import DETERMINISTIC_UNITS, Row, read_metrics, write_metrics
+from qbench.queue_impl.config import parse_variant
 from tests.conftest import fast
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gate"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.results.history import COLUMNS, RATIO_METRIC, read_history, steps, summarize_run
-from harness.results.rows import Row, write_metrics, write_run
-from harness.results.timing_gate import CALIBRATED_TOLERANCE
+from qbench.harness.cli import main
+from qbench.harness.results.history import COLUMNS, RATIO_METRIC, read_history, steps, summarize_run
+from qbench.harness.results.rows import Row, write_metrics, write_run
+from qbench.harness.results.timing_gate import CALIBRATED_TOLERANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.experiments import ack_cuts, pool_scaling, throughput
-from harness.experiments.pool_runs import ErrorTally, accounting_rows, accounting_text, stranded_job_ids
-from harness.results.rows import Row, params
-from queue_impl.config import PRESETS
-from queue_impl.job import Job, Priority
+from qbench.harness.experiments import ack_cuts, pool_scaling, throughput
+from qbench.harness.experiments.pool_runs import (
+    ErrorTally,
+    accounting_rows,
+    accounting_text,
+    stranded_job_ids,
+)
+from qbench.harness.results.rows import Row, params
+from qbench.queue_impl.config import PRESETS
+from qbench.queue_impl.job import Job, Priority
 from tests.conftest import QueueFactory, fast
 
 RAISE_40 = params(pool="10", pool_mode="raise", workers=40)

@@ -6,9 +6,9 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from queue_impl.job import PRIORITY_ORDER, Priority
-from queue_impl.keys import FormatKeys, KeyBuilder, PrecomputedKeys, key_prefix, make_keys
-from queue_impl.queue import delete_namespace
+from qbench.queue_impl.job import PRIORITY_ORDER, Priority
+from qbench.queue_impl.keys import FormatKeys, KeyBuilder, PrecomputedKeys, key_prefix, make_keys
+from qbench.queue_impl.queue import delete_namespace
 
 
 def _all_keys(keys: KeyBuilder) -> list[str]:

@@ -11,14 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.infra.telemetry import read_telemetry
-from harness.load.runner import LoadPlan, LoadRun, produced_jobs, render_charts, rows_of, throughput_series
-from harness.results.rows import Row, parse_params, read_metrics
-from harness.results.telemetry_charts import CHART_STEMS
-from queue_impl.config import PRESETS
-from scenarios.recorder import Collector, Recorder
-from scenarios.workload import WorkloadError, load_workload, parse_workload, workload_names
+from qbench.harness.cli import main
+from qbench.harness.infra.telemetry import read_telemetry
+from qbench.harness.load.runner import (
+    LoadPlan,
+    LoadRun,
+    produced_jobs,
+    render_charts,
+    rows_of,
+    throughput_series,
+)
+from qbench.harness.results.rows import Row, parse_params, read_metrics
+from qbench.harness.results.telemetry_charts import CHART_STEMS
+from qbench.queue_impl.config import PRESETS
+from qbench.scenarios.recorder import Collector, Recorder
+from qbench.scenarios.workload import WorkloadError, load_workload, parse_workload, workload_names
 
 SCENARIOS = ("arrival", "burst", "consumer", "http", "mixed", "producer")
 
@@ -26,7 +33,7 @@ SCENARIOS = ("arrival", "burst", "consumer", "http", "mixed", "producer")
 def qbench(*args: str) -> subprocess.CompletedProcess[str]:
     # A child process: Locust's gevent patching must never reach the test process.
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "qbench.harness.cli", *args], capture_output=True, text=True, timeout=120
     )
 
 
@@ -359,7 +366,7 @@ def test_profile_keeps_the_workers_profile_beside_the_results(
     if tool == "scalene":
         profile = json.loads((out / "profile" / "scalene.json").read_text())
         assert "worker.py" in {Path(name).name for name in profile["files"]}  # the service's own code
-        assert (out / "profile" / "summary.md").read_text().count("| queue_impl/") >= 1
+        assert (out / "profile" / "summary.md").read_text().count("| qbench/queue_impl/") >= 1
     else:
         profile = json.loads((out / "profile" / "py-spy.speedscope.json").read_text())
         frames = {frame["file"] for frame in profile["shared"]["frames"]}

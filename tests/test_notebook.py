@@ -13,8 +13,10 @@ import jupytext
 import nbformat
 import pytest
 
-from harness.results.notebook import NOTEBOOK_SOURCE, REPO_ROOT, NotebookError, render_notebook
-from harness.results.rows import Row, params, write_metrics, write_run
+from qbench.harness.results.notebook import NOTEBOOK_SOURCE, NotebookError, render_notebook
+from qbench.harness.results.rows import Row, params, write_metrics, write_run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_notebook_pair_is_in_sync() -> None:
@@ -109,7 +111,7 @@ def test_notebook_runs_from_the_notebooks_folder() -> None:
 def test_notebook_outside_the_repository_says_to_give_an_absolute_path(tmp_path: Path) -> None:
     from nbclient.exceptions import CellExecutionError
 
-    with pytest.raises(CellExecutionError, match="no qbench repository at or above"):
+    with pytest.raises(CellExecutionError, match="no results/load at or above"):
         execute_in(tmp_path)
 
 
@@ -123,7 +125,7 @@ def test_readme_nbconvert_command_works(tmp_path: Path) -> None:
         "html",
         "--output-dir",
         "/tmp/qbench",
-        "notebooks/report.ipynb",
+        "qbench/notebooks/report.ipynb",
     ]
     argv = [str(VENV_BIN / "jupyter"), *command[1:-2], str(tmp_path), command[-1]]
     done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -17,19 +17,19 @@ from typing import Any
 import pytest
 import redis
 
-from harness.infra.counting import command_stats
-from harness.infra.nodelink import ForbiddenCommandError, NodeLink
-from harness.infra.redis_server import RedisServerProcess
-from harness.infra.telemetry import COLUMNS, TELEMETRY_FILE, TelemetryRow
-from harness.observe import MINIMAL_ACL, OBSERVE_COMMANDS, ObserveInputError, ObserveResult, observe
-from harness.observe.cadence import idle_pattern, repeat_period
-from harness.observe.families import key_family
-from harness.observe.growth import growth
-from harness.observe.report import OBSERVE_JSON, OBSERVE_MD
-from queue_impl.config import PRESETS
-from queue_impl.connection import make_client
-from queue_impl.job import Job
-from queue_impl.queue import RedisQueue
+from qbench.harness.infra.counting import command_stats
+from qbench.harness.infra.nodelink import ForbiddenCommandError, NodeLink
+from qbench.harness.infra.redis_server import RedisServerProcess
+from qbench.harness.infra.telemetry import COLUMNS, TELEMETRY_FILE, TelemetryRow
+from qbench.harness.observe import MINIMAL_ACL, OBSERVE_COMMANDS, ObserveInputError, ObserveResult, observe
+from qbench.harness.observe.cadence import idle_pattern, repeat_period
+from qbench.harness.observe.families import key_family
+from qbench.harness.observe.growth import growth
+from qbench.harness.observe.report import OBSERVE_JSON, OBSERVE_MD
+from qbench.queue_impl.config import PRESETS
+from qbench.queue_impl.connection import make_client
+from qbench.queue_impl.job import Job
+from qbench.queue_impl.queue import RedisQueue
 
 OBSERVER, OBSERVER_PASSWORD = "observer", "observer-pw"
 OBSERVER_ACL = [OBSERVER, *MINIMAL_ACL.replace(">PASSWORD", f">{OBSERVER_PASSWORD}").split()]
@@ -46,7 +46,7 @@ def observer_url(server: RedisServerProcess) -> str:
 
 def qbench() -> list[str]:
     script = Path(sys.executable).with_name("qbench")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "qbench.harness.cli"]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`python -m harness.observe.demo`: a queue set running on a fresh Redis, watched by the real CLI."""
+"""`python -m qbench.harness.observe.demo`: a queue set running on a fresh Redis, watched by the real CLI."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.observe.demo import DEAD_JOBS, IDLE_JOBS, WORKERS, main
+from qbench.harness.observe.demo import DEAD_JOBS, IDLE_JOBS, WORKERS, main
 
 
 @pytest.mark.parametrize(

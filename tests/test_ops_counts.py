@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.experiments.ops import OpCost, measure_operations, op_costs
-from queue_impl.config import PRESETS, parse_variant
+from qbench.harness.experiments.ops import OpCost, measure_operations, op_costs
+from qbench.queue_impl.config import PRESETS, parse_variant
 
 pytestmark = pytest.mark.slow
 

@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from harness.infra.census import take_census
-from harness.infra.measured import MeasuredQueue
-from queue_impl.config import parse_variant
-from queue_impl.job import PRIORITY_ORDER, Job, Priority
-from queue_impl.keys import PARTITION_SEPARATOR, key_prefix, partition_tag
-from queue_impl.queue import RedisQueue
-from queue_impl.strategies import partition_index
+from qbench.harness.infra.census import take_census
+from qbench.harness.infra.measured import MeasuredQueue
+from qbench.queue_impl.config import parse_variant
+from qbench.queue_impl.job import PRIORITY_ORDER, Job, Priority
+from qbench.queue_impl.keys import PARTITION_SEPARATOR, key_prefix, partition_tag
+from qbench.queue_impl.queue import RedisQueue
+from qbench.queue_impl.strategies import partition_index
 from tests.conftest import QueueFactory, fast
 
 IDS = [f"job-{i:04d}" for i in range(300)]

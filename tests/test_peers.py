@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.cli import main
-from harness.infra.telemetry import read_telemetry
-from harness.peers.envs import PeerEnvError, ensure_env, import_root
-from harness.peers.reference_driver import VARIANT_ENV
-from harness.peers.registry import BUILTIN_ORDER, PEER_NAMES, REFERENCE_NAMES, discover, resolve
-from harness.peers.report import METRICS, collect, pickup_method, render_report, standing
-from harness.peers.runner import (
+from qbench.drivers.reference_driver import VARIANT_ENV
+from qbench.harness.cli import main
+from qbench.harness.infra.telemetry import read_telemetry
+from qbench.harness.peers.envs import PeerEnvError, ensure_env, import_root
+from qbench.harness.peers.registry import BUILTIN_ORDER, PEER_NAMES, REFERENCE_NAMES, discover, resolve
+from qbench.harness.peers.report import METRICS, collect, pickup_method, render_report, standing
+from qbench.harness.peers.runner import (
     DriverFailedError,
     Sink,
     SinkLineError,
@@ -27,8 +27,15 @@ from harness.peers.runner import (
     probe_schedule,
     processing_rate,
 )
-from harness.peers.suite import PeersInputError, SuiteResult, parse_only, run_suite, server_for, write_suite
-from harness.results.rows import Row, parse_params, read_metrics
+from qbench.harness.peers.suite import (
+    PeersInputError,
+    SuiteResult,
+    parse_only,
+    run_suite,
+    server_for,
+    write_suite,
+)
+from qbench.harness.results.rows import Row, parse_params, read_metrics
 from qbench.loader import DriverLoadError
 
 JOBS = 200
@@ -59,7 +66,7 @@ def test_the_built_in_drivers_register_through_the_entry_point_group() -> None:
         if name.split("+")[0] in REFERENCE_NAMES or spec.external is not None:
             assert spec.requirements is None  # qbench's own environment
         else:  # a library of its own, in a virtualenv built from a committed requirements file
-            expected = Path("harness/peers/requirements") / f"{spec.env_name}.txt"
+            expected = Path("qbench/drivers/requirements") / f"{spec.env_name}.txt"
             assert spec.requirements == expected.resolve()
             assert spec.requirements.is_file()
     assert discover().specs["taskiq+result_ex_time=3600"].env_name == "taskiq"  # shares taskiq's venv
@@ -300,7 +307,8 @@ def test_two_processes_never_run_one_install_step_at_once(tmp_path: Path) -> Non
         f'install = ["sh", "-c", "{step}"]\ninstalled = "done/ok"\n'
     )
     code = (
-        "import sys; from harness.peers.envs import ensure_env; from harness.peers.registry import resolve; "
+        "import sys; from qbench.harness.peers.envs import ensure_env; "
+        "from qbench.harness.peers.registry import resolve; "
         "ensure_env(resolve(sys.argv[1]))"
     )
     procs = [

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from redis.cluster import RedisCluster
 
-from harness.cli import main
-from harness.peers.cluster import (
+from qbench.driver import cluster_node_url, driver_problems
+from qbench.external import ExternalDriverError, load_spec
+from qbench.harness.cli import main
+from qbench.harness.peers.cluster import (
     EXPERIMENT,
     FAILS,
     NODE_HOW,
@@ -24,12 +26,10 @@ from harness.peers.cluster import (
     first_error,
     given_for,
 )
-from harness.peers.cluster_report import REPORT_FILE, render_cluster_report
-from harness.peers.envs import PeerEnvError, ensure_env
-from harness.peers.registry import discover
-from harness.results.rows import Row, parse_params, read_metrics
-from qbench.driver import cluster_node_url, driver_problems
-from qbench.external import ExternalDriverError, load_spec
+from qbench.harness.peers.cluster_report import REPORT_FILE, render_cluster_report
+from qbench.harness.peers.envs import PeerEnvError, ensure_env
+from qbench.harness.peers.registry import discover
+from qbench.harness.results.rows import Row, parse_params, read_metrics
 
 TRACEBACK = """\
 Unhandled error during execution of task f8abdff8.

@@ -9,9 +9,9 @@ import pytest
 import redis
 from redis.connection import Connection
 
-from queue_impl.config import PRESETS
-from queue_impl.connection import close_client, make_client
-from queue_impl.pinned import PinnedCalls, PoolCalls, make_calls, script_sha
+from qbench.queue_impl.config import PRESETS
+from qbench.queue_impl.connection import close_client, make_client
+from qbench.queue_impl.pinned import PinnedCalls, PoolCalls, make_calls, script_sha
 
 ECHO = "return ARGV[1]"
 

@@ -38,12 +38,12 @@ import redis
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
 
-from queue_impl.clients import RedisClient
-from queue_impl.config import PRESETS, Variant, parse_variant
-from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status
-from queue_impl.keys import KeyBuilder
-from queue_impl.queue import RedisQueue
-from queue_impl.records import CORRUPT_JOB_TYPE
+from qbench.queue_impl.clients import RedisClient
+from qbench.queue_impl.config import PRESETS, Variant, parse_variant
+from qbench.queue_impl.job import PRIORITY_ORDER, Job, Priority, Status
+from qbench.queue_impl.keys import KeyBuilder
+from qbench.queue_impl.queue import RedisQueue
+from qbench.queue_impl.records import CORRUPT_JOB_TYPE
 from tests.conftest import QueueFactory, fast
 
 TOGGLE_VARIANTS = (

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from harness.results.rows import parse_params, read_metrics
+from qbench.harness.results.rows import parse_params, read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()

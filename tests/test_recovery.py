@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
-from queue_impl.config import Variant
-from queue_impl.job import Job, Priority, Status
-from queue_impl.worker import WorkerPool
+from qbench.queue_impl.config import Variant
+from qbench.queue_impl.job import Job, Priority, Status
+from qbench.queue_impl.worker import WorkerPool
 from tests.conftest import QueueFactory, put_raw_record
 
 LEASE_S = 2
@@ -41,7 +41,7 @@ def test_sigkilled_worker_jobs_return_after_the_lease(
         [
             sys.executable,
             "-m",
-            "queue_impl.worker",
+            "qbench.queue_impl.worker",
             "--redis-url",
             redis_url,
             "--variant",
@@ -174,7 +174,7 @@ def test_lease_accepts_fractions_of_a_second(make_queue: QueueFactory, preset: V
 
 def test_worker_rejects_a_lease_too_short(redis_url: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "queue_impl.worker", "--redis-url", redis_url, "--lease", "10ms"],
+        [sys.executable, "-m", "qbench.queue_impl.worker", "--redis-url", redis_url, "--lease", "10ms"],
         capture_output=True,
         text=True,
         timeout=60,

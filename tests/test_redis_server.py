@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.infra.redis_server import (
+from qbench.harness.infra.redis_server import (
     NotOwnedError,
     RedisServerProcess,
     RedisUnavailableError,
@@ -19,7 +19,7 @@ from harness.infra.redis_server import (
     provision,
     redis_for_run,
 )
-from queue_impl.connection import redact_url
+from qbench.queue_impl.connection import redact_url
 
 
 @pytest.fixture(autouse=True)
@@ -148,7 +148,7 @@ def closed_docker_host(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def server_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "harness.infra.redis_server"]
+    return [r.getMessage() for r in caplog.records if r.name == "qbench.harness.infra.redis_server"]
 
 
 def test_a_container_that_cannot_start_falls_back_to_a_binary_and_says_why(

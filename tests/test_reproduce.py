@@ -14,12 +14,18 @@ from typing import Any
 
 import pytest
 
-from harness import cli
-from harness.experiments import EXPERIMENTS, RunContext, Section, load_experiments
-from harness.experiments.runner import EXPERIMENT_NAMES, Progress, exit_code, reproduce, select_experiments
-from harness.results import report
-from harness.results.render import VERDICTS, determinism_flags
-from harness.results.rows import COLUMNS, DETERMINISTIC_UNITS, Row, params, read_metrics
+from qbench.harness import cli
+from qbench.harness.experiments import EXPERIMENTS, RunContext, Section, load_experiments
+from qbench.harness.experiments.runner import (
+    EXPERIMENT_NAMES,
+    Progress,
+    exit_code,
+    reproduce,
+    select_experiments,
+)
+from qbench.harness.results import report
+from qbench.harness.results.render import VERDICTS, determinism_flags
+from qbench.harness.results.rows import COLUMNS, DETERMINISTIC_UNITS, Row, params, read_metrics
 from tests.conftest import bad_variants
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reproduce" / "quick_run"
@@ -85,7 +91,7 @@ def test_every_listed_experiment_loads_and_is_selected() -> None:
     """`EXPERIMENTS` lists them all, each module loads under its own name, and a reproduce
     run without `--only` selects every one of them, in order."""
     assert EXPERIMENT_NAMES == EXPECTED_EXPERIMENTS
-    assert tuple(f"harness.experiments.{name}" for name in EXPECTED_EXPERIMENTS) == EXPERIMENTS
+    assert tuple(f"qbench.harness.experiments.{name}" for name in EXPECTED_EXPERIMENTS) == EXPERIMENTS
     modules = load_experiments()
     assert [m.__name__ for m in modules] == list(EXPERIMENTS)
     assert [m.NAME for m in modules] == list(EXPECTED_EXPERIMENTS)
@@ -97,7 +103,9 @@ def test_every_listed_experiment_loads_and_is_selected() -> None:
 
 def test_a_missing_experiment_module_fails_loudly() -> None:
     with pytest.raises(ModuleNotFoundError):
-        load_experiments(("harness.experiments.codec", "harness.experiments.no_such_experiment"))
+        load_experiments(
+            ("qbench.harness.experiments.codec", "qbench.harness.experiments.no_such_experiment")
+        )
 
 
 @pytest.mark.slow
@@ -109,7 +117,17 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     env.pop("REDIS_URL", None)
     # Two repeats keep the test inside its time budget and still prove counts repeat exactly.
     done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "reproduce", "--quick", "--repeats", "2", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "qbench.harness.cli",
+            "reproduce",
+            "--quick",
+            "--repeats",
+            "2",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -289,7 +307,7 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_memory_projection_scales_the_measured_curve() -> None:
     """The seed's tables are the retention run scaled by rate: measured days as they are,
     later days along the no-TTL slope, or the TTL plateau plus the never-trimmed dead ids."""
-    from harness.experiments import memory
+    from qbench.harness.experiments import memory
 
     def rows_for(ttl: str, curve: dict[int, float]) -> list[Row]:
         return [
@@ -320,7 +338,7 @@ def test_memory_projection_scales_the_measured_curve() -> None:
 
 
 def test_memory_projection_can_use_the_fitted_growth() -> None:
-    from harness.experiments import memory
+    from qbench.harness.experiments import memory
 
     rows = [
         Row(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results.render import (
+from qbench.harness.results.render import (
     count_cell,
     determinism_flags,
     deterministic_series_count,
@@ -15,8 +15,8 @@ from harness.results.render import (
     spread_cell,
     values_of,
 )
-from harness.results.rows import COLUMNS, Row, params, parse_params, read_metrics, write_metrics
-from harness.results.stats import Spread
+from qbench.harness.results.rows import COLUMNS, Row, params, parse_params, read_metrics, write_metrics
+from qbench.harness.results.stats import Spread
 
 
 def test_rows_round_trip_through_metrics_csv(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.infra.delay_proxy import DelayProxy
-from harness.infra.redis_server import (
+from qbench.harness.infra.delay_proxy import DelayProxy
+from qbench.harness.infra.redis_server import (
     NotOwnedError,
     ProvisionedRedis,
     RedisServerProcess,
@@ -28,10 +28,10 @@ from harness.infra.redis_server import (
     free_port,
     provision,
 )
-from queue_impl.config import PRESETS, VariantError
-from queue_impl.connection import make_client
-from queue_impl.job import Job, Status
-from queue_impl.queue import RedisQueue, delete_namespace
+from qbench.queue_impl.config import PRESETS, VariantError
+from qbench.queue_impl.connection import make_client
+from qbench.queue_impl.job import Job, Status
+from qbench.queue_impl.queue import RedisQueue, delete_namespace
 from tests.conftest import fast
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,14 +75,14 @@ def round_trip_every_preset(url: str) -> None:
 
 
 def worker_completes_a_job(url: str, namespace: str) -> None:
-    """A `python -m queue_impl.worker` process given `url` finishes a job, then stops on SIGTERM."""
+    """A `python -m qbench.queue_impl.worker` process given `url` finishes a job, then stops on SIGTERM."""
     variant = fast(PRESETS["optimized"])
     queue = RedisQueue(make_client(url, variant), variant, namespace=namespace)
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "queue_impl.worker",
+            "qbench.queue_impl.worker",
             "--redis-url",
             url,
             "--variant",
@@ -288,7 +288,7 @@ def test_tls_with_an_untrusted_certificate_is_a_one_line_error(tls_url: tuple[st
     url, _plain = tls_url
     untrusted = url.split("?", 1)[0]  # the system CAs do not know the test CA
     proc = subprocess.run(
-        [sys.executable, "-m", "queue_impl.worker", "--redis-url", untrusted],
+        [sys.executable, "-m", "qbench.queue_impl.worker", "--redis-url", untrusted],
         capture_output=True,
         text=True,
         timeout=60,
@@ -305,7 +305,7 @@ def test_no_pickle_anywhere() -> None:
     banned = re.compile(rf"\b(import|from)\s+({names})\b|\b({names})\.\w+\(")
     sources = [
         p
-        for d in ("queue_impl", "harness", "scenarios", "tests", "notebooks")
+        for d in ("qbench", "tests")
         for p in (ROOT / d).rglob("*")
         if p.suffix in {".py", ".ipynb"} and p.is_file()
     ]
@@ -352,7 +352,7 @@ def test_servers_and_proxies_listen_on_loopback_only(redis_url: str) -> None:
 
 
 def test_the_api_binds_loopback_by_default() -> None:
-    from queue_impl.api import parse_args
+    from qbench.queue_impl.api import parse_args
 
     assert parse_args([]).host == "127.0.0.1"
 
@@ -362,7 +362,7 @@ def test_no_listener_defaults_to_every_interface() -> None:
     pattern = re.compile(r"""["'](0\.0\.0\.0|::)["']""")
     offenders = [
         str(p.relative_to(ROOT))
-        for d in ("queue_impl", "harness", "scenarios")
+        for d in ("qbench",)
         for p in (ROOT / d).rglob("*.py")
         if pattern.search(p.read_text())
     ]

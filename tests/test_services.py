@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
-from queue_impl.config import PRESETS, Variant, parse_variant
-from queue_impl.job import Job, Priority, Status
-from queue_impl.scheduler import MOVE_LIMIT, Scheduler
-from queue_impl.worker import BUILTIN_HANDLERS, WorkerPool
+from qbench.queue_impl.config import PRESETS, Variant, parse_variant
+from qbench.queue_impl.job import Job, Priority, Status
+from qbench.queue_impl.scheduler import MOVE_LIMIT, Scheduler
+from qbench.queue_impl.worker import BUILTIN_HANDLERS, WorkerPool
 from tests.conftest import QueueFactory, fast
 
 pytestmark = pytest.mark.slow
@@ -127,7 +127,7 @@ def test_sigterm_finishes_the_in_flight_job(make_queue: QueueFactory, redis_url:
         [
             sys.executable,
             "-m",
-            "queue_impl.worker",
+            "qbench.queue_impl.worker",
             "--variant",
             "optimized+block_timeouts_s=0.2/0.2/0.6",
             "--namespace",

@@ -23,8 +23,8 @@ from urllib.parse import unquote, urlparse
 import pytest
 import websocket
 
-from harness.cli import main
-from harness.results.rows import Row, write_metrics, write_run
+from qbench.harness.cli import main
+from qbench.harness.results.rows import Row, write_metrics, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = (

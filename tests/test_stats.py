@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from harness.results.stats import Spread, median, median_or_none, percentile, percentiles
+from qbench.harness.results.stats import Spread, median, median_or_none, percentile, percentiles
 
 
 def test_percentile_is_linear_between_closest_ranks() -> None:

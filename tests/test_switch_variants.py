@@ -13,9 +13,9 @@ import threading
 
 import pytest
 
-from queue_impl.config import PRESETS, Variant, parse_variant
-from queue_impl.job import PRIORITY_ORDER, Job, Priority, Status
-from queue_impl.queue import RedisQueue
+from qbench.queue_impl.config import PRESETS, Variant, parse_variant
+from qbench.queue_impl.job import PRIORITY_ORDER, Job, Priority, Status
+from qbench.queue_impl.queue import RedisQueue
 from tests.conftest import QueueFactory, fast
 
 LAYOUTS = {

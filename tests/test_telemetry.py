@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.infra.budget import TokenBucket
-from harness.infra.counting import command_stats
-from harness.infra.measured import MeasuredQueue
-from harness.infra.nodelink import ForbiddenCommandError, NodeLink, node_label, packed_command_names
-from harness.infra.redis_server import RedisServerProcess
-from harness.infra.telemetry import (
+from qbench.harness.infra.budget import TokenBucket
+from qbench.harness.infra.counting import command_stats
+from qbench.harness.infra.measured import MeasuredQueue
+from qbench.harness.infra.nodelink import ForbiddenCommandError, NodeLink, node_label, packed_command_names
+from qbench.harness.infra.redis_server import RedisServerProcess
+from qbench.harness.infra.telemetry import (
     COLUMNS,
     TELEMETRY_FILE,
     Telemetry,
@@ -27,9 +27,9 @@ from harness.infra.telemetry import (
     read_telemetry,
     telemetry_for_run,
 )
-from harness.results.telemetry_charts import CHART_STEMS, render_telemetry_charts, summary_markdown
-from queue_impl.config import PRESETS
-from queue_impl.job import Job
+from qbench.harness.results.telemetry_charts import CHART_STEMS, render_telemetry_charts, summary_markdown
+from qbench.queue_impl.config import PRESETS
+from qbench.queue_impl.job import Job
 
 FAST_S = 0.05
 """The shortest interval: many samples (and many INFO calls to subtract) in a short test."""
@@ -140,7 +140,7 @@ def test_own_commands_are_subtracted_exactly(server: RedisServerProcess, admin: 
 
 
 def test_counted_costs_stay_exact_beside_the_sampler(server: RedisServerProcess) -> None:
-    """`harness.infra.counting` leaves `info` out, so a sampler beside it changes nothing."""
+    """`qbench.harness.infra.counting` leaves `info` out, so a sampler beside it changes nothing."""
 
     def cost_of_a_cycle() -> tuple[Counter[str], int]:
         with MeasuredQueue(server.url, PRESETS["optimized"]) as mq, mq.measure() as cost:

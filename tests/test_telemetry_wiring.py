@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from harness import errors
-from harness.cli import main
-from harness.experiments import round_trips
-from harness.experiments.runner import Progress, reproduce
-from harness.infra import telemetry
-from harness.infra.telemetry import TELEMETRY_FILE, read_telemetry
-from harness.results.rows import DETERMINISTIC_UNITS, METRICS_FILE, read_metrics
-from harness.results.telemetry_charts import CHART_STEMS
+from qbench.harness import errors
+from qbench.harness.cli import main
+from qbench.harness.experiments import round_trips
+from qbench.harness.experiments.runner import Progress, reproduce
+from qbench.harness.infra import telemetry
+from qbench.harness.infra.telemetry import TELEMETRY_FILE, read_telemetry
+from qbench.harness.results.rows import DETERMINISTIC_UNITS, METRICS_FILE, read_metrics
+from qbench.harness.results.telemetry_charts import CHART_STEMS
 
 
 def test_the_flag_and_the_sampler_agree_on_the_shortest_interval() -> None:

@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from harness.experiments import codec, key_building
-from harness.results.render import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, PARTLY, interval_verdict
-from harness.results.rows import Row
-from harness.results.stats import (
+from qbench.harness.experiments import codec, key_building
+from qbench.harness.results.render import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, PARTLY, interval_verdict
+from qbench.harness.results.rows import Row
+from qbench.harness.results.stats import (
     difference_interval,
     location_interval,
     median,
     ratio_interval,
     signed_rank_cutoff,
 )
-from harness.timing.interleave import Arm, Interleaved, Plan, Sample, ServerCpu, comparison_rows, interleave
-from harness.timing.sides import Checkout, WorkerError, WorkerProcess, in_process_arm
-from queue_impl import queue as queue_module
-from queue_impl.config import PRESETS, parse_variant
-from queue_impl.job import Job, Priority
+from qbench.harness.timing.interleave import (
+    Arm,
+    Interleaved,
+    Plan,
+    Sample,
+    ServerCpu,
+    comparison_rows,
+    interleave,
+)
+from qbench.harness.timing.sides import Checkout, WorkerError, WorkerProcess, in_process_arm
+from qbench.queue_impl import queue as queue_module
+from qbench.queue_impl.config import PRESETS, parse_variant
+from qbench.queue_impl.job import Job, Priority
 from tests.conftest import QueueFactory, fast
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +216,7 @@ def test_worker_measures_its_own_checkout_and_cleans_up(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
         with WorkerProcess(Checkout.at("head", ROOT), redis_url=redis_url, cpu=None) as worker:
-            assert worker.hello["queue_impl"] == str(ROOT / "queue_impl")
+            assert worker.hello["queue_impl"] == str(ROOT / "qbench" / "queue_impl")
             arm = worker.arm("cycle", "scripted", ops=25)
             sample = arm.run_round()
             assert sample.ops == 25 and sample.cpu_ns > 0 and sample.wall_ns > 0
@@ -221,6 +230,30 @@ def test_worker_measures_its_own_checkout_and_cleans_up(redis_url: str) -> None:
         assert not list(client.scan_iter(match=b"qbench:{timing-*", count=1000))
     finally:
         client.close()
+
+
+PRE_MOVE_COMMIT = "8bb797a"
+"""The last commit with `queue_impl/` at the top of the tree, before it moved into `qbench/`."""
+
+
+def test_worker_measures_a_checkout_made_before_the_package_moved(tmp_path: Path, redis_url: str) -> None:
+    old = tmp_path / "old"
+    added = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(old), PRE_MOVE_COMMIT],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if added.returncode != 0:
+        pytest.skip(f"no git history to check out {PRE_MOVE_COMMIT} from: {added.stderr.strip()}")
+    try:
+        assert not (old / "qbench" / "queue_impl").exists()
+        with WorkerProcess(Checkout.at("base", old), redis_url=redis_url, cpu=None) as worker:
+            assert worker.hello["queue_impl"] == str(old.resolve() / "queue_impl")
+            sample = worker.arm("cycle", "scripted", ops=10).run_round()
+            assert sample.ops == 10 and sample.cpu_ns > 0
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False)
 
 
 def test_a_worker_that_dies_is_one_line_with_its_last_words(tmp_path: Path, redis_url: str) -> None:

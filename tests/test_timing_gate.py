@@ -12,11 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli import build_parser, main
-from harness.results.rows import read_metrics
-from harness.results.stats import RatioInterval
-from harness.results.timing_gate import CALIBRATED_TOLERANCE, CALIBRATION_FILE, judge_interval, judge_rows
-from harness.timing.calibrate import TOLERANCE_GRID, Calibration, GateOutcome
+from qbench.harness.cli import build_parser, main
+from qbench.harness.results.rows import read_metrics
+from qbench.harness.results.stats import RatioInterval
+from qbench.harness.results.timing_gate import (
+    CALIBRATED_TOLERANCE,
+    CALIBRATION_FILE,
+    judge_interval,
+    judge_rows,
+)
+from qbench.harness.timing.calibrate import TOLERANCE_GRID, Calibration, GateOutcome
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "perf-gate.yml"
@@ -137,7 +142,7 @@ def test_gate_run_times_two_checkouts_and_writes_its_verdict(tmp_path: Path) -> 
         [
             sys.executable,
             "-m",
-            "harness.cli",
+            "qbench.harness.cli",
             "gate",
             "run",
             "--base",
@@ -169,7 +174,7 @@ def test_gate_run_times_two_checkouts_and_writes_its_verdict(tmp_path: Path) -> 
     assert all(min(plan["min_rounds"], 4) <= n <= plan["max_rounds"] for n in rounds), (rounds, plan)
     assert len(rows) == sum(rounds) * 2 * 3
     assert {r.params for r in rows} == {"case=cycle;side=base", "case=cycle;side=head"}
-    assert run["sides"]["head"]["worker"]["queue_impl"] == str(ROOT / "queue_impl")
+    assert run["sides"]["head"]["worker"]["queue_impl"] == str(ROOT / "qbench" / "queue_impl")
     pinned = run["placement"]["pinned_cpu"]
     assert run["placement"]["base_worker_affinity"] == [pinned] == run["placement"]["server_affinity"]
     assert len(judge_rows(rows, tolerance=CALIBRATED_TOLERANCE)) == 3

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from harness.infra.measured import MeasuredQueue
-from queue_impl.config import PRESETS, Variant, parse_variant
+from qbench.harness.infra.measured import MeasuredQueue
+from qbench.queue_impl.config import PRESETS, Variant, parse_variant
 from tests.conftest import fast
 
 OVERRIDES_ENV = "QBENCH_BENCH_OVERRIDES"

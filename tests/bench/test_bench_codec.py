@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from queue_impl.codec import CODECS
-from queue_impl.config import CodecName
-from queue_impl.job import Job, Priority
+from qbench.queue_impl.codec import CODECS
+from qbench.queue_impl.config import CodecName
+from qbench.queue_impl.job import Job, Priority
 
 CODEC_NAMES: tuple[CodecName, ...] = ("protobuf", "json")
 PAYLOAD_SIZES = (128, 4096)

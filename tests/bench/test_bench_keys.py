@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from queue_impl.config import KeyMode
-from queue_impl.job import PRIORITY_ORDER
-from queue_impl.keys import KeyBuilder, make_keys
+from qbench.queue_impl.config import KeyMode
+from qbench.queue_impl.job import PRIORITY_ORDER
+from qbench.queue_impl.keys import KeyBuilder, make_keys
 
 KEY_MODES: tuple[KeyMode, ...] = ("format", "precomputed")
 JOB_ID = "0123456789abcdef0123456789abcdef"

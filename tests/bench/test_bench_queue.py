@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from harness.infra.measured import MeasuredQueue, make_jobs
-from queue_impl.config import PRESET_NAMES, Variant
-from queue_impl.job import Job, Priority, Status, as_text
+from qbench.harness.infra.measured import MeasuredQueue, make_jobs
+from qbench.queue_impl.config import PRESET_NAMES, Variant
+from qbench.queue_impl.job import Job, Priority, Status, as_text
 
 pytestmark = pytest.mark.parametrize("preset", PRESET_NAMES)
 

@@ -1,0 +1,404 @@
+"""`qbench load SCENARIO --variant V`: a headless Locust run in its own processes, into tidy rows."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from pathlib import Path
+
+from qbench.harness.errors import UsageError, add_redis_url_argument, add_telemetry_argument
+from qbench.harness.load.driver_load import (
+    DriverLoadInputError,
+    DriverLoadPlan,
+    plan_driver_load,
+    run_driver_load,
+    write_driver_results,
+)
+from qbench.harness.load.runner import (
+    DEFAULT_MASTER_PORT,
+    DEFAULT_OUT_ROOT,
+    LoadError,
+    LoadPlan,
+    MasterSpec,
+    run_load,
+    run_worker,
+    summary,
+    write_results,
+)
+from qbench.harness.peers.registry import resolve
+from qbench.loader import DriverLoadError
+from qbench.queue_impl.config import VariantError, parse_variant, toggle_help
+from qbench.queue_impl.connection import is_cluster_url
+from qbench.scenarios.settings import is_loopback
+from qbench.scenarios.workload import (
+    Workload,
+    WorkloadError,
+    describe_workloads,
+    load_workload,
+    resolve_workload_path,
+)
+
+MAX_WORKERS = 64
+DRIVER_HELP = """
+through a driver (any queue qbench has a driver for, instead of --variant):
+  qbench load SCENARIO --driver NAME|module:Class|path/file.py:Class|driver.toml [--workers N]
+The scenario's producing users call the driver; its consumers become the driver's own
+workers, whose pickups join the users' histograms. Its Locust processes stay on this host
+(--workers N starts local ones): --master and --worker are for --variant runs.
+"""
+DISTRIBUTED_HELP = """
+distributed across hosts, --variant only (no shared disk: workers send their histograms):
+  qbench load SCENARIO --variant V --master --expect-workers N [--bind ADDR --allow-remote]
+  qbench load SCENARIO --variant V --worker --master-host ADDR [--master-port P] [--redis-url URL]
+The master binds 127.0.0.1 unless --bind says otherwise; any other address needs
+--allow-remote (whoever reaches it can join as a worker). A worker uses the master's
+Redis URL unless given --redis-url; a Redis on the master's loopback is out of reach of
+other hosts, so give the master a --redis-url that every host can reach.
+"""
+
+
+def load_epilog() -> str:
+    """The scenarios and the toggles, for `load --help` and `profile --help`."""
+    return (
+        "scenarios (scenarios/workloads/NAME.toml, or any .toml path):\n"
+        + describe_workloads()
+        + "\n\nvariant: PRESET[+TOGGLE=VALUE,...], e.g. 'optimized+dequeue=notify,pool_size=sized'\n"
+        + toggle_help()
+    )
+
+
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("distributed across hosts")
+    role = group.add_mutually_exclusive_group()
+    role.add_argument(
+        "--master", action="store_true", help="run the master only; workers started elsewhere connect to it"
+    )
+    role.add_argument("--worker", action="store_true", help="run a worker only (it dials --master-host)")
+    group.add_argument(
+        "--expect-workers", type=int, default=None, metavar="N", help="--master: workers to wait for"
+    )
+    group.add_argument(
+        "--bind", default=None, metavar="ADDR", help="--master: address to listen on (default 127.0.0.1)"
+    )
+    group.add_argument(
+        "--allow-remote", action="store_true", help="--master: allow a --bind address other than loopback"
+    )
+    group.add_argument("--master-host", default=None, metavar="ADDR", help="--worker: the master's address")
+    group.add_argument(
+        "--master-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help=f"--master: port to listen on; --worker: port to dial (default {DEFAULT_MASTER_PORT})",
+    )
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, cluster: bool = False, variant_required: bool = True
+) -> None:
+    """The flags `load` and `profile` share; `cluster` adds `--cluster` (a Redis Cluster target)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = load_epilog()
+    parser.add_argument("scenario", help="workload name (scenarios/workloads/NAME.toml) or a .toml path")
+    parser.add_argument(
+        "--variant",
+        required=variant_required,
+        metavar="SPEC",
+        help="preset[+toggle=value,...]" + ("" if variant_required else " (or --driver)"),
+    )
+    parser.add_argument("--users", type=int, default=None, help="override the workload's user count")
+    parser.add_argument("--spawn-rate", type=float, default=None, help="override users started per second")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="override run time (s)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="Locust worker processes on this host (distributed mode)"
+    )
+    parser.add_argument(
+        "--label", default=None, help="variant column in the rows (default: the variant's label)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results dir (default: results/load/SCENARIO/LABEL)"
+    )
+    parser.add_argument("--no-charts", action="store_true", help="write metrics and Locust files only")
+    add_redis_url_argument(parser, cluster=cluster)
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "load",
+        help="run a Locust scenario headless against one variant",
+        description="Run a Locust scenario headless against one variant of the reference queue, or "
+        "through a driver (--driver: the users call the driver's enqueue, its own workers consume); "
+        "writes metrics.csv, run.json, Locust's own stats and charts, and checks that no job was lost.",
+    )
+    add_common_arguments(parser, cluster=True, variant_required=False)
+    parser.add_argument(
+        "--driver",
+        metavar="DRIVER",
+        default=None,
+        help="instead of --variant: a driver (a name from `qbench drivers`, module:Class, "
+        "path/to/file.py:Class or driver.toml); the scenario's consumers become its workers "
+        "(label: the driver's name)",
+    )
+    add_telemetry_argument(parser)
+    add_distributed_arguments(parser)
+    parser.epilog = (parser.epilog or "") + "\n" + DRIVER_HELP + DISTRIBUTED_HELP
+    parser.set_defaults(func=run)
+
+
+def run_shape(args: argparse.Namespace) -> tuple[Workload, int, float, float]:
+    """(the scenario, users, duration s, spawn rate): the flags where given, else the
+    scenario's; checked, with --workers, for every kind of run."""
+    try:
+        workload = load_workload(args.scenario)
+    except WorkloadError as exc:
+        raise UsageError(str(exc)) from None
+    users = workload.users if args.users is None else args.users
+    duration = workload.duration_s if args.duration is None else args.duration
+    spawn_rate = workload.spawn_rate if args.spawn_rate is None else args.spawn_rate
+    if users < 1:
+        raise UsageError("--users must be >= 1")
+    if duration <= 0:
+        raise UsageError("--duration must be > 0")
+    if spawn_rate <= 0:
+        raise UsageError("--spawn-rate must be > 0")
+    if not 0 <= args.workers <= 16:
+        raise UsageError("--workers must be between 0 and 16")
+    return workload, users, duration, spawn_rate
+
+
+def plan_from_args(args: argparse.Namespace) -> LoadPlan:
+    try:
+        variant = parse_variant(args.variant)
+    except VariantError as exc:
+        raise UsageError(f"--variant: {exc}") from None
+    workload, users, duration, spawn_rate = run_shape(args)
+    if args.workers and args.workers > users:
+        raise UsageError("--workers cannot exceed --users (a worker without users does nothing)")
+    master = master_from_args(args) if hasattr(args, "master") else None  # `profile` has no --master
+    workers = args.workers
+    if master is not None:
+        workers = args.expect_workers
+        if workers > users:
+            raise UsageError("--expect-workers cannot exceed --users (a worker without users does nothing)")
+        if "http_submit" in workload.user_mix and not is_loopback(master.bind):
+            raise UsageError(
+                "the http scenario's API listens on the master's loopback: run its workers on the "
+                "master's host (--bind 127.0.0.1)"
+            )
+    shaped = Workload(
+        **{**workload.as_dict(), "users": users, "duration_s": duration, "spawn_rate": spawn_rate}
+    )
+    return LoadPlan(
+        workload=shaped,
+        variant=variant,
+        label=args.label or variant.label(),
+        users=users,
+        spawn_rate=spawn_rate,
+        duration_s=duration,
+        workers=workers,
+        master=master,
+    )
+
+
+def master_from_args(args: argparse.Namespace) -> MasterSpec | None:
+    """`--master` settings (None without it); one-line errors for flags that do not fit."""
+    if not args.master:
+        for flag, value in (
+            ("--expect-workers", args.expect_workers),
+            ("--bind", args.bind),
+            ("--allow-remote", args.allow_remote or None),
+        ):
+            if value is not None:
+                raise UsageError(f"{flag} needs --master")
+        if args.master_port is not None:
+            raise UsageError("--master-port needs --master or --worker")
+        if args.master_host is not None:
+            raise UsageError("--master-host needs --worker")
+        return None
+    if args.workers:
+        raise UsageError("--workers starts local workers; with --master, give --expect-workers instead")
+    if args.master_host is not None:
+        raise UsageError("--master-host is for --worker (a master listens on --bind)")
+    if args.expect_workers is None:
+        raise UsageError("--master needs --expect-workers N")
+    if not 1 <= args.expect_workers <= MAX_WORKERS:
+        raise UsageError(f"--expect-workers must be between 1 and {MAX_WORKERS}")
+    bind = args.bind or "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        raise UsageError(f"--bind {bind!r}: expected an IP address of this host") from None
+    if not address.is_loopback and not args.allow_remote:
+        raise UsageError(
+            f"--bind {bind} listens beyond this host, where anyone who reaches it can join as a worker: "
+            "add --allow-remote to mean it"
+        )
+    return MasterSpec(bind=bind, port=_port(args.master_port))
+
+
+def _port(value: int | None) -> int:
+    port = DEFAULT_MASTER_PORT if value is None else value
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--master-port {port}: expected 1..65535")
+    return port
+
+
+def run_as_worker(args: argparse.Namespace) -> int:
+    """`--worker`: a Locust worker only; the master decides the rest of the run."""
+    for flag, value in (
+        ("--users", args.users),
+        ("--spawn-rate", args.spawn_rate),
+        ("--duration", args.duration),
+        ("--label", args.label),
+        ("--out", args.out),
+        ("--expect-workers", args.expect_workers),
+        ("--bind", args.bind),
+        ("--allow-remote", args.allow_remote or None),
+        ("--no-charts", args.no_charts or None),
+        ("--workers", args.workers or None),
+    ):
+        if value is not None:
+            raise UsageError(f"{flag} is for the master: a --worker takes its run from the master")
+    if not args.master_host:
+        raise UsageError("--worker needs --master-host ADDR")
+    try:
+        scenario = str(resolve_workload_path(args.scenario).resolve())
+        load_workload(scenario)
+    except WorkloadError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        variant = parse_variant(args.variant)
+    except VariantError as exc:
+        raise UsageError(f"--variant: {exc}") from None
+    port = _port(args.master_port)
+    print(f"worker: dialling the Locust master at {args.master_host}:{port}", flush=True)
+    returncode = run_worker(
+        scenario=scenario,
+        variant=variant,
+        master_host=args.master_host,
+        master_port=port,
+        redis_url=args.redis_url,
+    )
+    if returncode != 0:
+        print(f"qbench: error: the Locust worker exited with {returncode}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.driver is not None:
+        if args.variant is not None:
+            raise UsageError("--variant and --driver: give one (a reference-queue variant, or a driver)")
+        return run_with_driver(args)
+    if args.variant is None:
+        raise UsageError("one of --variant or --driver is required")
+    if args.worker:
+        return run_as_worker(args)
+    plan = plan_from_args(args)
+    out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
+    print(
+        f"load {plan.workload.name} · {plan.label}: {plan.users} users for {plan.duration_s:g} s", flush=True
+    )
+    try:
+        result = run_load(
+            plan,
+            out_dir,
+            redis_url=args.redis_url,
+            telemetry_interval_s=args.telemetry_interval,
+            cluster=args.cluster,
+            allow_cluster=True,
+        )
+    except LoadError as exc:
+        print(f"qbench: error: {exc}", file=sys.stderr)
+        return 1
+    rows = write_results(result, charts=not args.no_charts)
+    print(summary(rows))
+    print(f"results in {out_dir}")
+    failures = sum(s.failures for s in result.samples.values())
+    lost = result.lost
+    problems = (
+        [f"{failures} failed request(s), {lost} job(s) missing or stranded"] if failures or lost else []
+    )
+    if result.locust_returncode != 0:
+        problems.append(f"Locust exited with {result.locust_returncode} (see {out_dir / 'locust.log'})")
+    if problems:
+        print(f"qbench: error: {'; '.join(problems)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def driver_plan_from_args(args: argparse.Namespace) -> DriverLoadPlan:
+    for flag, value in (
+        ("--master", args.master or None),
+        ("--worker", args.worker or None),
+        ("--expect-workers", args.expect_workers),
+        ("--bind", args.bind),
+        ("--allow-remote", args.allow_remote or None),
+        ("--master-host", args.master_host),
+        ("--master-port", args.master_port),
+    ):
+        if value is not None:
+            raise UsageError(
+                f"{flag} is for --variant runs: a --driver run keeps its Locust processes on this host, "
+                "where the driver's environment is (use --workers N)"
+            )
+    try:
+        spec = resolve(args.driver)
+    except DriverLoadError as exc:
+        raise UsageError(str(exc)) from None
+    workload, users, duration, spawn_rate = run_shape(args)
+    try:
+        return plan_driver_load(
+            workload,
+            spec,
+            label=args.label,
+            users=users,
+            spawn_rate=spawn_rate,
+            duration_s=duration,
+            workers=args.workers,
+        )
+    except DriverLoadInputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_with_driver(args: argparse.Namespace) -> int:
+    if args.cluster or (args.redis_url and is_cluster_url(args.redis_url)):
+        raise UsageError("--driver runs against one Redis server; a Redis Cluster takes --variant")
+    plan = driver_plan_from_args(args)
+    out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
+    print(
+        f"load {plan.workload.name} · driver {plan.spec.name}: {plan.users} producing users for "
+        f"{plan.duration_s:g} s, workers running {plan.consumers} jobs at once",
+        flush=True,
+    )
+    try:
+        result = run_driver_load(
+            plan, out_dir, redis_url=args.redis_url, telemetry_interval_s=args.telemetry_interval
+        )
+    except DriverLoadInputError as exc:
+        raise UsageError(str(exc)) from None
+    except LoadError as exc:
+        print(f"qbench: error: {exc}", file=sys.stderr)
+        return 1
+    rows = write_driver_results(result, charts=not args.no_charts)
+    print("\n".join(summary(rows).splitlines()[:-1]))
+    print(
+        f"jobs: {result.jobs_expected} enqueued, {result.jobs_picked_up} picked up by the workers"
+        + (f", {result.jobs_not_picked_up} not picked up" if plan.consumers else " (no consumers)")
+    )
+    print(f"results in {out_dir}")
+    problems = (
+        [
+            f"driver {plan.spec.name}: {result.failures} failed request(s), "
+            f"{result.jobs_not_picked_up} job(s) not picked up within {plan.drain_s:g} s after the run"
+        ]
+        if result.failures or result.jobs_not_picked_up
+        else []
+    )
+    if result.locust_returncode != 0:
+        problems.append(f"Locust exited with {result.locust_returncode} (see {out_dir / 'locust.log'})")
+    if problems:
+        print(f"qbench: error: {'; '.join(problems)}", file=sys.stderr)
+        return 1
+    return 0
