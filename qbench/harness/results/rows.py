@@ -98,16 +98,80 @@ def read_metrics(path: Path) -> list[Row]:
             raise ValueError(f"{path}: bad row ({exc})") from None
 
 
-def git_commit(cwd: Path | None = None) -> dict[str, Any]:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=10
-        ).stdout.strip()
+def qbench_version() -> str | None:
+    """The installed qbench distribution's version (None when qbench is not installed)."""
+    try:
+        return metadata.version("qbench")
+    except metadata.PackageNotFoundError:
+        return None
 
-    commit = git("rev-parse", "HEAD")
-    # Only code counts: result files rewritten by this very batch of runs are outputs.
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"))
-    return {"commit": commit or None, "dirty": dirty}
+
+def _package_root() -> Path:
+    import qbench
+
+    return Path(qbench.__file__).resolve().parent
+
+
+def code_source(package_dir: Path | None = None) -> dict[str, Any]:
+    """Where the qbench code that runs comes from, never the working directory's repository.
+
+    `{"commit", "dirty", "source": "checkout", "root"}` when the imported `qbench` package is
+    a tracked file of a git checkout (an editable install); else `{"commit": None,
+    "dirty": None, "source": "installed"}` (a wheel, even one installed inside some other
+    repository's virtualenv). `package_dir` (the `qbench` package folder) is for tests.
+    """
+    package = (package_dir or _package_root()).resolve()
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(package), *args], capture_output=True, text=True, check=False, timeout=10
+        )
+
+    try:
+        tracked = git("ls-files", "--error-unmatch", "--", "__init__.py")
+        if tracked.returncode == 0:
+            top = git("rev-parse", "--show-toplevel").stdout.strip()
+            commit = git("rev-parse", "HEAD").stdout.strip()
+            if top and commit:
+                # Only code counts: result files rewritten by this very batch of runs are outputs.
+                status = subprocess.run(
+                    [
+                        "git",
+                        "-C",
+                        top,
+                        "status",
+                        "--porcelain",
+                        "--untracked-files=no",
+                        "--",
+                        ".",
+                        ":(exclude)results",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=10,
+                ).stdout.strip()
+                return {"commit": commit, "dirty": bool(status), "source": "checkout", "root": top}
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git on this machine: the code is described by its installed version alone
+    return {"commit": None, "dirty": None, "source": "installed"}
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit of the qbench code that runs (see `code_source`), for run.json's `git`."""
+    return code_source()
+
+
+def source_text(meta: Mapping[str, Any]) -> str:
+    """The code a run came from, for a report: `commit abc1234def56 (dirty)` or
+    `qbench 0.1.0 (installed)`; never `None`."""
+    found = meta.get("git")
+    git: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    commit = git.get("commit")
+    if commit:
+        return f"commit {str(commit)[:12]}" + (" (dirty)" if git.get("dirty") else "")
+    version = meta.get("qbench_version")
+    return f"qbench {version} (installed)" if version else "qbench (installed; version unknown)"
 
 
 def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
@@ -136,7 +200,8 @@ def run_metadata(
     return {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mode": mode,
-        "git": git_commit(),
+        "git": code_source(),
+        "qbench_version": qbench_version(),
         "server": dict(server),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -147,8 +212,15 @@ def run_metadata(
 
 
 def write_run(path: Path, meta: Mapping[str, Any]) -> None:
+    """Write a run.json atomically (an interrupted write never leaves half a file).
+
+    The file layer only: a verb writes its run through `qbench.harness.results.runs.start_run`,
+    which adds the run's kind, status and source and clears the folder of an earlier run.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(partial, path)
 
 
 def read_run(out_dir: Path) -> dict[str, Any]:
