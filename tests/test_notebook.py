@@ -61,21 +61,24 @@ VENV_BIN = Path(sys.executable).parent
 COMMITTED_LOAD_RUNS = REPO_ROOT / "results" / "load"
 
 
-def readme_notebook_commands() -> list[list[str]]:
-    """The shell lines of the README's notebook section."""
-    section = (REPO_ROOT / "README.md").read_text().split("## The report notebook", 1)[1]
+NOTEBOOK_PAGE = REPO_ROOT / "docs" / "notebook.md"
+
+
+def docs_notebook_commands() -> list[list[str]]:
+    """The shell lines of the notebook's docs page."""
+    section = NOTEBOOK_PAGE.read_text().split("# The report notebook", 1)[1]
     block = section.split("```sh", 1)[1].split("```", 1)[0]
     return [shlex.split(line.split("#", 1)[0]) for line in block.strip().splitlines()]
 
 
-def test_readme_notebook_commands_are_installed_by_make() -> None:
-    """Every `jupyter <sub>` the README tells users to run exists in the venv `make` builds."""
-    commands = readme_notebook_commands()
+def test_docs_notebook_commands_are_installed_by_make() -> None:
+    """Every `jupyter <sub>` docs/notebook.md tells users to run exists in the venv `make` builds."""
+    commands = docs_notebook_commands()
     jupyter = [c for c in commands if Path(c[0]).name == "jupyter"]
     assert jupyter, commands
     for command in jupyter:
         assert (VENV_BIN / f"jupyter-{command[1]}").is_file(), f"{shlex.join(command)}: not installed"
-    assert not re.search(r"^jupyter lab", (REPO_ROOT / "README.md").read_text(), re.MULTILINE)
+    assert not re.search(r"^jupyter lab", NOTEBOOK_PAGE.read_text(), re.MULTILINE)
 
 
 def execute_in(folder: Path) -> nbformat.NotebookNode:
@@ -116,8 +119,8 @@ def test_notebook_outside_the_repository_says_to_give_an_absolute_path(tmp_path:
 
 
 @pytest.mark.slow
-def test_readme_nbconvert_command_works(tmp_path: Path) -> None:
-    [command] = [c for c in readme_notebook_commands() if Path(c[0]).name == "jupyter"]
+def test_docs_nbconvert_command_works(tmp_path: Path) -> None:
+    [command] = [c for c in docs_notebook_commands() if Path(c[0]).name == "jupyter"]
     assert command[1:] == [
         "nbconvert",
         "--execute",
