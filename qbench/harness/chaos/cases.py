@@ -22,7 +22,8 @@ import redis
 from qbench.harness.chaos.handlers import JOB_TYPE, LOG_DIR_ENV, ExecutionLog, Executions, read_executions
 from qbench.harness.infra.delay_proxy import DelayProxy
 from qbench.harness.infra.measured import seed_due_jobs, unique_namespace
-from qbench.harness.infra.redis_server import RedisServerProcess, _die_with_parent, redis_for_run
+from qbench.harness.infra.processes import stop_all
+from qbench.harness.infra.redis_server import RedisServerProcess, die_with_parent, redis_for_run
 from qbench.harness.infra.telemetry import DEFAULT_INTERVAL_S, SegmentTelemetry
 from qbench.harness.results.rows import (
     METRICS_FILE,
@@ -270,7 +271,7 @@ class WorkerProcesses:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self.running.append((proc, time.monotonic()))
 
@@ -294,10 +295,7 @@ class WorkerProcesses:
     def kill_all(self) -> None:
         """SIGKILL the rest: the run is over (every job finished, or the drain deadline
         passed and what is missing is counted as lost either way)."""
-        for proc, _ in self.running:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+        stop_all([proc for proc, _ in self.running], grace_s=0, ask=None)
         self.running.clear()
 
 

@@ -27,6 +27,7 @@ import os
 import select
 import selectors
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -38,8 +39,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from qbench.harness.infra.redis_server import _die_with_parent
-from qbench.harness.results.stats import median
+from qbench.harness.infra.processes import stop
+from qbench.harness.infra.redis_server import die_with_parent
 
 SPIN_WINDOW_S = 0.0002
 """Closer than this to a deadline, poll without sleeping: a select() wake-up can be late by
@@ -313,7 +314,7 @@ class _ProxyLoop:
             "bytes_to_client": self.counts["bytes_to_client"],
             "to_server_ms": self.to_server_s * 1000,
             "to_client_ms": self.to_client_s * 1000,
-            "late_ms_median": median(self.late_s) * 1000 if self.late_s else 0.0,
+            "late_ms_median": statistics.median(self.late_s) * 1000 if self.late_s else 0.0,
             "late_ms_max": max(self.late_s) * 1000 if self.late_s else 0.0,
         }
 
@@ -382,7 +383,7 @@ class DelayProxy:
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         try:
             self.port = int(self._read_reply()["port"])
@@ -437,11 +438,7 @@ class DelayProxy:
             with contextlib.suppress(OSError):
                 if stream is not None:
                     stream.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace_s=5, ask=None)  # asked already: `stop` and the closed stdin end it
 
     def _request(self, request: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -501,7 +498,7 @@ def median_ping_ms(url: str, samples: int) -> float:
             t0 = time.perf_counter()
             client.ping()
             times.append((time.perf_counter() - t0) * 1000)
-        return median(times)
+        return statistics.median(times)
     finally:
         client.close()
 

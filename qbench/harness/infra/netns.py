@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qbench.harness.infra.processes import stop
 from qbench.harness.infra.redis_server import die_with_parent
 
 IP_TIMEOUT_S = 10.0
@@ -148,13 +149,7 @@ class NetnsLab:
 
 def stop_process(proc: subprocess.Popen[Any]) -> None:
     """SIGTERM, then SIGKILL after a while: this process's own children only."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop(proc, grace_s=STOP_TIMEOUT_S)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
+from qbench.harness.infra.processes import stop
 from qbench.queue_impl.connection import (
     close_client,
     cluster_url,
@@ -327,13 +328,7 @@ class RedisServerProcess:
     def _kill(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, grace_s=5)
         if self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None

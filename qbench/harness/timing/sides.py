@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qbench.harness.infra.processes import stop
 from qbench.harness.timing import worker as worker_module
 from qbench.harness.timing.interleave import Arm, Sample
 
@@ -107,10 +108,7 @@ class WorkerProcess:
         return reply
 
     def _stderr_tail(self) -> str:
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc, grace_s=5, ask=None)  # it is exiting: give it time to say why
         self._stderr.seek(0)
         err = self._stderr.read()
         lines = [line for line in err.strip().splitlines() if line.strip()]
@@ -131,11 +129,7 @@ class WorkerProcess:
         if self.proc.poll() is None:
             with contextlib.suppress(WorkerError):
                 self.request({"cmd": "quit"}, timeout_s=30)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop(self.proc, grace_s=10, ask=None)  # asked by `quit` already
         for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
