@@ -11,14 +11,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from importlib import metadata
+from types import FrameType
 
 import redis
 
 from qbench.harness.errors import EXIT_FAILED, EXIT_USAGE, OneLineParser, UsageError, redis_url_from_env
 from qbench.harness.infra.redis_server import ClusterNotSupportedError, NotOwnedError, RedisUnavailableError
+from qbench.harness.results.runs import RunInterrupted
 
 VERB_MODULES = (
     "qbench.harness.verbs.ops",
@@ -69,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+
+
+def _terminated(_signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM unwinds like Ctrl-C: every `with`/`finally` runs, so the Redis servers and
+    # temporary folders qbench made are removed, and a run being written ends 'interrupted'.
+    raise RunInterrupted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -76,9 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        previous_sigterm = signal.signal(signal.SIGTERM, _terminated)
     try:
         redis_url_from_env(cluster_ok=True)  # a REDIS_URL that is no URL is bad input, whatever the verb
         return int(args.func(args))
+    except RunInterrupted:
+        print("qbench: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except (UsageError, NotOwnedError, ClusterNotSupportedError) as exc:
         return _fail(EXIT_USAGE, exc)
     except RedisUnavailableError as exc:
@@ -87,11 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_FAILED, f"Redis connection failed: {exc}")
     except KeyboardInterrupt:
         print("qbench: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # last resort: still one line, with the type for a bug report
         if args.verbose:
             raise
         return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc} (rerun with -v for a traceback)")
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def _fail(code: int, exc: object) -> int:
