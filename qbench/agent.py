@@ -1,34 +1,60 @@
-"""Subprocess side of a driver: a producer answering JSON-line commands, or a worker.
+"""The driver protocol, both ends: the agent that runs a driver in a subprocess, and the
+client (`ProducerAgent`) through which the battery (`qbench peers`) and the Locust users
+(`qbench load --driver`) talk to it.
 
-Runs under the driver's own environment (`python -m qbench.agent --driver REF ...`),
-so it imports only the standard library, `qbench` and the driver (which imports its
-library). REF is what `qbench.loader.load_driver` takes: entry points are resolved by the
-harness, since a driver's own virtualenv does not have qbench installed.
+The agent runs under the driver's own environment (`python -m qbench.agent --driver REF
+...`), so this module imports only the standard library and `qbench`'s public driver API
+(the driver imports its library). REF is what `qbench.loader.load_driver` takes: entry
+points are resolved by the harness, since a driver's own virtualenv does not have qbench
+installed.
 
-Protocol (producer): one JSON object per line each way. The agent first sends
-`{"ready": true, ...}` (version, operations, setup); then it answers each command with
-`{"seconds": s, ...}` (time inside the driver's calls) or `{"error": "one line"}`:
+Protocol (producer): one JSON object per line each way, one command at a time. The agent
+first sends `{"ready": true, ...}` (version, operations, capabilities, setup); then it
+answers each command with `{"seconds": s, ...}` (time inside the driver's calls) or
+`{"error": "one line"}`:
 - `{"op": "enqueue", "count": n}`: n jobs one call at a time, each stamped as it is sent;
 - `{"op": "enqueue", "count": 1, "sent_at": t, "priority": p}`: one job stamped t (a load
-  test's intended send time), of priority p when given; the answer adds `started_at`;
+  test's intended send time; null: now), of priority p when given; the answer adds
+  `started_at`;
 - `{"op": "enqueue_many", "count": n, "batch": b}`: the bulk call, b jobs per call;
 - `{"op": "ping", "count": n}`: an external driver's protocol round trip, n times;
-- `{"op": "quit"}` ends it.
+- `{"op": "counters"}`: `{"counters": {"round_trips": n, "commands": m}}`, the driver's own
+  counts since it connected (drivers that declare `Capability.ROUND_TRIPS`);
+- `{"op": "quit"}`: the agent closes the driver, answers `{"closed": true}` or
+  `{"error": "..."}` (the driver's `close` failed; the agent then exits 1), and exits.
+  End of input does the same without the answer.
 A worker runs `run_worker` until SIGTERM; a driver error there is one line on stderr, exit 1.
+Both ends are standard library only and use no threads, so the client also runs under
+gevent's monkey-patching (a waiting Locust user yields to the others).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import select
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import IO, Any
 
-from qbench.driver import API_VERSION, Driver, Op
+from qbench.driver import (
+    API_VERSION,
+    ENV_CONCURRENCY,
+    ENV_QUEUE,
+    ENV_REDIS_URL,
+    ENV_SINK,
+    QUEUE_NAME,
+    Capability,
+    Driver,
+    Op,
+)
 from qbench.external import ExternalDriver
 from qbench.loader import DriverLoadError, load_driver
 
@@ -87,12 +113,19 @@ def _ping(driver: Driver, count: int) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - t0}
 
 
-def _serve(driver: Driver, commands: IO[str], out: IO[str]) -> None:
+def _counters(driver: Driver) -> dict[str, Any]:
+    if Capability.ROUND_TRIPS not in type(driver).capabilities:
+        return {"error": f"counters: driver {driver.name} declares no {Capability.ROUND_TRIPS} capability"}
+    return {"counters": {str(k): int(v) for k, v in driver.counters().items()}}
+
+
+def _serve(driver: Driver, commands: IO[str], out: IO[str]) -> bool:
+    """Answer commands until `quit` (True) or the end of input (False)."""
     for line in commands:
         command = json.loads(line)
         op = command.get("op")
         if op == "quit":
-            return
+            return True
         try:
             if op == "enqueue":
                 _send(out, _enqueue(driver, command))
@@ -101,10 +134,13 @@ def _serve(driver: Driver, commands: IO[str], out: IO[str]) -> None:
                 _send(out, {"seconds": seconds})
             elif op == "ping":
                 _send(out, _ping(driver, int(command["count"])))
+            elif op == "counters":
+                _send(out, _counters(driver))
             else:
                 _send(out, {"error": f"unknown op {op!r}"})
         except Exception as exc:  # reported to the harness, which records the driver as failed
             _send(out, {"error": _one_line(exc)})
+    return False
 
 
 def ready_message(driver: Driver) -> dict[str, Any]:
@@ -120,6 +156,7 @@ def ready_message(driver: Driver) -> dict[str, Any]:
         "version": cls.version(),
         "distribution": cls.distribution,
         "operations": [str(op) for op in Op if op in cls.operations],
+        "capabilities": [str(c) for c in Capability if c in cls.capabilities],
         "has_enqueue_many": Op.ENQUEUE_MANY in cls.operations,
         "sink": ext.sink if ext is not None else "file",
         "external": ext is not None,
@@ -160,10 +197,338 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         _send(out, ready_message(driver))
-        _serve(driver, sys.stdin, out)
-    finally:
+        asked = _serve(driver, sys.stdin, out)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            driver.close()
+        raise
+    try:
         driver.close()
+    except Exception as exc:  # the harness fails the driver and keeps its logs
+        message = f"driver {cls.name}: close failed: {_one_line(exc)}"
+        print(f"qbench agent: {message}", file=sys.stderr)
+        if asked:
+            with contextlib.suppress(OSError):
+                _send(out, {"error": message})
+        return 1
+    if asked:
+        with contextlib.suppress(OSError):
+            _send(out, {"closed": True})
     return 0
+
+
+# ---------------------------------------------------------------------------------------
+# The protocol's client: the harness side of the conversation with a producer agent.
+# ---------------------------------------------------------------------------------------
+AGENT_MODULE = "qbench.agent"
+"""What `python -m` runs in a driver's environment."""
+READY_TIMEOUT_S = 120.0
+"""A producer that has not said it is ready by then fails (peer venvs import slowly)."""
+CALL_TIMEOUT_S = 60.0
+"""How long one command may take before the driver fails, plus REPLY_SECONDS_PER_JOB a job."""
+REPLY_SECONDS_PER_JOB = 0.05
+"""An enqueue command may take its base timeout plus this per job (20 jobs/s) before it fails."""
+QUIT_TIMEOUT_S = 30.0
+"""How long a producer may take to close its connections after `quit`; then it is killed."""
+ROLES = ("producer", "worker")
+
+
+class AgentError(RuntimeError):
+    """The agent answered an error, died, or did not answer in time: one line that starts
+    with what was asked (`start: `, `enqueue: `, `close: `...)."""
+
+
+class _NoAnswer(Exception):
+    """No line from the agent within the time allowed."""
+
+
+def agent_argv(python: str, ref: str, *, role: str, url: str, concurrency: int, index: int = 0) -> list[str]:
+    """The command line that runs a driver's agent under `python` (its environment's)."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    return [
+        python,
+        "-m",
+        AGENT_MODULE,
+        "--driver",
+        ref,
+        "--role",
+        role,
+        "--url",
+        url,
+        "--concurrency",
+        str(concurrency),
+        "--index",
+        str(index),
+    ]
+
+
+def agent_env(
+    *,
+    pythonpath: str,
+    url: str,
+    concurrency: int,
+    sink: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of an agent: this process's, without its PYTHONPATH/PYTHONHOME (the
+    driver's own virtualenv must not see ours), plus PYTHONPATH `pythonpath` (a view that
+    holds qbench), the driver's Redis, queue name, concurrency, where pickups go (`sink`;
+    by default the null device: a producer runs no handlers) and `extra` (a driver's own)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PYTHONPATH"] = pythonpath
+    env["PYTHONUNBUFFERED"] = "1"
+    env[ENV_REDIS_URL] = url
+    env[ENV_QUEUE] = QUEUE_NAME
+    env[ENV_CONCURRENCY] = str(concurrency)
+    env.update(sink if sink is not None else {ENV_SINK: os.devnull})
+    env.update(extra or {})
+    return env
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log file (300 characters at most), or `no output`."""
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no output"
+    return lines[-1][:300] if lines else "no output"
+
+
+class ProducerAgent:
+    """A producer agent subprocess (`python -m qbench.agent --role producer`) and the
+    JSON-line conversation with it, one command at a time.
+
+    Standard library only, and no threads: a reply is awaited with `select` on the pipe,
+    so the same client serves a thread of the battery and, under gevent's monkey-patching
+    (Locust: import locust before this module's users run), a greenlet that yields to the
+    others while it waits. One client must not be used by two threads or greenlets at once.
+
+        agent = ProducerAgent(
+            agent_argv(python, "qbench.drivers.rq_driver:RqDriver", role="producer", url=url,
+                       concurrency=1),
+            env=agent_env(pythonpath=path, url=url, concurrency=1),
+            log=Path("producer.log"),
+        )
+        ready = agent.start()                      # the driver's ready message
+        seconds = agent.enqueue(1000)              # 1000 jobs, one call each
+        answer = agent.enqueue_one(sent_at=time.time(), priority="high")
+        seconds = agent.enqueue_many(1000, 100)    # bulk calls of 100 (Op.ENQUEUE_MANY)
+        if "round_trips" in agent.capabilities:
+            counters = agent.counters()            # {"round_trips": n, "commands": m}
+        agent.close()                              # AgentError if the driver failed to close
+
+    Every failure is an `AgentError` whose message is one line.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log: Path,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+    ) -> None:
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.log = log
+        self.call_timeout_s = call_timeout_s
+        self.ready: dict[str, Any] = {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._buffer = b""
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+        """Start the agent and wait for its ready message (returned, and kept in `ready`)."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                env=self.env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._close_log()
+            raise AgentError(f"start: cannot run {self.argv[0]}: {exc}") from None
+        self.ready = self._reply("start", timeout_s)
+        return self.ready
+
+    def close(self, timeout_s: float = QUIT_TIMEOUT_S) -> None:
+        """Ask the agent to close the driver and exit; the process is gone on return.
+
+        AgentError when the driver's `close` failed (the agent's answer to `quit`), or
+        when the agent did not exit within `timeout_s` (it is killed). An agent that
+        already exited, or that answers nothing to `quit` (an older agent), is not an error.
+        """
+        process = self.process
+        if process is None:
+            return
+        self.process = None
+        error: str | None = None
+        try:
+            if process.poll() is None:
+                try:
+                    self._write(process, {"op": "quit"})
+                    answer = self._read_line(process, timeout_s)
+                    if answer is not None:
+                        error = _decode(answer).get("error")
+                except (_NoAnswer, OSError, ValueError):
+                    pass  # it died meanwhile: its exit status and log say why
+            with contextlib.suppress(OSError):
+                if process.stdin is not None:
+                    process.stdin.close()
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+                error = error or f"the producer did not exit within {timeout_s:g}s of quit; killed"
+        finally:
+            if process.stdout is not None:
+                process.stdout.close()
+            self._close_log()
+        if error is not None:
+            raise AgentError(f"close: {error}")
+
+    def kill(self) -> None:
+        """End the agent at once (its process group), without asking the driver to close."""
+        process, self.process = self.process, None
+        if process is not None:
+            _kill_group(process)
+            for pipe in (process.stdin, process.stdout):
+                with contextlib.suppress(OSError):
+                    if pipe is not None:
+                        pipe.close()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # -- what the ready message said ------------------------------------------------------
+    @property
+    def operations(self) -> frozenset[str]:
+        """The operations the driver supports (`Op` values)."""
+        return frozenset(self.ready.get("operations", ()))
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the driver can do beyond the operations (`Capability` values; an older agent: none)."""
+        return frozenset(self.ready.get("capabilities", ()))
+
+    # -- commands ---------------------------------------------------------------------------
+    def call(self, what: str, command: Mapping[str, object], *, jobs: int = 1) -> dict[str, Any]:
+        """Send one command and return its answer; AgentError (`what: reason`) otherwise.
+        The answer may take `call_timeout_s` plus REPLY_SECONDS_PER_JOB per job."""
+        process = self.process
+        if process is None:
+            raise AgentError(f"{what}: the producer is not running")
+        try:
+            self._write(process, command)
+        except OSError:
+            raise AgentError(f"{what}: {self._exited(process)}") from None
+        return self._reply(what, self.call_timeout_s + REPLY_SECONDS_PER_JOB * max(jobs, 1))
+
+    def enqueue(self, count: int) -> float:
+        """`count` jobs one call at a time, each stamped as it is sent: seconds in the calls."""
+        return float(self.call("enqueue", {"op": "enqueue", "count": count}, jobs=count)["seconds"])
+
+    def enqueue_one(self, *, sent_at: float | None = None, priority: str | None = None) -> dict[str, Any]:
+        """One job stamped `sent_at` (default: when the agent sends it), of `priority` when
+        given: the answer, `{"seconds": time in the call, "started_at": Unix time it began}`."""
+        command: dict[str, object] = {"op": "enqueue", "count": 1, "sent_at": sent_at}
+        if priority is not None:
+            command["priority"] = priority
+        return self.call("enqueue", command)
+
+    def enqueue_many(self, count: int, batch: int) -> float:
+        """`count` jobs in bulk calls of `batch` (`Op.ENQUEUE_MANY`): seconds in the calls."""
+        command = {"op": "enqueue_many", "count": count, "batch": batch}
+        return float(self.call("enqueue_many", command, jobs=count)["seconds"])
+
+    def ping(self, count: int) -> float:
+        """Seconds for `count` protocol round trips of an external driver's producer."""
+        return float(self.call("ping", {"op": "ping", "count": count})["seconds"])
+
+    def counters(self) -> dict[str, int]:
+        """The driver's own counters since it connected (`Capability.ROUND_TRIPS`):
+        `{"round_trips": n, "commands": m}`, counted by its client."""
+        answer = self.call("counters", {"op": "counters"})
+        return {str(k): int(v) for k, v in answer["counters"].items()}
+
+    # -- the pipe -------------------------------------------------------------------------------
+    @staticmethod
+    def _write(process: subprocess.Popen[bytes], command: Mapping[str, object]) -> None:
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(command).encode() + b"\n")
+        process.stdin.flush()
+
+    def _exited(self, process: subprocess.Popen[bytes]) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=1.0)  # its last words reach the log before it is read
+        if self._log is not None:
+            self._log.flush()
+        return f"producer exited ({last_line(self.log)})"
+
+    def _reply(self, what: str, timeout_s: float) -> dict[str, Any]:
+        process = self.process
+        assert process is not None
+        try:
+            line = self._read_line(process, timeout_s)
+        except _NoAnswer:
+            raise AgentError(f"{what}: no answer in {timeout_s:g}s") from None
+        if line is None:
+            raise AgentError(f"{what}: {self._exited(process)}")
+        try:
+            reply = _decode(line)
+        except ValueError:
+            raise AgentError(f"{what}: the agent answered {line[:80]!r}") from None
+        if "error" in reply:
+            raise AgentError(f"{what}: {reply['error']}")
+        return reply
+
+    def _read_line(self, process: subprocess.Popen[bytes], timeout_s: float) -> bytes | None:
+        """The next line from the agent; None at end of output; _NoAnswer after `timeout_s`."""
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _NoAnswer
+            # select: cooperative under gevent's monkey-patching, a plain wait otherwise.
+            readable, _, _ = select.select([fd], [], [], left)
+            if not readable:
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:  # gevent may have made the pipe non-blocking
+                continue
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+
+def _decode(line: bytes) -> dict[str, Any]:
+    reply = json.loads(line)
+    if not isinstance(reply, dict):
+        raise ValueError("not an object")
+    return reply
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    process.wait()
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Sequence
 from enum import StrEnum
 from importlib import metadata
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 __all__ = [
     "API_VERSION",
@@ -59,6 +59,7 @@ __all__ = [
     "PRIORITIES",
     "QUEUE_NAME",
     "AsyncDriver",
+    "Capability",
     "Driver",
     "Op",
     "cluster_node_url",
@@ -110,6 +111,16 @@ class Op(StrEnum):
     """Jobs of priority high, normal or low: `enqueue_priority`."""
 
 
+class Capability(StrEnum):
+    """What a driver can do for qbench beyond its operations; `Driver.capabilities` lists
+    its own. A driver that declares none runs as every driver always has."""
+
+    ROUND_TRIPS = "round_trips"
+    """The driver's client counts its own round trips to Redis and the commands they
+    carried (`Driver.counters`), so qbench can report round trips per job as the client
+    sees them, beside the server's count."""
+
+
 def record_pickup(sent_at: float, *, priority: str | None = None) -> None:
     """The no-op job's body: append `sent_us started_us [priority]` to the sink file.
 
@@ -156,6 +167,8 @@ class Driver(ABC):
     """The distribution (PyPI package) whose version the report shows."""
     operations: ClassVar[frozenset[Op]] = frozenset({Op.ENQUEUE})
     """What the driver supports beyond one-call enqueue; each needs its method."""
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    """What the driver can do beyond its operations (`Capability`); each needs its method."""
     requirements: ClassVar[str | None] = None
     """A pip requirements file, relative to the driver's module file, from which qbench
     builds the driver's own virtualenv; None: the driver runs in qbench's own environment."""
@@ -212,28 +225,115 @@ class Driver(ABC):
     def run_worker(self, *, index: int) -> None:
         """Run this process's share of the workers until SIGTERM, then stop cleanly."""
 
+    def counters(self) -> dict[str, int]:
+        """The producer's own counters since `connect` (declare `Capability.ROUND_TRIPS`):
+        `{"round_trips": n, "commands": m}`, round trips to Redis and the commands they
+        carried, as its client counted them (handshakes left out)."""
+        raise NotImplementedError(f"{self.name} counts nothing of its own")
+
     def close(self) -> None:  # noqa: B027 - optional hook, most drivers need nothing here
-        """Release connections (producer side)."""
+        """Release connections (producer side). An exception here fails the driver's run:
+        qbench reports it and keeps the driver's logs."""
 
 
 class AsyncDriver(Driver):
-    """A driver for an asyncio library: one event loop per process runs every call.
+    """A driver for an asyncio library: one event loop, and one task on it, for the life
+    of the process.
 
     Implement `aenqueue` (and `aenqueue_many`, `aenqueue_priority` for the operations
-    declared) instead of their synchronous twins.
+    declared) instead of their synchronous twins. Every call qbench makes, from `connect`
+    to `close`, runs on one event loop, awaited inside one long-lived task (the *host
+    task*): `aopen` first (from `connect`), then each call, then `aclose` (from `close`).
+
+    A client that must stay open across calls, such as one that holds an anyio task group
+    or cancel scope (coredis under streaq), is entered in `aopen` and exited in `aclose`.
+    anyio requires a task group or cancel scope to be exited by the task that entered it;
+    the host task is that task, so the client's background tasks run between the driver's
+    calls and its exit sees the same task:
+
+        class StreaqDriver(AsyncDriver):
+            async def aopen(self) -> None:
+                self.worker = Worker(redis_url=self.url, queue_name=QUEUE_NAME)
+                self.client = await self.worker.__aenter__()   # enters its task group
+
+            async def aenqueue(self, sent_at: float) -> None:
+                await noop.enqueue(sent_at)
+
+            async def aclose(self) -> None:
+                await self.worker.__aexit__(None, None, None)  # the same task exits it
+
+    A client opened lazily in the first `aenqueue` works the same way (that call runs in
+    the host task too). An exception from `aclose` is the driver's failure: `close` raises
+    it, and qbench reports it with the driver's logs. `run_worker` may use `run` as well.
     """
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)
         self._runner = asyncio.Runner()
+        self._calls: asyncio.Queue[tuple[Awaitable[Any], asyncio.Future[Any]] | None] | None = None
+        self._host: asyncio.Task[None] | None = None
+
+    async def aopen(self) -> None:
+        """Open the library's client (async), in the task that will close it; see the class."""
+
+    def connect(self) -> None:
+        """Start the host task and run `aopen` in it."""
+        self._start_host(open_client=True)
 
     def run(self, coroutine: Awaitable[T]) -> T:
-        """Run `coroutine` on this process's event loop."""
+        """Run `coroutine` to its end inside the host task (started on first use)."""
+        if self._host is None:
+            self._start_host(open_client=False)
+        assert self._calls is not None and self._host is not None
+        loop = self._runner.get_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._calls.put_nowait((coroutine, done))
+        host = self._host
 
-        async def wrapper() -> T:
-            return await coroutine
+        async def until_answered() -> None:
+            waited: list[asyncio.Future[Any]] = [done, host]
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
 
-        return self._runner.run(wrapper())
+        loop.run_until_complete(until_answered())
+        if done.done():
+            return done.result()
+        host.result()  # the host task ended: its exception, if it has one
+        raise RuntimeError(f"{self.name}: the driver's event loop task ended before the call ran")
+
+    def _start_host(self, *, open_client: bool) -> None:
+        if self._host is not None:
+            return
+        loop = self._runner.get_loop()
+        self._calls = asyncio.Queue()
+        opened: asyncio.Future[None] = loop.create_future()
+        self._host = loop.create_task(self._lifetime(opened, open_client=open_client))
+        loop.run_until_complete(asyncio.wait([opened, self._host], return_when=asyncio.FIRST_COMPLETED))
+        if opened.done():
+            opened.result()
+        else:
+            self._host.result()
+
+    async def _lifetime(self, opened: asyncio.Future[None], *, open_client: bool) -> None:
+        """The host task: `aopen`, every call in turn, then `aclose`, all in this one task."""
+        assert self._calls is not None
+        if open_client:
+            try:
+                await self.aopen()
+            except Exception as exc:
+                opened.set_exception(exc)
+                return
+        opened.set_result(None)
+        try:
+            while (call := await self._calls.get()) is not None:
+                coroutine, done = call
+                try:
+                    result = await coroutine
+                except Exception as exc:
+                    done.set_exception(exc)
+                else:
+                    done.set_result(result)
+        finally:
+            await self.aclose()
 
     @abstractmethod
     async def aenqueue(self, sent_at: float) -> None:
@@ -264,11 +364,20 @@ class AsyncDriver(Driver):
         self.run(self.aenqueue_priority(sent_at, priority))
 
     async def aclose(self) -> None:
-        """Close the library's connections (async)."""
+        """Close the library's connections (async), in the host task that ran `aopen`."""
 
     def close(self) -> None:
+        """End the host task (which awaits `aclose`), then the event loop; raises what
+        `aclose` raised."""
         try:
-            self.run(self.aclose())
+            if self._host is None:
+                self._start_host(open_client=False)
+            assert self._host is not None and self._calls is not None
+            if not self._host.done():
+                self._calls.put_nowait(None)
+                self._runner.get_loop().run_until_complete(self._host)
+            else:
+                self._host.result()
         finally:
             self._runner.close()
 
@@ -310,6 +419,17 @@ def driver_problems(cls: object) -> list[str]:
             problems.append(f"declares {op} but lacks method {method}")
     if Op.ENQUEUE not in operations:
         problems.append("operations must include enqueue")
+    capabilities: object = getattr(cls, "capabilities", frozenset())
+    if not isinstance(capabilities, (frozenset, set)):
+        problems.append("capabilities must be a frozenset of qbench.driver.Capability")
+    else:
+        unknown = sorted(str(c) for c in capabilities if c not in set(Capability))
+        if unknown:
+            problems.append(
+                f"declares unknown capability(ies) {', '.join(unknown)}; known: {', '.join(Capability)}"
+            )
+        if Capability.ROUND_TRIPS in capabilities and cls.counters is Driver.counters:
+            problems.append(f"declares {Capability.ROUND_TRIPS} but lacks method counters")
     requirements = getattr(cls, "requirements", None)
     if requirements is not None and not isinstance(requirements, str):
         problems.append("requirements must be a file name (str) or None")

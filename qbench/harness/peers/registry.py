@@ -29,6 +29,8 @@ BUILTIN_ORDER = (
     "bee-queue",
 )
 """Report order of the drivers qbench ships; any other driver follows, by name."""
+ENV_VIRTUALENV, ENV_EXTERNAL, ENV_QBENCH = "virtualenv", "external", "qbench"
+"""The values of a driver's `environment` in run.json: see `DriverSpec.environment_kind`."""
 REQUIREMENTS_DIR = Path(__file__).resolve().parents[2] / "drivers" / "requirements"
 
 
@@ -72,6 +74,15 @@ class DriverSpec:
             return path.stem
         digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
         return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.name)}-{digest}"
+
+    @property
+    def environment_kind(self) -> str:
+        """Where the driver runs, for run.json and the report: `virtualenv` (its own, built
+        from its requirements), `external` (its own commands, in its folder) or `qbench`
+        (qbench's own environment: the reference presets, a driver without requirements)."""
+        if self.external is not None:
+            return ENV_EXTERNAL
+        return ENV_QBENCH if self.requirements is None else ENV_VIRTUALENV
 
     def environment(self) -> str:
         """How the driver runs, in a few words (for `qbench drivers`)."""

@@ -3,33 +3,30 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import queue
 import random
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 import redis
 
-from qbench.driver import (
-    ENV_CONCURRENCY,
-    ENV_QUEUE,
-    ENV_REDIS_URL,
-    ENV_SINK,
-    ENV_SINK_KEY,
-    ENV_SINK_REDIS_URL,
-    QUEUE_NAME,
-    Op,
+from qbench.agent import (
+    QUIT_TIMEOUT_S,
+    READY_TIMEOUT_S,
+    AgentError,
+    ProducerAgent,
+    agent_argv,
+    agent_env,
+    last_line,
 )
+from qbench.driver import ENV_SINK, ENV_SINK_KEY, ENV_SINK_REDIS_URL, Op
 from qbench.harness.infra.counting import command_stats, stats_delta
 from qbench.harness.infra.nodelink import node_label
 from qbench.harness.infra.telemetry import Telemetry
@@ -39,11 +36,11 @@ from qbench.harness.results.rows import Row, params
 from qbench.harness.results.stats import median, percentile
 
 EXPERIMENT = "peers"
-READY_TIMEOUT_S = 120.0
-"""A producer that has not said it is ready by then fails (peer venvs import slowly)."""
-REPLY_SECONDS_PER_JOB = 0.05
-"""An enqueue command may take stall_s plus this per job (20 jobs/s) before it fails."""
-STOP_TIMEOUT_S = 30.0
+T = TypeVar("T")
+STOP_GRACE_S = 10.0
+"""How long workers get to exit after SIGTERM before they are killed. The libraries' warm
+shutdown with no job running takes well under this; a worker that ignores SIGTERM costs
+it at every stop (two stops per repeat), and is reported."""
 STALL_S = 60.0
 """Default of `Sizes.stall_s`."""
 PICKUP_WARMUP = 3
@@ -76,6 +73,8 @@ class Sizes:
     (Dramatiq backs off to 0.5-1 s sleeps after about 1.3-2.6 s idle; arq polls every 0.5 s)."""
     stall_s: float = STALL_S
     """A drain or a call that makes no progress for this long fails the driver (never a hang)."""
+    stop_grace_s: float = STOP_GRACE_S
+    """Workers' time to exit after SIGTERM before they are killed (and the run says so)."""
 
 
 FULL = Sizes()
@@ -194,8 +193,9 @@ def processing_rate(samples: list[tuple[int, int]]) -> float:
 class DriverProcess:
     """The harness's handle on one driver: enqueue, start workers, stop, wait for drain.
 
-    The driver itself runs in subprocesses under its library's virtualenv: one
-    producer answering JSON-line commands, and the worker processes it asks for.
+    The driver itself runs in subprocesses under its library's virtualenv: one producer
+    agent, talked to through `qbench.agent.ProducerAgent` (the same client the Locust
+    users use), and the worker processes it asks for.
     """
 
     def __init__(
@@ -209,6 +209,8 @@ class DriverProcess:
         import_root: Path,
         stall_s: float = STALL_S,
         sink_url: str | None = None,
+        stop_grace_s: float = STOP_GRACE_S,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
         self.python = python
@@ -219,43 +221,33 @@ class DriverProcess:
         self.stall_s = stall_s
         self.sink_url = sink_url
         """The side Redis for drivers whose workers report by RPUSH (`sink = "redis"`)."""
+        self.stop_grace_s = stop_grace_s
+        """How long workers get after SIGTERM before their process groups are killed."""
+        self.progress = progress
         self.ready: dict[str, Any] = {}
-        self._producer: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
-        self._replies: queue.Queue[str | None] = queue.Queue()
+        self.notices: list[str] = []
+        """What went wrong without failing the run (a worker killed after ignoring SIGTERM),
+        one line each, for the console and the run's results."""
+        self._agent: ProducerAgent | None = None
         self._workers: list[subprocess.Popen[bytes]] = []
         self._logs: list[IO[bytes]] = []
         work_dir.mkdir(parents=True, exist_ok=True)
 
     # -- subprocesses ---------------------------------------------------------------
     def _env(self, sink: PickupSink | None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        env["PYTHONPATH"] = python_path(self.import_root, self.python)
-        env[ENV_REDIS_URL] = self.url
-        env[ENV_QUEUE] = QUEUE_NAME
-        env[ENV_CONCURRENCY] = str(self.concurrency)
-        # A producer-side handler call (none expected) lands in a file nobody counts.
-        env.update(sink.env() if sink is not None else {ENV_SINK: str(self.work_dir / "producer.sink")})
-        env["PYTHONUNBUFFERED"] = "1"
-        env.update(dict(self.spec.env))
-        return env
+        return agent_env(
+            pythonpath=python_path(self.import_root, self.python),
+            url=self.url,
+            concurrency=self.concurrency,
+            # A producer-side handler call (none expected) lands in a file nobody counts.
+            sink=sink.env() if sink is not None else {ENV_SINK: str(self.work_dir / "producer.sink")},
+            extra=dict(self.spec.env),
+        )
 
     def _argv(self, role: str, index: int = 0) -> list[str]:
-        return [
-            self.python,
-            "-m",
-            "qbench.agent",
-            "--driver",
-            self.spec.ref,
-            "--role",
-            role,
-            "--url",
-            self.url,
-            "--concurrency",
-            str(self.concurrency),
-            "--index",
-            str(index),
-        ]
+        return agent_argv(
+            self.python, self.spec.ref, role=role, url=self.url, concurrency=self.concurrency, index=index
+        )
 
     def _log(self, name: str) -> IO[bytes]:
         fh = (self.work_dir / name).open("ab")
@@ -263,77 +255,57 @@ class DriverProcess:
         return fh
 
     def start(self) -> dict[str, Any]:
-        self._producer = subprocess.Popen(
+        """Start the producer agent; its ready message, plus `environment` (where the
+        driver ran: see `DriverSpec.environment_kind`)."""
+        self._agent = ProducerAgent(
             self._argv("producer"),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log("producer.log"),
             env=self._env(None),
-            text=True,
-            start_new_session=True,
+            log=self.work_dir / "producer.log",
+            call_timeout_s=self.stall_s,
         )
-        stdout = self._producer.stdout
-        assert stdout is not None
-        self._reader = threading.Thread(target=self._read_replies, args=(stdout,), daemon=True)
-        self._reader.start()
-        self.ready = self._reply(READY_TIMEOUT_S, "start")
+        try:
+            ready = self._agent.start(READY_TIMEOUT_S)
+        except AgentError as exc:
+            raise DriverFailedError(str(exc)) from None
+        self.ready = {**ready, "environment": self.spec.environment_kind}
         return self.ready
 
-    def _read_replies(self, stdout: IO[str]) -> None:
-        for line in stdout:
-            self._replies.put(line)
-        self._replies.put(None)
-
-    def _reply(self, timeout_s: float, what: str) -> dict[str, Any]:
+    def _call(self, call: Callable[[ProducerAgent], T]) -> T:
+        if self._agent is None:
+            raise DriverFailedError("producer not started")
         try:
-            line = self._replies.get(timeout=timeout_s)
-        except queue.Empty:
-            raise DriverFailedError(f"{what}: no answer in {timeout_s:g}s") from None
-        if line is None:
-            raise DriverFailedError(f"{what}: producer exited ({self.last_log_line('producer.log')})")
-        try:
-            reply: dict[str, Any] = json.loads(line)
-        except ValueError:
-            raise DriverFailedError(f"{what}: the agent answered {line[:80]!r}") from None
-        if "error" in reply:
-            raise DriverFailedError(f"{what}: {reply['error']}")
-        return reply
-
-    def _command(self, what: str, **command: object) -> dict[str, Any]:
-        if self._producer is None or self._producer.stdin is None:
-            raise DriverFailedError(f"{what}: producer not started")
-        try:
-            self._producer.stdin.write(json.dumps(command) + "\n")
-            self._producer.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise DriverFailedError(
-                f"{what}: producer exited ({self.last_log_line('producer.log')})"
-            ) from None
-        count = command.get("count", 1)
-        jobs = count if isinstance(count, int) else 1
-        return self._reply(self.stall_s + REPLY_SECONDS_PER_JOB * jobs, what)
+            return call(self._agent)
+        except AgentError as exc:
+            raise DriverFailedError(str(exc)) from None
 
     @property
     def operations(self) -> set[str]:
         """What the driver said it supports (its ready message)."""
         return set(self.ready.get("operations", []))
 
+    @property
+    def capabilities(self) -> set[str]:
+        """What the driver said it can do beyond its operations (`qbench.driver.Capability`)."""
+        return set(self.ready.get("capabilities", []))
+
     def last_log_line(self, name: str) -> str:
-        path = self.work_dir / name
-        lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
-        return lines[-1][:300] if lines else "no output"
+        return last_line(self.work_dir / name)
 
     # -- the driver interface, harness side ----------------------------------------------
     def enqueue(self, count: int) -> float:
         """Enqueue `count` jobs one call at a time; seconds spent inside the calls."""
-        return float(self._command("enqueue", op="enqueue", count=count)["seconds"])
+        return self._call(lambda agent: agent.enqueue(count))
 
     def enqueue_many(self, count: int, batch: int) -> float:
-        return float(self._command("enqueue_many", op="enqueue_many", count=count, batch=batch)["seconds"])
+        return self._call(lambda agent: agent.enqueue_many(count, batch))
 
     def ping(self, count: int) -> float:
         """Seconds for `count` protocol round trips of an external driver's producer."""
-        return float(self._command("ping", op="ping", count=count)["seconds"])
+        return self._call(lambda agent: agent.ping(count))
+
+    def counters(self) -> dict[str, int]:
+        """The producer's own counters (a driver with the `round_trips` capability)."""
+        return self._call(lambda agent: agent.counters())
 
     def new_sink(self, label: str) -> PickupSink:
         """A fresh sink of the kind the driver's workers report to."""
@@ -361,19 +333,25 @@ class DriverProcess:
         return all(proc.poll() is None for proc in self._workers)
 
     def stop_workers(self) -> None:
-        """SIGTERM (the libraries' warm shutdown), then SIGKILL the process group."""
-        for proc in self._workers:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in self._workers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            # Children (Celery's pool, RQ's horses) go with their group.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        """SIGTERM (the libraries' warm shutdown), `stop_grace_s` to exit, then SIGKILL of
+        each worker's process group. A worker that had to be killed is a notice (console and
+        `notices`): it ignored SIGTERM, and every stop cost the whole grace period."""
+        killed = stop_process_groups(self._workers, grace_s=self.stop_grace_s)
         self._workers.clear()
+        if killed:
+            self.notice(
+                f"{killed} worker process(es) ignored SIGTERM, killed after {self.stop_grace_s:g} s"
+                if killed > 1
+                else f"worker ignored SIGTERM, killed after {self.stop_grace_s:g} s"
+            )
+
+    def notice(self, text: str) -> None:
+        """Record a notice once (repeated stops of one driver say it once) and print it."""
+        if text in self.notices:
+            return
+        self.notices.append(text)
+        if self.progress is not None:
+            self.progress(f"  {self.spec.name}: {text}")
 
     def wait_for_drain(self, sink: PickupSink, expected: int) -> None:
         """Until the sink holds `expected` jobs; fails after `stall_s` without progress, or
@@ -404,25 +382,44 @@ class DriverProcess:
             raise DriverFailedError(f"pickups: {exc}") from None
 
     def close(self) -> None:
-        self.stop_workers()
-        if self._producer is not None:
-            with contextlib.suppress(BrokenPipeError, OSError, ValueError):
-                assert self._producer.stdin is not None
-                self._producer.stdin.write(json.dumps({"op": "quit"}) + "\n")
-                self._producer.stdin.close()
-            try:
-                self._producer.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self._producer.kill()
-                self._producer.wait()
-            if self._reader is not None:
-                self._reader.join(timeout=5)
-            if self._producer.stdout is not None:
-                self._producer.stdout.close()
-            self._producer = None
-        for fh in self._logs:
-            fh.close()
-        self._logs.clear()
+        """Stop the workers and the producer. DriverFailedError when the driver's `close`
+        failed in the producer (`close: ...`): the run must not pass with it."""
+        try:
+            self.stop_workers()
+            agent, self._agent = self._agent, None
+            if agent is not None:
+                try:
+                    agent.close(QUIT_TIMEOUT_S)
+                except AgentError as exc:
+                    raise DriverFailedError(str(exc)) from None
+        finally:
+            for fh in self._logs:
+                fh.close()
+            self._logs.clear()
+
+
+def stop_process_groups(processes: Sequence[subprocess.Popen[bytes]], *, grace_s: float) -> int:
+    """SIGTERM each process, wait up to `grace_s` (in all) for them to exit, then SIGKILL
+    each one's process group (children such as Celery's pool or RQ's work horses go with
+    it): how many processes were still running when the grace period ended.
+
+    Every process is expected to lead its own group (`start_new_session=True`).
+    """
+    # TODO(D1): the shared stop helper in qbench/harness/infra/processes.py replaces this.
+    for proc in processes:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    killed = 0
+    for proc in processes:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            killed += 1
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return killed
 
 
 @dataclass(frozen=True, slots=True)
@@ -711,8 +708,12 @@ def driver_process(
     import_root: Path,
     stall_s: float = STALL_S,
     sink_url: str | None = None,
+    stop_grace_s: float = STOP_GRACE_S,
+    progress: Callable[[str], None] | None = None,
 ) -> Iterator[DriverProcess]:
-    """A started driver (its producer answered `ready`), closed on exit."""
+    """A started driver (its producer answered `ready`), closed on exit. A failure to close
+    (the driver's `close` raised) is a DriverFailedError, unless the block already failed:
+    then the block's error stands."""
     process = DriverProcess(
         spec=spec,
         python=python,
@@ -722,9 +723,14 @@ def driver_process(
         import_root=import_root,
         stall_s=stall_s,
         sink_url=sink_url,
+        stop_grace_s=stop_grace_s,
+        progress=progress,
     )
     try:
         process.start()
         yield process
-    finally:
-        process.close()
+    except BaseException:
+        with contextlib.suppress(DriverFailedError):
+            process.close()
+        raise
+    process.close()
