@@ -45,9 +45,11 @@ test: $(STAMP) lint typecheck
 test-fast: $(STAMP)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
+# The allowed imports between qbench's parts: the contracts in pyproject.toml [tool.importlinter].
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy qbench
