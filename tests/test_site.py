@@ -1,4 +1,7 @@
-"""`qbench site`: every page loads from file:// with no broken image or link, history chart drawn.
+"""`qbench site`: every page loads from file:// with no broken image or link, history chart drawn;
+the front page answers first (claims with verdicts, peers chart, reliability table, history trend,
+each linking to its run), docs/ pages render, runs are grouped by the registry's kinds, and a
+failed run is marked.
 
 The browser test drives Debian's Chromium headless over the DevTools protocol (a tiny
 websocket client, no browser download): `.ci/run` installs it (`make site-deps`); without
@@ -43,18 +46,24 @@ TIMEOUT_S = 30.0
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A site built from a small results tree: the committed reference run, one load run,
-    the committed peers, calibration and history, and a run dir with no report."""
+    """A site built from a small results tree: the committed reference run, one load run, the
+    committed peers, chaos, cluster, calibration and history runs, a run dir with no report, a
+    failed load run, and the docs pages."""
     results = tmp_path_factory.mktemp("results")
-    for rel in ("reference", "peers", "load/producer/scripted", "calibration", "history"):
+    for rel in ("reference", "peers", "load/producer/scripted", "calibration", "history", "chaos", "cluster"):
         if (ROOT / "results" / rel).is_dir():
             shutil.copytree(ROOT / "results" / rel, results / rel)
     shutil.copy(ROOT / "results" / "history.csv", results / "history.csv")
     bare = results / "odd run"  # a space in the name, and no report
     write_metrics(bare / "metrics.csv", [Row("x", "", "k=v", "wall_ms", 1.5, "ms", 0)])
-    write_run(bare / "run.json", {"mode": "quick"})
+    write_run(bare / "run.json", {"experiment": "x"})
+    failed = results / "load" / "producer" / "broken"
+    write_metrics(failed / "metrics.csv", [Row("load", "scripted", "op=enqueue", "rate", 1.0, "ops/s", 0)])
+    write_run(
+        failed / "run.json", {"kind": "load", "mode": "load", "status": "failed", "reason": "a worker died"}
+    )
     out = tmp_path_factory.mktemp("site") / "site"
-    assert main(["site", "--results", str(results), "--out", str(out)]) == 0
+    assert main(["site", "--results", str(results), "--docs", str(ROOT / "docs"), "--out", str(out)]) == 0
     return out
 
 
@@ -88,9 +97,83 @@ def test_every_relative_link_and_image_exists_and_nothing_comes_from_the_network
             checked += 1
     assert checked > 50
     index = (site / "index.html").read_text()
-    for kind in ("history", "reproduce", "calibration", "load", "peers", "other"):
-        assert f"<h2>{kind}</h2>" in index
+    for kind in ("history", "reproduce", "calibration", "load", "peers", "chaos", "cluster", "other"):
+        assert f'<h3 id="kind-{kind}">' in index, kind
     assert "<script" not in index and "<link" not in index  # one inline stylesheet, nothing else
+
+
+def _section(index: str, kind: str) -> str:
+    """The list of runs of one kind on the front page."""
+    return index.split(f'<h3 id="kind-{kind}">', 1)[1].split("<h3", 1)[0]
+
+
+def test_the_front_page_answers_before_it_lists(site: Path) -> None:
+    index = (site / "index.html").read_text()
+    order = [
+        index.index(f'<section id="{s}">') for s in ("claims", "peers", "reliability", "history", "runs")
+    ]
+    assert order == sorted(order)
+    claims = index.split('<section id="claims">', 1)[1].split("</section>", 1)[0]
+    verdicts = claims.count('<td class="verdict">')
+    report = (ROOT / "results" / "reference" / "REPORT.md").read_text()
+    assert (
+        verdicts
+        == len(report.split("| Experiment | Claim | Verdict |", 1)[1].split("\n\n", 1)[0].splitlines()) - 2
+    )
+    assert claims.count("<strong>does not hold</strong>") >= 1 and claims.count("<strong>holds</strong>") >= 1
+    assert 'href="runs/reference/index.html"' in claims
+    assert 'src="runs/peers/charts/peers_process.png"' in index
+    reliability = index.split('<section id="reliability">', 1)[1].split("</section>", 1)[0]
+    assert 'href="runs/chaos/index.html"' in reliability and "<td>worker_kill</td>" in reliability
+    history = index.split('<section id="history">', 1)[1].split("</section>", 1)[0]
+    assert 'href="runs/history/index.html"' in history and "cpu_ratio_to_base.png" in history
+
+
+def test_runs_are_grouped_by_the_registry_and_a_failed_run_is_marked(site: Path) -> None:
+    index = (site / "index.html").read_text()
+    assert 'href="runs/cluster/index.html"' in _section(index, "cluster")
+    assert "runs/cluster/" not in _section(index, "reproduce")  # it used to be listed as a reproduce run
+    load = _section(index, "load")
+    assert 'href="runs/load-producer-broken/index.html">' in load
+    assert (
+        '<strong class="failed">FAILED</strong>' in load.split("load-producer-broken", 1)[1].split("</li>")[0]
+    )
+    assert "FAILED" not in load.split("load-producer-scripted", 1)[1].split("</li>")[0]
+    page = (site / "runs" / "load-producer-broken" / "index.html").read_text()
+    assert "This run failed: a worker died." in page
+
+
+def test_docs_pages_are_published_with_links_to_pages_and_runs(site: Path) -> None:
+    docs = sorted(p.name for p in (site / "docs").glob("*.html"))
+    assert docs == sorted(f"{p.stem}.html" for p in (ROOT / "docs").glob("*.md"))
+    index = (site / "index.html").read_text()
+    assert 'href="docs/architecture.html"' in index
+    load = (site / "docs" / "load.html").read_text()
+    assert 'href="../runs/load-producer-scripted/' not in load  # not in this tree: plain text, no dead link
+    assert 'id="across-hosts---master-and---worker"' in load  # headings carry GitHub's anchors
+    peers = (site / "docs" / "peers.html").read_text()
+    assert 'href="../runs/peers/index.html"' in peers
+    assert 'href="drivers.html"' in (site / "docs" / "index.html").read_text()
+
+
+def test_a_missing_docs_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    write_metrics(results / "x" / "metrics.csv", [Row("x", "", "k=v", "wall_ms", 1.5, "ms", 0)])
+    assert (
+        main(
+            [
+                "site",
+                "--results",
+                str(results),
+                "--docs",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
+    assert "no docs directory" in capsys.readouterr().err
 
 
 def test_links_out_of_the_site_become_text(site: Path) -> None:
@@ -182,12 +265,17 @@ PAGE_FACTS = """JSON.stringify({
   images: [...document.images].map(i => ({src: i.src, ok: i.complete && i.naturalWidth > 0,
                                           width: i.getBoundingClientRect().width})),
   links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+  claims: [...document.querySelectorAll('#claims tbody tr')].map(r => ({
+    verdict: r.querySelector('.verdict').innerText, link: r.querySelector('a').href})),
+  h1: [...document.querySelectorAll('h1')].map(h => h.innerText),
+  tables: document.querySelectorAll('table').length,
+  answers: [...document.querySelectorAll('section[id] img')].filter(i => i.naturalWidth > 0).length,
 })"""
 
 
 @pytest.mark.slow
 def test_every_page_loads_in_headless_chromium(site: Path) -> None:
-    pages = sorted(site.rglob("index.html"))
+    pages = sorted(site.rglob("index.html")) + sorted((site / "docs").glob("*.html"))
     with chromium() as browser:
         browser.call("Page.enable")
         browser.call("Network.enable")
@@ -217,4 +305,19 @@ def test_every_page_loads_in_headless_chromium(site: Path) -> None:
             if "history" in page.parent.name:
                 drawn = [i for i in facts["images"] if i["ok"] and i["width"] > 100]
                 history_images += len(drawn)
+            if page == site / "index.html":
+                front = facts
+            if page == site / "docs" / "reference-queue.html":
+                doc = facts
         assert history_images >= 1, "the history chart was not drawn"
+        # The front page answers: every claim with a verdict, each linking to the run that measured it.
+        assert len(front["claims"]) >= 10, front["claims"]
+        assert {c["verdict"] for c in front["claims"]} <= {"holds", "partly", "does not hold"}
+        assert {"holds", "does not hold"} <= {c["verdict"] for c in front["claims"]}
+        for claim in front["claims"]:
+            assert claim["link"].endswith("/runs/reference/index.html"), claim
+            assert Path(unquote(urlparse(claim["link"]).path)).is_file()
+        assert front["answers"] >= 3  # two peers charts and the history trend, drawn
+        # A docs page renders: its title, and its toggles table.
+        assert doc["h1"] == ["The reference queue (qbench/queue_impl/)"], doc["h1"]
+        assert doc["tables"] >= 1
