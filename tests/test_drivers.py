@@ -31,9 +31,12 @@ from qbench.harness.peers.runner import ServerProbe, Sink, Sizes, round_trips
 from qbench.harness.peers.suite import run_suite
 from qbench.harness.results.rows import Row, parse_params, read_metrics
 from qbench.loader import DriverLoadError, load_driver
-from qbench.scenarios import driver_settings
 from qbench.scenarios.recorder import Collector, Recorder, merge_ops, read_results_file
 from qbench.scenarios.settings import (
+    ENV_DRIVER,
+    ENV_DRIVER_PYTHON,
+    ENV_DRIVER_PYTHONPATH,
+    ENV_MASTER_HOST,
     ENV_REDIS_URL,
     ENV_RUN,
     ENV_VARIANT,
@@ -41,7 +44,6 @@ from qbench.scenarios.settings import (
     DriverRun,
     RunSettingsError,
     RunSpec,
-    import_driver,
 )
 from qbench.scenarios.settings import resolve as resolve_settings
 from qbench.scenarios.workload import load_workload
@@ -347,7 +349,9 @@ def test_bullmq_runs_the_quick_battery_through_the_external_driver(tmp_path: Pat
     if npm is None or shutil.which("node") is None:
         pytest.skip("node and npm are not installed: the Node.js drivers cannot run here")
     folder = tmp_path / "bullmq"
-    shutil.copytree(REPO / "qbench" / "drivers" / "bullmq", folder, ignore=shutil.ignore_patterns("node_modules"))
+    shutil.copytree(
+        REPO / "qbench" / "drivers" / "bullmq", folder, ignore=shutil.ignore_patterns("node_modules")
+    )
     installed = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True, timeout=300
     )
@@ -458,22 +462,31 @@ def driver_spec(**overrides: object) -> RunSpec:
 def test_a_driver_run_travels_in_the_run_spec_and_only_local_workers_take_it() -> None:
     spec = driver_spec()
     assert RunSpec.from_json(spec.to_json()) == spec
-    # The locustfile defines driver users from the spec (the master, the local process and
-    # the local workers qbench starts all have it); a worker started by hand has none.
-    assert import_driver({ENV_RUN: spec.to_json()}) == spec.driver
-    assert import_driver({ENV_WORKLOAD: "producer", ENV_VARIANT: "scripted"}) is None
-    assert import_driver({ENV_RUN: driver_spec(driver=None, variant="scripted").to_json()}) is None
-    local = driver_settings.resolve(
-        spec, {ENV_RUN: spec.to_json(), ENV_REDIS_URL: "redis://:pw@127.0.0.1:1/0"}
-    )
+    # One settings module for both: the local processes take the driver from the spec; a
+    # worker started by hand must say it runs that driver, with its host's own environment.
+    local = resolve_settings(spec, {ENV_RUN: spec.to_json(), ENV_REDIS_URL: "redis://:pw@127.0.0.1:1/0"})
     assert local.redis_url == "redis://:pw@127.0.0.1:1/0" and local.driver == spec.driver
-    assert local.workload == spec.workload and local.started_at == 1.0
-    with pytest.raises(RunSettingsError, match="keeps its Locust workers on the master's host"):
-        driver_settings.resolve(spec, {ENV_WORKLOAD: "producer", ENV_VARIANT: "scripted"})
-    with pytest.raises(RunSettingsError, match="the master runs a driver, not the reference queue"):
-        resolve_settings(spec, {})
-    with pytest.raises(RunSettingsError, match="the master runs the reference queue"):
-        driver_settings.resolve(driver_spec(driver=None, variant="scripted"), {})
+    assert local.workload == spec.workload and local.started_at == 1.0 and local.variant is None
+    with pytest.raises(RunSettingsError, match="started for variant scripted, the master runs driver"):
+        resolve_settings(spec, {ENV_WORKLOAD: "producer", ENV_VARIANT: "scripted"})
+    with pytest.raises(RunSettingsError, match="start this worker with --driver"):
+        resolve_settings(spec, {ENV_WORKLOAD: "producer"})
+    remote = {
+        ENV_WORKLOAD: "producer",
+        ENV_DRIVER: "scripted",
+        ENV_DRIVER_PYTHON: "/there/python",
+        ENV_DRIVER_PYTHONPATH: "/there/links",
+        ENV_MASTER_HOST: "127.0.0.1",
+    }
+    own = resolve_settings(spec, remote)
+    assert own.driver is not None and (own.driver.python, own.driver.pythonpath) == (
+        "/there/python",
+        "/there/links",
+    )
+    with pytest.raises(RunSettingsError, match="started for driver huey, the master runs driver scripted"):
+        resolve_settings(spec, {**remote, ENV_DRIVER: "huey"})
+    with pytest.raises(RunSettingsError, match="started for driver scripted, the master runs variant"):
+        resolve_settings(driver_spec(driver=None, variant="scripted"), remote)
     with pytest.raises(ValueError, match="exactly one of a variant and a driver"):
         driver_spec(variant="scripted")
     doc = json.loads(spec.to_json())

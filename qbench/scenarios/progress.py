@@ -15,16 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from qbench.scenarios.recorder import OpSamples, rate_window
-from qbench.scenarios.workload import Workload
+from qbench.scenarios.workload import USER_KIND_TABLE, Workload
 
 PREFIX = "qbench-progress "
-MAIN_OPS = {
-    "producer": "enqueue",
-    "consumer": "dequeue",
-    "burst": "enqueue_burst",
-    "arrival": "enqueue",
-    "http_submit": "submit",
-}
+MAIN_OPS = {name: kind.main_op for name, kind in USER_KIND_TABLE.items()}
 """The operation a user kind exists to do: the one the progress line follows."""
 RATE_WINDOW_S = 5
 

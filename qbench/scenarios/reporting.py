@@ -2,8 +2,7 @@
 
 - Every process installs its run settings when its test starts: the master (or the
   local process) from `--qbench-run` (`QBENCH_RUN`), a worker from the copy Locust
-  forwards in its start message; a spec naming a driver (`qbench load --driver`)
-  installs the driver run's settings instead of the reference queue's.
+  forwards in its start message (a variant's run or a driver's alike).
 - A worker adds its recorder's cumulative state to every `report_to_master` message
   (every 3 s, and once more when it quits); the master keeps each worker's latest in
   its `Collector` (`worker_report`).
@@ -32,7 +31,6 @@ from locust import events
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from qbench.scenarios import driver_settings
 from qbench.scenarios import settings as run_settings
 from qbench.scenarios.progress import PREFIX, main_op, progress_line
 from qbench.scenarios.recorder import RECORDER, REPORT_KEY, Collector, OpSamples, write_results_file
@@ -73,10 +71,7 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
         spec = RunSpec.from_json(text)
         RECORDER.started_at = spec.started_at
         STATE.spec = spec
-        if spec.driver is None:
-            run_settings.install(run_settings.resolve(spec))
-        else:
-            driver_settings.install(driver_settings.resolve(spec))
+        run_settings.install(run_settings.resolve(spec))
     except RunSettingsError as exc:
         STATE.error = str(exc)
         logger.error("%s", exc)

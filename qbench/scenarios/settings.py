@@ -8,6 +8,10 @@ Locust hands it to every worker with its start message (it is a custom Locust op
 worker's own environment only says which scenario and variant it was started for (checked
 against the master's) and, optionally, a Redis URL reachable from its host.
 
+A driver run (`qbench load --driver`) travels the same way (`RunSpec.driver`); a worker
+started by hand on another host for it (`qbench load --worker --driver X`) has built the
+driver's environment on its own host and says where (`ENV_DRIVER_*`).
+
 Kept apart from `qbench.scenarios.users` so the harness can name these without importing
 Locust (whose gevent monkey-patching must stay out of the harness process).
 """
@@ -17,12 +21,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from qbench.queue_impl.config import Variant, VariantError, parse_variant
-from qbench.scenarios.workload import Workload, WorkloadError, load_workload, parse_workload
+from qbench.scenarios.workload import USER_KIND_TABLE, Workload, WorkloadError, load_workload, parse_workload
 
 ENV_RUN = "QBENCH_RUN"
 """The run spec (JSON), for the master or the local process (and local workers)."""
@@ -36,6 +41,14 @@ ENV_MASTER_HOST = "QBENCH_MASTER_HOST"
 """The master's address as a worker dials it (a loopback Redis URL is useless elsewhere)."""
 ENV_RESULTS_FILE = "QBENCH_RESULTS_FILE"
 """Where the master (or the local process) writes the merged results at the end."""
+ENV_DRIVER = "QBENCH_DRIVER"
+"""A worker started by hand for a driver run: the driver's name, checked against the master's."""
+ENV_DRIVER_PYTHON = "QBENCH_DRIVER_PYTHON"
+"""That worker's own interpreter for the driver (its host built the driver's environment)."""
+ENV_DRIVER_PYTHONPATH = "QBENCH_DRIVER_PYTHONPATH"
+"""That worker's PYTHONPATH for the driver's agents."""
+ENV_DRIVER_LOG = "QBENCH_DRIVER_LOG"
+"""That worker's file for its agents' stderr."""
 ENV_RAW_SAMPLES_DIR = "QBENCH_RAW_SAMPLES_DIR"
 """Optional: each process also writes its raw latency samples there (a test aid)."""
 LOCUST_OPTION = "qbench_run"
@@ -143,11 +156,22 @@ class RunSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class RunSettings:
+    """One Locust process's share of the run: the workload, what executes an operation
+    (a variant of the reference queue in this process, or a driver's agents) and where."""
+
     workload: Workload
-    variant: Variant
+    variant: Variant | None
+    """Set for `--variant` runs: the reference queue, in-process (the preset driver's queue)."""
+    driver: DriverRun | None
+    """Set for `--driver` runs, with this host's environment for the driver's agents."""
     redis_url: str
     namespace: str
     started_at: float
+
+    @property
+    def log(self) -> Path:
+        """Where the driver's agents' stderr goes."""
+        return Path(self.driver.log if self.driver is not None and self.driver.log else os.devnull)
 
 
 _installed: RunSettings | None = None
@@ -183,47 +207,76 @@ def import_workload(env: dict[str, str] | None = None) -> Workload:
     raise RuntimeError(f"run through `qbench load` (neither {ENV_RUN} nor {ENV_WORKLOAD} is set)")
 
 
-def import_driver(env: dict[str, str] | None = None) -> DriverRun | None:
-    """The driver whose users this process defines when Locust imports the locustfile (None:
-    users over the reference queue). Only a run spec names one: a `qbench load --worker`
-    started by hand plays the reference queue."""
-    env = dict(os.environ) if env is None else env
-    return RunSpec.from_json(env[ENV_RUN]).driver if env.get(ENV_RUN) else None
-
-
 def resolve(spec: RunSpec, env: dict[str, str] | None = None) -> RunSettings:
-    """This process's settings for `spec`: its own Redis URL when it has one. Raises
-    RunSettingsError when a worker was started for another scenario or variant than the
-    master's, or would dial the master's loopback Redis from another host."""
+    """This process's settings for `spec`: its own Redis URL when it has one, and for a
+    driver run started by hand on another host (`qbench load --worker --driver X`), its own
+    environment for the driver. Raises RunSettingsError when a worker was started for
+    another scenario, variant or driver than the master's, or would dial the master's
+    loopback Redis from another host."""
     env = dict(os.environ) if env is None else env
-    if spec.variant is None:
-        raise RunSettingsError("the master runs a driver, not the reference queue")
-    try:
-        variant = parse_variant(spec.variant)
-    except VariantError as exc:
-        raise RunSettingsError(f"the master's variant {spec.variant!r}: {exc}") from None
-    if env.get(ENV_VARIANT):
+    by_hand = bool(env.get(ENV_WORKLOAD)) and not env.get(ENV_RUN)
+    own_driver = env.get(ENV_DRIVER)
+    variant: Variant | None = None
+    driver = spec.driver
+    if spec.variant is not None:
         try:
-            own = parse_variant(env[ENV_VARIANT]).label()
+            variant = parse_variant(spec.variant)
         except VariantError as exc:
-            raise RunSettingsError(f"--variant {env[ENV_VARIANT]!r}: {exc}") from None
-        if own != variant.label():
+            raise RunSettingsError(f"the master's variant {spec.variant!r}: {exc}") from None
+        if own_driver:
             raise RunSettingsError(
-                f"this worker was started for variant {own}, the master runs {variant.label()}"
+                f"this worker was started for driver {own_driver}, the master runs variant {variant.label()}"
             )
-    if env.get(ENV_WORKLOAD) and not env.get(ENV_RUN):
+        if env.get(ENV_VARIANT):
+            try:
+                own = parse_variant(env[ENV_VARIANT]).label()
+            except VariantError as exc:
+                raise RunSettingsError(f"--variant {env[ENV_VARIANT]!r}: {exc}") from None
+            if own != variant.label():
+                raise RunSettingsError(
+                    f"this worker was started for variant {own}, the master runs {variant.label()}"
+                )
+    else:
+        assert driver is not None  # a spec names exactly one
+        if env.get(ENV_VARIANT):
+            raise RunSettingsError(
+                f"this worker was started for variant {env[ENV_VARIANT]}, "
+                f"the master runs driver {driver.name}"
+            )
+        if own_driver and own_driver != driver.name:
+            raise RunSettingsError(
+                f"this worker was started for driver {own_driver}, the master runs driver {driver.name}"
+            )
+        if by_hand and not own_driver:
+            raise RunSettingsError(f"the master runs driver {driver.name}: start this worker with --driver")
+        if own_driver:
+            # The master's paths are its host's: the agents run in the environment this host built.
+            driver = replace(
+                driver,
+                python=env[ENV_DRIVER_PYTHON],
+                pythonpath=env[ENV_DRIVER_PYTHONPATH],
+                log=env.get(ENV_DRIVER_LOG, ""),
+            )
+    if by_hand:
         mine = load_workload(env[ENV_WORKLOAD])
-        if mine.name != spec.workload.name or _kinds(mine) != _kinds(spec.workload):
+        theirs = _kinds(spec.workload)
+        kinds = _kinds(mine) if driver is None else {k for k in _kinds(mine) if _driver_calls(k)}
+        if mine.name != spec.workload.name or kinds != theirs:
             raise RunSettingsError(
                 f"this worker was started for scenario {mine.name}, the master runs {spec.workload.name}"
             )
     return RunSettings(
         workload=spec.workload,
         variant=variant,
+        driver=driver,
         redis_url=redis_url_for(spec, env),
         namespace=spec.namespace,
         started_at=spec.started_at,
     )
+
+
+def _driver_calls(kind: str) -> bool:
+    return USER_KIND_TABLE[kind].driver_role == "calls"
 
 
 def redis_url_for(spec: RunSpec, env: dict[str, str]) -> str:

@@ -1,26 +1,42 @@
-"""Locust users driving the reference queue over sync redis-py (and one over HTTP).
+"""The Locust users of every load run: one hierarchy, whatever executes the operations.
 
-Every user fires Locust's request events with float milliseconds and records the same
-samples in this process's `RECORDER` (an HDR histogram per operation, microsecond
-resolution); every operation error is both a Locust failure and a recorded failure.
-Run-time settings (variant, Redis, namespace, workload) are installed when the test
-starts (`qbench.scenarios.reporting`); the workload holds the traffic shape only.
+A user kind (producer, consumer, burst, arrival, http_submit) is one class here, marked
+`kind = NAME` (its harness-side facts are its row in `workload.USER_KIND_TABLE`). What
+executes an operation is the user's *target*, chosen from the run settings when the user
+starts:
+
+- `ReferenceTarget`: `--variant P`, the preset driver's reference queue in this process
+  over sync redis-py, which can count each call's round trips;
+- `AgentTarget`: `--driver X`, one producer agent of the driver per user (`python -m
+  qbench.agent`, in the driver's environment); latency is the time inside the driver's
+  call as the agent measured it (the pipe is left out); round trips are not counted here.
+
+Every user records into this process's `RECORDER` (HDR histograms, shipped to the master)
+and fires Locust's request events; an operation's error is both a Locust failure and a
+recorded one. For fixed-arrival users, latency counts from the intended send time.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
 import time
 from collections.abc import Callable
 from itertools import count
-from typing import Any, TypeVar
+from typing import IO, Any, ClassVar, NamedTuple
 
-# Locust sorts before redis and the first-party modules: importing it first
-# monkey-patches sockets with gevent, so redis-py's blocking calls yield to other users.
+# Locust sorts before redis and the first-party modules: importing it first monkey-patches
+# sockets and subprocess with gevent, so redis-py's blocking calls and a user waiting on its
+# agent's pipe yield to other users.
+import gevent
 import locust
 from locust import FastHttpUser, User, constant, task
+from locust.exception import StopUser
 
+from qbench.driver import ENV_CONCURRENCY, ENV_QUEUE, ENV_SINK, QUEUE_NAME
+from qbench.driver import ENV_REDIS_URL as DRIVER_ENV_REDIS_URL
 from qbench.harness.infra.counting import RoundTripCounter, counting_connection_class
 from qbench.queue_impl.clients import RedisClient
 from qbench.queue_impl.connection import close_client, make_client
@@ -30,23 +46,28 @@ from qbench.scenarios.recorder import RECORDER
 from qbench.scenarios.settings import RunSettings, installed, settings
 from qbench.scenarios.workload import Workload
 
-T = TypeVar("T")
-
 JOB_TYPE = "noop"
 """The worker service's built-in no-op handler takes these (`qbench profile` runs one)."""
+READY_TIMEOUT_S = 120.0
+CALL_TIMEOUT_S = 60.0
+SECONDS_PER_JOB = 0.05
+QUIT_TIMEOUT_S = 10.0
 
 _user_ids = count()
 
 
-class PriorityMix:
-    """Draws priorities in the workload's proportions."""
+class TargetError(RuntimeError):
+    """An operation the target could not do (one line): a failed request."""
 
-    def __init__(self, mix: dict[str, float]) -> None:
-        self.priorities = [Priority.parse(name) for name in mix]
-        self.weights = list(mix.values())
 
-    def draw(self) -> Priority:
-        return random.choices(self.priorities, weights=self.weights)[0]
+class Call(NamedTuple):
+    """One operation as its target timed it."""
+
+    seconds: float
+    started_at: float
+    """Wall-clock start, for latencies counted from an intended send time."""
+    round_trips: int | None
+    """None: the target cannot count them."""
 
 
 def settings_or_idle() -> RunSettings:
@@ -60,7 +81,7 @@ def settings_or_idle() -> RunSettings:
 
 def fire(user: User, op: str, latency_ms: float, *, length: int = 0, exc: Exception | None = None) -> None:
     user.environment.events.request.fire(
-        request_type="redis",
+        request_type=getattr(user, "request_type", "redis"),
         name=op,
         response_time=latency_ms,
         response_length=length,
@@ -69,15 +90,11 @@ def fire(user: User, op: str, latency_ms: float, *, length: int = 0, exc: Except
     )
 
 
-class QueueUser(User):  # type: ignore[misc]
-    """A user with its own counted connection pool and queue handle."""
+class ReferenceTarget:
+    """The reference queue of the run's variant, in this process, with a counted pool."""
 
-    abstract = True
-    wait_time = constant(0)
-
-    def on_start(self) -> None:
-        cfg = settings_or_idle()
-        self.cfg = cfg
+    def __init__(self, cfg: RunSettings) -> None:
+        assert cfg.variant is not None
         self.round_trips = RoundTripCounter()
         self.redis: RedisClient = make_client(
             cfg.redis_url,
@@ -90,63 +107,248 @@ class QueueUser(User):  # type: ignore[misc]
             namespace=cfg.namespace,
             consumer=f"locust-{os.getpid()}-{next(_user_ids)}",
         )
-        self.priorities = PriorityMix(cfg.workload.priority_mix)
         self.payload = b"x" * cfg.workload.job_size_bytes
 
-    def on_stop(self) -> None:
-        if not hasattr(self, "redis"):  # stopped while idle (see settings_or_idle)
-            return
-        close_client(self.redis)
+    def trips(self) -> int:
+        return self.round_trips.snapshot()[0]
 
-    def new_job(self, *, created_at_us: int | None = None) -> Job:
-        job = Job(type=JOB_TYPE, payload=self.payload, priority=self.priorities.draw())
-        if created_at_us is not None:
-            job.created_at_us = created_at_us
+    def _timed(self, action: Callable[[], object]) -> Call:
+        started_at, start, before = time.time(), time.perf_counter(), self.trips()
+        action()
+        return Call(time.perf_counter() - start, started_at, self.trips() - before)
+
+    def _job(self, priority: str | None, sent_at: float | None) -> Job:
+        job = Job(type=JOB_TYPE, payload=self.payload, priority=Priority.parse(priority or "normal"))
+        if sent_at is not None:
+            job.created_at_us = int(sent_at * 1e6)
         return job
 
-    def timed(self, op: str, action: Callable[[], T], *, since: float | None = None) -> T | None:
-        """Run `action`, record its latency (from `since`, a wall-clock intended start,
-        when given) and round trips; a failure is recorded and returns None."""
-        start = time.perf_counter()
-        trips_before = self.round_trips.snapshot()[0]
+    def enqueue(self, priority: str | None, sent_at: float | None) -> Call:
+        job = self._job(priority, sent_at)
+        return self._timed(lambda: self.queue.enqueue(job))
+
+    def enqueue_many(self, priorities: list[str | None]) -> Call:
+        jobs = [self._job(p, None) for p in priorities]
+        return self._timed(lambda: self.queue.enqueue_many(jobs))
+
+    def interrupted(self) -> Call | None:
+        """A call cut short when the user stopped: it may or may not have reached Redis."""
+        return None
+
+    def close(self) -> None:
+        close_client(self.redis)
+
+
+class AgentTarget:
+    """One producer agent of the run's driver, spoken to over its pipes."""
+
+    def __init__(self, cfg: RunSettings) -> None:
+        driver = cfg.driver
+        assert driver is not None
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.update(
+            {
+                "PYTHONPATH": driver.pythonpath,
+                "PYTHONUNBUFFERED": "1",
+                DRIVER_ENV_REDIS_URL: cfg.redis_url,
+                ENV_QUEUE: QUEUE_NAME,
+                ENV_CONCURRENCY: "1",
+                ENV_SINK: os.devnull,  # producers run no handlers
+            }
+        )
+        self.log_path = cfg.log
+        self.log: IO[bytes] = cfg.log.open("ab")
+        self.waiting = False
+        """A command sent whose answer is still to be read."""
+        argv = [driver.python, "-m", "qbench.agent", "--driver", driver.ref, "--role", "producer"]
+        argv += ["--url", cfg.redis_url, "--concurrency", "1"]
+        self.agent = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=env,
+            text=True,
+            start_new_session=True,
+        )
         try:
-            result = action()
+            self._reply(READY_TIMEOUT_S)
+        except TargetError:
+            self.close()
+            raise
+
+    def _reply(self, timeout_s: float) -> dict[str, Any]:
+        assert self.agent.stdout is not None
+        try:
+            with gevent.Timeout(timeout_s):
+                line = self.agent.stdout.readline()
+        except gevent.Timeout:
+            raise TargetError(f"the driver's agent did not answer within {timeout_s:g}s") from None
+        if not line:
+            raise TargetError(f"the driver's agent exited ({self.agent.poll()}); see {self.log_path}")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise TargetError(str(answer["error"]))
+        return answer
+
+    def _call(self, jobs: int, command: dict[str, object]) -> Call:
+        assert self.agent.stdin is not None
+        try:
+            self.agent.stdin.write(json.dumps(command) + "\n")
+            self.agent.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise TargetError(
+                f"the driver's agent exited ({self.agent.poll()}); see {self.log_path}"
+            ) from None
+        self.waiting = True
+        answer = self._reply(CALL_TIMEOUT_S + SECONDS_PER_JOB * jobs)
+        self.waiting = False
+        return Call(float(answer["seconds"]), float(answer["started_at"]), None)
+
+    def enqueue(self, priority: str | None, sent_at: float | None) -> Call:
+        command: dict[str, object] = {"op": "enqueue", "count": 1}
+        if sent_at is not None:
+            command["sent_at"] = sent_at
+        if priority is not None:
+            command["priority"] = priority
+        return self._call(1, command)
+
+    def enqueue_many(self, priorities: list[str | None]) -> Call:
+        size = len(priorities)
+        return self._call(size, {"op": "enqueue_many", "count": size, "batch": size})
+
+    def interrupted(self) -> Call | None:
+        """A user stopped while its agent worked (Locust kills a user it just woke): the
+        agent's answer still comes, so the job it enqueued is counted like any other."""
+        if not self.waiting:
+            return None
+        self.waiting = False
+        answer = self._reply(CALL_TIMEOUT_S)
+        return Call(float(answer["seconds"]), float(answer["started_at"]), None)
+
+    def close(self) -> None:
+        agent = self.agent
+        try:
+            if agent.poll() is None and agent.stdin is not None:
+                agent.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                agent.stdin.close()
+            agent.wait(timeout=QUIT_TIMEOUT_S)
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+            agent.kill()
+            agent.wait()
+        self.log.close()
+
+
+Target = ReferenceTarget | AgentTarget
+
+
+class QueueUser(User):  # type: ignore[misc]
+    """A user with a target of its own; subclasses say which `kind` they play."""
+
+    abstract = True
+    wait_time = constant(0)
+    kind: ClassVar[str] = ""
+    by_kind: ClassVar[dict[str, type[Any]]] = {}
+    """Every concrete kind's class, filled as the classes are defined."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            QueueUser.by_kind[cls.kind] = cls
+
+    def on_start(self) -> None:
+        cfg = settings_or_idle()
+        self.cfg = cfg
+        self.pending: tuple[str, float | None] | None = None
+        mix = cfg.workload.priority_mix
+        self.priority_names, self.priority_weights = list(mix), list(mix.values())
+        # A driver gets priorities only when the scenario mixes them and the driver has them.
+        self.draws_priorities = cfg.driver is None or cfg.driver.priorities
+        self.request_type = "redis" if cfg.driver is None else "driver"
+        try:
+            self.target: Target = ReferenceTarget(cfg) if cfg.driver is None else AgentTarget(cfg)
+        except TargetError as exc:
+            RECORDER.failure("start")
+            fire(self, "start", 0.0, exc=exc)
+            raise StopUser() from None
+
+    def draw_priority(self) -> str | None:
+        if not self.draws_priorities:
+            return None
+        return random.choices(self.priority_names, weights=self.priority_weights)[0]
+
+    def timed(self, op: str, action: Callable[[], Call], *, since: float | None = None) -> None:
+        """Run `action` and record its latency (from `since`, a wall-clock intended start,
+        when given) and round trips; a failure is recorded, never raised."""
+        self.pending = (op, since)
+        start = time.perf_counter()
+        try:
+            call = action()
         except Exception as exc:  # a failed request is a data point, not a crash
+            self.pending = None
             RECORDER.failure(op)
             fire(self, op, (time.perf_counter() - start) * 1000, exc=exc)
-            return None
-        except BaseException:  # stopped mid-call (GreenletExit): the call may have reached Redis
-            RECORDER.cut_short(op)
-            raise
-        done = time.perf_counter()
-        latency_ms = (done - start) * 1000 if since is None else (time.time() - since) * 1000
-        RECORDER.record(op, latency_ms, round_trips=self.round_trips.snapshot()[0] - trips_before)
-        fire(self, op, latency_ms, length=len(self.payload))
-        return result
+            return
+        self.record(call)
+
+    def record(self, call: Call) -> None:
+        assert self.pending is not None
+        op, since = self.pending
+        self.pending = None
+        end = call.started_at + call.seconds
+        latency_ms = (call.seconds if since is None else end - since) * 1000
+        RECORDER.record(op, latency_ms, round_trips=call.round_trips)
+        fire(self, op, latency_ms)
+
+    def on_stop(self) -> None:
+        target = getattr(self, "target", None)
+        if target is None:  # stopped while idle (see settings_or_idle), or its agent never started
+            return
+        try:
+            if self.pending is not None:
+                op = self.pending[0]
+                try:
+                    call = target.interrupted()
+                except TargetError:
+                    call = None
+                    self.pending = None
+                    RECORDER.failure(op)
+                if call is not None:
+                    self.record(call)
+                elif self.pending is not None:
+                    self.pending = None
+                    RECORDER.cut_short(op)
+        finally:
+            target.close()
 
 
 class ProducerUser(QueueUser):
-    """Enqueues one job per task, as fast as it can (closed loop)."""
+    """Enqueues one job per task, as fast as the target takes them (closed loop)."""
 
     abstract = True
+    kind = "producer"
 
     @task
     def enqueue(self) -> None:
-        job = self.new_job()
-        self.timed("enqueue", lambda: self.queue.enqueue(job))
+        priority = self.draw_priority()
+        self.timed("enqueue", lambda: self.target.enqueue(priority, None))
 
 
 class ConsumerUser(QueueUser):
-    """Dequeues and completes jobs; records pickup latency from each job's creation stamp."""
+    """Dequeues and completes jobs; records pickup latency from each job's creation stamp.
+    The reference queue only: under `--driver`, the driver's own workers consume."""
 
     abstract = True
+    kind = "consumer"
 
     @task
     def consume(self) -> None:
-        trips_before = self.round_trips.snapshot()[0]
+        target = self.target
+        assert isinstance(target, ReferenceTarget)
+        trips_before = target.trips()
         start = time.perf_counter()
         try:
-            job = self.queue.dequeue(wait=True)
+            job = target.queue.dequeue(wait=True)
         except Exception as exc:  # a failed dequeue is a failure like any other operation's
             RECORDER.failure("dequeue")
             fire(self, "dequeue", (time.perf_counter() - start) * 1000, exc=exc)
@@ -156,23 +358,23 @@ class ConsumerUser(QueueUser):
             RECORDER.record(
                 "dequeue_empty",
                 (time.perf_counter() - start) * 1000,
-                round_trips=self.round_trips.snapshot()[0] - trips_before,
+                round_trips=target.trips() - trips_before,
             )
             return
         dequeue_ms = (time.perf_counter() - start) * 1000
-        RECORDER.record("dequeue", dequeue_ms, round_trips=self.round_trips.snapshot()[0] - trips_before)
+        RECORDER.record("dequeue", dequeue_ms, round_trips=target.trips() - trips_before)
         fire(self, "dequeue", dequeue_ms)
         pickup_ms = (job.started_at_us - job.created_at_us) / 1000
         RECORDER.record("pickup", pickup_ms)
         RECORDER.record(f"pickup_{job.priority.label}", pickup_ms)
-        self.timed("complete", lambda: self.queue.complete(job))
+        self.timed("complete", lambda: target._timed(lambda: target.queue.complete(job)))
 
     def on_stop(self) -> None:
         # Jobs this user still holds go back to their queues: none is lost at shutdown.
-        if not hasattr(self, "queue"):  # stopped while idle (see settings_or_idle)
-            return
+        target = getattr(self, "target", None)
         try:
-            self.queue.unregister_consumer()
+            if isinstance(target, ReferenceTarget):
+                target.queue.unregister_consumer()
         finally:
             super().on_stop()
 
@@ -181,25 +383,27 @@ class BurstUser(QueueUser):
     """Enqueues `burst_size` jobs in one call, then pauses `burst_pause_s`."""
 
     abstract = True
+    kind = "burst"
 
     def wait_time(self) -> float:
         return float(settings().workload.burst_pause_s)
 
     @task
     def burst(self) -> None:
-        jobs = [self.new_job() for _ in range(self.cfg.workload.burst_size)]
-        self.timed("enqueue_burst", lambda: self.queue.enqueue_many(jobs))
+        priorities = [self.draw_priority() for _ in range(self.cfg.workload.burst_size)]
+        self.timed("enqueue_burst", lambda: self.target.enqueue_many(priorities))
 
 
 class ArrivalUser(QueueUser):
     """Sends at a fixed rate on a schedule; latency counts from the intended send time.
 
     A slow system cannot hide its queueing (coordinated omission): when a send is late,
-    the next one is not pushed back, and each job's creation stamp is its intended send
-    time, so consumers' pickup latency includes the lag too.
+    the next one is not pushed back, and each job carries its intended send time, so the
+    pickup latency counts the lag too.
     """
 
     abstract = True
+    kind = "arrival"
 
     def on_start(self) -> None:
         super().on_start()
@@ -214,8 +418,8 @@ class ArrivalUser(QueueUser):
     def send(self) -> None:
         intended = self.next_send
         self.next_send += self.interval_s
-        job = self.new_job(created_at_us=int(intended * 1e6))
-        self.timed("enqueue", lambda: self.queue.enqueue(job), since=intended)
+        priority = self.draw_priority()
+        self.timed("enqueue", lambda: self.target.enqueue(priority, intended), since=intended)
 
 
 class HttpSubmitUser(FastHttpUser):  # type: ignore[misc]
@@ -223,15 +427,18 @@ class HttpSubmitUser(FastHttpUser):  # type: ignore[misc]
 
     abstract = True
     wait_time = constant(0)
+    kind = "http_submit"
 
     def on_start(self) -> None:
         workload = settings_or_idle().workload
-        self.priorities = PriorityMix(workload.priority_mix)
+        mix = workload.priority_mix
+        self.priority_names, self.priority_weights = list(mix), list(mix.values())
         self.payload_text = "x" * workload.job_size_bytes
 
     @task
     def submit(self) -> None:
-        body = {"type": JOB_TYPE, "payload": self.payload_text, "priority": self.priorities.draw().label}
+        priority = random.choices(self.priority_names, weights=self.priority_weights)[0]
+        body = {"type": JOB_TYPE, "payload": self.payload_text, "priority": priority}
         start = time.perf_counter()
         try:
             with self.client.post("/jobs", json=body, name="submit", catch_response=True) as response:
@@ -247,13 +454,7 @@ class HttpSubmitUser(FastHttpUser):  # type: ignore[misc]
             raise
 
 
-USER_CLASSES: dict[str, type[Any]] = {
-    "producer": ProducerUser,
-    "consumer": ConsumerUser,
-    "burst": BurstUser,
-    "arrival": ArrivalUser,
-    "http_submit": HttpSubmitUser,
-}
+QueueUser.by_kind[HttpSubmitUser.kind] = HttpSubmitUser
 
 
 def concrete_users(workload: Workload) -> dict[str, type[Any]]:
@@ -262,7 +463,7 @@ def concrete_users(workload: Workload) -> dict[str, type[Any]]:
     for kind, weight in workload.user_mix.items():
         if weight <= 0:
             continue
-        base = USER_CLASSES[kind]
+        base = QueueUser.by_kind[kind]
         attrs: dict[str, Any] = {"abstract": False, "weight": weight, "__module__": __name__}
         if kind == "arrival":
             # Exactly this many senders, so each one's interval gives the target rate.

@@ -9,7 +9,41 @@ from typing import Any
 
 WORKLOADS_DIR = Path(__file__).parent / "workloads"
 
-USER_KINDS = ("producer", "consumer", "burst", "arrival", "http_submit")
+
+@dataclass(frozen=True, kw_only=True)
+class UserKind:
+    """What the harness must know of a Locust user kind without importing Locust. Its
+    class in `qbench.scenarios.users` says `kind = NAME`; nothing else names a kind."""
+
+    main_op: str
+    """The operation the kind exists to do: what the progress line follows."""
+    jobs_per_call: str | None = None
+    """The jobs one `main_op` call enqueues: "1", or a workload field ("burst_size"); None:
+    the kind enqueues nothing."""
+    driver_role: str = "calls"
+    """Under `--driver`: "calls" (its users call the driver), "workers" (the driver's own
+    workers play it), or the reason it cannot run there."""
+    driver_op: str | None = None
+    """The optional driver operation (`qbench.driver.Op`) a user of this kind calls."""
+    driver_op_use: str = ""
+    """What the kind does with `driver_op`, for the refusal of a driver without it."""
+
+
+USER_KIND_TABLE: dict[str, UserKind] = {
+    "producer": UserKind(main_op="enqueue", jobs_per_call="1"),
+    "consumer": UserKind(main_op="dequeue", driver_role="workers"),
+    "burst": UserKind(
+        main_op="enqueue_burst",
+        jobs_per_call="burst_size",
+        driver_op="enqueue_many",
+        driver_op_use="sends bursts with a bulk enqueue",
+    ),
+    "arrival": UserKind(main_op="enqueue", jobs_per_call="1"),
+    "http_submit": UserKind(
+        main_op="submit", jobs_per_call="1", driver_role="submits through the reference queue's HTTP API"
+    ),
+}
+USER_KINDS = tuple(USER_KIND_TABLE)
 """Locust user kinds a workload can mix (see `qbench.scenarios.users`)."""
 
 PRIORITY_NAMES = ("high", "normal", "low")
@@ -171,3 +205,13 @@ def _check_ranges(source: str, w: Workload) -> None:
     for ok, message in checks:
         if not ok:
             raise WorkloadError(f"{source}: {message}")
+
+
+def jobs_enqueued(workload: Workload, calls_per_op: dict[str, int]) -> int:
+    """Jobs that `calls_per_op` (operation -> calls) enqueued, by the user kinds' table."""
+    sizes: dict[str, int] = {}
+    for kind in USER_KIND_TABLE.values():
+        if kind.jobs_per_call is not None:
+            per_call = kind.jobs_per_call
+            sizes[kind.main_op] = 1 if per_call == "1" else int(getattr(workload, per_call))
+    return sum(calls * sizes.get(op, 0) for op, calls in calls_per_op.items())

@@ -5,9 +5,9 @@ Locust runs as for the reference queue (`qbench.harness.load.runner.run_locust`)
 carries the driver (`RunSpec.driver`), the master runs the clock and prints progress, and
 the users' HDR histograms come back in the results file. The workers' pickups, read from
 the sink after the run, are recorded into histograms of their own and merged with the
-users' before the rows are made (`sample_rows`, as for the reference queue). A driver run
-keeps its Locust processes on this host (`--workers N`): its producer agents need the
-driver's environment, which exists here only.
+users' before the rows are made (`sample_rows`, as for the reference queue). Its Locust
+workers run on this host (`--workers N`) or on others (`--master`; each worker host
+builds the driver's environment itself, `qbench load --worker --driver X`).
 
 The scenario's producing users (producer, burst, arrival) become users that call the
 driver's producer agent; its consumer users become the driver's workers, with as many
@@ -47,6 +47,7 @@ from qbench.harness.load.runner import (
     PROGRESS_EVERY_S,
     REQUEST_UNIT,
     LoadError,
+    MasterSpec,
     locust_env,
     read_locust_stats,
     read_results,
@@ -77,9 +78,8 @@ from qbench.loader import module_source
 from qbench.queue_impl.connection import redact_url
 from qbench.scenarios.recorder import HISTOGRAM_NOTE, OpSamples, Recorder, merge_ops
 from qbench.scenarios.settings import DriverRun, RunSpec, without_credentials
-from qbench.scenarios.workload import Workload
+from qbench.scenarios.workload import USER_KIND_TABLE, Workload, jobs_enqueued
 
-PRODUCING = ("producer", "burst", "arrival")
 DRAIN_S = 60.0
 """After Locust stops, how long the workers get to pick up what is still queued."""
 PREFILL_BATCH = 1000
@@ -110,6 +110,9 @@ class DriverLoadPlan:
     priorities: bool = False
     """True when users send each job with a priority drawn from the workload's mix."""
     drain_s: float = DRAIN_S
+    master: MasterSpec | None = None
+    """Set: Locust workers started by hand (any host, each building the driver's environment
+    itself) connect to this master; else qbench starts `workers` local ones."""
 
     def row_params(self, **extra: object) -> str:
         return params(
@@ -131,31 +134,37 @@ def plan_driver_load(
     spawn_rate: float,
     duration_s: float,
     workers: int = 0,
+    master: MasterSpec | None = None,
 ) -> DriverLoadPlan:
     """Split the scenario's `users` into producing users and driver workers, and check the
     driver can play it; DriverLoadInputError (one line) when it cannot."""
     name, mix = workload.name, workload.user_mix
     ops = set(spec.cls.operations)
-    if mix.get("http_submit", 0) > 0:
-        raise DriverLoadInputError(
-            f"scenario {name} submits through the reference queue's HTTP API; driver {spec.name} has none"
-        )
-    if not any(mix.get(kind, 0) > 0 for kind in PRODUCING):
+    active = {kind: USER_KIND_TABLE[kind] for kind, weight in mix.items() if weight > 0}
+    for kind in active.values():
+        if kind.driver_role not in ("calls", "workers"):
+            raise DriverLoadInputError(f"scenario {name} {kind.driver_role}; driver {spec.name} has none")
+    if not any(kind.driver_role == "calls" for kind in active.values()):
         raise DriverLoadInputError(
             f"scenario {name} needs Locust users that dequeue; with --driver, driver {spec.name}'s own "
-            "workers consume, so use a scenario with producing users (producer, burst, arrival)"
+            "workers consume, so use a scenario with producing users ("
+            + ", ".join(k for k, v in USER_KIND_TABLE.items() if v.driver_role == "calls")
+            + ")"
         )
-    if mix.get("burst", 0) > 0 and Op.ENQUEUE_MANY not in ops:
-        raise DriverLoadInputError(
-            f"scenario {name} sends bursts with a bulk enqueue; driver {spec.name} has no enqueue_many"
-        )
+    for kind in active.values():
+        if kind.driver_op is not None and kind.driver_op not in ops:
+            raise DriverLoadInputError(
+                f"scenario {name} {kind.driver_op_use}; driver {spec.name} has no {kind.driver_op}"
+            )
     mixed = sorted(p for p, w in workload.priority_mix.items() if w > 0 and p != "normal")
     if mixed and Op.PRIORITIES not in ops:
         raise DriverLoadInputError(
             f"scenario {name} mixes priorities ({', '.join(mixed)}); driver {spec.name} has no priorities"
         )
     total = sum(mix.values())
-    consumers = round(users * mix.get("consumer", 0) / total)
+    consumers = round(
+        users * sum(w for k, w in mix.items() if USER_KIND_TABLE[k].driver_role == "workers") / total
+    )
     producers = users - consumers
     if producers < 1:
         raise DriverLoadInputError(f"scenario {name}: {users} user(s) leave no producing user; raise --users")
@@ -165,7 +174,7 @@ def plan_driver_load(
             "users": producers,
             "duration_s": duration_s,
             "spawn_rate": spawn_rate,
-            "user_mix": {k: w for k, w in mix.items() if k in PRODUCING and w > 0},
+            "user_mix": {k: w for k, w in mix.items() if USER_KIND_TABLE[k].driver_role == "calls" and w > 0},
         }
     )
     if workers > producers:
@@ -180,6 +189,7 @@ def plan_driver_load(
         duration_s=duration_s,
         workers=workers,
         priorities=bool(mixed),
+        master=master,
     )
 
 
@@ -297,10 +307,7 @@ def pickup_samples(sink: PickupSink, started_at: float) -> dict[str, OpSamples]:
 
 def jobs_produced(ops: dict[str, OpSamples], workload: Workload) -> int:
     """Jobs the users enqueued: one per `enqueue`, a burst's worth per `enqueue_burst`."""
-    produced = ops["enqueue"].count if "enqueue" in ops else 0
-    if "enqueue_burst" in ops:
-        produced += ops["enqueue_burst"].count * workload.burst_size
-    return produced
+    return jobs_enqueued(workload, {op: samples.count for op, samples in ops.items()})
 
 
 def run_driver_load(
@@ -366,6 +373,7 @@ def run_driver_load(
                         out_dir,
                         host="http://127.0.0.1",
                         env=locust_env(run_spec, url, out_dir),
+                        master_spec=plan.master,
                         progress=progress,
                     )
                     results = read_results(out_dir, returncode)
@@ -401,6 +409,9 @@ def run_driver_load(
             "spawn_rate": plan.spawn_rate,
             "duration_s": plan.duration_s,
             "locust_workers": plan.workers,
+            "locust_master": None
+            if plan.master is None
+            else {"bind": plan.master.bind, "port": plan.master.port},
             "locust_worker_reports": results.workers,
             "locust_returncode": returncode,
             "load_avg_before": load_before,

@@ -57,7 +57,9 @@ EXPERIMENT = "load"
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "scenarios" / "locustfile.py"
 PACKAGE_PARENT = LOCUSTFILE.parents[2]
 """The folder holding the `qbench` package this process runs: first on the Locust child's path."""
-DEFAULT_OUT_ROOT = Path("results/load")
+DEFAULT_OUT_ROOT = Path("results")
+"""Where a run without `--out` goes: a new `<UTC time>-load-<scenario>` folder, never the
+committed runs under results/load/ (`make load-runs` names those with --out)."""
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 STOP_TIMEOUT_S = 10
 """Users finish their current task at the end (a consumer's longest blocking wait is 5 s),
@@ -99,6 +101,13 @@ THROUGHPUT_METRIC = "ops_per_s"
 """Operations completed in one whole second (params `op=...;t_s=N`): the throughput chart's data."""
 REQUEST_UNIT = "requests"
 """Tallies that depend on speed (requests done, jobs produced): reported, never held exact."""
+
+
+def default_out_dir(scenario: str, *, now: float | None = None) -> Path:
+    """`results/<UTC time>-load-<scenario>`: a new folder per run (git-ignored), so a scratch
+    run never lands among, or overwrites, the committed runs."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return DEFAULT_OUT_ROOT / f"{stamp}-load-{Path(scenario).stem}"
 
 
 class LoadError(RuntimeError):
@@ -782,6 +791,11 @@ def write_results(run: LoadRun, *, charts: bool = True) -> list[Row]:
     return rows
 
 
+def _cell(value: float | None, width: int, decimals: int) -> str:
+    """A figure, or "-" where the run has none (no samples; round trips a target cannot count)."""
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{decimals}f}"
+
+
 def summary(rows: Sequence[Row]) -> str:
     """A short table: per operation, rate and latency percentiles."""
     table: dict[str, dict[str, float]] = {}
@@ -794,11 +808,10 @@ def summary(rows: Sequence[Row]) -> str:
     for op, m in table.items():
         if op == "all":
             continue
-        nan = float("nan")
         lines.append(
             f"{op:<16}{m.get('requests', 0):>10.0f}{m.get('rate', 0):>10.0f}"
-            f"{m.get('latency_ms_p50', nan):>10.3f}{m.get('latency_ms_p99', nan):>10.3f}"
-            f"{m.get('latency_ms_p99.9', nan):>10.3f}{m.get('round_trips_per_op', nan):>8.2f}"
+            f"{_cell(m.get('latency_ms_p50'), 10, 3)}{_cell(m.get('latency_ms_p99'), 10, 3)}"
+            f"{_cell(m.get('latency_ms_p99.9'), 10, 3)}{_cell(m.get('round_trips_per_op'), 8, 2)}"
         )
     total = table.get("all", {})
     lines.append(

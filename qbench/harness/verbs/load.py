@@ -17,10 +17,10 @@ from qbench.harness.load.driver_load import (
 )
 from qbench.harness.load.runner import (
     DEFAULT_MASTER_PORT,
-    DEFAULT_OUT_ROOT,
     LoadError,
     LoadPlan,
     MasterSpec,
+    default_out_dir,
     run_load,
     run_worker,
     summary,
@@ -117,7 +117,7 @@ def add_common_arguments(
         "--label", default=None, help="variant column in the rows (default: the variant's label)"
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="results dir (default: results/load/SCENARIO/LABEL)"
+        "--out", type=Path, default=None, help="results dir (default: a new results/<UTC time>-load-SCENARIO)"
     )
     parser.add_argument("--no-charts", action="store_true", help="write metrics and Locust files only")
     add_redis_url_argument(parser, cluster=cluster)
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
     if args.worker:
         return run_as_worker(args)
     plan = plan_from_args(args)
-    out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
+    out_dir = args.out or default_out_dir(plan.workload.name)
     print(
         f"load {plan.workload.name} · {plan.label}: {plan.users} users for {plan.duration_s:g} s", flush=True
     )
@@ -366,7 +366,7 @@ def run_with_driver(args: argparse.Namespace) -> int:
     if args.cluster or (args.redis_url and is_cluster_url(args.redis_url)):
         raise UsageError("--driver runs against one Redis server; a Redis Cluster takes --variant")
     plan = driver_plan_from_args(args)
-    out_dir = args.out or DEFAULT_OUT_ROOT / plan.workload.name / plan.label
+    out_dir = args.out or default_out_dir(plan.workload.name)
     print(
         f"load {plan.workload.name} · driver {plan.spec.name}: {plan.users} producing users for "
         f"{plan.duration_s:g} s, workers running {plan.consumers} jobs at once",
