@@ -84,6 +84,15 @@ class ObserveResult:
 
 def check_settings(*, duration_s: float, interval_s: float, budget_per_s: float, scan_count: int) -> None:
     """Raise ObserveInputError (one line) for settings that cannot work."""
+    # NaN passes every comparison below and infinity overflows the token bucket: refuse both.
+    if not math.isfinite(budget_per_s) or budget_per_s <= 0:
+        raise ObserveInputError(
+            f"--budget must be a finite number of commands/s above 0, got {budget_per_s:g}"
+        )
+    if not math.isfinite(duration_s) or not math.isfinite(interval_s):
+        raise ObserveInputError(
+            f"--duration and --interval must be finite, got {duration_s:g}, {interval_s:g}"
+        )
     if interval_s < MIN_INTERVAL_S:
         raise ObserveInputError(f"--interval must be >= {MIN_INTERVAL_S} s, got {interval_s:g}")
     if duration_s < 2 * interval_s:

@@ -141,17 +141,25 @@ def _commands_section(result: ObserveResult) -> str:
                 else ""
             ),
             f"{100 * c.active_share:.0f}%",
+            c.role or "-",
         ]
         for c in pattern.cadences
     ]
-    table = markdown_table(["Command", "Kind", "calls/s", "calls", "regularity", "rounds with calls"], body)
+    table = markdown_table(
+        ["Command", "Kind", "calls/s", "calls", "regularity", "rounds with calls", "role"], body
+    )
     notable = [f"- {c.pattern}" for c in pattern.cadences if notable_cadence(c)]
     return "\n\n".join([" ".join(lines), table, *(["\n".join(notable)] if notable else [])])
 
 
 def notable_cadence(cadence: Cadence) -> bool:
-    """Worth a line of its own: a blocking command, or a steady polling loop."""
-    return cadence.kind == "blocking" or "polling loop" in cadence.pattern
+    """Worth a line of its own: a blocking command, a polling loop, or a command a queue could
+    poll on that does per-job work instead."""
+    return (
+        cadence.kind == "blocking"
+        or cadence.role == "polling loop"
+        or (cadence.kind == "polling" and cadence.role == "per-job work")
+    )
 
 
 def _keys_section(result: ObserveResult) -> str:
