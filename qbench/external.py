@@ -11,7 +11,8 @@ A small TOML file names the two commands (they run in the TOML file's folder):
     worker_processes = 1                              # worker commands qbench starts
     operations = ["enqueue", "enqueue_many", "priorities"]
     sink = "file"                                     # or "redis" (workers on other hosts)
-    install = ["npm", "ci"]                           # run when `installed` is missing
+    install = ["npm", "ci"]                           # run when `installed` is missing (npm ci
+                                                      # needs a committed package-lock.json)
     installed = "node_modules/.package-lock.json"
     cluster_setup = "ioredis Cluster, prefix {bull}"  # optional: see Driver.cluster_setup
 
@@ -38,13 +39,23 @@ The contract (version `qbench.driver.API_VERSION`):
 
 Commands, round trips, memory and keys left are measured at Redis, so they need nothing
 more from the commands. Standard library only, like the rest of this package.
+
+Where the commands run: the TOML file's folder when it is writable and not inside an
+installed package (a checkout: `node_modules/` lands beside the scripts, git-ignored);
+else, as for the drivers shipped in qbench's wheel, a copy of the folder in a per-user
+cache (QBENCH_DRIVER_CACHE, else $XDG_CACHE_HOME/qbench/drivers, else
+~/.cache/qbench/drivers), one copy per content, so the install step never writes into
+site-packages.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -73,6 +84,8 @@ REPLY_TIMEOUT_S = 60.0
 VERSION_TIMEOUT_S = 15.0
 CLOSE_TIMEOUT_S = 10.0
 SINKS = ("file", "redis")
+ENV_DRIVER_CACHE = "QBENCH_DRIVER_CACHE"
+_NOT_COPIED = ("node_modules", ".qbench-install.lock", "__pycache__")
 
 
 class ExternalDriverError(RuntimeError):
@@ -100,13 +113,68 @@ class ExternalSpec:
     cluster_setup: str = ""
 
     @property
-    def folder(self) -> Path:
-        """Where the commands run."""
+    def source_folder(self) -> Path:
+        """The TOML file's folder."""
         return self.path.parent
+
+    @functools.cached_property
+    def folder(self) -> Path:
+        """Where the commands run: the TOML file's folder, or its copy in the per-user
+        cache when that folder is read-only or inside an installed package (see the module
+        docstring; `materialize` makes the copy)."""
+        source = self.source_folder
+        if os.access(source, os.W_OK) and not _inside_installed_package(source):
+            return source
+        return driver_cache_root() / f"{_safe(self.name)}-{_content_digest(source)}"
+
+    def materialize(self) -> Path:
+        """Make sure `folder` exists (copying the driver's files into the cache when it
+        is a copy); returns it. Safe when several processes do it at once."""
+        folder = self.folder
+        if folder == self.source_folder or folder.is_dir():
+            return folder
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(self.source_folder, staging, ignore=shutil.ignore_patterns(*_NOT_COPIED))
+        try:
+            staging.rename(folder)
+        except OSError:  # another process made it first: theirs is the same content
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
 
     def needs_install(self) -> bool:
         """True when an `install` command is given and what it installs is missing."""
         return bool(self.install) and not (self.installed and (self.folder / self.installed).exists())
+
+
+def driver_cache_root() -> Path:
+    """Where copies of read-only driver folders go (QBENCH_DRIVER_CACHE, else the XDG cache)."""
+    explicit = os.environ.get(ENV_DRIVER_CACHE)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qbench" / "drivers"
+
+
+def _inside_installed_package(folder: Path) -> bool:
+    return any(part in ("site-packages", "dist-packages") for part in folder.parts)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _content_digest(folder: Path) -> str:
+    """A digest of the folder's files (node_modules aside): a new qbench version with
+    changed driver files gets a fresh copy, an unchanged one reuses the installed copy."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if relative.parts[0] in _NOT_COPIED or not path.is_file():
+            continue
+        digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 _KEYS: dict[str, type | tuple[type, ...]] = {

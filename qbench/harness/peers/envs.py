@@ -54,9 +54,38 @@ def _run(name: str, step: Sequence[str], *, cwd: Path | None, timeout_s: float, 
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(f"$ {' '.join(step)}\n{done.stdout}{done.stderr}")
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        reason = lines[-1] if lines else f"exit {done.returncode}"
+        reason = failure_reason(done.stderr or done.stdout) or f"exit {done.returncode}"
         raise PeerEnvError(f"{name}: `{' '.join(step)}` failed: {reason}")
+
+
+NPM_ERROR_PREFIXES = ("npm error", "npm ERR!")
+NPM_DETAIL_KEYS = ("code ", "errno ", "syscall ", "path ", "dest ", "A complete log of this run", "Log files")
+REASON_MAX_CHARS = 400
+
+
+def failure_reason(output: str) -> str:
+    """The line of a failed step's output that says why it failed. npm ends with a pointer
+    to its log ("A complete log of this run can be found in ..."): its reason is the first
+    paragraph of its `npm error` lines that is not a field (code, errno, path...). Any
+    other tool: its last non-empty line."""
+    lines = output.strip().splitlines()
+    npm = [
+        line[len(p) :].strip()
+        for line in lines
+        for p in NPM_ERROR_PREFIXES
+        if line == p or line.startswith(p + " ")
+    ]
+    npm += [""]  # a bare `npm error` line (a blank one) ends a paragraph
+    paragraph: list[str] = []
+    for text in npm:
+        if text and not text.startswith(NPM_DETAIL_KEYS):
+            paragraph.append(text)
+        elif paragraph:
+            return " ".join(paragraph)[:REASON_MAX_CHARS]
+    for line in reversed(lines):
+        if line.strip() and "A complete log of this run" not in line:
+            return line.strip()[:REASON_MAX_CHARS]
+    return ""
 
 
 @contextlib.contextmanager
@@ -85,6 +114,7 @@ def ensure_env(spec: DriverSpec, *, root: Path | None = None, log: Path | None =
     """
     ext = spec.external
     if ext is not None:
+        ext.materialize()  # a read-only or installed folder: install into a cache copy
         if ext.needs_install():
             with _exclusive(ext.folder / ".qbench-install.lock"):
                 _install_external(spec, log)
@@ -102,9 +132,21 @@ def _install_external(spec: DriverSpec, log: Path | None = None) -> None:
     assert ext is not None
     if not ext.needs_install():  # another process installed it while this one waited
         return
+    if _is_npm_ci(ext.install) and not any(
+        (ext.folder / lock).is_file() for lock in ("package-lock.json", "npm-shrinkwrap.json")
+    ):
+        # npm's documented rule: `npm ci` installs exactly a lock file, and fails without one.
+        raise PeerEnvError(
+            f"{spec.name}: `{' '.join(ext.install)}` needs a package-lock.json in {ext.source_folder}: "
+            "run `npm install` there once and commit the package-lock.json it writes"
+        )
     _run(spec.name, ext.install, cwd=ext.folder, timeout_s=INSTALL_TIMEOUT_S, log=log)
     if ext.needs_install():
         raise PeerEnvError(f"{spec.name}: `{' '.join(ext.install)}` ran but {ext.installed} is still missing")
+
+
+def _is_npm_ci(step: Sequence[str]) -> bool:
+    return len(step) >= 2 and Path(step[0]).name == "npm" and step[1] in ("ci", "clean-install")
 
 
 def _build_venv(spec: DriverSpec, venv: Path, wanted: str, log: Path | None) -> str:
