@@ -23,7 +23,7 @@ from qbench.harness.experiments.runner import (
     reproduce,
     select_experiments,
 )
-from qbench.harness.results import report
+from qbench.harness.experiments import report
 from qbench.harness.results.render import VERDICTS, determinism_flags
 from qbench.harness.results.rows import COLUMNS, DETERMINISTIC_UNITS, Row, params, read_metrics
 from tests.conftest import bad_variants

@@ -27,14 +27,14 @@ from qbench.harness.infra.redis_server import RedisServerProcess, die_with_paren
 from qbench.harness.infra.telemetry import DEFAULT_INTERVAL_S, SegmentTelemetry
 from qbench.harness.results.rows import (
     METRICS_FILE,
-    RUN_FILE,
     Row,
     params,
     parse_params,
+    read_metrics,
     run_metadata,
     write_metrics,
-    write_run,
 )
+from qbench.harness.results.runs import RunFolder, start_run
 from qbench.harness.results.telemetry_charts import SEGMENTS_DIR, segments_section
 from qbench.queue_impl.config import PRESETS, Variant
 from qbench.queue_impl.connection import close_client, make_client
@@ -743,6 +743,25 @@ def run_chaos(
     """Run the cases and write `metrics.csv`, `run.json` and `RELIABILITY.md` to `out`
     (and, sampled, `telemetry/<case>-<preset>.csv` per case; `telemetry_interval_s` 0: off)."""
     started = time.monotonic()
+    run = start_run(out, "chaos", {"mode": mode, "experiment": EXPERIMENT})  # clears an earlier run
+    with run:
+        return _run_chaos(
+            run, redis_url, cases, presets, scale, seed, out, mode, telemetry_interval_s, started
+        )
+
+
+def _run_chaos(
+    run: RunFolder,
+    redis_url: str | None,
+    cases: Sequence[str],
+    presets: Sequence[str],
+    scale: ChaosScale,
+    seed: int,
+    out: Path,
+    mode: str,
+    telemetry_interval_s: float,
+    started: float,
+) -> list[Outcome]:
     sampling = SegmentTelemetry(out / SEGMENTS_DIR, interval_s=telemetry_interval_s)
     sampling.clear()
     with redis_for_run(redis_url) as server, tempfile.TemporaryDirectory(prefix="qbench-chaos-") as tmp:
@@ -758,23 +777,32 @@ def run_chaos(
         server_info = server.info.as_dict()
     rows = [row for o in outcomes for row in o.rows()]
     write_metrics(out / METRICS_FILE, rows)
-    meta = run_metadata(
-        server=server_info,
-        mode=mode,
-        extra={
-            "experiment": EXPERIMENT,
-            "cases": list(cases),
-            "presets": list(presets),
-            "scale": dataclasses.asdict(scale),
-            "seed": seed,
-            "elapsed_s": round(time.monotonic() - started, 1),
-            "restart_server": "a redis-server started by this run (same binary), crashed with SIGKILL",
-            "telemetry": {"interval_s": telemetry_interval_s, "segments": sampling.meta},
-        },
+    run.meta.update(
+        run_metadata(
+            server=server_info,
+            mode=mode,
+            extra={
+                "experiment": EXPERIMENT,
+                "cases": list(cases),
+                "presets": list(presets),
+                "scale": dataclasses.asdict(scale),
+                "seed": seed,
+                "elapsed_s": round(time.monotonic() - started, 1),
+                "restart_server": "a redis-server started by this run (same binary), crashed with SIGKILL",
+                "telemetry": {"interval_s": telemetry_interval_s, "segments": sampling.meta},
+            },
+        )
     )
-    write_run(out / RUN_FILE, meta)
+    run.checkpoint()
     (out / REPORT_FILE).write_text(render_markdown(rows) + chaos_telemetry(out, rows))
     return outcomes
+
+
+def render_saved(out: Path) -> Path:
+    """Re-render a chaos run's RELIABILITY.md (and its telemetry charts) from its saved files."""
+    rows = read_metrics(out / METRICS_FILE)
+    (out / REPORT_FILE).write_text(render_markdown(rows) + chaos_telemetry(out, rows))
+    return out / REPORT_FILE
 
 
 def segment_name(outcome: Outcome) -> str:

@@ -1,4 +1,5 @@
-"""REPORT.md and charts/ of a reproduce run, rendered from its rows and run.json only."""
+"""REPORT.md and charts/ of a reproduce run (and of a cluster measure run), rendered from
+the folder's rows and run.json only: the renderers `qbench.harness.results.runs` names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from qbench.harness.experiments import Section, load_experiments
+from qbench.harness.experiments import Section, cluster_shards, load_experiments
 from qbench.harness.infra.telemetry import TELEMETRY_FILE, read_telemetry
 from qbench.harness.results.render import assemble_report, determinism_flags, deterministic_series_count
 from qbench.harness.results.rows import METRICS_FILE, Row, read_metrics, read_run
@@ -74,6 +75,25 @@ def render_results(
     path = out_dir / REPORT_FILE
     path.write_text(text)
     return path
+
+
+def render_saved(out_dir: Path) -> Path:
+    """Re-render a reproduce run's REPORT.md and charts/ from its metrics.csv and run.json.
+
+    ValueError when a section fails to render (the report still lists it as failed)."""
+    meta = read_run(out_dir)
+    path = render_results(out_dir, meta=meta)
+    if "render_errors" in meta:
+        raise ValueError(f"some sections failed to render: {', '.join(meta['render_errors'])}")
+    return path
+
+
+def render_cluster_run(out_dir: Path) -> Path:
+    """Re-render a `qbench cluster measure` run's REPORT.md and charts/ from its files."""
+    rows = read_metrics(out_dir / METRICS_FILE)
+    if not any(r.experiment == cluster_shards.NAME for r in rows):
+        raise ValueError(f"{out_dir}: no {cluster_shards.NAME} rows")
+    return cluster_shards.write_report(out_dir, rows, read_run(out_dir))
 
 
 def experiment_spans(meta: dict[str, Any]) -> list[Span]:

@@ -15,15 +15,15 @@ from typing import Any
 import redis
 
 from qbench.harness.experiments import EXPERIMENTS, RunContext, load_experiments
+from qbench.harness.experiments.report import render_results
 from qbench.harness.infra.redis_server import ProvisionedRedis, redis_for_run
 from qbench.harness.infra.telemetry import (
     DEFAULT_INTERVAL_S,
-    TELEMETRY_FILE,
     telemetry_for_run,
     telemetry_meta,
 )
-from qbench.harness.results.report import render_results
-from qbench.harness.results.rows import METRICS_FILE, RUN_FILE, Row, run_metadata, write_metrics, write_run
+from qbench.harness.results.rows import METRICS_FILE, Row, run_metadata, write_metrics
+from qbench.harness.results.runs import RunFolder, start_run
 
 DEFAULT_REPEATS = 3
 SERVER_CONFIG_KEYS = ("hz", "maxmemory", "maxmemory-policy", "active-expire-effort", "io-threads")
@@ -75,27 +75,52 @@ def reproduce(
     recorded (run.json, report) and the next one runs; rows already measured are kept.
     With `telemetry_interval_s` > 0 a sampler writes `telemetry.csv` beside the rows
     (run.json's `telemetry` says what it cost Redis); 0 switches it off."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A previous run's failures and telemetry are not this run's.
-    for stale in [*out_dir.glob("error-*.txt"), out_dir / TELEMETRY_FILE]:
-        stale.unlink(missing_ok=True)
+    # The folder is this run's alone: an earlier run's rows, report and errors go first.
+    run = start_run(out_dir, "reproduce", {"mode": "quick" if quick else "full"})
+    with run:
+        return _reproduce(
+            run,
+            out_dir=out_dir,
+            quick=quick,
+            repeats=repeats,
+            experiments=experiments,
+            redis_url=redis_url,
+            progress=progress,
+            telemetry_interval_s=telemetry_interval_s,
+        )
+
+
+def _reproduce(
+    run: RunFolder,
+    *,
+    out_dir: Path,
+    quick: bool,
+    repeats: int,
+    experiments: Sequence[ModuleType],
+    redis_url: str | None,
+    progress: Progress,
+    telemetry_interval_s: float,
+) -> dict[str, Any]:
     started = time.monotonic()
     rows: list[Row] = []
     results: dict[str, Any] = {}
+    meta = run.meta
     with redis_for_run(redis_url) as server:
         progress(
             f"Redis {server.info.version} ({server.info.allocator}, {server.info.source}) at {server.url}"
         )
-        meta = run_metadata(
-            server=server.info.as_dict(),
-            mode="quick" if quick else "full",
-            extra={
-                "repeats": repeats,
-                "experiments": results,
-                "placement": _placement(server),
-                "server_config": _server_config(server.url),
-                "command": ["qbench", *sys.argv[1:]],
-            },
+        meta.update(
+            run_metadata(
+                server=server.info.as_dict(),
+                mode="quick" if quick else "full",
+                extra={
+                    "repeats": repeats,
+                    "experiments": results,
+                    "placement": _placement(server),
+                    "server_config": _server_config(server.url),
+                    "command": ["qbench", *sys.argv[1:]],
+                },
+            )
         )
         sampling = telemetry_for_run(
             server.url,
@@ -145,7 +170,7 @@ def reproduce(
                 # Written after every experiment, so an interrupted run keeps what it measured.
                 write_metrics(out_dir / METRICS_FILE, rows)
                 meta["total_wall_s"] = round(time.monotonic() - started, 3)
-                write_run(out_dir / RUN_FILE, meta)
+                run.checkpoint()
         meta["telemetry"] = telemetry_meta(telemetry, interval_s=telemetry_interval_s)
         if telemetry is not None:
             progress.experiment = "telemetry"
@@ -159,7 +184,12 @@ def reproduce(
     report = render_results(out_dir, rows=rows, meta=meta)
     # Rendering time is kept apart, so `qbench report` re-renders the same REPORT.md.
     meta["report_wall_s"] = round(time.monotonic() - rendering, 3)
-    write_run(out_dir / RUN_FILE, meta)
+    failed = [name for name, info in results.items() if info.get("status") != "ok"]
+    failed += list(meta.get("render_errors", {}))
+    if failed:
+        run.finish("failed", reason=f"failed: {', '.join(dict.fromkeys(failed))}")
+    else:
+        run.finish("ok")
     progress(
         f"{report} written; measuring took {meta['total_wall_s']:.1f}s, "
         f"the report {meta['report_wall_s']:.1f}s"

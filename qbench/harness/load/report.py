@@ -14,7 +14,7 @@ from typing import Any
 
 from qbench.harness.infra.telemetry import TELEMETRY_FILE, read_telemetry
 from qbench.harness.results.render import chart_link, markdown_table
-from qbench.harness.results.rows import Row, parse_params
+from qbench.harness.results.rows import Row, parse_params, source_text
 from qbench.harness.results.telemetry_charts import telemetry_section
 
 REPORT_FILE = "REPORT.md"
@@ -55,8 +55,6 @@ def load_report(out_dir: Path, rows: Sequence[Row], meta: Mapping[str, Any], *, 
 
 def _facts(meta: Mapping[str, Any]) -> str:
     server = meta.get("server", {})
-    git = meta.get("git", {})
-    commit = str(git.get("commit") or "?")[:12] + (" (dirty)" if git.get("dirty") else "")
     before = meta.get("load_avg_before") or []
     after = meta.get("load_avg_after") or []
     workers = meta.get("locust_workers") or 0
@@ -73,7 +71,7 @@ def _facts(meta: Mapping[str, Any]) -> str:
             )
             + f"; created {meta.get('created_at', '?')}",
             f"- Redis {server.get('version', '?')} ({server.get('allocator', '?')}, "
-            f"{server.get('source', '?')}); git {commit}; Python {meta.get('python', '?')}",
+            f"{server.get('source', '?')}); {source_text(meta)}; Python {meta.get('python', '?')}",
             "- Load average before / after: "
             + " ".join(f"{x:.2f}" for x in before[:1])
             + " / "

@@ -21,9 +21,10 @@ from qbench.harness.results.rows import (
     parse_params,
     read_metrics,
     run_metadata,
+    source_text,
     write_metrics,
-    write_run,
 )
+from qbench.harness.results.runs import start_run
 from qbench.queue_impl.connection import redact_url
 
 REPORT_FILE = "PEERS-CLUSTER.md"
@@ -63,8 +64,9 @@ def write_cluster_suite(
             "load_after": load[1],
         },
     )
-    write_run(out_dir / RUN_FILE, meta)
-    return render_cluster_report(rows, meta, out_dir)
+    # The battery measured into out_dir already (its logs): keep this run's files.
+    with start_run(out_dir, "peers-cluster", meta, clear=False) as run:
+        return render_cluster_report(rows, run.meta, out_dir)
 
 
 def is_cluster_run(out_dir: Path) -> bool:
@@ -227,7 +229,7 @@ def render_cluster_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir:
         "- Timings are not measured here: the outcomes and counts are exact, whatever the load.",
         "",
         f"Command: `{meta.get('command') or 'qbench peers --cluster'}`; "
-        f"commit {str((meta.get('git') or {}).get('commit', '?'))[:12]}; {meta.get('created_at', '?')}; "
+        f"{source_text(meta)}; {meta.get('created_at', '?')}; "
         f"load average {meta.get('load_before', '?')} before, {meta.get('load_after', '?')} after.",
         "",
     ]

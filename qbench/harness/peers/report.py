@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from qbench.harness.peers.registry import REFERENCE_NAMES, order
-from qbench.harness.results.rows import Row, parse_params
+from qbench.harness.results.rows import Row, parse_params, source_text
 from qbench.harness.results.stats import Spread
 from qbench.harness.results.telemetry_charts import SEGMENTS_DIR, segments_section
 
@@ -297,7 +297,6 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
     shown = [m for m in METRICS if table[m.key]]
     server = meta.get("server", {})
     cpus = meta.get("cpu", {}).get("cpu_count", "?")
-    commit = meta.get("git", {}).get("commit")
     lines = ["# Peers: the reference presets beside the queues people use", ""]
     if failures:
         lines += [
@@ -312,7 +311,7 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         f"{sizes.get('pickup_samples', '?')} pickup samples. Each driver had a fresh Redis "
         f"({server.get('flavor', 'redis')} {server.get('version', '?')}, {server.get('allocator', '?')}) "
         f"and its library in an environment of its own. Created {meta.get('created_at', '?')} "
-        f"on {cpus} CPUs (unpinned), git {commit}.",
+        f"on {cpus} CPUs (unpinned), {source_text(meta)}.",
         "",
         "| driver | version | " + " | ".join(f"{m.label} ({m.unit})" for m in shown) + " |",
         "|---|---|" + "---:|" * len(shown),

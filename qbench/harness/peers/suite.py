@@ -43,8 +43,8 @@ from qbench.harness.results.rows import (
     read_metrics,
     run_metadata,
     write_metrics,
-    write_run,
 )
+from qbench.harness.results.runs import start_run
 from qbench.loader import DriverLoadError, module_source
 from qbench.queue_impl.connection import redact_url
 
@@ -225,18 +225,24 @@ def run_suite(
                             import_root=path_root,
                             stall_s=sizes.stall_s,
                             sink_url=sink_url,
+                            stop_grace_s=sizes.stop_grace_s,
+                            progress=progress,
                         ) as driver:
                             progress(f"{name}: {driver.ready.get('version')}, {driver.ready.get('setup')}")
                             started = time.monotonic()
-                            result.rows += measure_driver(driver, probe, sizes, progress)
-                            result.drivers[name] = {
+                            rows = measure_driver(driver, probe, sizes, progress)
+                            meta = {
                                 **driver.ready,
                                 "ref": spec.ref,
                                 "origin": spec.origin,
                                 "seconds": round(time.monotonic() - started, 1),
                                 "loadavg_before": [round(x, 2) for x in load_before],
                                 "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                                "notices": driver.notices,
                             }
+                        # Kept only once the driver closed cleanly: a close error fails it.
+                        result.rows += rows
+                        result.drivers[name] = meta
                     finally:
                         probe.close()
                 if telemetry is not None:
@@ -282,8 +288,9 @@ def write_suite(
             "telemetry": result.telemetry,
         },
     )
-    write_run(out_dir / RUN_FILE, meta)
-    render_report(result.rows, meta, out_dir)
+    # The battery measured into out_dir already (logs, telemetry): keep this run's files.
+    with start_run(out_dir, "peers", meta, clear=False) as run:
+        render_report(result.rows, run.meta, out_dir)
 
 
 def render_saved(out_dir: Path) -> Path:
@@ -294,7 +301,7 @@ def render_saved(out_dir: Path) -> Path:
     except (OSError, ValueError) as exc:
         raise PeersInputError(str(exc).splitlines()[0]) from None
     render_report(rows, meta, out_dir)
-    return out_dir / REPORT_FILE
+    return out_dir / REPORT_FILE  # the path `qbench.harness.results.runs.render` expects
 
 
 def load_text() -> str:

@@ -60,6 +60,17 @@ def flips_table(run_dirs: Sequence[Path]) -> tuple[str, int]:
     return markdown_table(header, body), sum(flips.values())
 
 
+def render_saved(out_dir: Path) -> Path:
+    """Re-render FLIPS.md from the run-* reproductions the folder keeps."""
+    dirs = sorted((d for d in out_dir.glob("run-*") if (d / METRICS_FILE).is_file()), key=lambda d: d.name)
+    if len(dirs) < 2:
+        raise ValueError(f"{out_dir}: needs two or more run-* folders with {METRICS_FILE}")
+    table, total = flips_table(dirs)
+    path = out_dir / "FLIPS.md"
+    path.write_text(f"{table}\n\nflips: {total} across {len(dirs)} runs\n")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     dirs = [Path(a) for a in args]

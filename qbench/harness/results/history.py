@@ -375,3 +375,11 @@ def history_markdown(
         stem = name.rsplit(".", 1)[0]
         lines += [f"![{stem}](charts/{name}) ([SVG](charts/{stem}.svg))", ""]
     return "\n".join(lines)
+
+
+def render_saved(out_dir: Path) -> Path:
+    """Re-render HISTORY.md and its charts from the history file beside the folder
+    (`results/history.csv` for `results/history`), with the default metrics and noise."""
+    entries = read_history(out_dir.parent / "history.csv")
+    draw_charts(entries, out_dir, metrics=DEFAULT_CHART_METRICS, noise=CALIBRATED_TOLERANCE)
+    return out_dir / "HISTORY.md"

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from qbench.harness.experiments import Section
-from qbench.harness.results.rows import DETERMINISTIC_UNITS, Row
+from qbench.harness.results.rows import DETERMINISTIC_UNITS, Row, source_text
 from qbench.harness.results.stats import RatioInterval, Spread, median_or_none
 
 HOLDS = "holds"
@@ -22,6 +21,21 @@ VERDICTS = (HOLDS, PARTLY, DOES_NOT_HOLD, INCONCLUSIVE, NOT_MEASURED)
 PRESET_COLUMNS = ("baseline", "optimized", "scripted")
 CLAIM_HEADER = ("Claim", "Claimed", *PRESET_COLUMNS, "Verdict")
 """The header of every seed table reproduced in the report."""
+
+
+class Section(Protocol):
+    """What the report needs of an experiment's section (`qbench.harness.experiments.Section`
+    has it); a protocol, so rendering does not import the experiments above it."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def markdown(self) -> str: ...
+    @property
+    def verdicts(self) -> list[tuple[str, str, str]]: ...
+    @property
+    def charts(self) -> list[str]: ...
+
 
 SeriesKey = tuple[str, str, str, str]
 """(experiment, variant, params, metric): one measured quantity, one value per repeat."""
@@ -212,10 +226,8 @@ def assemble_report(
 
 def _run_facts(meta: Mapping[str, Any]) -> str:
     server = meta.get("server", {})
-    git = meta.get("git", {})
     cpu = meta.get("cpu", {})
     placement = meta.get("placement", {})
-    commit = str(git.get("commit") or "?")[:12] + (" (dirty)" if git.get("dirty") else "")
     total = meta.get("total_wall_s")
     lines = [
         f"- Mode: **{meta.get('mode', '?')}**, {meta.get('repeats', '?')} repeats; "
@@ -223,7 +235,7 @@ def _run_facts(meta: Mapping[str, Any]) -> str:
         f"{f'{total:.0f} s' if isinstance(total, int | float) else '?'}",
         f"- Redis {server.get('version', '?')} ({server.get('flavor', '?')}), allocator "
         f"{server.get('allocator', '?')}, {server.get('source', '?')}: `{server.get('binary', '?')}`",
-        f"- Python {meta.get('python', '?')}; git {commit}; {cpu.get('cpu_count', '?')} CPUs, "
+        f"- Python {meta.get('python', '?')}; {source_text(meta)}; {cpu.get('cpu_count', '?')} CPUs, "
         f"harness affinity {placement.get('harness_affinity', cpu.get('affinity', '?'))}, "
         f"server affinity {placement.get('server_affinity', '?')}",
         "- Timings: median (min..max) over the repeats, all measured in this run; "

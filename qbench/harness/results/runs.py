@@ -303,7 +303,9 @@ def render(folder: Path) -> Path:
     if kind.renderer is None:
         raise NotARunError(f"{folder}: a {kind.name} run has no report to render")
     module_name, _, function = kind.renderer.partition(":")
-    renderer = getattr(importlib.import_module(module_name), function)
+    renderer = getattr(importlib.import_module(module_name), function, None)
+    if renderer is None:
+        raise NotARunError(f"{folder}: this version of qbench cannot re-render a {kind.name} run")
     path = Path(renderer(folder))
     mark_report(path, meta)
     return path
@@ -371,9 +373,15 @@ class RunFolder:
         self.finished = False
         self._previous_sigterm: Any = None
 
-    def start(self) -> RunFolder:
-        """Clear the folder of an earlier run and write run.json with status running."""
-        clear_folder(self.out_dir)
+    def start(self, *, clear: bool = True) -> RunFolder:
+        """Clear the folder of an earlier run and write run.json with status running.
+
+        `clear=False` for a writer that starts its run.json only after measuring into the
+        folder (its files of this run must stay); the folder is still checked for foreign files."""
+        if clear:
+            clear_folder(self.out_dir)
+        elif self.out_dir.exists() and not self.out_dir.is_dir():
+            raise RunFolderError(f"--out: {self.out_dir} exists and is not a directory")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         source = code_source()
         self.meta.update(
@@ -440,13 +448,15 @@ def _raise_interrupted(_signum: int, _frame: FrameType | None) -> None:
     raise RunInterrupted
 
 
-def start_run(out_dir: Path, kind: str, meta: Mapping[str, Any] | None = None) -> RunFolder:
+def start_run(
+    out_dir: Path, kind: str, meta: Mapping[str, Any] | None = None, *, clear: bool = True
+) -> RunFolder:
     """Start a run of `kind` in `out_dir`: clear an earlier run's files, run.json "running".
 
     Use it as a context manager (see the module docstring). RunFolderError (exit 2) when
     the folder holds files qbench did not write.
     """
-    return RunFolder(out_dir, kind, meta).start()
+    return RunFolder(out_dir, kind, meta).start(clear=clear)
 
 
 def mark_report(report: Path, meta: Mapping[str, Any]) -> None:

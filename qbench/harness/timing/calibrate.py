@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 from qbench.harness.infra.redis_server import redis_for_run
 from qbench.harness.results.render import markdown_table
-from qbench.harness.results.rows import Row, params, run_metadata, write_metrics, write_run
+from qbench.harness.results.rows import Row, params, read_run, run_metadata, source_text, write_metrics
+from qbench.harness.results.runs import start_run
 from qbench.harness.results.stats import RatioInterval, median
 from qbench.harness.results.timing_gate import TimingStatus, judge_interval, judge_rows
 from qbench.harness.timing.gate_run import (
@@ -322,7 +323,7 @@ def markdown(doc: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
         "# Timing gate calibration",
         "",
-        f"- Command: `{' '.join(doc['command'])}`; commit {str(meta.get('git', {}).get('commit'))[:12]}; "
+        f"- Command: `{' '.join(doc['command'])}`; {source_text(meta)}; "
         f"created {meta.get('created_at', '?')}; {meta.get('cpu', {}).get('cpu_count', '?')} CPUs, "
         f"timed processes pinned to CPU {placement.get('pinned_cpu', '?')}",
         f"- Gated workload: one job's enqueue + dequeue + complete per preset, "
@@ -397,11 +398,18 @@ def write_calibration(
     ops: int,
     placement: dict[str, Any],
 ) -> dict[str, Any]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     doc = summary(calibration, command=command, plan=plan, ops=ops)
     meta = run_metadata(server={}, mode="calibration", extra={"placement": placement, "calibration": doc})
-    write_metrics(out_dir / "metrics.csv", calibration_rows(calibration))
-    write_run(out_dir / "run.json", meta)
-    (out_dir / CALIBRATION_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    (out_dir / CALIBRATION_MD).write_text(markdown(doc, meta))
+    with start_run(out_dir, "calibration", meta) as run:
+        write_metrics(out_dir / "metrics.csv", calibration_rows(calibration))
+        (out_dir / CALIBRATION_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        (out_dir / CALIBRATION_MD).write_text(markdown(doc, run.meta))
     return doc
+
+
+def render_saved(out_dir: Path) -> Path:
+    """Re-render CALIBRATION.md from the folder's calibration.json and run.json alone."""
+    doc = json.loads((out_dir / CALIBRATION_JSON).read_text())
+    meta = read_run(out_dir)
+    (out_dir / CALIBRATION_MD).write_text(markdown(doc, meta))
+    return out_dir / CALIBRATION_MD

@@ -10,6 +10,7 @@ head/base ratio of client CPU per operation is known to about `Plan.precision`.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -180,3 +181,26 @@ def _plan_facts(plan: Plan, ops: int) -> dict[str, Any]:
         "order": "random AB/BA per round",
         "seed": plan.seed,
     }
+
+
+def render_saved(out_dir: Path) -> Path:
+    """Re-render a timing gate run's GATE.md and gate.json from its metrics.csv and run.json."""
+    from qbench.harness.results.rows import METRICS_FILE, read_metrics, read_run
+    from qbench.harness.results.timing_gate import (
+        GATE_FILE,
+        GATE_MARKDOWN,
+        gate_document,
+        judge_rows,
+        markdown,
+    )
+
+    rows = read_metrics(out_dir / METRICS_FILE)
+    meta = read_run(out_dir)
+    tolerance = float(meta["tolerance"])
+    verdicts = judge_rows(
+        rows, tolerance=tolerance, confidence=float(meta.get("plan", {}).get("confidence", 0.95))
+    )
+    document = gate_document(verdicts, tolerance=tolerance, meta=meta)
+    (out_dir / GATE_FILE).write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+    (out_dir / GATE_MARKDOWN).write_text(markdown(verdicts, tolerance=tolerance, meta=meta))
+    return out_dir / GATE_MARKDOWN

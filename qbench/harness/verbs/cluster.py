@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from qbench.harness.errors import UsageError, add_redis_url_argument, variant_arg
 from qbench.harness.experiments import cluster_shards
@@ -21,16 +22,10 @@ from qbench.harness.infra.cluster_state import (
     stop_detached,
     write_state,
 )
-from qbench.harness.infra.redis_server import ClusterProcess, redis_for_run
-from qbench.harness.results.rows import (
-    METRICS_FILE,
-    RUN_FILE,
-    read_metrics,
-    read_run,
-    run_metadata,
-    write_metrics,
-    write_run,
-)
+from qbench.harness.infra.redis_server import ClusterProcess, ProvisionedRedis, redis_for_run
+from qbench.harness.results.rows import METRICS_FILE, run_metadata, write_metrics
+from qbench.harness.results.runs import start_run
+from qbench.harness.verbs.report import rerender
 from qbench.queue_impl.config import PRESETS, Variant
 from qbench.queue_impl.connection import redact_url
 
@@ -183,7 +178,8 @@ def run_measure(args: argparse.Namespace) -> int:
         variants=tuple(variants), jobs=args.jobs, workers=args.workers, repeats=args.repeats
     )
     load_before = os.getloadavg()
-    with redis_for_run(args.redis_url, cluster=True) as server:
+    run = start_run(args.out, "cluster", {"mode": "cluster", "experiment": cluster_shards.NAME})
+    with run, redis_for_run(args.redis_url, cluster=True) as server:
         print(
             f"cluster {redact_url(server.url)}: {len(server.info.nodes)} masters, Redis {server.info.version}"
         )
@@ -192,7 +188,21 @@ def run_measure(args: argparse.Namespace) -> int:
                 f"{redact_url(server.url)} has {len(server.info.nodes)} master(s): a cluster needs several"
             )
         rows = cluster_shards.run(server.url, plan, progress=print)
-    meta = run_metadata(
+        run.meta.update(_cluster_meta(server, variants, plan, load_before))
+        write_metrics(args.out / METRICS_FILE, rows)
+        run.checkpoint()
+        path = cluster_shards.write_report(args.out, rows, run.meta)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cluster_meta(
+    server: ProvisionedRedis,
+    variants: list[Variant],
+    plan: cluster_shards.Plan,
+    load_before: tuple[float, ...],
+) -> dict[str, Any]:
+    return run_metadata(
         server=server.info.as_dict(),
         mode="cluster",
         extra={
@@ -208,11 +218,6 @@ def run_measure(args: argparse.Namespace) -> int:
             "load_avg_after": os.getloadavg(),
         },
     )
-    write_metrics(args.out / METRICS_FILE, rows)
-    write_run(args.out / RUN_FILE, meta)
-    path = cluster_shards.write_report(args.out, rows, meta)
-    print(f"wrote {path}")
-    return 0
 
 
 def _variants(bases: list[Variant], partitions: str) -> list[Variant]:
@@ -229,14 +234,7 @@ def _variants(bases: list[Variant], partitions: str) -> list[Variant]:
 
 
 def _render(out_dir: Path) -> int:
-    try:
-        rows = read_metrics(out_dir / METRICS_FILE)
-        meta = read_run(out_dir)
-    except FileNotFoundError:
-        raise UsageError(f"{out_dir}: no {METRICS_FILE} (not a `qbench cluster measure` run)") from None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if not any(r.experiment == cluster_shards.NAME for r in rows):
-        raise UsageError(f"{out_dir}: no {cluster_shards.NAME} rows")
-    print(f"rendered {cluster_shards.write_report(out_dir, rows, meta)}")
-    return 0
+    """`cluster measure --render DIR`: an alias of `qbench report DIR` (the same code)."""
+    if not (out_dir / METRICS_FILE).is_file():
+        raise UsageError(f"{out_dir}: no {METRICS_FILE} (not a `qbench cluster measure` run)")
+    return rerender(out_dir, expect=("cluster",), prefix="rendered ")

@@ -23,7 +23,8 @@ from qbench.harness.results.gate import (
     parse_tolerance,
     report_document,
 )
-from qbench.harness.results.rows import METRICS_FILE, RUN_FILE, run_metadata, write_metrics, write_run
+from qbench.harness.results.rows import METRICS_FILE, run_metadata, write_metrics
+from qbench.harness.results.runs import RunFolder, start_run
 from qbench.harness.results.timing_gate import (
     CALIBRATED_TOLERANCE,
     GATE_FILE,
@@ -37,6 +38,7 @@ from qbench.harness.results.timing_gate import (
 )
 from qbench.harness.timing.calibrate import calibrate, write_calibration
 from qbench.harness.timing.gate_run import GATE_PLAN, OPS_PER_ROUND, run_timing_gate
+from qbench.harness.timing.interleave import Plan
 from qbench.harness.timing.placement import PlacementError, choose_cpu, describe
 from qbench.harness.timing.sides import Checkout, WorkerError
 from qbench.harness.timing.worker import queue_package
@@ -202,6 +204,23 @@ def run_live(args: argparse.Namespace) -> int:
     except WorkerError as exc:
         raise UsageError(f"--base: {exc}") from None
     plan, ops = (QUICK_PLAN, QUICK_OPS) if args.quick else (GATE_PLAN, OPS_PER_ROUND)
+    mode = "gate-quick" if args.quick else "gate"
+    with start_run(args.out, "gate", {"mode": mode}) as run:  # an earlier gate's files go first
+        return _gate(args, run, base, head, cpu=cpu, plan=plan, ops=ops, tolerance=tolerance, mode=mode)
+
+
+def _gate(
+    args: argparse.Namespace,
+    run: RunFolder,
+    base: Checkout,
+    head: Checkout,
+    *,
+    cpu: int | None,
+    plan: Plan,
+    ops: int,
+    tolerance: float,
+    mode: str,
+) -> int:
     try:
         gate = run_timing_gate(
             base,
@@ -215,13 +234,16 @@ def run_live(args: argparse.Namespace) -> int:
     except WorkerError as exc:
         raise RuntimeError(f"timing gate failed: {exc}") from None
     rows = gate.rows()
-    meta = run_metadata(
-        server=gate.meta["server"],
-        mode="gate-quick" if args.quick else "gate",
-        extra={**gate.meta, "tolerance": tolerance, "command": ["qbench", *sys.argv[1:]]},
+    meta = run.meta
+    meta.update(
+        run_metadata(
+            server=gate.meta["server"],
+            mode=mode,
+            extra={**gate.meta, "tolerance": tolerance, "command": ["qbench", *sys.argv[1:]]},
+        )
     )
     write_metrics(args.out / METRICS_FILE, rows)
-    write_run(args.out / RUN_FILE, meta)
+    run.checkpoint()
     verdicts = judge_rows(rows, tolerance=tolerance, confidence=plan.confidence)
     text = markdown(verdicts, tolerance=tolerance, meta=meta)
     write_gate(args.out, gate_document(verdicts, tolerance=tolerance, meta=meta), text)

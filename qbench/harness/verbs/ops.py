@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 from qbench.harness.errors import UsageError, add_redis_url_argument, variant_arg
 from qbench.harness.experiments.ops import BATCH_SIZES, format_table, measure_operations, op_costs
 from qbench.harness.infra.redis_server import redis_for_run
-from qbench.harness.results.rows import METRICS_FILE, RUN_FILE, run_metadata, write_metrics, write_run
+from qbench.harness.results.rows import METRICS_FILE, run_metadata, write_metrics
+from qbench.harness.results.runs import RunFolder, start_run
 from qbench.queue_impl.config import PRESETS
 
 
@@ -50,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batches: expected comma-separated integers, got {args.batches!r}") from None
     if not batches or min(batches) < 1:
         raise UsageError("--batches: every batch size must be >= 1")
-    with redis_for_run(args.redis_url, cluster=args.cluster, allow_cluster=True) as server:
+    # With --out, the folder is this run's from the start: an earlier run's files go first.
+    run = start_run(args.out, "ops", {"mode": "ops"}) if args.out is not None else contextlib.nullcontext()
+    with run, redis_for_run(args.redis_url, cluster=args.cluster, allow_cluster=True) as server:
         rows = measure_operations(server.url, variants, batches)
-    if args.out is not None:
-        write_metrics(args.out / METRICS_FILE, rows)
-        write_run(args.out / RUN_FILE, run_metadata(server=server.info.as_dict(), mode="ops"))
+        if isinstance(run, RunFolder):
+            run.meta.update(run_metadata(server=server.info.as_dict(), mode="ops"))
+            write_metrics(run.out_dir / METRICS_FILE, rows)
     costs = op_costs(rows)
     if args.json:
         json.dump([cost.as_dict() for cost in costs], sys.stdout, indent=1)

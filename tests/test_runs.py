@@ -1,0 +1,142 @@
+"""The results registry (`qbench.harness.results.runs`): one writer of run.json, a folder
+holds one run, and `qbench report` re-renders every kind of committed run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import qbench
+from qbench.harness import cli
+from qbench.harness.results.rows import code_source, source_text
+from qbench.harness.results.runs import BANNER_MARK, KINDS, describe, start_run
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+COMMITTED = {
+    "reference": "reproduce",
+    "cluster": "cluster",
+    "chaos": "chaos",
+    "peers": "peers",
+    "ablation": "peers",
+    "peers-cluster": "peers-cluster",
+    "calibration": "calibration",
+    "gate": "gate",
+    "history": "history",
+    "flips": "flips",
+    "load/arrival/baseline": "load",
+}
+
+
+def _comparable(text: str) -> list[str]:
+    # The code-source line changed form ("git abc" -> "commit abc"); all else must match.
+    return [
+        line.replace("qbench.harness.", "harness.").replace("qbench.queue_impl", "queue_impl")
+        for line in text.splitlines()
+        if "git " not in line and "commit " not in line
+    ]
+
+
+@pytest.mark.parametrize("folder", sorted(COMMITTED))
+def test_report_rerenders_every_committed_kind(folder: str, tmp_path: Path) -> None:
+    source = RESULTS / folder
+    work = tmp_path / folder
+    shutil.copytree(source, work)
+    if folder == "history":
+        shutil.copy(RESULTS / "history.csv", tmp_path / "history.csv")
+    found = describe(work)
+    assert found is not None and found.kind == COMMITTED[folder] and found.status == "ok"
+    report_name = KINDS[found.kind].report
+    assert report_name is not None
+    (work / report_name).write_text("# stale\n")  # must be rewritten
+    assert cli.main(["report", str(work)]) == 0
+    first = (work / report_name).read_text()
+    assert _comparable(first) == _comparable((source / report_name).read_text())
+    assert cli.main(["report", str(work)]) == 0
+    assert (work / report_name).read_text() == first  # deterministic
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_failed_rerun_does_not_leave_an_earlier_success(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that fails into a folder holding a successful run: nothing of the old run is
+    left, run.json says failed and why, the report says so, and `qbench report` exits 1."""
+    out = tmp_path / "run"
+    shutil.copytree(RESULTS / "reference", out)
+    code = cli.main(
+        ["reproduce", "--quick", "--only", "codec", "--out", str(out), "--redis-url", "redis://127.0.0.1:1/0"]
+    )
+    assert code == 1
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "failed" and meta["kind"] == "reproduce"
+    assert meta["reason"] and "Connection" in meta["reason"]
+    assert not (out / "metrics.csv").exists() and not (out / "telemetry.csv").exists()
+    assert BANNER_MARK in (out / "REPORT.md").read_text()
+    capsys.readouterr()
+    shutil.copy(RESULTS / "reference" / "metrics.csv", out / "metrics.csv")  # even with rows, it failed
+    assert cli.main(["report", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the run failed" in err[0]
+    found = describe(out)
+    assert found is not None and found.status == "failed"
+
+
+def test_folder_holding_foreign_files_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("a user's file")
+    code = cli.main(
+        ["reproduce", "--quick", "--only", "codec", "--out", str(out), "--redis-url", "redis://x:1"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("qbench: error")]
+    assert len(errors) == 1 and "notes.txt" in errors[0]
+    assert (out / "notes.txt").read_text() == "a user's file" and not (out / "run.json").exists()
+
+
+def test_interrupted_run_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), start_run(out, "ops", {"mode": "ops"}):
+        assert json.loads((out / "run.json").read_text())["status"] == "running"
+        raise KeyboardInterrupt
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "interrupted" and "Ctrl-C" in meta["reason"] and meta["finished_at"]
+
+
+def test_run_json_commit_is_the_qbench_code_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    _git(other, "init", "-q")
+    _git(other, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "other")
+    other_commit = _git(other, "rev-parse", "HEAD")
+    monkeypatch.chdir(other)
+    with start_run(tmp_path / "run", "ops", {"mode": "ops"}) as run:
+        pass
+    meta = json.loads((run.out_dir / "run.json").read_text())
+    package = Path(qbench.__file__).resolve().parent
+    assert meta["git"]["commit"] == _git(package, "rev-parse", "HEAD") != other_commit
+    assert meta["git"]["source"] == "checkout" and "qbench_version" in meta
+
+
+def test_installed_code_is_named_by_its_version_never_git_none(tmp_path: Path) -> None:
+    installed = code_source(tmp_path)  # a package folder outside any checkout
+    assert installed == {"commit": None, "dirty": None, "source": "installed"}
+    assert source_text({"git": installed, "qbench_version": "0.1.0"}) == "qbench 0.1.0 (installed)"
+    work = tmp_path / "peers"
+    shutil.copytree(RESULTS / "peers", work)
+    meta = json.loads((work / "run.json").read_text())
+    meta.update(git=installed, qbench_version="0.1.0")
+    (work / "run.json").write_text(json.dumps(meta))
+    assert cli.main(["report", str(work)]) == 0
+    text = (work / "PEERS.md").read_text()
+    assert "git None" not in text and "qbench 0.1.0 (installed)" in text
