@@ -47,6 +47,7 @@ from typing import IO, Any
 from qbench.driver import (
     API_VERSION,
     ENV_CONCURRENCY,
+    ENV_COUNTERS,
     ENV_QUEUE,
     ENV_REDIS_URL,
     ENV_SINK,
@@ -115,7 +116,7 @@ def _ping(driver: Driver, count: int) -> dict[str, Any]:
 
 def _counters(driver: Driver) -> dict[str, Any]:
     if Capability.ROUND_TRIPS not in type(driver).capabilities:
-        return {"error": f"counters: driver {driver.name} declares no {Capability.ROUND_TRIPS} capability"}
+        return {"error": f"driver {driver.name} declares no {Capability.ROUND_TRIPS} capability"}
     return {"counters": {str(k): int(v) for k, v in driver.counters().items()}}
 
 
@@ -270,11 +271,14 @@ def agent_env(
     concurrency: int,
     sink: Mapping[str, str] | None = None,
     extra: Mapping[str, str] | None = None,
+    counters: bool = False,
 ) -> dict[str, str]:
     """The environment of an agent: this process's, without its PYTHONPATH/PYTHONHOME (the
     driver's own virtualenv must not see ours), plus PYTHONPATH `pythonpath` (a view that
     holds qbench), the driver's Redis, queue name, concurrency, where pickups go (`sink`;
-    by default the null device: a producer runs no handlers) and `extra` (a driver's own)."""
+    by default the null device: a producer runs no handlers) and `extra` (a driver's own).
+    `counters`: the producer will be asked for `counters()` (ENV_COUNTERS=1), so a driver
+    with `Capability.ROUND_TRIPS` counts its round trips."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONPATH"] = pythonpath
     env["PYTHONUNBUFFERED"] = "1"
@@ -282,6 +286,8 @@ def agent_env(
     env[ENV_QUEUE] = QUEUE_NAME
     env[ENV_CONCURRENCY] = str(concurrency)
     env.update(sink if sink is not None else {ENV_SINK: os.devnull})
+    if counters:
+        env[ENV_COUNTERS] = "1"
     env.update(extra or {})
     return env
 
@@ -307,7 +313,7 @@ class ProducerAgent:
         agent = ProducerAgent(
             agent_argv(python, "qbench.drivers.rq_driver:RqDriver", role="producer", url=url,
                        concurrency=1),
-            env=agent_env(pythonpath=path, url=url, concurrency=1),
+            env=agent_env(pythonpath=path, url=url, concurrency=1, counters=True),
             log=Path("producer.log"),
         )
         ready = agent.start()                      # the driver's ready message

@@ -50,6 +50,7 @@ __all__ = [
     "API_VERSION",
     "CLUSTER_SCHEMES",
     "ENV_CONCURRENCY",
+    "ENV_COUNTERS",
     "ENV_QUEUE",
     "ENV_REDIS_URL",
     "ENV_SINK",
@@ -87,6 +88,10 @@ ENV_SINK_REDIS_URL = "QBENCH_SINK_REDIS_URL"
 """Set instead of ENV_SINK for workers that report to a side Redis: RPUSH each line to the
 list named by ENV_SINK_KEY on this server (external drivers with `sink = "redis"`)."""
 ENV_SINK_KEY = "QBENCH_SINK_KEY"
+ENV_COUNTERS = "QBENCH_COUNTERS"
+"""Set to `1` in a producer's environment when qbench will ask it for `Driver.counters`:
+a driver with `Capability.ROUND_TRIPS` counts only then (counting costs time in every
+call, which a run that does not read the counts should not pay)."""
 
 QUEUE_NAME = "qbench_peers"
 """The queue name qbench passes in ENV_QUEUE."""
@@ -118,7 +123,7 @@ class Capability(StrEnum):
     ROUND_TRIPS = "round_trips"
     """The driver's client counts its own round trips to Redis and the commands they
     carried (`Driver.counters`), so qbench can report round trips per job as the client
-    sees them, beside the server's count."""
+    sees them, beside the server's count. It counts when `ENV_COUNTERS` is `1`."""
 
 
 def record_pickup(sent_at: float, *, priority: str | None = None) -> None:
@@ -228,7 +233,8 @@ class Driver(ABC):
     def counters(self) -> dict[str, int]:
         """The producer's own counters since `connect` (declare `Capability.ROUND_TRIPS`):
         `{"round_trips": n, "commands": m}`, round trips to Redis and the commands they
-        carried, as its client counted them (handshakes left out)."""
+        carried, as its client counted them (handshakes left out). qbench asks only a
+        producer started with `ENV_COUNTERS=1`; without it, zeros are a fine answer."""
         raise NotImplementedError(f"{self.name} counts nothing of its own")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most drivers need nothing here

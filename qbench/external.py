@@ -35,7 +35,8 @@ The contract (version `qbench.driver.API_VERSION`):
   `SENT_US STARTED_US` (optionally ` PRIORITY`) to the QBENCH_SINK file in one write
   (O_APPEND), or RPUSHes that line to QBENCH_SINK_KEY on QBENCH_SINK_REDIS_URL.
 - Stop: qbench sends SIGTERM; the worker stops taking jobs, lets running ones finish,
-  closes its connections and exits 0 (after 30 s qbench kills its process group).
+  closes its connections and exits 0 (after a grace period, 10 s, qbench kills its
+  process group and reports that the worker ignored SIGTERM).
 
 Commands, round trips, memory and keys left are measured at Redis, so they need nothing
 more from the commands. Standard library only, like the rest of this package.

@@ -9,7 +9,8 @@ import os
 from collections.abc import Sequence
 from typing import ClassVar
 
-from qbench.driver import QUEUE_NAME, Driver, Op, record_pickup
+from qbench.driver import ENV_COUNTERS, QUEUE_NAME, Capability, Driver, Op, record_pickup
+from qbench.harness.infra.counting import RoundTripCounter, counting_connection_class
 from qbench.queue_impl.config import PRESETS, Variant, parse_variant
 from qbench.queue_impl.connection import close_client, make_client
 from qbench.queue_impl.job import Job, Priority
@@ -28,20 +29,31 @@ def _handle(job: Job) -> None:
 class ReferenceDriver(Driver):
     """One preset of the reference queue, with the same defaults `qbench` uses elsewhere.
 
-    It runs in qbench's own environment (no `requirements`).
+    It runs in qbench's own environment (no `requirements`). A producer started with
+    `ENV_COUNTERS=1` counts its client's round trips (`Capability.ROUND_TRIPS`), the way
+    `qbench ops` and the load users count them; otherwise it counts nothing and pays nothing.
     """
 
     distribution = "qbench"
     operations = frozenset({Op.ENQUEUE, Op.ENQUEUE_MANY, Op.PRIORITIES})
+    capabilities = frozenset({Capability.ROUND_TRIPS})
     cluster_setup = "RedisCluster client; every key of the queue under the hash tag {namespace}"
     preset: ClassVar[str]
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)
         self.variant: Variant = self.chosen_variant()
-        self.queue = RedisQueue(
-            make_client(url, self.variant, workers=concurrency), self.variant, namespace=QUEUE_NAME
+        self.round_trips = RoundTripCounter()
+        counting = os.environ.get(ENV_COUNTERS) == "1"
+        client = make_client(
+            url,
+            self.variant,
+            workers=concurrency,
+            wrap_connection_class=(
+                (lambda base: counting_connection_class(base, self.round_trips)) if counting else None
+            ),
         )
+        self.queue = RedisQueue(client, self.variant, namespace=QUEUE_NAME)
 
     @classmethod
     def chosen_variant(cls) -> Variant:
@@ -71,6 +83,10 @@ class ReferenceDriver(Driver):
     def run_worker(self, *, index: int) -> None:
         pool = WorkerPool(self.queue, {JOB_TYPE: _handle}, concurrency=self.concurrency)
         pool.run_until_stopped()
+
+    def counters(self) -> dict[str, int]:
+        round_trips, commands = self.round_trips.snapshot()
+        return {"round_trips": round_trips, "commands": commands}
 
     def close(self) -> None:
         close_client(self.queue.client)

@@ -11,6 +11,7 @@ from pathlib import Path
 from qbench.harness.errors import UsageError, add_redis_url_argument, add_telemetry_argument
 from qbench.harness.peers import DEFAULT_OUT, cluster, cluster_report
 from qbench.harness.peers.registry import DriverSpec
+from qbench.harness.peers.runner import FULL, QUICK
 from qbench.harness.peers.suite import (
     REPORT_FILE,
     PeersInputError,
@@ -77,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         metavar="S",
         help="a driver whose workers report no pickup, or whose call does not return, for S seconds "
-        "fails (default 60; with --cluster 30, quick 20)",
+        f"fails ({stall_timeout_defaults()})",
     )
     parser.add_argument(
         "--render", metavar="DIR", default=None, help="only re-render DIR's report and charts"
@@ -91,6 +92,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_telemetry_argument(parser)
     parser.set_defaults(func=run)
+
+
+def stall_timeout_defaults() -> str:
+    """The stall timeouts the run takes when `--stall-timeout` is not given, from the very
+    sizes the battery and the cluster attempt use."""
+    battery = f"default {FULL.stall_s:g} s"
+    battery += ", --quick too" if QUICK.stall_s == FULL.stall_s else f", with --quick {QUICK.stall_s:g} s"
+    return (
+        f"{battery}; with --cluster {cluster.FULL.stall_s:g} s, "
+        f"with --cluster --quick {cluster.QUICK.stall_s:g} s"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
