@@ -294,9 +294,6 @@ class _ProxyLoop:
         if op == "refuse":
             self.refusing = bool(request["on"])
             return {"ok": True}
-        if op == "reset_stats":
-            self.late_s.clear()
-            return {"ok": True}
         if op == "stats":
             return {"ok": True, "stats": self._stats()}
         if op == "stop":
@@ -418,10 +415,6 @@ class DelayProxy:
 
     def stats(self) -> ProxyStats:
         return ProxyStats(**self._request({"op": "stats"})["stats"])
-
-    def reset_stats(self) -> None:
-        """Forget the recorded release lateness (counters of connections and bytes stay)."""
-        self._request({"op": "reset_stats"})
 
     def stop(self) -> None:
         if self._proc is None:

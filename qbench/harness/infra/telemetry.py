@@ -133,14 +133,6 @@ def read_telemetry(path: Path) -> list[TelemetryRow]:
             raise ValueError(f"{path}: bad row ({exc})") from None
 
 
-def write_telemetry(path: Path, rows: Iterable[TelemetryRow]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(row.as_csv() for row in rows)
-
-
 # -- the sampler ------------------------------------------------------------------------------------
 @dataclass
 class TelemetrySummary:
