@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import redis
+
+from qbench.harness.infra.redis_server import free_port
 from qbench.harness.load.runner import default_out_dir, summary
 from qbench.harness.results.rows import Row, params
 
@@ -84,3 +89,67 @@ def test_the_default_out_is_a_new_ignored_folder_beside_not_among_the_committed_
     assert len(made) == 1 and re.fullmatch(r"results/\d{8}T\d{6}Z-load-producer", str(made[0])), made
     assert (tmp_path / made[0] / "metrics.csv").is_file()
     assert f"results in {made[0]}" in done.stdout
+
+
+def test_a_worker_with_a_redis_it_cannot_use_says_so_in_one_line_before_dialling_the_master(
+    redis_url: str, raw_client: redis.Redis, tmp_path: Path
+) -> None:
+    user = f"qb-worker-{tmp_path.name[-8:]}"
+    raw_client.acl_setuser(user, enabled=True, passwords=["+the-password"], keys=["~*"], commands=["+@all"])
+    wrong = redis_url.replace("redis://", f"redis://{user}:not-the-password@", 1)
+    try:
+        done = qbench(
+            "load", "producer", "--variant", "scripted", "--worker", "--master-host", "127.0.0.1",
+            "--master-port", "1", "--redis-url", wrong, timeout=30,
+        )  # fmt: skip
+    finally:
+        raw_client.acl_deluser(user)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "--redis-url" in done.stderr, done.stderr
+    assert "not-the-password" not in done.stderr and "dialling" not in done.stdout
+
+
+@pytest.mark.slow
+def test_a_driver_run_across_hosts_each_worker_building_the_drivers_environment(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """`qbench load --driver X --master` and two `--worker --driver X` processes, each in its
+    own folder on loopback: every job the users enqueued is picked up by the driver's workers."""
+    empty = redis.Redis.from_url(redis_url)
+    db_url = redis_url.rsplit("/", 1)[0] + "/9"  # a driver needs an empty DB of its own
+    redis.Redis.from_url(db_url).flushdb()
+    empty.close()
+    port = str(free_port())
+    dirs = {role: tmp_path / role for role in ("master", "w1", "w2")}
+    for path in dirs.values():
+        path.mkdir()
+    base = [sys.executable, "-m", "qbench.harness.cli", "load", "producer", "--driver", "scripted"]
+    out_dir = str(dirs["master"] / "out")
+    master = subprocess.Popen(
+        [*base, "--master", "--expect-workers", "2", "--master-port", port, "--users", "2", "--duration", "2",
+         "--redis-url", db_url, "--no-charts", "--telemetry-interval", "0", "--out", out_dir],
+        cwd=dirs["master"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    worker_cmd = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
+    workers = [
+        subprocess.Popen(worker_cmd, cwd=dirs[w], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for w in ("w1", "w2")
+    ]
+    try:
+        out, err = master.communicate(timeout=240)
+        worker_out = [w.communicate(timeout=60)[0] for w in workers]
+    finally:
+        for proc in (master, *workers):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    assert master.returncode == 0, out + err
+    for proc, text in zip(workers, worker_out, strict=True):
+        assert proc.returncode == 0, text
+        assert "building driver scripted's environment on this host" in text
+    run = json.loads((dirs["master"] / "out" / "run.json").read_text())
+    assert run["locust_workers"] == 2 and run["driver"]["name"] == "scripted"
+    assert len(run["locust_worker_reports"]) == 2
+    jobs = run["jobs"]
+    assert jobs["expected"] > 0 and jobs["not_picked_up"] == 0
+    assert "rt/op" in out and "nan" not in out

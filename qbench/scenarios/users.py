@@ -203,7 +203,7 @@ class AgentTarget:
         self.waiting = True
         answer = self._reply(CALL_TIMEOUT_S + SECONDS_PER_JOB * jobs)
         self.waiting = False
-        return Call(float(answer["seconds"]), float(answer["started_at"]), None)
+        return _agent_call(answer)
 
     def enqueue(self, priority: str | None, sent_at: float | None) -> Call:
         command: dict[str, object] = {"op": "enqueue", "count": 1}
@@ -224,7 +224,7 @@ class AgentTarget:
             return None
         self.waiting = False
         answer = self._reply(CALL_TIMEOUT_S)
-        return Call(float(answer["seconds"]), float(answer["started_at"]), None)
+        return _agent_call(answer)
 
     def close(self) -> None:
         agent = self.agent
@@ -237,6 +237,12 @@ class AgentTarget:
             agent.kill()
             agent.wait()
         self.log.close()
+
+
+def _agent_call(answer: dict[str, Any]) -> Call:
+    """The agent's timing of a call; it sends its wall-clock start only for a timed send."""
+    seconds = float(answer["seconds"])
+    return Call(seconds, float(answer.get("started_at", time.time() - seconds)), None)
 
 
 Target = ReferenceTarget | AgentTarget

@@ -524,7 +524,13 @@ def _relay(stream: IO[bytes] | None, log: IO[bytes], progress: Callable[[str], N
 
 
 def run_worker(
-    *, scenario: str, variant: Variant, master_host: str, master_port: int, redis_url: str | None
+    *,
+    scenario: str,
+    variant: Variant | None,
+    master_host: str,
+    master_port: int,
+    redis_url: str | None,
+    extra_env: dict[str, str] | None = None,
 ) -> int:
     """A Locust worker only (`qbench load --worker`): it dials the master, takes the run
     spec from it and runs its share of the users, with no results of its own. Its output
@@ -537,13 +543,10 @@ def run_worker(
     env = _with_pythonpath(dict(os.environ))
     for name in (run_settings.ENV_RUN, run_settings.ENV_RESULTS_FILE, run_settings.ENV_REDIS_URL):
         env.pop(name, None)
-    env.update(
-        {
-            run_settings.ENV_WORKLOAD: scenario,
-            run_settings.ENV_VARIANT: variant_spec(variant),
-            run_settings.ENV_MASTER_HOST: master_host,
-        }
-    )
+    env.update({run_settings.ENV_WORKLOAD: scenario, run_settings.ENV_MASTER_HOST: master_host})
+    if variant is not None:
+        env[run_settings.ENV_VARIANT] = variant_spec(variant)
+    env.update(extra_env or {})
     if redis_url:
         env[run_settings.ENV_REDIS_URL] = redis_url
     cmd = [*locust_command(), "--worker", "--master-host", master_host, "--master-port", str(master_port)]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+
+import redis
 
 from qbench.harness.errors import UsageError, add_redis_url_argument, add_telemetry_argument
 from qbench.harness.load.driver_load import (
@@ -26,11 +30,18 @@ from qbench.harness.load.runner import (
     summary,
     write_results,
 )
+from qbench.harness.peers.envs import PeerEnvError, ensure_env, import_root, python_path
 from qbench.harness.peers.registry import resolve
-from qbench.loader import DriverLoadError
+from qbench.loader import DriverLoadError, module_source
 from qbench.queue_impl.config import VariantError, parse_variant, toggle_help
-from qbench.queue_impl.connection import is_cluster_url
-from qbench.scenarios.settings import is_loopback
+from qbench.queue_impl.connection import is_cluster_url, redact_url
+from qbench.scenarios.settings import (
+    ENV_DRIVER,
+    ENV_DRIVER_LOG,
+    ENV_DRIVER_PYTHON,
+    ENV_DRIVER_PYTHONPATH,
+    is_loopback,
+)
 from qbench.scenarios.workload import (
     Workload,
     WorkloadError,
@@ -44,13 +55,13 @@ DRIVER_HELP = """
 through a driver (any queue qbench has a driver for, instead of --variant):
   qbench load SCENARIO --driver NAME|module:Class|path/file.py:Class|driver.toml [--workers N]
 The scenario's producing users call the driver; its consumers become the driver's own
-workers, whose pickups join the users' histograms. Its Locust processes stay on this host
-(--workers N starts local ones): --master and --worker are for --variant runs.
+workers, whose pickups join the users' histograms. --workers N starts local Locust workers;
+--master/--worker work as for --variant, each worker host building the driver's environment.
 """
 DISTRIBUTED_HELP = """
-distributed across hosts, --variant only (no shared disk: workers send their histograms):
-  qbench load SCENARIO --variant V --master --expect-workers N [--bind ADDR --allow-remote]
-  qbench load SCENARIO --variant V --worker --master-host ADDR [--master-port P] [--redis-url URL]
+distributed across hosts (no shared disk: workers send their histograms):
+  qbench load SCENARIO --variant V|--driver X --master --expect-workers N [--bind ADDR --allow-remote]
+  qbench load SCENARIO --variant V|--driver X --worker --master-host ADDR [--master-port P] [--redis-url URL]
 The master binds 127.0.0.1 unless --bind says otherwise; any other address needs
 --allow-remote (whoever reaches it can join as a worker). A worker uses the master's
 Redis URL unless given --redis-url; a Redis on the master's loopback is out of reach of
@@ -267,11 +278,18 @@ def run_as_worker(args: argparse.Namespace) -> int:
         load_workload(scenario)
     except WorkloadError as exc:
         raise UsageError(str(exc)) from None
+    port = _port(args.master_port)
+    if args.redis_url:
+        # Checked before the worker reports ready: a Redis it cannot use would fail every request.
+        problem = redis_problem(args.redis_url)
+        if problem:
+            raise UsageError(f"--redis-url {redact_url(args.redis_url)}: {problem}")
+    if args.driver is not None:
+        return run_driver_worker(args, scenario, port)
     try:
         variant = parse_variant(args.variant)
     except VariantError as exc:
         raise UsageError(f"--variant: {exc}") from None
-    port = _port(args.master_port)
     print(f"worker: dialling the Locust master at {args.master_host}:{port}", flush=True)
     returncode = run_worker(
         scenario=scenario,
@@ -280,21 +298,80 @@ def run_as_worker(args: argparse.Namespace) -> int:
         master_port=port,
         redis_url=args.redis_url,
     )
+    return _worker_exit(returncode)
+
+
+def _worker_exit(returncode: int) -> int:
     if returncode != 0:
         print(f"qbench: error: the Locust worker exited with {returncode}", file=sys.stderr)
         return 1
     return 0
 
 
+def redis_problem(url: str) -> str | None:
+    """Why this host cannot use the Redis at `url` (one line), or None after a PING."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    except ValueError as exc:
+        return str(exc)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return None
+
+
+def run_driver_worker(args: argparse.Namespace, scenario: str, port: int) -> int:
+    """`--worker --driver X`: this host builds the driver's environment, then runs a Locust
+    worker whose users start their agents in it."""
+    try:
+        spec = resolve(args.driver)
+    except DriverLoadError as exc:
+        raise UsageError(str(exc)) from None
+    log_dir = Path(tempfile.mkdtemp(prefix="qbench-worker-"))
+    print(f"worker: building driver {spec.name}'s environment on this host", flush=True)
+    try:
+        python = ensure_env(spec, log=log_dir / "driver-install.log")
+    except PeerEnvError as exc:
+        print(f"qbench: error: {exc}", file=sys.stderr)
+        return 1
+    source = module_source(spec.cls)
+    path_root = import_root([source] if source is not None else [])
+    try:
+        print(f"worker: dialling the Locust master at {args.master_host}:{port}", flush=True)
+        returncode = run_worker(
+            scenario=scenario,
+            variant=None,
+            master_host=args.master_host,
+            master_port=port,
+            redis_url=args.redis_url,
+            extra_env={
+                ENV_DRIVER: spec.name,
+                ENV_DRIVER_PYTHON: python,
+                ENV_DRIVER_PYTHONPATH: python_path(path_root, python),
+                ENV_DRIVER_LOG: str(log_dir / "driver-producers.log"),
+            },
+        )
+    finally:
+        shutil.rmtree(path_root, ignore_errors=True)
+    if returncode != 0:
+        print(f"worker: the driver's agents' log is in {log_dir}", flush=True)
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    return _worker_exit(returncode)
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.driver is not None:
-        if args.variant is not None:
-            raise UsageError("--variant and --driver: give one (a reference-queue variant, or a driver)")
-        return run_with_driver(args)
-    if args.variant is None:
+    if args.driver is not None and args.variant is not None:
+        raise UsageError("--variant and --driver: give one (a reference-queue variant, or a driver)")
+    if args.driver is None and args.variant is None:
         raise UsageError("one of --variant or --driver is required")
     if args.worker:
         return run_as_worker(args)
+    if args.driver is not None:
+        return run_with_driver(args)
     plan = plan_from_args(args)
     out_dir = args.out or default_out_dir(plan.workload.name)
     print(
@@ -329,20 +406,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def driver_plan_from_args(args: argparse.Namespace) -> DriverLoadPlan:
-    for flag, value in (
-        ("--master", args.master or None),
-        ("--worker", args.worker or None),
-        ("--expect-workers", args.expect_workers),
-        ("--bind", args.bind),
-        ("--allow-remote", args.allow_remote or None),
-        ("--master-host", args.master_host),
-        ("--master-port", args.master_port),
-    ):
-        if value is not None:
-            raise UsageError(
-                f"{flag} is for --variant runs: a --driver run keeps its Locust processes on this host, "
-                "where the driver's environment is (use --workers N)"
-            )
+    master = master_from_args(args)
     try:
         spec = resolve(args.driver)
     except DriverLoadError as exc:
@@ -356,7 +420,8 @@ def driver_plan_from_args(args: argparse.Namespace) -> DriverLoadPlan:
             users=users,
             spawn_rate=spawn_rate,
             duration_s=duration,
-            workers=args.workers,
+            workers=args.workers if master is None else args.expect_workers,
+            master=master,
         )
     except DriverLoadInputError as exc:
         raise UsageError(str(exc)) from None
