@@ -199,7 +199,12 @@ KINDS: dict[str, RunKind] = {
             "REPORT.md",
             "qbench.harness.experiments.report:render_saved",
             (*COMMON, "REPORT.md", "error-*.txt"),
-            lambda folder, meta: "experiments" in meta or meta.get("mode") in ("quick", "full"),
+            # A bare metrics.csv (no run.json) was always re-rendered as a reproduce run.
+            lambda folder, meta: (
+                "experiments" in meta
+                or meta.get("mode") in ("quick", "full")
+                or (not meta and (folder / METRICS_FILE).is_file())
+            ),
             "the seed's claims measured (qbench reproduce)",
         ),
     )
@@ -231,8 +236,10 @@ def kind_of(folder: Path, meta: Mapping[str, Any] | None = None) -> RunKind | No
     named = meta.get("kind")
     if isinstance(named, str) and named in KINDS:
         return KINDS[named]
-    if not meta and not any(
-        (folder / kind.report).is_file() for kind in KINDS.values() if kind.report is not None
+    if (
+        not meta
+        and not (folder / METRICS_FILE).is_file()
+        and not any((folder / kind.report).is_file() for kind in KINDS.values() if kind.report is not None)
     ):
         return None
     return next((kind for kind in KINDS.values() if kind.recognise(folder, meta)), None)
