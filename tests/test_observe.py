@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,10 +22,10 @@ import redis
 from qbench.harness.infra.counting import command_stats
 from qbench.harness.infra.nodelink import ForbiddenCommandError, NodeLink
 from qbench.harness.infra.redis_server import RedisServerProcess
-from qbench.harness.infra.telemetry import COLUMNS, TELEMETRY_FILE, TelemetryRow
+from qbench.harness.infra.telemetry import COLUMNS, TELEMETRY_FILE, Telemetry, TelemetryRow
 from qbench.harness.observe import MINIMAL_ACL, OBSERVE_COMMANDS, ObserveInputError, ObserveResult, observe
 from qbench.harness.observe.cadence import idle_pattern, repeat_period
-from qbench.harness.observe.families import key_family
+from qbench.harness.observe.families import TTL_KEYS, key_family
 from qbench.harness.observe.growth import growth
 from qbench.harness.observe.report import OBSERVE_JSON, OBSERVE_MD
 from qbench.queue_impl.config import PRESETS
@@ -36,7 +38,8 @@ OBSERVER_ACL = [OBSERVER, *MINIMAL_ACL.replace(">PASSWORD", f">{OBSERVER_PASSWOR
 """Only INFO, SCAN, TYPE, PTTL, MEMORY USAGE: no write, no KEYS, no CLIENT, no CONFIG."""
 WAITERS, WAIT_TIMEOUT_S = 4, 1
 """Idle blocking clients: BRPOPLPUSH on an empty list, returning every WAIT_TIMEOUT_S."""
-WINDOW_S = 5.0
+WINDOW_S = 8.0
+"""Long enough for the regularity test to have power (8 rounds of ~4 returns each)."""
 NAMESPACE = "obs-4f1c2a9be0"
 
 
@@ -160,7 +163,7 @@ def test_observe_reports_ttl_coverage(observed: Observed) -> None:
     families = {f.pattern: f for f in observed.result.keys.families.values()}
     assert families["app:session:*"].no_ttl_share == 0.0  # every session key has a TTL
     assert families["app:job:*"].no_ttl_share == 1.0  # no app job has one
-    assert families["app:job:*"].ttl_probed == 10
+    assert 10 < families["app:job:*"].ttl_probed <= TTL_KEYS  # more than the 10 keys it once probed
     assert observed.result.growth.expires_share == observed.expires_share  # INFO keyspace, exact
 
 
@@ -230,6 +233,114 @@ def test_observe_stays_within_its_command_budget(tmp_path: Path) -> None:
     (family,) = scan.families.values()
     assert family.pattern == "bulk:*"
     assert family.as_dict(scan.factor)["keys_estimated"] == 5000  # one family: scanned x 5000 / scanned
+
+
+def test_a_scan_cut_at_its_key_limit_says_so_and_every_family_keeps_its_count(tmp_path: Path) -> None:
+    """Many keys of one family, a rare family and 520 one-key families: a scan stopped at a low
+    key limit says so (keys seen of keys in the db), and a complete pass keeps every family
+    (it once merged all past the 500th into one) and probes the TTL of up to TTL_KEYS keys of each."""
+    server = RedisServerProcess()
+    server.start()
+    admin = redis.Redis.from_url(server.url)
+    try:
+        pipe = admin.pipeline(transaction=False)
+        for i in range(3000):
+            pipe.set(f"bulk:{i}", i)
+        for name in ("high", "normal", "low"):
+            pipe.rpush(f"rare:queue:{name}", "job")
+        words = [a + b for a in "abcdefghijklmnopqrstuvwxyz" for b in "abcdefghijklmnopqrstuvwxyz"][:520]
+        for word in words:
+            pipe.set(f"fam{word}:key", 1)
+        pipe.execute()
+        db_keys = 3000 + 3 + 520
+        done = run_qbench(
+            "observe",
+            "--redis-url",
+            server.url,
+            "--duration",
+            "2s",
+            "--max-scan-keys",
+            "200",
+            "--no-charts",
+            "--out",
+            str(tmp_path / "limited"),
+        )
+        assert done.returncode == 0, done.stderr
+        data = json.loads((tmp_path / "limited" / OBSERVE_JSON).read_text())["keys"]
+        assert data["stopped"] == "key limit" and not data["complete"]
+        seen = data["keys_scanned"]
+        note = f"the key scan stopped at its key limit: it saw {seen:,} of the {db_keys:,} keys in db 0"
+        assert any(line.startswith(f"  note: {note}") for line in done.stdout.splitlines())
+        assert note in (tmp_path / "limited" / OBSERVE_MD).read_text()
+        assert sum(f["keys_scanned"] for f in data["families"]) == seen
+        assert all(f["keys_scanned"] >= 1 for f in data["families"])
+
+        full = observe(server.url, tmp_path / "full", duration_s=3.0, budget_per_s=2000.0, charts=False)
+    finally:
+        admin.close()
+        server.stop()
+    scan = full.keys
+    assert scan.complete and scan.coverage() == ""
+    families = {f.pattern: f for f in scan.families.values()}
+    assert len(families) == 1 + 3 + 520  # bulk:*, the three rare queue lists, the one-key families
+    assert families["bulk:*"].scanned == 3000 and families["rare:queue:high"].scanned == 1
+    assert all(families[f"fam{word}:key"].scanned == 1 for word in words)
+    assert families["bulk:*"].ttl_probed == TTL_KEYS and families["bulk:*"].no_ttl_share == 1.0
+    assert f"% of {TTL_KEYS} probed" in (tmp_path / "full" / OBSERVE_MD).read_text()
+
+
+@pytest.mark.parametrize("jitter", [True])
+def test_the_wait_length_is_right_beside_a_strictly_periodic_producer(jitter: bool) -> None:
+    """A producer pushing a job every 0.1 s, each push 10 ms before a sampling slot; two workers
+    BLPOP, hold each job 50 ms. On the fixed grid every reading of blocked_clients found one
+    worker busy (1 of 2 blocked instead of 1.5 on average: the estimate came out a third short);
+    jittered rounds read every phase. The estimate must be within 15% of the wait length the
+    workers measured themselves."""
+    interval, period, hold, duration = 0.2, 0.1, 0.05, 8.0
+    server = RedisServerProcess()
+    server.start()
+    stop = threading.Event()
+    waits: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        client = redis.Redis.from_url(server.url, socket_timeout=10)
+        try:
+            while not stop.is_set():
+                began = time.monotonic()
+                got = client.blpop(["periodic:queue"], timeout=1)
+                ended = time.monotonic()
+                with lock:
+                    waits.append(ended - began)
+                if got is not None:
+                    time.sleep(hold)
+        finally:
+            client.close()
+
+    try:
+        with Telemetry(server.url, interval_s=interval, jitter=jitter) as t:
+            t0 = time.monotonic() - t.elapsed_s()
+            workers = [threading.Thread(target=worker, daemon=True) for _ in range(2)]
+            for thread in workers:
+                thread.start()
+            producer = redis.Redis.from_url(server.url)
+            k = 1
+            while (at := t0 + k * period - 0.01) < t0 + duration:
+                time.sleep(max(0.0, at - time.monotonic()))
+                producer.rpush("periodic:queue", "job")
+                k += 1
+            producer.close()
+            t.close(at_s=duration + 0.05)
+        stop.set()
+        for thread in workers:
+            thread.join(timeout=5)
+    finally:
+        stop.set()
+        server.stop()
+    pattern = idle_pattern(t.rows)
+    measured = statistics.fmean(waits)
+    assert pattern.seconds_per_wait is not None
+    assert abs(pattern.seconds_per_wait - measured) <= 0.15 * measured, (pattern.seconds_per_wait, measured)
 
 
 def test_impossible_settings_are_refused_before_connecting(tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ import contextlib
 import csv
 import math
 import os
+import random
 import threading
 import time
 from collections import Counter
@@ -207,6 +208,7 @@ class Telemetry(AbstractContextManager["Telemetry"]):
         allowed: frozenset[str] | None = None,
         file_name: str = TELEMETRY_FILE,
         self_name: str = "harness",
+        jitter: bool = False,
     ) -> None:
         urls = [nodes] if isinstance(nodes, str) else list(nodes)
         if not urls:
@@ -238,6 +240,9 @@ class Telemetry(AbstractContextManager["Telemetry"]):
         self._t0 = 0.0
         self._last_sample = 0.0
         self._end_at_s: float | None = None
+        # Jitter: each round at a random point of its slot, so a gauge is not read in lock-step
+        # with a periodic client (every phase of its cycle equally likely); seeded, deltas stay exact.
+        self._jitter = random.Random(0) if jitter else None
 
     # -- registration ---------------------------------------------------------------------------
     def add_process(self, pid: int, name: str | None = None) -> None:
@@ -323,12 +328,18 @@ class Telemetry(AbstractContextManager["Telemetry"]):
 
     def _loop(self) -> None:
         k = 1
-        while not self._stop.wait(max(0.0, self._t0 + k * self.interval_s - time.monotonic())):
+        while not self._stop.wait(max(0.0, self._slot_time(k) - time.monotonic())):
             if self._end_at_s is not None and k * self.interval_s >= self._end_at_s - 1e-6:
                 return  # close(at_s=...) takes this last sample itself
             self._sample_all()
             # Slots missed on a busy machine are skipped, not bunched up.
             k = max(k + 1, math.floor((time.monotonic() - self._t0) / self.interval_s) + 1)
+
+    def _slot_time(self, k: int) -> float:
+        if self._jitter is None:
+            return self._t0 + k * self.interval_s
+        at = self._t0 + (k + self._jitter.uniform(-0.5, 0.5)) * self.interval_s
+        return max(at, self._last_sample + 0.1 * self.interval_s)
 
     def elapsed_s(self) -> float:
         """Seconds since the sampler started: the `t` axis of its rows."""

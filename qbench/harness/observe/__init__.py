@@ -142,6 +142,7 @@ def observe(
         budget=bucket,
         allowed=OBSERVE_COMMANDS,
         self_name="qbench-observe",
+        jitter=True,  # blocked_clients read at every phase of a periodic producer's cycle
     ) as t:
         started = time.monotonic()
         link = t.link()
@@ -158,7 +159,7 @@ def observe(
         )
         progress(
             f"scanned {scan.keys_scanned:,} keys into {len(scan.families)} families "
-            f"({'complete' if scan.complete else f'sampled, stopped: {scan.stopped}'})"
+            f"({'complete' if scan.complete else f'sampled; {scan.coverage()}'})"
         )
         t.close(at_s=duration_s)
     rows = t.rows

@@ -111,6 +111,8 @@ ALPHA = 0.01
 RESAMPLES = 499
 MAX_PERIOD_ROUNDS = 30
 MIN_CYCLES = 4
+REPEATING_SHARE = 0.75
+"""A period is only claimed when at least this share of its cycles saw a call."""
 """A period is only claimed when the window holds at least this many whole cycles of it."""
 MIN_TEST_ROUNDS = 5
 MIN_IDLE_ROUNDS = 3
@@ -246,7 +248,10 @@ def poisson_tests(
     max_null = z[:, 1:].max(axis=0)
     for index, p in enumerate(tried):  # the shortest significant period: not one of its multiples
         p_value = (1 + int((max_null >= z[index, 0] - 1e-9).sum())) / (RESAMPLES + 1)
-        if p_value < ALPHA:
+        k = n // p
+        cycles = observed[: k * p].reshape(k, p).sum(axis=1)
+        # A pattern that repeats: calls in nearly every cycle, not one burst (connections at start).
+        if p_value < ALPHA and (cycles > 0).sum() >= REPEATING_SHARE * k:
             return PoissonTests(p_under, p_over, p, p_value)
     best = float(z[:, 0].max())
     return PoissonTests(p_under, p_over, None, (1 + int((max_null >= best - 1e-9).sum())) / (RESAMPLES + 1))

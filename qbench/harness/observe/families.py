@@ -8,9 +8,12 @@ become `*` too (`worker7` -> `worker*`). `qbench:{obs-4f1c2a9be0}:job:6a1f...` b
 glob pattern that matches every key of the family.
 
 `KeyScanner` walks the keyspace with `SCAN cursor COUNT n` (n bounded, never KEYS), one
-command per batch, then probes a few keys per family (TYPE and PTTL for up to
-`sample_keys` keys, MEMORY USAGE ... SAMPLES 5 for up to `memory_keys`), round robin so
-every family gets its first probe before any gets a second. Every command goes through
+command per batch, and counts every key in its family (every family found keeps its own
+count, however many there are). It then probes a uniform sample of each family's keys:
+PTTL for up to `ttl_keys` keys (`TTL_KEYS`, 100: the TTL coverage figure is a share of
+that many keys at most, and the report shows the sample size beside it), TYPE for up to
+`type_keys`, MEMORY USAGE ... SAMPLES 5 for up to `memory_keys`, round robin so every
+family gets its first probe before any gets a second. Every command goes through
 the telemetry link, so the observer's token bucket paces it and the sampler subtracts
 it. A pass that reaches cursor 0 saw every key that existed throughout the pass (SCAN's
 guarantee), so its counts are exact for those; a pass cut short (deadline, key limit,
@@ -36,12 +39,12 @@ SCAN_COUNT = 100
 MAX_SCAN_COUNT = 1000
 """Above this a SCAN step may hold the server for too long on a big keyspace."""
 MAX_SCAN_KEYS = 100_000
-SAMPLE_KEYS = 10
+TTL_KEYS = 100
+"""Keys per family probed with PTTL (the TTL coverage sample), budget and deadline allowing."""
+TYPE_KEYS = 10
 MEMORY_KEYS = 3
 MEMORY_SAMPLES = 5
 """`MEMORY USAGE key SAMPLES 5`: bounded work on big lists, sets and hashes."""
-MAX_FAMILIES = 500
-OTHER_FAMILY = "(other families)"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 _ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
@@ -77,7 +80,7 @@ class Family:
     pattern: str
     scanned: int = 0
     sample: list[str] = field(default_factory=list)
-    """Up to `sample_keys` keys, a uniform sample of the scanned ones (reservoir)."""
+    """Up to `ttl_keys` keys, a uniform sample of the scanned ones (reservoir)."""
     types: Counter[str] = field(default_factory=Counter)
     ttl_probed: int = 0
     no_ttl: int = 0
@@ -139,6 +142,23 @@ class KeyScan:
             return 1.0
         return max(1.0, self.db_keys / self.keys_scanned)
 
+    def coverage(self) -> str:
+        """One line: whether the scan saw every key, and if not, how many of how many and what
+        that can hide (empty for a complete pass)."""
+        if self.complete:
+            return ""
+        why = "stopped at its key limit" if self.stopped == "key limit" else f"stopped: {self.stopped}"
+        rare = round(self.db_keys / self.keys_scanned) if self.keys_scanned else 0
+        return (
+            f"the key scan {why}: it saw {self.keys_scanned:,} of the {self.db_keys:,} keys in db "
+            f"{self.db} (INFO keyspace, as DBSIZE counts them)"
+            + (
+                f"; a family with fewer than ~{rare:,} keys may be missing from the families found"
+                if rare > 1
+                else ""
+            )
+        )
+
     def ranked(self) -> list[Family]:
         return sorted(self.families.values(), key=lambda f: (-f.scanned, f.pattern))
 
@@ -153,6 +173,7 @@ class KeyScan:
             "extrapolated": self.extrapolated,
             "extrapolation_factor": self.factor,
             "stopped": self.stopped,
+            "coverage": self.coverage(),
             "refused": self.refused,
             "families": [family.as_dict(self.factor) for family in self.ranked()],
         }
@@ -169,7 +190,8 @@ class KeyScanner:
         db_keys: int = 0,
         count: int = SCAN_COUNT,
         max_keys: int = MAX_SCAN_KEYS,
-        sample_keys: int = SAMPLE_KEYS,
+        ttl_keys: int = TTL_KEYS,
+        type_keys: int = TYPE_KEYS,
         memory_keys: int = MEMORY_KEYS,
         seed: int = 0,
     ) -> None:
@@ -178,7 +200,8 @@ class KeyScanner:
         self.link = link
         self.count = count
         self.max_keys = max_keys
-        self.sample_keys = sample_keys
+        self.sample_keys = ttl_keys
+        self.type_keys = type_keys
         self.memory_keys = memory_keys
         self._random = random.Random(seed)
         self.result = KeyScan(db=db, db_keys=db_keys)
@@ -246,8 +269,6 @@ class KeyScanner:
     def _add(self, key: str) -> None:
         families = self.result.families
         pattern = key_family(key)
-        if pattern not in families and len(families) >= MAX_FAMILIES:
-            pattern = OTHER_FAMILY
         family = families.setdefault(pattern, Family(pattern))
         family.scanned += 1
         if len(family.sample) < self.sample_keys:
@@ -265,10 +286,11 @@ class KeyScanner:
                 if index >= len(family.sample):
                     continue
                 key = family.sample[index]
+                limits = {"TYPE": self.type_keys, "PTTL": self.sample_keys, "MEMORY": self.memory_keys}
                 plan = [
                     name
                     for name in ("TYPE", "PTTL", "MEMORY")
-                    if name not in refused and (name != "MEMORY" or index < self.memory_keys)
+                    if name not in refused and index < limits[name]
                 ]
                 if not plan or self._can_send(deadline, cap - len(plan) + 1, stop):
                     return

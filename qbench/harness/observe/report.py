@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from qbench.harness.observe.cadence import Cadence
+from qbench.harness.observe.families import TTL_KEYS
 from qbench.harness.observe.growth import Trend
 from qbench.harness.results.render import chart_link, fmt_bytes, markdown_table
 from qbench.harness.results.telemetry_charts import render_telemetry_charts, summary_markdown
@@ -174,7 +175,8 @@ def _keys_section(result: ObserveResult) -> str:
             f"A partial SCAN ({scan.scan_calls:,} calls, stopped: {scan.stopped}) saw "
             f"{scan.keys_scanned:,} of {scan.db_keys:,} keys: **sampled**, counts below are "
             f"extrapolated x{scan.factor:,.2f} from the "
-            "keys scanned (SCAN walks the hash table, a roughly uniform sample)."
+            "keys scanned (SCAN walks the hash table, a roughly uniform sample). "
+            f"**Note: {scan.coverage()}.**"
         )
     else:
         head = f"No key was scanned (stopped: {scan.stopped or 'empty db'})."
@@ -195,13 +197,17 @@ def _keys_section(result: ObserveResult) -> str:
                 ", ".join(sorted(family.types)) or "-",
                 f"{data['keys_estimated']:,}" + ("" if scan.complete else " (est.)"),
                 f"{100 * family.scanned / total:.1f}%",
-                "-" if share is None else f"{100 * share:.0f}% of {family.ttl_probed}",
+                "-" if share is None else f"{100 * share:.0f}% of {family.ttl_probed} probed",
                 "-" if mean is None else f"{mean:,.0f} B (n={len(family.memory_bytes)})",
                 "-" if data["memory_estimated_bytes"] is None else fmt_bytes(data["memory_estimated_bytes"]),
             ]
         )
     header = ["Family", "Type", "Keys", "Share", "No TTL (probed)", "MEMORY USAGE", "Memory (est.)"]
-    return head + ("\n\n" + markdown_table(header, body) if body else "")
+    bound = (
+        f"TTL coverage comes from PTTL on a uniform sample of up to {TTL_KEYS} keys per family (the "
+        "probed count is shown beside each share), fewer when the budget or the window ran out."
+    )
+    return head + ("\n\n" + markdown_table(header, body) + "\n\n" + bound if body else "")
 
 
 def _growth_section(result: ObserveResult) -> str:

@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         + f"; {len(result.keys.families)} key families in {result.keys.keys_scanned:,} keys scanned"
         + f"; observing cost {result.commands_per_s:,.1f} commands/s"
     )
+    if not result.keys.complete:
+        print(f"  note: {result.keys.coverage()}")
     for cadence in pattern.cadences:
         if notable_cadence(cadence):
             print(f"  {cadence.pattern}")
