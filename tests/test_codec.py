@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Iterator
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from qbench.queue_impl import job_pb2
-from qbench.queue_impl.codec import CODECS, CorruptJobError
+from qbench.queue_impl.codec import CODECS, CompressingCodec, CorruptJobError, codec_for
 from qbench.queue_impl.config import CodecName, parse_variant
 from qbench.queue_impl.connection import make_client
 from qbench.queue_impl.job import Job, Priority, Status
@@ -35,7 +37,7 @@ jobs = st.builds(
     last_error=st.text(max_size=80),
     status=st.sampled_from(Status),
 )
-CODEC_NAMES: tuple[CodecName, ...] = ("protobuf", "json")
+CODEC_NAMES: tuple[CodecName, ...] = ("protobuf", "json", "orjson", "msgpack")
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -107,6 +109,13 @@ def _protobuf_with(**fields: object) -> bytes:
         ("json", CODECS["json"].encode(Job(type="t")).replace(b'"NORMAL"', b'"URGENT"'), "KeyError"),
         ("json", CODECS["json"].encode(Job(type="t")).replace(b'"payload":""', b'"payload":"!"'), "Error"),
         ("json", CODECS["json"].encode(Job(type="t")).replace(b'"attempts":0', b'"attempts":-1'), "attempts"),
+        ("orjson", b"garbage", "JSONDecodeError"),
+        ("orjson", b'{"id": "a"}', "KeyError"),
+        ("msgpack", b"garbage", "MessagePack"),
+        ("msgpack", msgpack.packb([1, 2]), "expected an array of 12 fields"),
+        ("msgpack", msgpack.packb([b"a", b"t", b"", 7, 0, 0, 0, 0, 0, 0, b"", 0]), "7 is not a valid"),
+        ("msgpack", msgpack.packb([1, b"t", b"", 0, 0, 0, 0, 0, 0, 0, b"", 0]), "raw strings"),
+        ("msgpack", msgpack.packb([b"\xc3\x28", b"t", b"", 0, 0, 0, 0, 0, 0, 0, b"", 0]), "UnicodeDecode"),
     ],
 )
 def test_undecodable_records_raise_corrupt_job_error(codec: CodecName, record: bytes, reason: str) -> None:
@@ -176,6 +185,86 @@ def test_lua_requeue_of_a_json_record_keeps_64_bit_times_exact(
     assert queue.client.lrange(queue.keys.queue(job.priority), 0, -1) == [job.id.encode()]
 
 
+@PROPERTY
+@given(job=jobs)
+def test_lua_requeue_of_a_msgpack_record_rewrites_only_its_last_byte(
+    script_queues: dict[CodecName, RedisQueue], job: Job
+) -> None:
+    queue = script_queues["msgpack"]
+    queue.cleanup()
+    record = queue.codec.encode(job)
+    _schedule_raw(queue, job.id, record)
+    assert queue.move_scheduled_to_ready(now=1) == 1
+    # Status (0..4) is the array's last item, one byte: the script writes 0 there and never
+    # re-encodes, so 64-bit times and raw payload bytes stay exact.
+    assert raw_record(queue, job.id) == record[:-1] + b"\x00"
+    assert queue.get_job(job.id) == dataclasses.replace(job, status=Status.QUEUED)
+    assert queue.client.lrange(queue.keys.queue(job.priority), 0, -1) == [job.id.encode()]
+
+
+@PROPERTY
+@given(job=jobs)
+def test_lua_requeue_of_an_orjson_record_reads_it_as_json(
+    script_queues: dict[CodecName, RedisQueue], job: Job
+) -> None:
+    queue = script_queues["orjson"]
+    queue.cleanup()
+    _schedule_raw(queue, job.id, queue.codec.encode(job))
+    assert queue.move_scheduled_to_ready(now=1) == 1
+    assert queue.get_job(job.id) == dataclasses.replace(job, status=Status.QUEUED)
+
+
+def test_json_and_orjson_read_each_others_records() -> None:
+    job = Job(type="tâche", payload=b"\x00\xff", last_error="échec", created_at_us=2**63 - 1)
+    assert CODECS["json"].decode(CODECS["orjson"].encode(job)) == job
+    assert CODECS["orjson"].decode(CODECS["json"].encode(job)) == job
+    assert CODECS["orjson"].record_format == CODECS["json"].record_format == "json"
+
+
+# -- payload compression (the `compress` toggle) ---------------------------------------------
+def _text_payload(size: int) -> bytes:
+    item = b'{"user_id":100042,"action":"resize","width":640,"height":480},'
+    return (item * (size // len(item) + 1))[:size]
+
+
+@pytest.mark.parametrize(
+    ("spec", "payload_bytes", "stored_bytes"),
+    [
+        ("scripted+compress=zstd", 10_000, 83),  # header + zstd frame of a repetitive text
+        ("scripted+compress=lz4", 10_000, 135),
+        ("scripted+compress=zstd", 1_023, 1_024),  # under compress_min_bytes: header + payload
+        ("scripted+compress=lz4,compress_min_bytes=0", 0, 1),
+    ],
+)
+def test_compression_stores_the_payload_behind_a_header(
+    spec: str, payload_bytes: int, stored_bytes: int
+) -> None:
+    codec = codec_for(parse_variant(spec))
+    assert isinstance(codec, CompressingCodec)
+    job = Job(type="t", payload=_text_payload(payload_bytes))
+    stored = codec.stored_payload(job.payload)
+    assert len(stored) == stored_bytes
+    assert CODECS["protobuf"].decode(codec.encode(job)).payload == stored  # only the payload changes
+    assert codec.decode(codec.encode(job)) == job
+
+
+def test_a_payload_that_does_not_shrink_is_stored_plain_and_either_algorithm_reads_both() -> None:
+    noise = random.Random(7).randbytes(2_048)  # zstd and lz4 both grow random bytes
+    zstd = codec_for(parse_variant("scripted+compress=zstd"))
+    lz4 = codec_for(parse_variant("scripted+compress=lz4"))
+    assert isinstance(zstd, CompressingCodec)
+    assert zstd.stored_payload(noise)[:1] == b"\x00"
+    text = Job(type="t", payload=_text_payload(5_000))
+    assert zstd.decode(lz4.encode(text)) == text == lz4.decode(zstd.encode(text))
+
+
+def test_a_compressed_payload_with_a_bad_header_or_body_is_corrupt() -> None:
+    codec = codec_for(parse_variant("scripted+compress=zstd"))
+    for payload in (b"\x07abc", b"\x01not zstd", b"\x02not lz4"):
+        with pytest.raises(CorruptJobError, match="compressed payload"):
+            codec.decode(CODECS["protobuf"].encode(Job(type="t", payload=payload)))
+
+
 CORRUPT_FOR_LUA: list[tuple[CodecName, bytes | None]] = [
     ("protobuf", None),
     ("protobuf", b"garbage"),
@@ -187,6 +276,11 @@ CORRUPT_FOR_LUA: list[tuple[CodecName, bytes | None]] = [
     ("json", b"[1, 2]"),
     ("json", b'"just a string"'),
     ("json", CODECS["json"].encode(Job(type="t")).replace(b'"NORMAL"', b'"URGENT"')),
+    ("msgpack", None),
+    ("msgpack", b"garbage"),
+    ("msgpack", msgpack.packb([1, 2, 3])),  # an array, but not of 12 items
+    ("msgpack", msgpack.packb([b"x", b"t", b"", 7, 0, 0, 0, 0, 0, 0, b"", 0])),  # priority 7
+    ("msgpack", CODECS["msgpack"].encode(Job(type="t"))[:-1] + b"\x09"),  # status byte not 0..4
 ]
 
 
@@ -244,4 +338,5 @@ def test_script_queues_really_use_their_codec(script_queues: dict[CodecName, Red
         queue.enqueue(job)
         raw = raw_record(queue, job.id)
         assert raw is not None
-        assert raw.startswith(b"{") == (codec == "json")
+        assert raw.startswith(b"{") == (codec in ("json", "orjson"))
+        assert raw.startswith(b"\x9c") == (codec == "msgpack")  # a fixarray of 12

@@ -58,9 +58,16 @@ TOGGLE_VARIANTS = (
     "baseline+records=hash",  # loop + hash
     "optimized+records=hash",  # pipeline + hash
     "scripted+records=keys",  # script + keys: ids read client-side first
+    "baseline+codec=msgpack",  # poll + loop: Python reads every record
+    "scripted+codec=msgpack",  # Lua reads and requeues MessagePack (cmsgpack)
+    "optimized+codec=orjson",
+    "scripted+codec=orjson",  # Lua reads orjson's document with cjson
+    "scripted+compress=zstd,compress_min_bytes=0",  # every payload compressed or headed
+    "optimized+compress=lz4,compress_min_bytes=0",
 )
-"""Each differs from its preset in one toggle; with the presets they cover every
-dequeue mode with both codecs, every batch mode with notify, and every batch mode with
+"""Each differs from its preset in one toggle (compress: with its threshold); with the
+presets they cover every dequeue mode with the protobuf and JSON codecs, the Lua scripts
+with every codec and both compressions, every batch mode with notify, and every batch mode with
 both record layouts."""
 
 PARTITIONED_VARIANTS = (

@@ -12,7 +12,9 @@ BatchMode = Literal["loop", "pipeline", "script"]
 TtlMode = Literal["off", "on"]
 KeyMode = Literal["format", "precomputed"]
 PoolMode = Literal["wait", "raise"]
-CodecName = Literal["protobuf", "json"]
+CodecName = Literal["protobuf", "json", "msgpack", "orjson"]
+CompressMode = Literal["off", "zstd", "lz4"]
+DurabilityMode = Literal["off", "replica"]
 RecordsMode = Literal["keys", "hash"]
 DispatchMode = Literal["thread", "process"]
 AckMode = Literal["each", "batch"]
@@ -78,6 +80,21 @@ class Variant:
     """wait: a worker waits up to `pool_timeout_s` for a free connection; raise: fail at once."""
     pool_timeout_s: float = 5.0
     codec: CodecName = "protobuf"
+    """protobuf (the seed's), json (the proto3 JSON mapping, stdlib json), orjson (the same
+    JSON document written and read by orjson), msgpack (a 12-item MessagePack array in the
+    protobuf field order, status last). The Lua scripts read all four."""
+    compress: CompressMode = "off"
+    """Compress a job's payload (never the rest of the record, which the scripts read) when
+    it is at least `compress_min_bytes` long: zstd or lz4 (frame format). Under any value
+    but off every payload carries a one-byte header saying how it is stored, and a reader
+    decompresses either algorithm."""
+    compress_min_bytes: int = 1024
+    durability: DurabilityMode = "off"
+    """off: a write is done when the primary has it. replica: enqueue, complete and fail
+    also wait (WAIT 1 `durability_timeout_s`) until a replica has acknowledged everything
+    the connection wrote, so a failover to that replica loses none of them. See
+    `RedisQueue.enqueue` for what happens when no replica acknowledges in time."""
+    durability_timeout_s: float = 1.0
     records: RecordsMode = "keys"
     """keys: one string key per job record (the seed's layout); hash: one hash per queue
     partition (`...:jobs`, field = job id) with per-field TTLs (HEXPIRE, Redis >= 7.4), so
@@ -138,6 +155,8 @@ class Variant:
             ("keys", KeyMode),
             ("pool_mode", PoolMode),
             ("codec", CodecName),
+            ("compress", CompressMode),
+            ("durability", DurabilityMode),
             ("records", RecordsMode),
             ("dispatch", DispatchMode),
             ("ack", AckMode),
@@ -152,6 +171,8 @@ class Variant:
             raise VariantError(f"prefetch={self.prefetch}: must be 0 to {MAX_PREFETCH}")
         if not 1 <= self.partitions <= MAX_PARTITIONS:
             raise VariantError(f"partitions={self.partitions}: must be 1 to {MAX_PARTITIONS}")
+        if self.compress_min_bytes < 0:
+            raise VariantError(f"compress_min_bytes={self.compress_min_bytes}: must be >= 0")
         if self.pool_size < 0:
             raise VariantError(f"pool_size={self.pool_size}: must be >= 0 (0 = sized to workers)")
         if min(self.completed_ttl_s, self.dead_ttl_s) <= 0:
@@ -163,6 +184,7 @@ class Variant:
             "retry_base_s": self.retry_base_s,
             "retry_max_s": self.retry_max_s,
             "handicap_us": self.handicap_us,
+            "durability_timeout_s": self.durability_timeout_s,
         }
         if len(self.block_timeouts_s) != 3:
             raise VariantError("block_timeouts_s: three timeouts expected (high/normal/low)")
@@ -172,6 +194,9 @@ class Variant:
         # Redis reads a blocking timeout of 0 as "block forever": a hang, not a short wait.
         if min(*self.block_timeouts_s, self.notify_timeout_s) <= 0:
             raise VariantError("block_timeouts_s and notify_timeout_s must be > 0 seconds")
+        # WAIT's timeout 0 also means "forever"; it is given in whole milliseconds.
+        if self.durability_timeout_s < 0.001:
+            raise VariantError("durability_timeout_s must be at least 0.001 seconds")
         if self.socket_timeout_s <= self.longest_block_s:
             raise VariantError("socket timeout must exceed the longest blocking wait")
 
@@ -253,7 +278,7 @@ PRESETS: dict[str, Variant] = {
 }
 PRESET_NAMES = tuple(PRESETS)
 
-_INT_FIELDS = {"completed_ttl_s", "dead_ttl_s", "pool_size", "partitions", "prefetch"}
+_INT_FIELDS = {"completed_ttl_s", "dead_ttl_s", "pool_size", "partitions", "prefetch", "compress_min_bytes"}
 _FLOAT_FIELDS = {
     "pool_timeout_s",
     "poll_interval_s",
@@ -261,6 +286,7 @@ _FLOAT_FIELDS = {
     "retry_base_s",
     "retry_max_s",
     "handicap_us",
+    "durability_timeout_s",
 }
 
 
@@ -314,7 +340,11 @@ TOGGLE_VALUES: dict[str, str] = {
     "keys": "format | precomputed",
     "pool_size": "N | sized (one connection per worker + 2)",
     "pool_mode": "wait | raise",
-    "codec": "protobuf | json",
+    "codec": "protobuf | json | orjson | msgpack",
+    "compress": "off | zstd | lz4 (payloads of at least compress_min_bytes)",
+    "compress_min_bytes": "bytes (default 1024)",
+    "durability": "off | replica (enqueue, complete, fail wait for one replica: WAIT 1)",
+    "durability_timeout_s": "seconds WAIT waits for the replica (default 1)",
     "records": "keys | hash (hash needs Redis >= 7.4)",
     "partitions": "N (1 = one partition)",
     "dispatch": "thread | process (one dispatcher per worker pool; needs notify + script)",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qbench.queue_impl.clients import RedisClient
-from qbench.queue_impl.codec import CODECS, Codec, CorruptJobError
+from qbench.queue_impl.codec import Codec, CorruptJobError, codec_for
 from qbench.queue_impl.config import Variant
 from qbench.queue_impl.job import PRIORITY_ORDER, Job, Status, as_text, now_us
 from qbench.queue_impl.keys import KeyBuilder, make_keys
@@ -104,7 +104,7 @@ class RedisQueue:
         self._ctx = StrategyContext(
             client=client,
             partitions=partitions,
-            codec=CODECS[variant.codec],
+            codec=codec_for(variant),
             scripts=Scripts(calls, variant.records),
             calls=calls,
             variant=variant,
@@ -400,7 +400,7 @@ class RedisQueue:
             keys += [part.keys.queue(p) for p in PRIORITY_ORDER]
             returned, *corrupt = ctx.scripts.requeue(
                 keys=keys + part.records.script_keys(ids),
-                args=[ctx.codec.name, ctx.wake.script_flag(), *ids],
+                args=[ctx.codec.record_format, ctx.wake.script_flag(), *ids],
             )
             ctx.describe_dead_corrupt(part, corrupt, "requeue of an orphaned claim")
             total += int(returned)
@@ -442,7 +442,7 @@ class RedisQueue:
             given = ["0"] if ids is None else ["1", *ids]
             returned = ctx.scripts.recover(
                 keys=keys + part.records.script_keys(ids or []),
-                args=[ctx.codec.name, consumer, ctx.wake.script_flag(), *given],
+                args=[ctx.codec.record_format, consumer, ctx.wake.script_flag(), *given],
             )
             if not isinstance(returned, list):
                 break  # -1: the consumer's heartbeat is alive again

@@ -1,10 +1,13 @@
 """Server-side Lua for the `script` batch mode and the `notify` dequeue mode.
 
 Each script is one round trip and runs atomically. Scripts that must read a stored
-record (the scheduler's move, stale recovery) understand both codecs: for protobuf
-they scan the wire format for field 4 (priority) and set the status by appending
-field 12, which protobuf parsers merge as "last value wins"; for JSON they use cjson
-(the JSON codec stores 64-bit integers as strings, so nothing loses precision).
+record (the scheduler's move, stale recovery) understand every record format (they are
+given the codec's `record_format`): for protobuf they scan the wire format for field 4
+(priority) and set the status by appending field 12, which protobuf parsers merge as
+"last value wins"; for JSON (the json and orjson codecs) they use cjson (the JSON
+document stores 64-bit integers as strings, so nothing loses precision); for MessagePack
+they read the array with cmsgpack and set the status by replacing the record's last
+byte (status is the last item, one positive-fixint byte), never re-encoding it.
 
 Every key a script touches arrives in KEYS, none is built inside Lua: Redis Cluster
 routes a script by its declared keys and refuses undeclared ones (they may live on
@@ -88,11 +91,20 @@ local function pb_varint(s, pos)
 end
 
 -- Priority label of a stored record, or nil when the record is corrupt.
+-- codec: the record format ('protobuf', 'json' or 'msgpack').
 local function record_priority(record, codec)
   if codec == 'json' then
     local ok, doc = pcall(cjson.decode, record)
     if not ok or type(doc) ~= 'table' then return nil end
     return JSON_PRIORITIES[doc.priority]
+  end
+  if codec == 'msgpack' then
+    -- 12 items, the status (0..4) as the one last byte: what record_requeued rewrites.
+    local last = string.byte(record, -1)
+    if not last or last > 4 then return nil end
+    local ok, doc = pcall(cmsgpack.unpack, record)
+    if not ok or type(doc) ~= 'table' or #doc ~= 12 then return nil end
+    return PRIORITY_LABELS[doc[4]]
   end
   local pos, n, priority = 1, #record, 0
   while pos <= n do
@@ -125,6 +137,7 @@ local function record_requeued(record, codec)
     doc.status = 'QUEUED'
     return cjson.encode(doc)
   end
+  if codec == 'msgpack' then return string.sub(record, 1, -2) .. '\0' end
   return record .. '\96\0'
 end
 

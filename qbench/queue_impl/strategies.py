@@ -518,7 +518,7 @@ class ScriptOps:
         given = [] if ids is None else ["1", *ids]
         moved, dead, *corrupt = ctx.scripts.move_scheduled(
             keys=keys + part.records.script_keys(ids or []),
-            args=[ctx.codec.name, ctx.wake.script_flag(), now_us, limit, *(given or ["0"])],
+            args=[ctx.codec.record_format, ctx.wake.script_flag(), now_us, limit, *(given or ["0"])],
         )
         ctx.describe_dead_corrupt(part, corrupt, "scheduler move")
         return int(moved) + int(dead)

@@ -9,7 +9,7 @@ from qbench.queue_impl.codec import CODECS
 from qbench.queue_impl.config import CodecName
 from qbench.queue_impl.job import Job, Priority
 
-CODEC_NAMES: tuple[CodecName, ...] = ("protobuf", "json")
+CODEC_NAMES: tuple[CodecName, ...] = ("protobuf", "json", "orjson", "msgpack")
 PAYLOAD_SIZES = (128, 4096)
 
 
