@@ -287,6 +287,45 @@ def peers_telemetry(out_dir: Path, names: Sequence[str]) -> str:
     )
 
 
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
+def table_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def version_text(name: str, driver: Mapping[str, Any] | None, failures: Mapping[str, str]) -> str:
+    """The version a driver reported, or why there is none (never a bare `?`)."""
+    if not driver:
+        if name in failures:
+            return "? (failed before reporting one)"
+        return "? (run.json holds no entry for this driver)"
+    version = driver.get("version")
+    if version and version != "?":
+        return str(version)
+    distribution = driver.get("distribution")
+    if not distribution:
+        return "? (the driver declares no distribution)"
+    if driver.get("external"):
+        return f"? (its version command gave none for {distribution})"
+    return f"? ({distribution} is not installed in its environment)"
+
+
+def environment_text(driver: Mapping[str, Any]) -> str:
+    """Where the driver's code ran, from run.json: its `environment` entry when the run recorded
+    one, else what its entry implies (qbench's own presets run in qbench's environment)."""
+    if driver.get("environment"):
+        return str(driver["environment"])
+    if driver.get("external"):
+        return "external commands in the driver's folder (their own install)"
+    if driver.get("distribution") == "qbench":
+        return "qbench's own environment"
+    if driver.get("origin") == "built-in":
+        return "own virtualenv (every built-in library driver declares its requirements)"
+    return "not recorded in run.json"
+
+
 def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -> Path:
     """Write PEERS.md and the charts; returns the report's path."""
     drivers: Mapping[str, Any] = meta.get("drivers", {})
@@ -305,35 +344,43 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
             "",
         ]
     lines += [
-        f"Mode **{meta.get('mode', '?')}**: {sizes.get('jobs', '?'):,} no-op jobs per phase, "
+        f"Mode **{meta.get('mode', '?')}**: {_count(sizes.get('jobs'))} no-op jobs per phase, "
         f"{sizes.get('repeats', '?')} repeat(s) of the timed phases (median, min..max in the charts), "
         f"{sizes.get('concurrency', '?')} concurrent workers, idle window {sizes.get('idle_s', '?')} s, "
         f"{sizes.get('pickup_samples', '?')} pickup samples. Each driver had a fresh Redis "
-        f"({server.get('flavor', 'redis')} {server.get('version', '?')}, {server.get('allocator', '?')}) "
-        f"and its library in an environment of its own. Created {meta.get('created_at', '?')} "
-        f"on {cpus} CPUs (unpinned), {source_text(meta)}.",
+        f"({server.get('flavor', 'redis')} {server.get('version', '?')}, {server.get('allocator', '?')}); "
+        'where each one ran is in "Setup per driver". '
+        f"Created {meta.get('created_at', '?')} on {cpus} CPUs (unpinned), {source_text(meta)}.",
         "",
-        "| driver | version | " + " | ".join(f"{m.label} ({m.unit})" for m in shown) + " |",
-        "|---|---|" + "---:|" * len(shown),
     ]
+    header = ["driver", "version", *(f"{m.label} ({m.unit})" for m in shown)]
+    if not shown:  # every driver failed: no metric column to hold the FAILED mark
+        header.append("status")
+    body = []
     for name in names:
-        version = drivers.get(name, {}).get("version", "?")
+        version = version_text(name, drivers.get(name), failures)
         if name in failures:
-            cells = ["FAILED"] + [""] * (len(shown) - 1)
+            cells = ["FAILED"]  # under the first metric, or under "status" when none was measured
         else:
             cells = [
                 _fmt(table[m.key][name].median, m.digits) if name in table[m.key] else "-" for m in shown
             ]
-        lines.append(f"| {name} | {version} | " + " | ".join(cells) + " |")
+        body.append([name, version, *cells])
+    width = len(header)
+    lines.append(table_row(header))
+    lines.append("|" + "---|" * 2 + "---:|" * (width - 2))
+    lines += [table_row(cells + [""] * (width - len(cells))) for cells in body]
     lines += ["", f"Pickup latency: {pickup_method(rows)}."]
-    lines += ["", "## Where `scripted` stands against the best peer", ""]
-    lines += [f"- {s}" for m in shown if (s := standing(table[m.key], m)) is not None] or ["- (not measured)"]
+    if "scripted" in names and "scripted" not in failures:
+        lines += ["", "## Where `scripted` stands against the best peer", ""]
+        standings = [s for m in shown if (s := standing(table[m.key], m)) is not None]
+        lines += [f"- {s}" for s in standings] or ["- (no peer library measured beside it)"]
     lines += [
         "",
         "## Setup per driver",
         "",
-        "| driver | library | setup | redis-py | repeats | load (1 min) before -> after |",
-        "|---|---|---|---|---:|---|",
+        "| driver | library | setup | environment | redis-py | repeats | load (1 min) before -> after |",
+        "|---|---|---|---|---|---:|---|",
     ]
     for name in names:
         if name in failures:
@@ -342,8 +389,9 @@ def render_report(rows: Sequence[Row], meta: Mapping[str, Any], out_dir: Path) -
         load = f"{d.get('loadavg_before', ['?'])[0]} -> {d.get('loadavg_after', ['?'])[0]}"
         repeats = len({r.repeat for r in rows if r.variant == name and r.metric == "process_jobs_per_s"})
         lines.append(
-            f"| {name} | {d.get('distribution', '?')} {d.get('version', '?')} | {d.get('setup', '?')} "
-            f"| {d.get('redis_py', '?')} | {repeats} | {load} |"
+            f"| {name} | {d.get('distribution', '?')} {version_text(name, d, failures)} "
+            f"| {d.get('setup', '?')} | {environment_text(d)} | {d.get('redis_py', '?')} "
+            f"| {repeats} | {load} |"
         )
     lines += [
         "",
