@@ -51,3 +51,18 @@ def test_the_idle_demo_is_found_by_observe_unaided(tmp_path: Path) -> None:
     assert families["qbench:{demo-baseline}:job:*"]["keys_scanned"] == IDLE_JOBS
     assert families["qbench:{demo}:job:*"]["no_ttl_share"] == 0.0
     assert families["qbench:{demo}:job:*"]["keys_scanned"] == IDLE_JOBS + DEAD_JOBS
+
+
+def test_observe_imports_nothing_from_the_cli_or_the_verbs() -> None:
+    """observe sits below the CLI: its exit codes come from qbench.harness.errors."""
+    import ast
+
+    import qbench.harness.observe
+
+    folder = Path(qbench.harness.observe.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                assert not name.startswith(("qbench.harness.cli", "qbench.harness.verbs")), (path.name, name)
