@@ -8,8 +8,10 @@ starts:
 - `ReferenceTarget`: `--variant P`, the preset driver's reference queue in this process
   over sync redis-py, which can count each call's round trips;
 - `AgentTarget`: `--driver X`, one producer agent of the driver per user (`python -m
-  qbench.agent`, in the driver's environment); latency is the time inside the driver's
-  call as the agent measured it (the pipe is left out); round trips are not counted here.
+  qbench.agent` in the driver's environment, spoken to through `qbench.agent.ProducerAgent`);
+  latency is the time inside the driver's call as the agent measured it (the pipe is left
+  out); a driver that declares the `round_trips` capability (the presets) reports each
+  call's round trips, which land in the same rows as a `--variant` run's.
 
 Every user records into this process's `RECORDER` (HDR histograms, shipped to the master)
 and fires Locust's request events; an operation's error is both a Locust failure and a
@@ -18,25 +20,22 @@ recorded one. For fixed-arrival users, latency counts from the intended send tim
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import subprocess
 import time
 from collections.abc import Callable
 from itertools import count
-from typing import IO, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 # Locust sorts before redis and the first-party modules: importing it first monkey-patches
 # sockets and subprocess with gevent, so redis-py's blocking calls and a user waiting on its
 # agent's pipe yield to other users.
-import gevent
 import locust
 from locust import FastHttpUser, User, constant, task
 from locust.exception import StopUser
 
-from qbench.driver import ENV_CONCURRENCY, ENV_QUEUE, ENV_SINK, QUEUE_NAME
-from qbench.driver import ENV_REDIS_URL as DRIVER_ENV_REDIS_URL
+from qbench.agent import AgentError, ProducerAgent, agent_argv, agent_env
+from qbench.driver import Capability
 from qbench.harness.infra.counting import RoundTripCounter, counting_connection_class
 from qbench.queue_impl.clients import RedisClient
 from qbench.queue_impl.connection import close_client, make_client
@@ -48,16 +47,8 @@ from qbench.scenarios.workload import Workload
 
 JOB_TYPE = "noop"
 """The worker service's built-in no-op handler takes these (`qbench profile` runs one)."""
-READY_TIMEOUT_S = 120.0
-CALL_TIMEOUT_S = 60.0
-SECONDS_PER_JOB = 0.05
-QUIT_TIMEOUT_S = 10.0
 
 _user_ids = count()
-
-
-class TargetError(RuntimeError):
-    """An operation the target could not do (one line): a failed request."""
 
 
 class Call(NamedTuple):
@@ -131,118 +122,57 @@ class ReferenceTarget:
         jobs = [self._job(p, None) for p in priorities]
         return self._timed(lambda: self.queue.enqueue_many(jobs))
 
-    def interrupted(self) -> Call | None:
-        """A call cut short when the user stopped: it may or may not have reached Redis."""
-        return None
-
     def close(self) -> None:
         close_client(self.redis)
 
 
 class AgentTarget:
-    """One producer agent of the run's driver, spoken to over its pipes."""
+    """One producer agent of the run's driver (`qbench.agent.ProducerAgent`, the protocol's
+    one client; it waits on the pipe with `select`, so a waiting user yields to the others).
+    A driver that declares the `round_trips` capability counts its client's round trips,
+    and each call's are read back from it, as the reference queue's are counted in-process."""
 
     def __init__(self, cfg: RunSettings) -> None:
         driver = cfg.driver
         assert driver is not None
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        env.update(
-            {
-                "PYTHONPATH": driver.pythonpath,
-                "PYTHONUNBUFFERED": "1",
-                DRIVER_ENV_REDIS_URL: cfg.redis_url,
-                ENV_QUEUE: QUEUE_NAME,
-                ENV_CONCURRENCY: "1",
-                ENV_SINK: os.devnull,  # producers run no handlers
-            }
-        )
-        self.log_path = cfg.log
-        self.log: IO[bytes] = cfg.log.open("ab")
-        self.waiting = False
-        """A command sent whose answer is still to be read."""
-        argv = [driver.python, "-m", "qbench.agent", "--driver", driver.ref, "--role", "producer"]
-        argv += ["--url", cfg.redis_url, "--concurrency", "1"]
-        self.agent = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env=env,
-            text=True,
-            start_new_session=True,
+        url = cfg.redis_url
+        self.agent = ProducerAgent(
+            agent_argv(driver.python, driver.ref, role="producer", url=url, concurrency=1),
+            env=agent_env(pythonpath=driver.pythonpath, url=url, concurrency=1, counters=True),
+            log=cfg.log,
         )
         try:
-            self._reply(READY_TIMEOUT_S)
-        except TargetError:
-            self.close()
+            self.agent.start()
+        except AgentError:
+            self.agent.kill()
             raise
+        self.counts_round_trips = str(Capability.ROUND_TRIPS) in self.agent.capabilities
+        self.trips_so_far = self.trips() if self.counts_round_trips else 0
 
-    def _reply(self, timeout_s: float) -> dict[str, Any]:
-        assert self.agent.stdout is not None
-        try:
-            with gevent.Timeout(timeout_s):
-                line = self.agent.stdout.readline()
-        except gevent.Timeout:
-            raise TargetError(f"the driver's agent did not answer within {timeout_s:g}s") from None
-        if not line:
-            raise TargetError(f"the driver's agent exited ({self.agent.poll()}); see {self.log_path}")
-        answer: dict[str, Any] = json.loads(line)
-        if "error" in answer:
-            raise TargetError(str(answer["error"]))
-        return answer
+    def trips(self) -> int:
+        return self.agent.counters()["round_trips"]
 
-    def _call(self, jobs: int, command: dict[str, object]) -> Call:
-        assert self.agent.stdin is not None
-        try:
-            self.agent.stdin.write(json.dumps(command) + "\n")
-            self.agent.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise TargetError(
-                f"the driver's agent exited ({self.agent.poll()}); see {self.log_path}"
-            ) from None
-        self.waiting = True
-        answer = self._reply(CALL_TIMEOUT_S + SECONDS_PER_JOB * jobs)
-        self.waiting = False
-        return _agent_call(answer)
+    def _counted(self, seconds: float, started_at: float | None) -> Call:
+        """A call as the agent timed it; it sends its wall-clock start only for a timed send."""
+        trips: int | None = None
+        if self.counts_round_trips:
+            now = self.trips()
+            trips, self.trips_so_far = now - self.trips_so_far, now
+        return Call(seconds, time.time() - seconds if started_at is None else started_at, trips)
 
     def enqueue(self, priority: str | None, sent_at: float | None) -> Call:
-        command: dict[str, object] = {"op": "enqueue", "count": 1}
-        if sent_at is not None:
-            command["sent_at"] = sent_at
-        if priority is not None:
-            command["priority"] = priority
-        return self._call(1, command)
+        answer = self.agent.enqueue_one(sent_at=sent_at, priority=priority)
+        started_at = answer.get("started_at")
+        return self._counted(float(answer["seconds"]), None if started_at is None else float(started_at))
 
     def enqueue_many(self, priorities: list[str | None]) -> Call:
         size = len(priorities)
-        return self._call(size, {"op": "enqueue_many", "count": size, "batch": size})
-
-    def interrupted(self) -> Call | None:
-        """A user stopped while its agent worked (Locust kills a user it just woke): the
-        agent's answer still comes, so the job it enqueued is counted like any other."""
-        if not self.waiting:
-            return None
-        self.waiting = False
-        answer = self._reply(CALL_TIMEOUT_S)
-        return _agent_call(answer)
+        return self._counted(self.agent.enqueue_many(size, size), None)
 
     def close(self) -> None:
-        agent = self.agent
-        try:
-            if agent.poll() is None and agent.stdin is not None:
-                agent.stdin.write(json.dumps({"op": "quit"}) + "\n")
-                agent.stdin.close()
-            agent.wait(timeout=QUIT_TIMEOUT_S)
-        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
-            agent.kill()
-            agent.wait()
-        self.log.close()
-
-
-def _agent_call(answer: dict[str, Any]) -> Call:
-    """The agent's timing of a call; it sends its wall-clock start only for a timed send."""
-    seconds = float(answer["seconds"])
-    return Call(seconds, float(answer.get("started_at", time.time() - seconds)), None)
+        """AgentError when the driver's `close` failed. A call cut short when its user
+        stopped leaves its answer in the pipe: `close` reads past it."""
+        self.agent.close()
 
 
 Target = ReferenceTarget | AgentTarget
@@ -273,7 +203,7 @@ class QueueUser(User):  # type: ignore[misc]
         self.request_type = "redis" if cfg.driver is None else "driver"
         try:
             self.target: Target = ReferenceTarget(cfg) if cfg.driver is None else AgentTarget(cfg)
-        except TargetError as exc:
+        except AgentError as exc:
             RECORDER.failure("start")
             fire(self, "start", 0.0, exc=exc)
             raise StopUser() from None
@@ -310,22 +240,15 @@ class QueueUser(User):  # type: ignore[misc]
         target = getattr(self, "target", None)
         if target is None:  # stopped while idle (see settings_or_idle), or its agent never started
             return
+        if self.pending is not None:
+            # Stopped mid-call: the job may or may not have reached the queue.
+            RECORDER.cut_short(self.pending[0])
+            self.pending = None
         try:
-            if self.pending is not None:
-                op = self.pending[0]
-                try:
-                    call = target.interrupted()
-                except TargetError:
-                    call = None
-                    self.pending = None
-                    RECORDER.failure(op)
-                if call is not None:
-                    self.record(call)
-                elif self.pending is not None:
-                    self.pending = None
-                    RECORDER.cut_short(op)
-        finally:
             target.close()
+        except AgentError as exc:  # the driver's close failed: the run must not pass
+            RECORDER.failure("close")
+            fire(self, "close", 0.0, exc=exc)
 
 
 class ProducerUser(QueueUser):

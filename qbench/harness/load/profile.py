@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from qbench.harness.infra.processes import stop
 from qbench.harness.infra.redis_server import ProvisionedRedis
 from qbench.harness.load.runner import LoadPlan, run_load, summary, variant_spec, write_results
 from qbench.queue_impl.config import Variant
@@ -102,13 +103,9 @@ def profiled_worker(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGTERM)
         deadline = time.monotonic() + STOP_WAIT_S
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=STOP_WAIT_S)
+        stop(proc, grace_s=STOP_WAIT_S, ask=None)  # asked above; killed when the grace runs out
         while _group_alive(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         _signal_group(proc.pid, signal.SIGKILL)  # anything left in the session
         log.close()
 

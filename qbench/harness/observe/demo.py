@@ -35,6 +35,7 @@ from typing import Any
 import redis
 
 from qbench.harness.errors import EXIT_USAGE
+from qbench.harness.infra.processes import stop
 from qbench.harness.infra.redis_server import RedisServerProcess
 from qbench.harness.peers.envs import PeerEnvError, ensure_env, import_root
 from qbench.harness.peers.registry import PEER_NAMES, resolve
@@ -195,12 +196,7 @@ def idle_workers(url: str, work_dir: Path) -> Iterator[dict[str, Any]]:
             "queued_while_observed": 0,
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace_s=30)
         log.close()
 
 

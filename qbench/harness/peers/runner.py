@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import signal
 import subprocess
 import time
 import uuid
@@ -29,6 +27,7 @@ from qbench.agent import (
 from qbench.driver import ENV_SINK, ENV_SINK_KEY, ENV_SINK_REDIS_URL, Op
 from qbench.harness.infra.counting import command_stats, stats_delta
 from qbench.harness.infra.nodelink import node_label
+from qbench.harness.infra.processes import stop_all
 from qbench.harness.infra.telemetry import Telemetry
 from qbench.harness.peers.envs import python_path
 from qbench.harness.peers.registry import DriverSpec
@@ -405,21 +404,7 @@ def stop_process_groups(processes: Sequence[subprocess.Popen[bytes]], *, grace_s
 
     Every process is expected to lead its own group (`start_new_session=True`).
     """
-    # TODO(D1): the shared stop helper in qbench/harness/infra/processes.py replaces this.
-    for proc in processes:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    killed = 0
-    for proc in processes:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            killed += 1
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    return killed
+    return sum(result.killed for result in stop_all(processes, grace_s=grace_s, group=True))
 
 
 @dataclass(frozen=True, slots=True)
