@@ -197,6 +197,10 @@ class Variant:
         # WAIT's timeout 0 also means "forever"; it is given in whole milliseconds.
         if self.durability_timeout_s < 0.001:
             raise VariantError("durability_timeout_s must be at least 0.001 seconds")
+        if self.durability == "replica" and self.batch == "loop":
+            # The loop sends one operation's commands on whichever pooled connection is free,
+            # and WAIT covers only the writes of the connection it is sent on.
+            raise VariantError("durability=replica needs batch=pipeline or script (loop spreads a write)")
         if self.socket_timeout_s <= self.longest_block_s:
             raise VariantError("socket timeout must exceed the longest blocking wait")
 
@@ -208,7 +212,7 @@ class Variant:
     def socket_timeout_s(self) -> float:
         # redis-py raises TimeoutError when a blocking command outlives the socket
         # timeout, so it always sits above the longest wait (the seed set 10 s).
-        return max(10.0, self.longest_block_s + 5.0)
+        return max(10.0, self.longest_block_s + 5.0, self.durability_timeout_s + 5.0)
 
     def pool_size_for(self, workers: int) -> int:
         """Max connections for `workers` concurrent workers.

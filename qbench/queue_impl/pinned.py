@@ -44,6 +44,21 @@ class Calls(Protocol):
         """BZPOPMIN on one key; None when the wait timed out."""
         ...
 
+    def script_and_wait(
+        self,
+        source: str,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg],
+        *,
+        replicas: int,
+        timeout_ms: int,
+    ) -> tuple[Any, int]:
+        """EVALSHA the script and `WAIT replicas timeout_ms` on the same connection in one
+        round trip (WAIT covers only the writes of the connection it is sent on); returns
+        the script's reply and how many replicas acknowledged."""
+        ...
+
 
 def script_sha(source: str) -> str:
     return hashlib.sha1(source.encode()).hexdigest()
@@ -64,6 +79,31 @@ class PoolCalls:
 
     def bzpopmin(self, key: str, timeout: float) -> Any:
         return self.client.bzpopmin(key, timeout=timeout)  # type: ignore[arg-type]
+
+    def script_and_wait(
+        self,
+        source: str,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg],
+        *,
+        replicas: int,
+        timeout_ms: int,
+    ) -> tuple[Any, int]:
+        # A pipeline keeps both commands on one connection; a script it does not know is
+        # loaded and both are sent again (EVALSHA failed, so nothing was written).
+        for _attempt in (0, 1):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            result, acked = pipe.execute(raise_on_error=False)
+            if isinstance(result, NoScriptError):
+                self.client.script_load(source)
+                continue
+            if isinstance(result, Exception):
+                raise result
+            return result, int(acked)
+        raise NoScriptError(f"script {sha} not loaded")
 
 
 class _Pin:
@@ -133,6 +173,56 @@ class PinnedCalls:
                 connection.disconnect()  # type: ignore[no-untyped-call]
                 raise
         raise AssertionError("unreachable")
+
+    def _call_pair(self, first: Sequence[ScriptArg], second: Sequence[ScriptArg]) -> tuple[Any, Any]:
+        """Two commands in one write on this thread's connection, and both replies (an error
+        reply is returned, not raised, so the second reply is always read). Broken
+        connections: as `_call`."""
+        connection = self._pin().connection
+        for attempt in (0, 1):
+            try:
+                packed = connection.pack_commands([first, second])  # type: ignore[no-untyped-call]
+                connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+                replies = []
+                for _ in range(2):
+                    try:
+                        replies.append(connection.read_response())
+                    except redis.ResponseError as exc:
+                        replies.append(exc)
+                return replies[0], replies[1]
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                connection.disconnect()  # type: ignore[no-untyped-call]
+                if attempt:
+                    raise
+                time.sleep(RETRY_DELAY_S)
+            except BaseException:
+                connection.disconnect()  # type: ignore[no-untyped-call]
+                raise
+        raise AssertionError("unreachable")
+
+    def script_and_wait(
+        self,
+        source: str,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg],
+        *,
+        replicas: int,
+        timeout_ms: int,
+    ) -> tuple[Any, int]:
+        for _attempt in (0, 1):
+            result, acked = self._call_pair(
+                ("EVALSHA", sha, len(keys), *keys, *args), ("WAIT", replicas, timeout_ms)
+            )
+            if isinstance(result, NoScriptError):
+                self._call("SCRIPT", "LOAD", source)
+                continue
+            if isinstance(result, Exception):
+                raise result
+            if isinstance(acked, Exception):
+                raise acked
+            return result, int(acked)
+        raise NoScriptError(f"script {sha} not loaded")
 
     def script(self, source: str, sha: str, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
         try:

@@ -11,9 +11,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import redis
+
 from qbench.queue_impl.clients import RedisClient
 from qbench.queue_impl.codec import Codec, CorruptJobError, codec_for
-from qbench.queue_impl.config import Variant
+from qbench.queue_impl.config import Variant, VariantError
 from qbench.queue_impl.job import PRIORITY_ORDER, Job, Status, as_text, now_us
 from qbench.queue_impl.keys import KeyBuilder, make_keys
 from qbench.queue_impl.pinned import make_calls
@@ -25,11 +27,13 @@ from qbench.queue_impl.strategies import (
     DEQUEUE_STRATEGIES,
     WAKE_STRATEGIES,
     Claimed,
+    Durability,
+    NotReplicatedError,
     Partition,
     StrategyContext,
 )
 
-__all__ = ["Partition", "RedisQueue", "delete_namespace", "glob_escape"]
+__all__ = ["NotReplicatedError", "Partition", "RedisQueue", "delete_namespace", "glob_escape"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,9 @@ class RedisQueue:
         count = variant.partitions
         if keys is not None and count != 1:
             raise ValueError("a key builder can replace the keys of a one-partition queue only")
+        if variant.durability != "off" and not isinstance(client, redis.Redis):
+            # WAIT has no key: a cluster client would send it to any node, not the one written.
+            raise VariantError("durability=replica: not supported on Redis Cluster clients")
         builders = (
             [keys]
             if keys is not None
@@ -110,6 +117,7 @@ class RedisQueue:
             variant=variant,
             consumer=consumer or default_consumer_id(),
             wake=WAKE_STRATEGIES[variant.dequeue](),
+            durability=Durability.of(variant),
         )
         self._dequeue = DEQUEUE_STRATEGIES[variant.dequeue](self._ctx)
         self._batch = BATCH_STRATEGIES[variant.batch](self._ctx)
@@ -119,10 +127,18 @@ class RedisQueue:
 
     def check_server(self) -> None:
         """Raise `VariantError` (one line, naming the server's version) when the server
-        cannot run this variant: records=hash needs HEXPIRE (Redis >= 7.4). One command
-        per partition, sent to the node that holds it. Services call it at startup."""
+        cannot run this variant: records=hash needs HEXPIRE (Redis >= 7.4), and
+        durability=replica a connected replica. One command per partition (and one INFO
+        under durability=replica), sent to the node that holds it. Services call it at startup."""
         for part in self.partitions:
             part.records.check_server(self.client)
+        if self.variant.durability == "replica":
+            replicas = int(self.client.info("replication").get("connected_slaves", 0))  # type: ignore[union-attr]
+            if replicas < 1:
+                raise VariantError(
+                    "durability=replica: the server has no connected replica, so every enqueue "
+                    "would wait durability_timeout_s and fail"
+                )
 
     # Read-only: the strategies share these through the context.
     @property
@@ -158,8 +174,17 @@ class RedisQueue:
     def consumer(self) -> str:
         return self._ctx.consumer
 
+    @property
+    def unreplicated_acks(self) -> int:
+        """durability=replica: completions and failures no replica acknowledged in time."""
+        return self._ctx.durability.unreplicated_acks
+
     # -- producing --------------------------------------------------------------
     def enqueue(self, job: Job) -> str:
+        """Store and queue `job`; returns its id. Under durability=replica the call returns
+        once a replica acknowledged the write too, and raises `NotReplicatedError` when none
+        did within `durability_timeout_s` (the job is queued on the primary all the same:
+        see `Durability` for why enqueue raises and acknowledgements do not)."""
         if self._handicap_ns:
             burn_cpu(self._handicap_ns)
         self.check_payloads([job])

@@ -406,6 +406,15 @@ class LuaScript:
     def __call__(self, *, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
         return self._calls.script(self.source, self.sha, keys, args)
 
+    def and_wait(
+        self, *, keys: Sequence[str], args: Sequence[ScriptArg], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """The script, then WAIT for `replicas` in the same round trip: (reply, replicas that
+        acknowledged)."""
+        return self._calls.script_and_wait(
+            self.source, self.sha, keys, args, replicas=replicas, timeout_ms=timeout_ms
+        )
+
 
 SCRIPT_SOURCES: dict[str, str] = {
     "enqueue": ENQUEUE,

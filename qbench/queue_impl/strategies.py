@@ -15,7 +15,9 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+import redis
 
 from qbench.queue_impl.clients import RedisClient
 from qbench.queue_impl.codec import Codec
@@ -25,7 +27,7 @@ from qbench.queue_impl.keys import KeyBuilder
 from qbench.queue_impl.pinned import Calls
 from qbench.queue_impl.record_stores import RECORD_STORES, RecordStore
 from qbench.queue_impl.records import corrupt_reason, corrupt_record
-from qbench.queue_impl.scripts import Scripts
+from qbench.queue_impl.scripts import LuaScript, Scripts
 
 __all__ = ["RECORD_STORES", "RecordStore"]  # the `records` toggle's classes live in record_stores
 
@@ -89,6 +91,65 @@ class MarkerWake:
         return 1
 
 
+# -- durability ----------------------------------------------------------------------
+class NotReplicatedError(redis.RedisError):
+    """durability=replica: the primary has the enqueue, but no replica acknowledged it within
+    `durability_timeout_s`. The jobs are queued (nothing is undone); a failover now could
+    lose them. A producer that enqueues again gets at-least-once, with a duplicate when
+    the first copy survives."""
+
+
+@dataclass(slots=True)
+class Durability:
+    """The `durability` toggle: how many replicas a write waits for (0: none), and what a
+    write that none acknowledged in time does.
+
+    enqueue raises `NotReplicatedError`: a lost enqueue is a lost job, and only the
+    producer can send it again. complete and fail do not raise: their write is on the
+    primary, and losing it in a failover means the job runs once more (it is still held
+    there, and stale recovery returns it), which at-least-once delivery already allows;
+    raising would make the worker repeat an acknowledgement the primary already has.
+    They are counted (`unreplicated_acks`) and logged instead.
+    """
+
+    replicas: int
+    timeout_ms: int
+    unreplicated_acks: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def of(cls, variant: Variant) -> Durability:
+        replicas = 1 if variant.durability == "replica" else 0
+        return cls(replicas=replicas, timeout_ms=max(1, round(variant.durability_timeout_s * 1000)))
+
+    @property
+    def on(self) -> bool:
+        return self.replicas > 0
+
+    def add_wait(self, pipe: Any) -> None:
+        """Append the WAIT to a pipeline of writes (same connection, same round trip)."""
+        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+
+    def enqueued(self, acked: object, job_ids: Sequence[str]) -> None:
+        if int(acked) < self.replicas:  # type: ignore[call-overload]
+            shown = ", ".join(job_ids[:3]) + (f" and {len(job_ids) - 3} more" if len(job_ids) > 3 else "")
+            raise NotReplicatedError(
+                f"enqueue of {len(job_ids)} job(s) ({shown}) is on the primary but {int(acked)} of "  # type: ignore[call-overload]
+                f"{self.replicas} replica(s) acknowledged it within {self.timeout_ms} ms"
+            )
+
+    def acknowledged(self, acked: object, job_ids: Sequence[str], what: str) -> None:
+        if int(acked) < self.replicas:  # type: ignore[call-overload]
+            with self._lock:
+                self.unreplicated_acks += len(job_ids)
+            log.warning(
+                "%s of %d job(s) not acknowledged by a replica within %d ms (a failover now runs them again)",
+                what,
+                len(job_ids),
+                self.timeout_ms,
+            )
+
+
 # -- what a strategy may use -----------------------------------------------------------
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StrategyContext:
@@ -103,6 +164,7 @@ class StrategyContext:
     wake: WakeStrategy
     calls: Calls
     """The scripts' and blocking waits' path to Redis (the `conn` toggle)."""
+    durability: Durability
     _turns: Iterator[int] = field(default_factory=itertools.count)
 
     @property
@@ -407,7 +469,11 @@ class PipelineOps:
             part.records.put(pipe, job.id, ctx.codec.encode(job), ttl=None)
             pipe.lpush(part.keys.queue(job.priority), job.id)
         ctx.wake.signal(pipe, part.keys)
-        pipe.execute()
+        if ctx.durability.on:
+            ctx.durability.add_wait(pipe)
+            ctx.durability.enqueued(pipe.execute()[-1], [job.id for job in jobs])
+        else:
+            pipe.execute()
 
     def complete(self, part: Partition, job: Job) -> bool:
         # GET -> pipeline{LREM, SET}: 2 round trips (retention=delete: pipeline{LREM, DEL}, 1).
@@ -420,7 +486,7 @@ class PipelineOps:
             stored = _read_for_update(ctx, part, job)
             _mark_completed(stored, job)
             part.records.put(pipe, job.id, ctx.codec.encode(stored), ttl=ctx.completed_ttl)
-        pipe.execute()
+        _execute_ack(ctx, pipe, [job.id], "complete")
         return True
 
     def complete_many(self, part: Partition, jobs: Sequence[Job]) -> int:
@@ -439,7 +505,7 @@ class PipelineOps:
         else:
             part.records.put(pipe, job.id, ctx.codec.encode(stored), ttl=ctx.dead_ttl)
             pipe.lpush(part.keys.dead(), job.id)
-        pipe.execute()
+        _execute_ack(ctx, pipe, [job.id], "fail")
 
     def move_scheduled(self, part: Partition, now_us: int, limit: int) -> int:
         # ZRANGEBYSCORE + MGET + one pipeline: 3 round trips whatever N.
@@ -453,6 +519,27 @@ class PipelineOps:
             _queue_move(ctx, part, pipe, job_id, record)
         pipe.execute()
         return len(ids)
+
+
+def _execute_ack(ctx: StrategyContext, pipe: Any, job_ids: Sequence[str], what: str) -> None:
+    """Run an acknowledgement's pipeline, with the WAIT of durability=replica at its end."""
+    if not ctx.durability.on:
+        pipe.execute()
+        return
+    ctx.durability.add_wait(pipe)
+    ctx.durability.acknowledged(pipe.execute()[-1], job_ids, what)
+
+
+def _run_script(
+    ctx: StrategyContext, script: LuaScript, keys: Sequence[str], args: Sequence[str | bytes | int]
+) -> tuple[Any, int]:
+    """The script's reply, and how many replicas acknowledged its writes (durability=replica:
+    WAIT in the same round trip; off: the replicas asked for, 0)."""
+    if not ctx.durability.on:
+        return script(keys=keys, args=args), 0
+    return script.and_wait(
+        keys=keys, args=args, replicas=ctx.durability.replicas, timeout_ms=ctx.durability.timeout_ms
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,8 +558,11 @@ class ScriptOps:
         args: list[str | bytes | int] = [ctx.wake.script_flag()]
         for job in jobs:
             args += [job.id, QUEUE_OFFSET[job.priority], ctx.codec.encode(job)]
-        keys = [part.keys.marker(), *_queue_keys(part)]
-        ctx.scripts.enqueue(keys=keys + part.records.script_keys([job.id for job in jobs]), args=args)
+        ids = [job.id for job in jobs]
+        keys = [part.keys.marker(), *_queue_keys(part), *part.records.script_keys(ids)]
+        _, acked = _run_script(ctx, ctx.scripts.enqueue, keys, args)
+        if ctx.durability.on:
+            ctx.durability.enqueued(acked, ids)
 
     def complete(self, part: Partition, job: Job) -> bool:
         return self.complete_many(part, [job]) == 1
@@ -487,27 +577,32 @@ class ScriptOps:
                 stored = _copy(job)
                 _mark_completed(stored, job)
                 args.append(ctx.codec.encode(stored))
-        keys = [part.keys.processing(ctx.consumer), *part.records.script_keys([job.id for job in jobs])]
-        return int(ctx.scripts.complete_many(keys=keys, args=args))
+        ids = [job.id for job in jobs]
+        keys = [part.keys.processing(ctx.consumer), *part.records.script_keys(ids)]
+        done, acked = _run_script(ctx, ctx.scripts.complete_many, keys, args)
+        if ctx.durability.on:
+            ctx.durability.acknowledged(acked, ids, "complete")
+        return int(done)
 
     def fail(self, part: Partition, job: Job) -> None:
         ctx = self.ctx
         retry = job.status is Status.SCHEDULED
-        ctx.scripts.fail(
-            keys=[
-                part.keys.processing(ctx.consumer),
-                part.keys.scheduled(),
-                part.keys.dead(),
-                *part.records.script_keys([job.id]),
-            ],
-            args=[
-                job.id,
-                ctx.codec.encode(job),
-                "retry" if retry else "dead",
-                job.scheduled_at_us,
-                ctx.dead_ttl or 0,
-            ],
-        )
+        keys = [
+            part.keys.processing(ctx.consumer),
+            part.keys.scheduled(),
+            part.keys.dead(),
+            *part.records.script_keys([job.id]),
+        ]
+        args: list[str | bytes | int] = [
+            job.id,
+            ctx.codec.encode(job),
+            "retry" if retry else "dead",
+            job.scheduled_at_us,
+            ctx.dead_ttl or 0,
+        ]
+        _, acked = _run_script(ctx, ctx.scripts.fail, keys, args)
+        if ctx.durability.on:
+            ctx.durability.acknowledged(acked, [job.id], "fail")
 
     def move_scheduled(self, part: Partition, now_us: int, limit: int) -> int:
         ctx = self.ctx

@@ -27,6 +27,7 @@ EXPERIMENTS = (
     "qbench.harness.experiments.key_building",
     "qbench.harness.experiments.codec",
     "qbench.harness.experiments.throughput",
+    "qbench.harness.experiments.skipped",
 )
 
 
