@@ -40,6 +40,7 @@ EXPECTED_EXPERIMENTS = (
     "key_building",
     "codec",
     "throughput",
+    "skipped",
 )
 """Written out, not read from the package: a test compares against this, not against
 whatever happened to load."""
