@@ -20,6 +20,13 @@ answers each command with `{"seconds": s, ...}` (time inside the driver's calls)
 - `{"op": "ping", "count": n}`: an external driver's protocol round trip, n times;
 - `{"op": "counters"}`: `{"counters": {"round_trips": n, "commands": m}}`, the driver's own
   counts since it connected (drivers that declare `Capability.ROUND_TRIPS`);
+- `{"op": "enqueue_tracked", "count": n, "pause_s": p, "retry_s": r, "budget_s": b}` (a
+  fault test): n jobs one call at a time, each stamped with a `sent_us` no other job of
+  the agent carries (its job id), p seconds apart; a call that raises is retried with a new
+  stamp after r seconds, until n calls returned or b seconds passed. The answer adds
+  `sent` (the stamps whose call returned), `unacked` (those whose call raised) and
+  `errors` (up to 5 distinct error lines);
+- `{"op": "census"}`: `{"census": {...}}`, `Driver.census()` (`Capability.CENSUS`);
 - `{"op": "quit"}`: the agent closes the driver, answers `{"closed": true}` or
   `{"error": "..."}` (the driver's `close` failed; the agent then exits 1), and exits.
   End of input does the same without the answer.
@@ -46,6 +53,7 @@ from typing import IO, Any
 
 from qbench.driver import (
     API_VERSION,
+    DELIVERY,
     ENV_CONCURRENCY,
     ENV_COUNTERS,
     ENV_QUEUE,
@@ -120,6 +128,40 @@ def _counters(driver: Driver) -> dict[str, Any]:
     return {"counters": {str(k): int(v) for k, v in driver.counters().items()}}
 
 
+def _enqueue_tracked(driver: Driver, command: dict[str, Any]) -> dict[str, Any]:
+    count = int(command["count"])
+    pause_s = float(command.get("pause_s", 0.0))
+    retry_s = float(command.get("retry_s", 0.1))
+    deadline = time.monotonic() + float(command.get("budget_s", 60.0))
+    sent: list[int] = []
+    unacked: list[int] = []
+    errors: dict[str, int] = {}
+    last_us = 0
+    t0 = time.perf_counter()
+    while len(sent) < count and time.monotonic() < deadline:
+        sent_us = max(time.time_ns() // 1000, last_us + 1)  # unique: the job's id
+        last_us = sent_us
+        try:
+            driver.enqueue(sent_us / 1e6)
+        except Exception as exc:  # the call did not return: the job is not counted as sent
+            unacked.append(sent_us)
+            line = _one_line(exc)[:200]
+            if line in errors or len(errors) < 5:
+                errors[line] = errors.get(line, 0) + 1
+            time.sleep(retry_s)
+            continue
+        sent.append(sent_us)
+        if pause_s > 0:
+            time.sleep(pause_s)
+    return {"seconds": time.perf_counter() - t0, "sent": sent, "unacked": unacked, "errors": errors}
+
+
+def _census(driver: Driver) -> dict[str, Any]:
+    if Capability.CENSUS not in type(driver).capabilities:
+        return {"error": f"driver {driver.name} declares no {Capability.CENSUS} capability"}
+    return {"census": driver.census()}
+
+
 def _serve(driver: Driver, commands: IO[str], out: IO[str]) -> bool:
     """Answer commands until `quit` (True) or the end of input (False)."""
     for line in commands:
@@ -137,6 +179,10 @@ def _serve(driver: Driver, commands: IO[str], out: IO[str]) -> bool:
                 _send(out, _ping(driver, int(command["count"])))
             elif op == "counters":
                 _send(out, _counters(driver))
+            elif op == "enqueue_tracked":
+                _send(out, _enqueue_tracked(driver, command))
+            elif op == "census":
+                _send(out, _census(driver))
             else:
                 _send(out, {"error": f"unknown op {op!r}"})
         except Exception as exc:  # reported to the harness, which records the driver as failed
@@ -163,6 +209,10 @@ def ready_message(driver: Driver) -> dict[str, Any]:
         "external": ext is not None,
         "python": sys.version.split()[0],
         "redis_py": _version("redis") if ext is None else "-",
+        "delivery": cls.delivery if cls.delivery in DELIVERY else "",
+        "recovery_window_s": float(cls.recovery_window_s),
+        "sentinel_setup": cls.sentinel_setup,
+        "cluster_setup": cls.cluster_setup,
     }
 
 
@@ -440,6 +490,11 @@ class ProducerAgent:
             raise AgentError(f"{what}: {self._exited(process)}") from None
         return self._reply(what, self.call_timeout_s + REPLY_SECONDS_PER_JOB * max(jobs, 1))
 
+    def pending_answer(self, what: str, timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+        """The answer to a command whose wait was cut short (a Locust user stopped while it
+        waited): the agent still answers, and the answer is read here, as `call` would."""
+        return self._reply(what, timeout_s)
+
     def enqueue(self, count: int) -> float:
         """`count` jobs one call at a time, each stamped as it is sent: seconds in the calls."""
         return float(self.call("enqueue", {"op": "enqueue", "count": count}, jobs=count)["seconds"])
@@ -466,6 +521,32 @@ class ProducerAgent:
         `{"round_trips": n, "commands": m}`, counted by its client."""
         answer = self.call("counters", {"op": "counters"})
         return {str(k): int(v) for k, v in answer["counters"].items()}
+
+    def enqueue_tracked(
+        self, count: int, *, pause_s: float = 0.0, retry_s: float = 0.1, budget_s: float = 60.0
+    ) -> dict[str, Any]:
+        """`count` jobs, each with a `sent_us` of its own (its id), `pause_s` apart, calls
+        that raise retried after `retry_s` within `budget_s`: the answer's `sent` (stamps
+        whose enqueue returned), `unacked` (whose enqueue raised) and `errors`."""
+        command = {
+            "op": "enqueue_tracked",
+            "count": count,
+            "pause_s": pause_s,
+            "retry_s": retry_s,
+            "budget_s": budget_s,
+        }
+        base = self.call_timeout_s
+        # The agent answers by its budget's end; a call in flight then still gets its time.
+        self.call_timeout_s = max(base, budget_s + base)
+        try:
+            return self.call("enqueue_tracked", command, jobs=count)
+        finally:
+            self.call_timeout_s = base
+
+    def census(self) -> dict[str, Any]:
+        """The driver's census (`Capability.CENSUS`): `{"failed": [...], "pending": [...] or n}`."""
+        census = self.call("census", {"op": "census"}).get("census")
+        return census if isinstance(census, dict) else {}
 
     # -- the pipe -------------------------------------------------------------------------------
     @staticmethod

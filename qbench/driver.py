@@ -49,23 +49,32 @@ from typing import Any, ClassVar, TypeVar
 __all__ = [
     "API_VERSION",
     "CLUSTER_SCHEMES",
+    "DELIVERY",
+    "ENV_CHAOS",
     "ENV_CONCURRENCY",
     "ENV_COUNTERS",
+    "ENV_JOB_MS",
     "ENV_QUEUE",
     "ENV_REDIS_URL",
+    "ENV_SENTINEL_ADDRESS",
+    "ENV_SENTINEL_MASTER",
     "ENV_SINK",
     "ENV_SINK_KEY",
     "ENV_SINK_REDIS_URL",
     "ENV_WORKER_INDEX",
     "PRIORITIES",
     "QUEUE_NAME",
+    "SENTINEL_SCHEMES",
     "AsyncDriver",
     "Capability",
     "Driver",
     "Op",
+    "arecord_pickup",
     "cluster_node_url",
     "driver_problems",
+    "job_duration_s",
     "record_pickup",
+    "sentinel_address",
 ]
 
 API_VERSION = 1
@@ -93,6 +102,25 @@ ENV_COUNTERS = "QBENCH_COUNTERS"
 a driver with `Capability.ROUND_TRIPS` counts only then (counting costs time in every
 call, which a run that does not read the counts should not pay)."""
 
+ENV_JOB_MS = "QBENCH_JOB_MS"
+"""Set in a fault-test run (`qbench chaos`) in the workers' environment: each job takes
+this many milliseconds. `record_pickup` (or `arecord_pickup` in an async handler) then
+writes its start line, sleeps that long, and writes a finish line (`sent_us finished_us
+done`), so a worker killed mid-job leaves a start without a finish. Unset: no sleep, one
+line, exactly as before."""
+ENV_CHAOS = "QBENCH_CHAOS"
+"""Set to `1` in every process of a fault-test run: a driver runs what its library
+documents for recovering a dead worker's jobs (a scheduler, a reaper) beside its workers,
+as a deployment that expects workers to die would."""
+ENV_SENTINEL_MASTER = "QBENCH_SENTINEL_MASTER"
+"""Given with a `redis+sentinel://` URL (drivers that declare `sentinel_setup`): the master
+name the Sentinel monitors."""
+ENV_SENTINEL_ADDRESS = "QBENCH_SENTINEL_ADDRESS"
+"""Given with a `redis+sentinel://` URL: the Sentinel's `HOST:PORT`."""
+
+DELIVERY = ("at-least-once", "at-most-once", "best-effort")
+"""What a driver may declare as its queue's promise (`Driver.delivery`); "" declares none."""
+
 QUEUE_NAME = "qbench_peers"
 """The queue name qbench passes in ENV_QUEUE."""
 PRIORITIES = ("high", "normal", "low")
@@ -100,6 +128,8 @@ PRIORITIES = ("high", "normal", "low")
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 """Schemes of a Redis Cluster URL, and of its nodes' URLs."""
+SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
+"""Schemes of a Sentinel URL (`redis+sentinel://HOST:PORT/MASTER`), and of the servers'."""
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.+=-]*$")
 """Driver names: what the `variant` column and `--only a,b` can hold."""
@@ -124,6 +154,35 @@ class Capability(StrEnum):
     """The driver's client counts its own round trips to Redis and the commands they
     carried (`Driver.counters`), so qbench can report round trips per job as the client
     sees them, beside the server's count. It counts when `ENV_COUNTERS` is `1`."""
+    CENSUS = "census"
+    """The driver says where its library holds jobs that did not complete
+    (`Driver.census`): failed or dead, and still pending, each by the `sent_us` the job
+    carries. A fault test then tells a visibly failed or stuck job from a lost one."""
+
+
+def _append_sink(line: bytes) -> None:
+    fd = os.open(os.environ[ENV_SINK], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line + b"\n")
+    finally:
+        os.close(fd)
+
+
+def job_duration_s() -> float:
+    """How long each job should take, in seconds: ENV_JOB_MS (a fault-test run), else 0."""
+    text = os.environ.get(ENV_JOB_MS, "")
+    return float(text) / 1000.0 if text else 0.0
+
+
+def _record_start(sent_at: float, priority: str | None) -> None:
+    line = b"%d %d" % (round(sent_at * 1e6), time.time_ns() // 1000)
+    if priority is not None:
+        line += b" " + priority.encode()
+    _append_sink(line)
+
+
+def _record_finish(sent_at: float) -> None:
+    _append_sink(b"%d %d done" % (round(sent_at * 1e6), time.time_ns() // 1000))
 
 
 def record_pickup(sent_at: float, *, priority: str | None = None) -> None:
@@ -132,16 +191,25 @@ def record_pickup(sent_at: float, *, priority: str | None = None) -> None:
     `sent_at` is the Unix time (seconds) the job carried from `enqueue`. One O_APPEND
     write of a short line is atomic on Linux, so handlers in many processes (including
     forked children) share one file safely.
+
+    In a fault-test run (ENV_JOB_MS set) the job then takes that long (a blocking sleep;
+    an async handler calls `arecord_pickup` instead) and appends `sent_us finished_us done`.
     """
-    started_us = time.time_ns() // 1000
-    line = b"%d %d" % (round(sent_at * 1e6), started_us)
-    if priority is not None:
-        line += b" " + priority.encode()
-    fd = os.open(os.environ[ENV_SINK], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line + b"\n")
-    finally:
-        os.close(fd)
+    _record_start(sent_at, priority)
+    duration = job_duration_s()
+    if duration > 0:
+        time.sleep(duration)
+        _record_finish(sent_at)
+
+
+async def arecord_pickup(sent_at: float, *, priority: str | None = None) -> None:
+    """`record_pickup` for an async handler: the job's duration (ENV_JOB_MS) is an
+    `asyncio.sleep`, so the event loop runs other jobs meanwhile."""
+    _record_start(sent_at, priority)
+    duration = job_duration_s()
+    if duration > 0:
+        await asyncio.sleep(duration)
+        _record_finish(sent_at)
 
 
 def cluster_node_url(url: str) -> str | None:
@@ -153,6 +221,23 @@ def cluster_node_url(url: str) -> str | None:
     """
     scheme, sep, rest = url.partition("://")
     return f"{CLUSTER_SCHEMES[scheme]}{sep}{rest}" if sep and scheme in CLUSTER_SCHEMES else None
+
+
+def sentinel_address(url: str) -> tuple[str, int, str] | None:
+    """For a Sentinel URL (`redis+sentinel://HOST:PORT/MASTER`), the Sentinel's host and
+    port and the master name it monitors; None for any other URL.
+
+    qbench gives a driver a Sentinel URL only when the driver declares `sentinel_setup`
+    (the same facts are in ENV_SENTINEL_ADDRESS and ENV_SENTINEL_MASTER).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in SENTINEL_SCHEMES:
+        return None
+    hostport, _, master = rest.partition("/")
+    host, _, port = hostport.rpartition("@")[2].rpartition(":")
+    if not host or not port.isdigit() or not master:
+        return None
+    return host.strip("[]"), int(port), master
 
 
 class Driver(ABC):
@@ -185,6 +270,23 @@ class Driver(ABC):
     library documents no cluster option, and the driver is given the `redis://` URL of one
     node, as a user who points the library at a cluster node would. Either way the driver
     runs exactly as before on a single server."""
+
+    sentinel_setup: ClassVar[str] = ""
+    """How the driver follows a Redis Sentinel through its library's documented Sentinel
+    option, in a few words (the report shows it). Non-empty: in a failover test the driver
+    is given a `redis+sentinel://HOST:PORT/MASTER` URL (`sentinel_address` reads it) and
+    ENV_SENTINEL_ADDRESS / ENV_SENTINEL_MASTER. Empty: the library documents no Sentinel
+    support, and the failover case reports the driver as not supported."""
+    delivery: ClassVar[str] = ""
+    """The promise the queue makes, at the settings the driver runs, as its documentation
+    states it: one of DELIVERY, or "" (none declared). A fault test fails (exit 1) when a
+    driver that promises `at-least-once` loses a job in a case where its documentation
+    says jobs survive; any other loss is reported as a finding."""
+    recovery_window_s: ClassVar[float] = 0.0
+    """How long the library takes, at the settings the driver runs, to give a dead
+    worker's jobs back (a lease, a visibility timeout, a stalled-job check) or to mark them
+    failed; 0: none declared. A fault test waits this long (within its own bounds) before
+    it calls an unfinished job stuck."""
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         self.url = url
@@ -236,6 +338,14 @@ class Driver(ABC):
         carried, as its client counted them (handshakes left out). qbench asks only a
         producer started with `ENV_COUNTERS=1`; without it, zeros are a fine answer."""
         raise NotImplementedError(f"{self.name} counts nothing of its own")
+
+    def census(self) -> dict[str, Any]:
+        """Where the library holds jobs that did not complete (declare `Capability.CENSUS`),
+        asked in the producer after a fault test: `{"failed": [sent_us, ...], "pending":
+        [sent_us, ...]}`, the `sent_us` (round(sent_at * 1e6)) each job carries. `failed`:
+        the library's own failed, dead or abandoned structure; `pending`: still queued,
+        scheduled or held by a worker. `pending` may be a count instead of a list."""
+        raise NotImplementedError(f"{self.name} takes no census")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most drivers need nothing here
         """Release connections (producer side). An exception here fails the driver's run:
@@ -436,9 +546,19 @@ def driver_problems(cls: object) -> list[str]:
             )
         if Capability.ROUND_TRIPS in capabilities and cls.counters is Driver.counters:
             problems.append(f"declares {Capability.ROUND_TRIPS} but lacks method counters")
+        if Capability.CENSUS in capabilities and cls.census is Driver.census:
+            problems.append(f"declares {Capability.CENSUS} but lacks method census")
     requirements = getattr(cls, "requirements", None)
     if requirements is not None and not isinstance(requirements, str):
         problems.append("requirements must be a file name (str) or None")
     if not isinstance(getattr(cls, "cluster_setup", ""), str):
         problems.append("cluster_setup must be a str (empty: no cluster option)")
+    if not isinstance(getattr(cls, "sentinel_setup", ""), str):
+        problems.append("sentinel_setup must be a str (empty: no Sentinel option)")
+    delivery = getattr(cls, "delivery", "")
+    if delivery not in ("", *DELIVERY):
+        problems.append(f"delivery {delivery!r}: expected one of {', '.join(DELIVERY)} (or empty)")
+    window = getattr(cls, "recovery_window_s", 0.0)
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not window >= 0:
+        problems.append("recovery_window_s must be a number of seconds >= 0")
     return problems

@@ -142,7 +142,7 @@ def test_the_presets_count_their_own_round_trips_when_asked(redis_url: str, tmp_
     client = redis.Redis.from_url(db_url)
     try:
         with producer("baseline", db_url, tmp_path, counters=True) as agent:
-            assert agent.capabilities == {"round_trips"}
+            assert agent.capabilities == {"round_trips", "census"}
             assert agent.counters() == {"round_trips": 0, "commands": 0}
             agent.enqueue(10)
             # baseline's enqueue: SET then LPUSH, one round trip each.

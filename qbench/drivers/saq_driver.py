@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from qbench.driver import QUEUE_NAME, AsyncDriver, record_pickup
+from qbench.driver import QUEUE_NAME, AsyncDriver, arecord_pickup
 
 FUNCTION = "qbench_noop"
 
 
 async def qbench_noop(ctx: dict[str, Any], *, sent_at: float) -> None:
-    record_pickup(sent_at)
+    await arecord_pickup(sent_at)
 
 
 class SaqDriver(AsyncDriver):

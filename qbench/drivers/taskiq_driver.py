@@ -6,13 +6,13 @@ import asyncio
 import signal
 from typing import Any
 
-from qbench.driver import AsyncDriver, cluster_node_url, record_pickup
+from qbench.driver import AsyncDriver, arecord_pickup, cluster_node_url
 
 TASK = "qbench_noop"
 
 
 async def qbench_noop(sent_at: float) -> None:
-    record_pickup(sent_at)
+    await arecord_pickup(sent_at)
 
 
 class TaskiqDriver(AsyncDriver):

@@ -8,6 +8,8 @@ import Queue from "bee-queue";
 import redis from "redis";
 
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
+// QBENCH_JOB_MS (qbench chaos only): how long each job takes; unset, a job is a no-op.
+const JOB_MS = Number(process.env.QBENCH_JOB_MS || 0);
 
 let report;
 let side = null;
@@ -24,6 +26,11 @@ const queue = new Queue(process.env.QBENCH_QUEUE || "qbench_peers", { redis: pro
 queue.on("error", (err) => console.error(`queue error: ${err.message}`));
 queue.process(Number(process.env.QBENCH_CONCURRENCY || 10), async (job) => {
   await report(`${job.data.sent_us} ${nowUs()}`);
+  if (JOB_MS > 0) {
+    // A fault test (qbench chaos): the job takes JOB_MS, then says it finished.
+    await new Promise((ok) => setTimeout(ok, JOB_MS));
+    await report(`${job.data.sent_us} ${nowUs()} done`);
+  }
 });
 
 let stopping = false;

@@ -8,6 +8,8 @@ import IORedis from "ioredis";
 import { redisConnection } from "./connection.mjs";
 
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
+// QBENCH_JOB_MS (qbench chaos only): how long each job takes; unset, a job is a no-op.
+const JOB_MS = Number(process.env.QBENCH_JOB_MS || 0);
 
 let report;
 let side = null;
@@ -27,6 +29,11 @@ const worker = new Worker(
     const started = nowUs();
     const priority = job.data.priority ? ` ${job.data.priority}` : "";
     await report(`${job.data.sent_us} ${started}${priority}`);
+    if (JOB_MS > 0) {
+      // A fault test (qbench chaos): the job takes JOB_MS, then says it finished.
+      await new Promise((ok) => setTimeout(ok, JOB_MS));
+      await report(`${job.data.sent_us} ${nowUs()} done`);
+    }
   },
   { connection, concurrency: Number(process.env.QBENCH_CONCURRENCY || 10), ...options },
 );
