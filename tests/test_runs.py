@@ -12,6 +12,9 @@ import pytest
 
 import qbench
 from qbench.harness import cli
+from qbench.harness.peers.cluster import NOT_ATTEMPTED, Attempt, ClusterSuiteResult, Outcome
+from qbench.harness.peers.cluster import QUICK as CLUSTER_QUICK
+from qbench.harness.peers.cluster_report import write_cluster_suite
 from qbench.harness.results.rows import code_source, source_text
 from qbench.harness.results.runs import BANNER_MARK, KINDS, describe, start_run
 
@@ -143,3 +146,82 @@ def test_installed_code_is_named_by_its_version_never_git_none(tmp_path: Path) -
     assert cli.main(["report", str(work)]) == 0
     text = (work / "PEERS.md").read_text()
     assert "git None" not in text and "qbench 0.1.0 (installed)" in text
+
+
+def _earlier_run(source: str, out: Path) -> None:
+    """`out` holds a committed run of `source`, plus the logs and telemetry an earlier run left."""
+    shutil.copytree(RESULTS / source, out)
+    (out / "logs").mkdir(exist_ok=True)
+    (out / "logs" / "old-driver.log").write_text("an earlier run's log\n")
+    (out / "telemetry").mkdir(exist_ok=True)
+    (out / "telemetry" / "old-driver.csv").write_text("an earlier run's samples\n")
+
+
+def test_a_peers_run_that_fails_leaves_nothing_of_an_earlier_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The battery starts its run before measuring: the earlier run's PEERS.md, rows, logs
+    and telemetry go, and run.json and the report say the run failed."""
+    out = tmp_path / "peers"
+    _earlier_run("peers", out)
+    code = cli.main(
+        ["peers", "--only", "baseline", "--out", str(out), "--redis-url", "redis://127.0.0.1:1/0"]
+    )
+    assert code == 1
+    meta = json.loads((out / "run.json").read_text())
+    # The server is unreachable: the battery stops before writing a row.
+    assert meta["kind"] == "peers" and meta["status"] == "failed" and "cannot reach Redis" in meta["reason"]
+    assert not (out / "metrics.csv").exists()
+    assert not (out / "logs" / "old-driver.log").exists() and not (out / "telemetry").exists()
+    assert not (out / "charts" / "peers_commands.svg").exists()
+    report = (out / "PEERS.md").read_text()
+    assert BANNER_MARK in report and "| rq |" not in report
+    capsys.readouterr()
+    assert cli.main(["report", str(out)]) == 1  # no rows to re-render: the run's status answers
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the run failed" in err[0]
+    assert (out / "PEERS.md").read_text() == report
+
+
+def test_a_peers_cluster_run_that_could_not_attempt_a_driver_says_failed(tmp_path: Path) -> None:
+    out = tmp_path / "peers-cluster"
+    _earlier_run("peers-cluster", out)
+    result = ClusterSuiteResult(
+        attempts=[Attempt("rq", 200, Outcome(NOT_ATTEMPTED, error="its environment could not be built"))]
+    )
+    begun = {"experiment": "peers_cluster", "mode": "quick"}
+    with start_run(out, "peers-cluster", begun) as run:
+        assert json.loads((out / "run.json").read_text())["status"] == "running"
+        assert not (out / "logs").exists() and not (out / "metrics.csv").exists()
+        report = write_cluster_suite(result, CLUSTER_QUICK, out, mode="quick", url=None, run=run)
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "failed" and meta["reason"] == "driver(s) rq not attempted"
+    assert meta["kind"] == "peers-cluster"
+    assert meta["failures"] == {"rq": "its environment could not be built"}
+    assert BANNER_MARK in report.read_text()
+
+
+def test_a_peers_input_error_leaves_the_earlier_run_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "peers"
+    _earlier_run("peers", out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert cli.main(["peers", "--only", "no-such-driver", "--out", str(out)]) == 2
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_peers_render_is_an_alias_of_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for folder, report in (("peers", "PEERS.md"), ("peers-cluster", "PEERS-CLUSTER.md")):
+        work = tmp_path / folder
+        shutil.copytree(RESULTS / folder, work)
+        (work / report).unlink()
+        assert cli.main(["peers", "--render", str(work)]) == 0
+        assert capsys.readouterr().out.strip() == f"rendered {work / report}"
+        assert (work / report).is_file()
+    cluster = tmp_path / "cluster"
+    shutil.copytree(RESULTS / "cluster", cluster)
+    assert cli.main(["peers", "--render", str(cluster)]) == 2  # a cluster measure run, not a peers run
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a cluster run, not a peers or peers-cluster run" in err[0]

@@ -3,6 +3,7 @@ metrics.csv and run.json only (`qbench peers --render DIR` redoes it)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from qbench.harness.results.rows import (
     source_text,
     write_metrics,
 )
-from qbench.harness.results.runs import start_run
+from qbench.harness.results.runs import FAILED, RunFolder, start_run
 from qbench.queue_impl.connection import redact_url
 
 REPORT_FILE = "PEERS-CLUSTER.md"
@@ -41,11 +42,15 @@ def write_cluster_suite(
     url: str | None,
     command: str | None = None,
     load: tuple[str, str] = ("?", "?"),
+    run: RunFolder | None = None,
 ) -> Path:
     """metrics.csv, run.json and PEERS-CLUSTER.md of a cluster run; returns the report's path.
 
     `url`: the user's cluster, None when qbench started one per driver; `load`: the load
-    average before and after (text)."""
+    average before and after (text); `run`: the run the verb started before the attempts
+    (without it the run starts here, keeping the files already written into `out_dir`).
+    run.json says failed when qbench could not attempt a driver (a library that fails on a
+    cluster is an outcome, not a failed run)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = result.rows
     write_metrics(out_dir / METRICS_FILE, rows)
@@ -64,18 +69,16 @@ def write_cluster_suite(
             "load_after": load[1],
         },
     )
-    # The battery measured into out_dir already (its logs): keep this run's files.
-    with start_run(out_dir, "peers-cluster", meta, clear=False) as run:
-        return render_cluster_report(rows, run.meta, out_dir)
-
-
-def is_cluster_run(out_dir: Path) -> bool:
-    """True when `out_dir`'s run.json is a `qbench peers --cluster` run."""
-    try:
-        meta = json.loads((out_dir / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("experiment") == EXPERIMENT
+    with contextlib.ExitStack() as stack:
+        if run is None:
+            run = stack.enter_context(start_run(out_dir, "peers-cluster", meta, clear=False))
+        else:
+            run.meta.update(meta)
+            run.checkpoint()
+        report = render_cluster_report(rows, run.meta, out_dir)
+        if result.failures:
+            run.finish(FAILED, reason=f"driver(s) {', '.join(result.failures)} not attempted")
+        return report
 
 
 def render_saved(out_dir: Path) -> Path:

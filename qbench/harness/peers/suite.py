@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from qbench.harness.results.rows import (
     run_metadata,
     write_metrics,
 )
-from qbench.harness.results.runs import start_run
+from qbench.harness.results.runs import FAILED, RunFolder, start_run
 from qbench.loader import DriverLoadError, module_source
 from qbench.queue_impl.connection import redact_url
 
@@ -270,8 +270,20 @@ def run_suite(
 
 
 def write_suite(
-    result: SuiteResult, sizes: Sizes, out_dir: Path, *, mode: str, command: str | None = None
+    result: SuiteResult,
+    sizes: Sizes,
+    out_dir: Path,
+    *,
+    mode: str,
+    command: str | None = None,
+    run: RunFolder | None = None,
 ) -> None:
+    """metrics.csv, run.json and PEERS.md of a battery; run.json says failed when a driver did.
+
+    `run`: the run the verb started before measuring (`start_run(out_dir, "peers", ...)`),
+    which cleared an earlier run's files. Without it (a battery run by a test or a script),
+    the run is started here and the files already measured into `out_dir` (logs, telemetry) stay.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(out_dir / METRICS_FILE, result.rows)
     first_server = next(iter(result.servers.values()), {})
@@ -288,9 +300,20 @@ def write_suite(
             "telemetry": result.telemetry,
         },
     )
-    # The battery measured into out_dir already (logs, telemetry): keep this run's files.
-    with start_run(out_dir, "peers", meta, clear=False) as run:
+    with contextlib.ExitStack() as stack:
+        if run is None:
+            run = stack.enter_context(start_run(out_dir, "peers", meta, clear=False))
+        else:
+            run.meta.update(meta)
+            run.checkpoint()
         render_report(result.rows, run.meta, out_dir)
+        if result.failures:
+            run.finish(FAILED, reason=failures_text(result.failures))
+
+
+def failures_text(failures: Mapping[str, str]) -> str:
+    """run.json's reason for a run in which drivers failed (each driver's own line is in the report)."""
+    return f"driver(s) {', '.join(failures)} failed"
 
 
 def render_saved(out_dir: Path) -> Path:

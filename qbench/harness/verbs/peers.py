@@ -16,13 +16,14 @@ from qbench.harness.peers.suite import (
     REPORT_FILE,
     PeersInputError,
     load_text,
-    render_saved,
     run_suite,
     select_drivers,
     sizes_for,
     write_suite,
 )
+from qbench.harness.results.runs import start_run
 from qbench.harness.results.telemetry_charts import SEGMENTS_DIR
+from qbench.harness.verbs.report import rerender
 from qbench.queue_impl.connection import cluster_url, is_cluster_url, redact_url
 
 
@@ -109,10 +110,8 @@ def run(args: argparse.Namespace) -> int:
     url = args.redis_url or os.environ.get("REDIS_URL") or None
     try:
         if args.render:
-            out = Path(args.render)
-            is_cluster = cluster_report.is_cluster_run(out)
-            print(f"rendered {cluster_report.render_saved(out) if is_cluster else render_saved(out)}")
-            return 0
+            # An alias of `qbench report DIR`: the same code, for users' scripts.
+            return rerender(Path(args.render), expect=("peers", "peers-cluster"), prefix="rendered ")
         specs = select_drivers(args.only, args.driver)
         if args.cluster or (url is not None and is_cluster_url(url)):
             return run_cluster(args, specs, url)
@@ -120,25 +119,28 @@ def run(args: argparse.Namespace) -> int:
     except PeersInputError as exc:
         raise UsageError(str(exc)) from None
     out_dir = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
+    mode = "quick" if args.quick else "full"
+    # Started before measuring: an earlier run's files go now, and a battery that fails or is
+    # interrupted before writing its rows leaves run.json saying so, never the old run.
+    begun = {"experiment": "peers", "mode": mode, "command": command_line(args)}
+    run_folder = start_run(out_dir, "peers", begun)
     print(
         f"qbench peers: {', '.join(spec.name for spec in specs)}; {sizes.jobs:,} jobs x "
         f"{sizes.repeats} repeat(s); load {load_text()}"
     )
-    telemetry_dir = out_dir / SEGMENTS_DIR
-    for stale in telemetry_dir.glob("*.csv"):  # a previous run's drivers are not this run's
-        stale.unlink()
     try:
-        result = run_suite(
-            specs,
-            sizes,
-            url=url,
-            logs_dir=out_dir / "logs",
-            telemetry_dir=telemetry_dir,
-            telemetry_interval_s=args.telemetry_interval,
-        )
+        with run_folder:
+            result = run_suite(
+                specs,
+                sizes,
+                url=url,
+                logs_dir=out_dir / "logs",
+                telemetry_dir=out_dir / SEGMENTS_DIR,
+                telemetry_interval_s=args.telemetry_interval,
+            )
+            write_suite(result, sizes, out_dir, mode=mode, command=command_line(args), run=run_folder)
     except PeersInputError as exc:
         raise UsageError(str(exc)) from None
-    write_suite(result, sizes, out_dir, mode="quick" if args.quick else "full", command=command_line(args))
     print(f"load {load_text()}; wrote {out_dir / REPORT_FILE}")
     # One line per failed driver; the report says the run is incomplete.
     for name, reason in result.failures.items():
@@ -159,22 +161,28 @@ def run_cluster(args: argparse.Namespace, specs: list[DriverSpec], url: str | No
             raise PeersInputError(f"--redis-url: {exc}") from None
         cluster.check_user_cluster(url, specs)
     out_dir = Path(args.out or (cluster.DEFAULT_OUT + ("-quick" if args.quick else "")))
+    mode = "quick" if args.quick else "full"
     where = f"the cluster at {redact_url(url)}" if url else "a fresh 3-master cluster each"
     load_before = load_text()
+    # Started before the attempts, like the battery: an earlier run's files go first.
+    begun = {"experiment": cluster.EXPERIMENT, "mode": mode, "command": command_line(args)}
+    run_folder = start_run(out_dir, "peers-cluster", begun)
     print(
         f"qbench peers --cluster: {', '.join(spec.name for spec in specs)}; {where}; "
         f"{sizes.jobs:,} jobs, stall timeout {sizes.stall_s:g} s; load {load_before}"
     )
-    result = cluster.run_cluster_suite(specs, sizes, url=url, logs_dir=out_dir / "logs")
-    report = cluster_report.write_cluster_suite(
-        result,
-        sizes,
-        out_dir,
-        mode="quick" if args.quick else "full",
-        url=url,
-        command=command_line(args),
-        load=(load_before, load_text()),
-    )
+    with run_folder:
+        result = cluster.run_cluster_suite(specs, sizes, url=url, logs_dir=out_dir / "logs")
+        report = cluster_report.write_cluster_suite(
+            result,
+            sizes,
+            out_dir,
+            mode=mode,
+            url=url,
+            command=command_line(args),
+            load=(load_before, load_text()),
+            run=run_folder,
+        )
     print(f"load {load_text()}; wrote {report}")
     for name, reason in result.failures.items():
         print(f"qbench: error: driver {name} was not attempted: {reason}", file=sys.stderr)

@@ -72,19 +72,24 @@ def rerender(out_dir: Path, *, expect: Sequence[str] = (), prefix: str = "") -> 
         raise UsageError(f"{out_dir}: not a run qbench recognises (its {RUN_FILE} names no kind)")
     if expect and kind.name not in expect:
         raise UsageError(f"{out_dir}: a {kind.name} run, not a {' or '.join(expect)} run")
+    why = refusal(out_dir, meta)
     try:
         path = render(out_dir)
-    except (NotARunError, FileNotFoundError) as exc:
-        raise UsageError(str(exc).splitlines()[0]) from None
-    except ValueError as exc:
+    except (NotARunError, FileNotFoundError, ValueError) as exc:
         message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if why is not None:
+            # A run that failed before writing its rows: its report (the status line and
+            # "No results were written") stays; the run's status is the answer, not the rows.
+            print(f"qbench: error: {why} (nothing to re-render: {message})", file=sys.stderr)
+            return EXIT_FAILED
+        if isinstance(exc, NotARunError | FileNotFoundError):
+            raise UsageError(message) from None
         if "failed to render" in message:
             print(out_dir / kind.report if kind.report else out_dir)
             print(f"qbench: error: {message}", file=sys.stderr)
             return EXIT_FAILED
         raise UsageError(message) from None
     print(f"{prefix}{path}")
-    why = refusal(out_dir, meta)
     if why is not None:
         print(f"qbench: error: {why} (its report says so at the top)", file=sys.stderr)
         return EXIT_FAILED
