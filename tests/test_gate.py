@@ -198,3 +198,44 @@ def test_fixtures_are_real_pytest_benchmark_runs() -> None:
     doc = json.loads((FIXTURES / "bench_baseline.json").read_text())
     assert {b["params"]["preset"] for b in doc["benchmarks"]} == {"baseline", "optimized", "scripted"}
     assert all("round_trips_per_op" in b["extra_info"] for b in doc["benchmarks"])
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        ("failed", "the run failed: Worker killed"),
+        ("running", "still running"),
+        ("interrupted", "the run interrupted"),
+    ],
+)
+def test_a_run_that_did_not_finish_is_refused(
+    status: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A set whose run.json says it failed, was interrupted or is still running is no result:
+    one line naming the run and why, exit 1, whichever side it is on."""
+    good = tmp_path / "good"
+    good.mkdir()
+    reference = Path(__file__).resolve().parents[1] / "results" / "reference"
+    (good / "metrics.csv").write_bytes((reference / "metrics.csv").read_bytes())
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.csv").write_bytes((reference / "metrics.csv").read_bytes())
+    reason = "Worker killed" if status == "failed" else None
+    (bad / "run.json").write_text(json.dumps({"kind": "reproduce", "status": status, "reason": reason}))
+    assert main(["gate", "--baseline", str(good), "--candidate", str(good), "--timings", "off"]) == 0
+    capsys.readouterr()
+    for baseline, candidate in ((good, bad), (bad / "metrics.csv", good)):
+        assert main(["gate", "--baseline", str(baseline), "--candidate", str(candidate)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(bad) in err[0] and said in err[0], err
+
+
+def test_an_unreadable_run_json_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    reference = Path(__file__).resolve().parents[1] / "results" / "reference"
+    (folder / "metrics.csv").write_bytes((reference / "metrics.csv").read_bytes())
+    (folder / "run.json").write_text("{not json")
+    assert main(["gate", "--baseline", str(folder), "--candidate", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run.json: not JSON" in err[0]

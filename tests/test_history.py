@@ -105,3 +105,21 @@ def test_committed_history_spans_at_least_five_commits() -> None:
         for p in (ROOT / "results" / "history" / "runs").iterdir()
     }
     assert runs == commits
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted", "running"])
+def test_a_run_that_did_not_finish_is_not_added(
+    status: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = gate_run(tmp_path, "r1", "a" * 40, "2026-01-01T00:00:00", 110_000.0)
+    meta = json.loads((run / "run.json").read_text())
+    meta.update(kind="gate", status=status, reason="worker killed" if status == "failed" else None)
+    (run / "run.json").write_text(json.dumps(meta))
+    history = tmp_path / "history.csv"
+    assert main(["history", "add", str(run), "--file", str(history)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(run) in err[0] and status in err[0]
+    assert not history.exists()
+    meta["status"] = "ok"
+    (run / "run.json").write_text(json.dumps(meta))
+    assert main(["history", "add", str(run), "--file", str(history)]) == 0

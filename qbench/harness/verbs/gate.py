@@ -24,7 +24,7 @@ from qbench.harness.results.gate import (
     report_document,
 )
 from qbench.harness.results.rows import METRICS_FILE, run_metadata, write_metrics
-from qbench.harness.results.runs import RunFolder, start_run
+from qbench.harness.results.runs import NotARunError, RunFolder, refusal, start_run
 from qbench.harness.results.timing_gate import (
     CALIBRATED_TOLERANCE,
     GATE_FILE,
@@ -57,7 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Compare two saved result sets (--baseline/--candidate: deterministic counters are "
         "held exact, timings judged as ratios to a reference variant measured in the same run), or "
         "`gate run`: time two checkouts interleaved, or `gate calibrate`: measure the timing gate's "
-        "false-alarm and detection rates. Exit 0 pass, 1 regression, 2 bad input.",
+        "false-alarm and detection rates. Exit 0 pass; 1 regression, or a set from a run that failed, was "
+        "interrupted or is still running (its run.json says so: compare finished runs only); 2 bad input "
+        "(no metrics, unreadable files, mixed kinds).",
     )
     parser.add_argument("--baseline", type=Path, help="results dir, metrics.csv or pytest-benchmark JSON")
     parser.add_argument("--candidate", type=Path, help="same kinds as --baseline")
@@ -163,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     except GateInputError as exc:
         raise UsageError(str(exc)) from None
     for path in (args.baseline, args.candidate):
-        reason = incomplete_run(path)
+        reason = unfinished_run(path) or incomplete_run(path)
         if reason is not None:
             print(f"qbench: error: {reason}; compare complete runs only", file=sys.stderr)
             return 1
@@ -175,6 +177,19 @@ def run(args: argparse.Namespace) -> int:
         document = report_document(report, baseline=baseline.source, candidate=candidate.source)
         args.json.write_text(json.dumps(document, indent=2) + "\n")
     return 1 if report.failed else 0
+
+
+def unfinished_run(path: Path) -> str | None:
+    """Why the run holding `path` (a results dir or its metrics.csv) is no result: it failed,
+    was interrupted or never finished (run.json's status); None for a finished run, a
+    pytest-benchmark file, or rows with no run.json. An unreadable run.json is bad input."""
+    if not path.is_dir() and path.name != METRICS_FILE:
+        return None
+    folder = path if path.is_dir() else path.parent
+    try:
+        return refusal(folder)
+    except NotARunError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _cpu(choice: str | None) -> int | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from qbench.harness.errors import OneLineParser, UsageError
+from qbench.harness.errors import EXIT_FAILED, OneLineParser, UsageError
 from qbench.harness.results.history import (
     DEFAULT_CHART_METRICS,
     HISTORY_FILE,
@@ -14,6 +15,7 @@ from qbench.harness.results.history import (
     draw_charts,
     read_history,
 )
+from qbench.harness.results.runs import NotARunError, refusal
 from qbench.harness.results.timing_gate import CALIBRATED_TOLERANCE
 
 
@@ -27,7 +29,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     actions = parser.add_subparsers(dest="history_action", metavar="ACTION", parser_class=OneLineParser)
     actions.required = True
-    add = actions.add_parser("add", help="append a run's summary metrics, keyed by its commit")
+    add = actions.add_parser(
+        "add",
+        help="append a run's summary metrics, keyed by its commit",
+        description="Append (or replace) a finished run's summary metrics, keyed by its commit. Exit 1, "
+        "adding nothing, when the run failed, was interrupted or is still running (its run.json says "
+        "so: a failed run's numbers are no result); 2 for bad input (no metrics.csv, no commit).",
+    )
     add.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a results dir (metrics.csv + run.json)")
     add.add_argument("--file", type=Path, default=HISTORY_FILE, help=f"history CSV (default {HISTORY_FILE})")
     add.set_defaults(func=run_add)
@@ -56,6 +64,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run_add(args: argparse.Namespace) -> int:
     if not args.run_dir.is_dir():
         raise UsageError(f"{args.run_dir}: not a directory")
+    try:
+        why = refusal(args.run_dir)
+    except NotARunError as exc:
+        raise UsageError(str(exc)) from None
+    if why is not None:
+        print(f"qbench: error: {why}; history keeps finished runs only", file=sys.stderr)
+        return EXIT_FAILED
     try:
         added, total = add_run(args.run_dir, args.file)
     except HistoryError as exc:
