@@ -26,6 +26,8 @@ answers each command with `{"seconds": s, ...}` (time inside the driver's calls)
   stamp after r seconds, until n calls returned or b seconds passed. The answer adds
   `sent` (the stamps whose call returned), `unacked` (those whose call raised) and
   `errors` (up to 5 distinct error lines);
+- `{"op": "enqueue_timed", "count": n}` (the timing gate): n serial enqueues, answered with
+  `cpu_ns` (the producer process's CPU time over them) and `wall_ns`;
 - `{"op": "census"}`: `{"census": {...}}`, `Driver.census()` (`Capability.CENSUS`);
 - `{"op": "quit"}`: the agent closes the driver, answers `{"closed": true}` or
   `{"error": "..."}` (the driver's `close` failed; the agent then exits 1), and exits.
@@ -170,7 +172,9 @@ def _serve(driver: Driver, commands: IO[str], out: IO[str]) -> bool:
         if op == "quit":
             return True
         try:
-            if op == "enqueue":
+            if op in GATE_OPS:  # the timing gate's ops (see the block at the end)
+                _send(out, GATE_OPS[op](driver, command))
+            elif op == "enqueue":
                 _send(out, _enqueue(driver, command))
             elif op == "enqueue_many":
                 seconds = _enqueue_many(driver, int(command["count"]), int(command["batch"]))
@@ -225,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args(argv)
     try:
+        install_handicaps(args.role)  # before the driver module binds record_pickup
         cls = load_driver(args.driver, search_cwd=False)
     except DriverLoadError as exc:
         print(f"qbench agent: {exc}", file=sys.stderr)
@@ -516,6 +521,13 @@ class ProducerAgent:
         """Seconds for `count` protocol round trips of an external driver's producer."""
         return float(self.call("ping", {"op": "ping", "count": count})["seconds"])
 
+    def enqueue_timed(self, count: int) -> dict[str, Any]:
+        """`count` jobs one call at a time (`enqueue_serial`), timed inside the agent: the
+        answer's `cpu_ns` (the producer process's CPU time over the calls) and `wall_ns`.
+        The timing gate's enqueue measure; an agent older than the op answers an error."""
+        command = {"op": "enqueue_timed", "count": count}
+        return self.call("enqueue_timed", command, jobs=count)
+
     def counters(self) -> dict[str, int]:
         """The driver's own counters since it connected (`Capability.ROUND_TRIPS`):
         `{"round_trips": n, "commands": m}`, counted by its client."""
@@ -616,6 +628,121 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.kill()
     process.wait()
+
+
+# ---------------------------------------------------------------------------------------
+# The timing gate's additions (`qbench gate run --driver`, `qbench gate calibrate --driver`).
+# Backward compatible: one new op, and environment variables that change nothing unless set.
+# ---------------------------------------------------------------------------------------
+ENV_HANDICAP_ENQUEUE_US = "QBENCH_HANDICAP_ENQUEUE_US"
+"""Calibration only: microseconds of CPU the producer burns per enqueue in `enqueue_timed`."""
+ENV_HANDICAP_JOB_US = "QBENCH_HANDICAP_JOB_US"
+"""Calibration only: microseconds of CPU a worker burns per handled job, before the handler
+records its pickup (installed around `record_pickup` / `arecord_pickup`)."""
+ENV_HANDICAP_PICKUP_MS = "QBENCH_HANDICAP_PICKUP_MS"
+"""Calibration only: milliseconds a worker waits before each handler starts (a sleep; an
+async handler's is an `asyncio.sleep`), so pickup latency grows by that much."""
+
+
+def _handicap(name: str) -> float:
+    try:
+        value = float(os.environ.get(name) or 0.0)
+    except ValueError:
+        return 0.0
+    return value if value > 0 else 0.0
+
+
+def burn_cpu_us(us: float) -> None:
+    """Busy-loop until this thread used `us` more microseconds of CPU (not a sleep)."""
+    end = time.thread_time_ns() + int(us * 1000)
+    while time.thread_time_ns() < end:
+        pass
+
+
+def install_handicaps(role: str) -> None:
+    """Inject the calibration handicaps of this process's environment: a worker's wrap
+    `qbench.driver.record_pickup` and `arecord_pickup` (before the driver's module imports
+    them), so the library itself is never changed. Nothing happens when none is set.
+    Handlers in processes the library spawns afresh (not forked) do not inherit it."""
+    if role != "worker":
+        return
+    job_us, pickup_s = _handicap(ENV_HANDICAP_JOB_US), _handicap(ENV_HANDICAP_PICKUP_MS) / 1000
+    if job_us <= 0 and pickup_s <= 0:
+        return
+    import asyncio
+    import functools
+
+    import qbench.driver as api
+
+    plain, awaited = api.record_pickup, api.arecord_pickup
+
+    @functools.wraps(plain)
+    def record_pickup(sent_at: float, *, priority: str | None = None) -> None:
+        if pickup_s > 0:
+            time.sleep(pickup_s)
+        if job_us > 0:
+            burn_cpu_us(job_us)
+        plain(sent_at, priority=priority)
+
+    @functools.wraps(awaited)
+    async def arecord_pickup(sent_at: float, *, priority: str | None = None) -> None:
+        if pickup_s > 0:
+            await asyncio.sleep(pickup_s)
+        if job_us > 0:
+            burn_cpu_us(job_us)
+        await awaited(sent_at, priority=priority)
+
+    api.record_pickup = record_pickup  # type: ignore[assignment]
+    api.arecord_pickup = arecord_pickup  # type: ignore[assignment]
+
+
+def _enqueue_timed(driver: Driver, command: dict[str, Any]) -> dict[str, Any]:
+    """`count` serial enqueues with the garbage collector off, timed in CPU and wall
+    nanoseconds; with ENV_HANDICAP_ENQUEUE_US, each call first burns that much CPU."""
+    import gc
+
+    count = int(command["count"])
+    burn_us = _handicap(ENV_HANDICAP_ENQUEUE_US)
+    if burn_us > 0 and "enqueue" not in vars(driver):
+        _handicap_enqueue(driver, burn_us)
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        cpu0, wall0 = time.process_time_ns(), time.perf_counter_ns()
+        driver.enqueue_serial(count)
+        cpu_ns, wall_ns = time.process_time_ns() - cpu0, time.perf_counter_ns() - wall0
+    finally:
+        if was_enabled:
+            gc.enable()
+    return {"seconds": wall_ns / 1e9, "cpu_ns": cpu_ns, "wall_ns": wall_ns, "count": count}
+
+
+def _handicap_enqueue(driver: Driver, burn_us: float) -> None:
+    """Wrap this driver object's enqueue (or aenqueue: what `enqueue_serial` calls)."""
+    from qbench.driver import AsyncDriver
+
+    if isinstance(driver, AsyncDriver):
+        inner_async = driver.aenqueue
+
+        async def aenqueue(sent_at: float) -> None:
+            burn_cpu_us(burn_us)
+            await inner_async(sent_at)
+
+        driver.aenqueue = aenqueue  # type: ignore[method-assign]
+    inner = driver.enqueue
+
+    def enqueue(sent_at: float) -> None:
+        if not isinstance(driver, AsyncDriver):
+            burn_cpu_us(burn_us)
+        inner(sent_at)
+
+    driver.enqueue = enqueue  # type: ignore[method-assign]
+
+
+GATE_OPS = {"enqueue_timed": _enqueue_timed}
+"""Ops the timing gate adds to the protocol: `{"op": "enqueue_timed", "count": n}` answers
+`{"seconds", "cpu_ns", "wall_ns", "count"}`."""
 
 
 if __name__ == "__main__":
