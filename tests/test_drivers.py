@@ -24,8 +24,15 @@ from qbench.harness.cli import main
 from qbench.harness.infra.counting import stats_delta
 from qbench.harness.infra.redis_server import provision
 from qbench.harness.infra.telemetry import Telemetry, read_telemetry
-from qbench.harness.load.driver_load import DriverLoadRun, driver_rows, pickup_samples, plan_driver_load
-from qbench.harness.load.runner import RESULTS_FILE, sample_rows, throughput_series
+from qbench.harness.load.runner import (
+    RESULTS_FILE,
+    LoadPlan,
+    LoadRun,
+    rows_of,
+    sample_rows,
+    throughput_series,
+)
+from qbench.harness.load.targets import Accounting, pickup_samples, shape_for_driver
 from qbench.harness.peers.registry import discover, resolve
 from qbench.harness.peers.runner import ServerProbe, Sink, Sizes, round_trips
 from qbench.harness.peers.suite import run_suite
@@ -522,20 +529,20 @@ def test_the_workers_pickups_become_histograms_merged_with_the_users_into_one_se
         alone.record("pickup", latency_ms, done_at=0.0)
     assert pickups["pickup"].percentiles_ms([50.0, 99.0]) == alone.ops["pickup"].percentiles_ms([50.0, 99.0])
 
-    plan = plan_driver_load(load_workload("mixed"), resolve("scripted"), users=5, spawn_rate=5, duration_s=2)
+    workload, driver = shape_for_driver(load_workload("mixed"), resolve("scripted"), 5)
+    plan = LoadPlan(
+        workload=workload, driver=driver, label="scripted", users=workload.users, spawn_rate=5, duration_s=2
+    )
     samples = merge_ops([collector.merged(), pickups])
-    run = DriverLoadRun(
+    run = LoadRun(
         plan=plan,
         out_dir=tmp_path,
         locust_stats=[],
         samples=samples,
-        jobs_expected=3,
-        jobs_picked_up=3,
-        commands=30,
-        round_trips=12,
+        jobs=Accounting(jobs_expected=3, jobs_picked_up=3, commands=30, round_trips=12),
         locust_returncode=0,
     )
-    rows = driver_rows(run)
+    rows = rows_of(run)  # one run type, one row code, whatever the target
     table = {(parse_params(r.params)["op"], r.metric): r.value for r in rows if r.metric != "ops_per_s"}
     assert table[("enqueue", "requests")] == table[("pickup", "requests")] == 3
     assert table[("pickup_high", "requests")] == 2 and table[("pickup_low", "requests")] == 1

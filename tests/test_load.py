@@ -13,14 +13,8 @@ import pytest
 
 from qbench.harness.cli import main
 from qbench.harness.infra.telemetry import read_telemetry
-from qbench.harness.load.runner import (
-    LoadPlan,
-    LoadRun,
-    produced_jobs,
-    render_charts,
-    rows_of,
-    throughput_series,
-)
+from qbench.harness.load.runner import LoadPlan, LoadRun, render_charts, rows_of, throughput_series
+from qbench.harness.load.targets import Accounting, produced_jobs
 from qbench.harness.results.rows import Row, parse_params, read_metrics
 from qbench.harness.results.telemetry_charts import CHART_STEMS
 from qbench.queue_impl.config import PRESETS
@@ -95,8 +89,7 @@ def test_per_second_counts_merge_across_processes_into_rows_and_the_chart(tmp_pa
         out_dir=out,
         locust_stats=[],
         samples=samples,
-        census={"records": 3, "completed": 1, "stranded": 0},
-        jobs_expected=3,
+        jobs=Accounting(jobs_expected=3, census={"records": 3, "completed": 1, "stranded": 0}),
         locust_returncode=0,
     )
     rows = rows_of(run)
@@ -141,10 +134,12 @@ def test_an_enqueue_cut_short_at_stop_is_neither_lost_nor_required(
         out_dir=Path("unused"),
         locust_stats=[],
         samples=merged,
-        census={"records": records, "completed": records, "stranded": 0},
-        jobs_expected=10,
+        jobs=Accounting(
+            jobs_expected=10,
+            jobs_cut_short=cut_short,
+            census={"records": records, "completed": records, "stranded": 0},
+        ),
         locust_returncode=0,
-        jobs_cut_short=cut_short,
     )
     assert run.lost == lost
     table = {r.metric: r.value for r in rows_of(run) if parse_params(r.params).get("op") == "all"}

@@ -122,6 +122,10 @@ class ReferenceTarget:
         jobs = [self._job(p, None) for p in priorities]
         return self._timed(lambda: self.queue.enqueue_many(jobs))
 
+    def interrupted(self) -> Call | None:
+        """A call cut short when the user stopped: it may or may not have reached Redis."""
+        return None
+
     def close(self) -> None:
         close_client(self.redis)
 
@@ -148,6 +152,8 @@ class AgentTarget:
             raise
         self.counts_round_trips = str(Capability.ROUND_TRIPS) in self.agent.capabilities
         self.trips_so_far = self.trips() if self.counts_round_trips else 0
+        self.waiting: str | None = None
+        """The command sent whose answer is still to be read."""
 
     def trips(self) -> int:
         return self.agent.counters()["round_trips"]
@@ -160,18 +166,30 @@ class AgentTarget:
             trips, self.trips_so_far = now - self.trips_so_far, now
         return Call(seconds, time.time() - seconds if started_at is None else started_at, trips)
 
-    def enqueue(self, priority: str | None, sent_at: float | None) -> Call:
-        answer = self.agent.enqueue_one(sent_at=sent_at, priority=priority)
+    def _answered(self, answer: dict[str, Any]) -> Call:
+        self.waiting = None
         started_at = answer.get("started_at")
         return self._counted(float(answer["seconds"]), None if started_at is None else float(started_at))
 
+    def enqueue(self, priority: str | None, sent_at: float | None) -> Call:
+        self.waiting = "enqueue"
+        return self._answered(self.agent.enqueue_one(sent_at=sent_at, priority=priority))
+
     def enqueue_many(self, priorities: list[str | None]) -> Call:
         size = len(priorities)
-        return self._counted(self.agent.enqueue_many(size, size), None)
+        self.waiting = "enqueue_many"
+        seconds = self.agent.enqueue_many(size, size)
+        return self._answered({"seconds": seconds})
+
+    def interrupted(self) -> Call | None:
+        """A user stopped while its agent worked (Locust kills a user it just woke): the
+        agent's answer still comes, so the job it enqueued is counted like any other."""
+        if self.waiting is None:
+            return None
+        return self._answered(self.agent.pending_answer(self.waiting))
 
     def close(self) -> None:
-        """AgentError when the driver's `close` failed. A call cut short when its user
-        stopped leaves its answer in the pipe: `close` reads past it."""
+        """AgentError when the driver's `close` failed."""
         self.agent.close()
 
 
@@ -241,9 +259,17 @@ class QueueUser(User):  # type: ignore[misc]
         if target is None:  # stopped while idle (see settings_or_idle), or its agent never started
             return
         if self.pending is not None:
-            # Stopped mid-call: the job may or may not have reached the queue.
-            RECORDER.cut_short(self.pending[0])
-            self.pending = None
+            op = self.pending[0]
+            try:
+                call = target.interrupted()
+            except AgentError:
+                call, self.pending = None, None
+                RECORDER.failure(op)
+            if call is not None:
+                self.record(call)
+            elif self.pending is not None:  # it may or may not have reached the queue
+                self.pending = None
+                RECORDER.cut_short(op)
         try:
             target.close()
         except AgentError as exc:  # the driver's close failed: the run must not pass

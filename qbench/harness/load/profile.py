@@ -19,7 +19,7 @@ import redis
 
 from qbench.harness.infra.processes import stop
 from qbench.harness.infra.redis_server import ProvisionedRedis
-from qbench.harness.load.runner import LoadPlan, run_load, summary, variant_spec, write_results
+from qbench.harness.load.runner import LoadPlan, LoadRun, measure, summary, variant_spec
 from qbench.queue_impl.config import Variant
 from qbench.queue_impl.keys import make_keys
 
@@ -216,29 +216,40 @@ class ProfileResult:
 def run_profile(
     plan: LoadPlan, out_dir: Path, *, tool: str, concurrency: int, redis_url: str | None, charts: bool = True
 ) -> ProfileResult:
-    """Run `plan` with a worker service under `tool` consuming its jobs; ProfileError if
-    the profiler wrote nothing."""
+    """Run `plan` with a worker service under `tool` consuming its jobs, into `out_dir` (the
+    load run's folder, its profile in `profile/`); ProfileError (the run failed, or the
+    profiler wrote nothing: run.json says which)."""
     profile_dir = out_dir / "profile"
+    variant = plan.variant
+    if variant is None:
+        raise ValueError("qbench profile runs a variant of the reference queue")
     if tool == "py-spy":
         _py_spy()
 
     def during(server: ProvisionedRedis, namespace: str) -> contextlib.AbstractContextManager[object]:
-        return profiled_worker(tool, profile_dir, server.url, plan.variant, namespace, concurrency)
+        return profiled_worker(tool, profile_dir, server.url, variant, namespace, concurrency)
 
-    result = run_load(plan, out_dir, redis_url=redis_url, during=during)
-    result.meta["profile"] = {"tool": tool, "concurrency": concurrency, "dir": "profile"}
-    rows = write_results(result, charts=charts)
+    profile = profile_dir / ("scalene.json" if tool == "scalene" else "py-spy.speedscope.json")
+
+    def profile_written(_run: LoadRun) -> list[str]:
+        return [] if profile.is_file() else [f"{tool} wrote no profile (see {profile_dir / 'worker.log'})"]
+
+    outcome = measure(
+        plan,
+        out_dir,
+        charts=charts,
+        meta={"profile": {"tool": tool, "concurrency": concurrency, "dir": "profile"}},
+        finish=profile_written,
+        redis_url=redis_url,
+        during=during,
+    )
+    if outcome.problems:
+        raise ProfileError("; ".join(outcome.problems))
     if tool == "scalene":
-        scalene_json = profile_dir / "scalene.json"
-        if not scalene_json.is_file():
-            raise ProfileError(f"scalene wrote no profile (see {profile_dir / 'worker.log'})")
-        elapsed = json.loads(scalene_json.read_text()).get("elapsed_time_sec")
-        text = format_summary(scalene_summary(scalene_json), elapsed)
+        elapsed = json.loads(profile.read_text()).get("elapsed_time_sec")
+        text = format_summary(scalene_summary(profile), elapsed)
         (profile_dir / "summary.md").write_text(text)
-        return ProfileResult(summary(rows), scalene_json, text)
-    speedscope = profile_dir / "py-spy.speedscope.json"
-    if not speedscope.is_file():
-        raise ProfileError(f"py-spy wrote no profile (see {profile_dir / 'worker.log'})")
+        return ProfileResult(summary(outcome.rows), profile, text)
     return ProfileResult(
-        summary(rows), speedscope, f"py-spy profile: {speedscope} (open in https://www.speedscope.app)"
+        summary(outcome.rows), profile, f"py-spy profile: {profile} (open in https://www.speedscope.app)"
     )

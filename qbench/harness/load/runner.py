@@ -1,24 +1,29 @@
-"""`qbench load SCENARIO --variant V`: a headless Locust run in its own processes, into tidy rows."""
+"""`qbench load SCENARIO --variant V | --driver X`: the one load runner.
+
+A headless Locust run in its own processes, into tidy rows. A `--variant` run and a
+`--driver` run take the same path (`run_load`, one `LoadPlan`, one `LoadRun`): they differ
+only in the target that executes the users' operations, set up on the harness side by
+`qbench.harness.load.targets` (`ReferenceSide`, `DriverSide`) and mirrored in the Locust
+users (`qbench.scenarios.users`). The Locust processes run on this host (`--workers N`) or
+on others (`--master` / `--worker`). `measure` writes the results folder through
+`qbench.harness.results.runs.start_run`, the one run.json writer: ok, or failed with a reason.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
-from qbench.harness.infra.census import take_census
-from qbench.harness.infra.measured import load_scripts, unique_namespace
-from qbench.harness.infra.redis_server import ProvisionedRedis, die_with_parent, free_port, redis_for_run
+from qbench.harness.infra.processes import stop, stop_all
+from qbench.harness.infra.redis_server import die_with_parent, free_port
 from qbench.harness.infra.telemetry import (
     DEFAULT_INTERVAL_S,
     TELEMETRY_FILE,
@@ -26,32 +31,35 @@ from qbench.harness.infra.telemetry import (
     telemetry_meta,
 )
 from qbench.harness.load.report import write_load_report
-from qbench.harness.results.rows import (
-    METRICS_FILE,
-    RUN_FILE,
-    Row,
-    params,
-    parse_params,
-    run_metadata,
-    write_metrics,
-    write_run,
+from qbench.harness.load.targets import (
+    Accounting,
+    DriverPlan,
+    DriverSide,
+    DuringRun,
+    LoadError,
+    LoadInputError,
+    ReferenceSide,
+    api_server,
+    produced_jobs,
+    variant_spec,
 )
-from qbench.queue_impl.config import PRESETS, Variant
-from qbench.queue_impl.connection import close_client, make_client
-from qbench.queue_impl.job import Job, Priority
-from qbench.queue_impl.queue import RedisQueue
+from qbench.harness.results.rows import METRICS_FILE, Row, params, parse_params, run_metadata, write_metrics
+from qbench.harness.results.runs import FAILED, RunFolder, start_run
+from qbench.queue_impl.config import Variant
 from qbench.scenarios import settings as run_settings
 from qbench.scenarios.progress import PREFIX as PROGRESS_PREFIX
 from qbench.scenarios.recorder import (
     HIGHEST_US,
-    HISTOGRAM_NOTE,
     SIGNIFICANT_DIGITS,
     OpSamples,
     RunSamples,
+    merge_ops,
     read_results_file,
 )
 from qbench.scenarios.settings import RunSpec, without_credentials
 from qbench.scenarios.workload import Workload
+
+__all__ = ["DriverPlan", "LoadError", "LoadInputError", "api_server", "produced_jobs", "variant_spec"]
 
 EXPERIMENT = "load"
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "scenarios" / "locustfile.py"
@@ -69,7 +77,8 @@ FINAL_REPORT_GRACE_S = 15
 LOCAL_WORKER_WAIT_S = 30
 """How long the master waits for the workers it started itself to connect."""
 REMOTE_WORKER_WAIT_S = 300
-"""How long a `--master` waits for `--expect-workers` workers started by hand, elsewhere."""
+"""How long a `--master` waits, by default, for `--expect-workers` workers started by hand
+elsewhere (`--worker-wait`)."""
 DEFAULT_MASTER_PORT = 5557
 """Locust's own default."""
 RESULTS_FILE = "latency_histograms.json"
@@ -82,8 +91,6 @@ HISTOGRAM_META = {
 }
 """run.json's `latency_histogram`: what the merged histograms hold and where."""
 PROGRESS_EVERY_S = 5.0
-PREFILL_CHUNK = 1000
-API_START_TIMEOUT_S = 20.0
 OP_ORDER = (
     "enqueue",
     "enqueue_burst",
@@ -110,61 +117,49 @@ def default_out_dir(scenario: str, *, now: float | None = None) -> Path:
     return DEFAULT_OUT_ROOT / f"{stamp}-load-{Path(scenario).stem}"
 
 
-class LoadError(RuntimeError):
-    """A load run that did not produce results (one line)."""
-
-
 @dataclass(frozen=True, kw_only=True)
 class MasterSpec:
     """A master that waits for workers started elsewhere (`qbench load --master`)."""
 
     bind: str = "127.0.0.1"
     port: int = DEFAULT_MASTER_PORT
+    wait_s: float = REMOTE_WORKER_WAIT_S
+    """How long it waits for every expected worker to connect before it gives up."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class LoadPlan:
-    """One load run: a workload shape, a variant, and the run's own overrides."""
+    """One load run: a workload shape, its target (a variant of the reference queue, or a
+    driver), and the run's own overrides. Exactly one of `variant` and `driver` is set."""
 
     workload: Workload
-    variant: Variant
+    """What Locust runs (with a driver: the scenario's producing users only)."""
     label: str
     users: int
     spawn_rate: float
     duration_s: float
+    variant: Variant | None = None
+    driver: DriverPlan | None = None
     workers: int = 0
     """Locust worker processes (0: one local process)."""
     master: MasterSpec | None = None
     """Set: the workers are started by hand (any host) and connect to this master; else
     qbench starts `workers` local ones on loopback."""
 
+    def __post_init__(self) -> None:
+        if (self.variant is None) == (self.driver is None):
+            raise ValueError("a load plan names exactly one of a variant and a driver")
+
     def row_params(self, **extra: object) -> str:
+        consumers = {} if self.driver is None else {"consumers": self.driver.consumers}
         return params(
             scenario=self.workload.name,
             users=self.users,
+            **consumers,
             duration_s=f"{self.duration_s:g}",
             workers=self.workers,
             **extra,
         )
-
-
-class LocustPlan(Protocol):
-    """What starting Locust and naming rows need of a plan: a `LoadPlan`, or a driver's
-    (`qbench.harness.load.driver_load.DriverLoadPlan`)."""
-
-    @property
-    def workload(self) -> Workload: ...
-    @property
-    def label(self) -> str: ...
-    @property
-    def users(self) -> int: ...
-    @property
-    def spawn_rate(self) -> float: ...
-    @property
-    def duration_s(self) -> float: ...
-    @property
-    def workers(self) -> int: ...
-    def row_params(self, **extra: object) -> str: ...
 
 
 @dataclass
@@ -175,23 +170,49 @@ class LoadRun:
     out_dir: Path
     locust_stats: list[dict[str, Any]]
     samples: dict[str, OpSamples]
-    census: dict[str, int]
-    jobs_expected: int
+    """The users' operations, merged with those the target measured (a driver's pickups)."""
+    jobs: Accounting
     locust_returncode: int
-    jobs_cut_short: int = 0
-    """Jobs whose enqueue (or submit) was cut short when the users stopped: each may exist or not."""
     meta: dict[str, Any] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per Locust worker, as the master saw it: reports received, final or not, ops per operation."""
 
     @property
+    def failures(self) -> int:
+        return sum(s.failures for s in self.samples.values())
+
+    @property
+    def jobs_not_picked_up(self) -> int:
+        """Jobs enqueued that no driver worker reported (0 without workers)."""
+        if self.jobs.jobs_picked_up is None:
+            return 0
+        return max(0, self.jobs.jobs_expected - self.jobs.jobs_picked_up)
+
+    @property
     def lost(self) -> int:
-        """Missing, unexplained and stranded jobs together (see `job_gaps`): 0 on a sound run."""
-        return sum(job_gaps(self)) + self.census["stranded"]
+        """Jobs lost: missing, unexplained and stranded in the reference queue (see
+        `job_gaps`), or not picked up by a driver's workers. 0 on a sound run."""
+        census = self.jobs.census
+        if census is None:
+            return self.jobs_not_picked_up
+        return sum(job_gaps(self)) + census["stranded"]
 
-
-DuringRun = Callable[[ProvisionedRedis, str], AbstractContextManager[object]]
-"""Called with (server, namespace) to run something alongside the users (e.g. a profiled worker)."""
+    def problems(self) -> list[str]:
+        """Why the run failed, one line each ([] for a sound run)."""
+        problems: list[str] = []
+        if self.failures or self.lost:
+            if self.plan.driver is None:
+                problems.append(f"{self.failures} failed request(s), {self.lost} job(s) missing or stranded")
+            else:
+                problems.append(
+                    f"driver {self.plan.driver.spec.name}: {self.failures} failed request(s), "
+                    f"{self.lost} job(s) not picked up within {self.plan.driver.drain_s:g} s after the run"
+                )
+        if self.locust_returncode != 0:
+            problems.append(
+                f"Locust exited with {self.locust_returncode} (see {self.out_dir / 'locust.log'})"
+            )
+        return problems
 
 
 def run_load(
@@ -207,91 +228,132 @@ def run_load(
 ) -> LoadRun:
     """Run `plan` (Locust in child processes) against `redis_url` (else REDIS_URL, else a
     Redis qbench starts; `cluster`: a Redis Cluster, qbench's own when no URL is given) and
-    take the census. A cluster URL is accepted only with `allow_cluster` (the caller can
-    measure one). LoadError when Locust left no results or the master reports an error (a
-    worker's final report missing, a worker started for another scenario or variant)."""
+    account for its jobs. A cluster URL is accepted only with `allow_cluster` (the caller
+    can measure one); a driver takes one server. LoadError when Locust left no results or
+    the master reports an error (a worker lost or never connected, a worker started for
+    another scenario or target); LoadInputError for a Redis the target cannot use."""
     load_before = os.getloadavg()
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / TELEMETRY_FILE).unlink(missing_ok=True)  # a previous run's is not this one's
     started = time.time()
-    with redis_for_run(redis_url, cluster=cluster, allow_cluster=allow_cluster) as server:
-        namespace = unique_namespace(f"load-{plan.workload.name}")
-        client = make_client(server.url, plan.variant)
-        queue = RedisQueue(client, plan.variant, namespace=namespace, consumer="qbench-load")
-        try:
-            queue.check_server()
-            load_scripts(client)  # no user's first call pays a NOSCRIPT miss
-            prefilled = prefill(server.url, plan, namespace)
-            if prefilled:
-                progress(f"prefilled {prefilled} jobs")
-            with contextlib.ExitStack() as stack:
-                # Locust's processes, the API and a profiled worker are children: sampled too.
-                telemetry = stack.enter_context(
-                    telemetry_for_run(
-                        server.info.node_urls(),  # a cluster: every primary
-                        out_dir,
-                        enabled=telemetry_interval_s > 0,
-                        interval_s=telemetry_interval_s,
-                        follow_children=True,
-                    )
-                )
-                host = "http://127.0.0.1"
-                if "http_submit" in plan.workload.user_mix:
-                    host = stack.enter_context(api_server(server.url, plan.variant, namespace))
-                if during is not None:
-                    stack.enter_context(during(server, namespace))
-                returncode = run_locust(
-                    plan,
-                    out_dir,
-                    host=host,
-                    env=locust_env(run_spec(plan, server.url, namespace), server.url, out_dir),
-                    master_spec=plan.master,
-                    progress=progress,
-                )
-            results = read_results(out_dir, returncode)
-            samples = results.ops
-            census = take_census(queue).counts()
-            produced, jobs_cut_short = produced_jobs(samples, burst_size=plan.workload.burst_size)
-            jobs_expected = prefilled + produced
-        finally:
-            queue.cleanup()
-            close_client(client)
-        meta = run_metadata(
-            server=server.info.as_dict(),
-            mode="load",
-            extra={
-                "scenario": plan.workload.name,
-                "workload": plan.workload.as_dict(),
-                "variant": plan.label,
-                "toggles": plan.variant.toggles(),
-                "users": plan.users,
-                "spawn_rate": plan.spawn_rate,
-                "duration_s": plan.duration_s,
-                "locust_workers": plan.workers,
-                "locust_master": None
-                if plan.master is None
-                else {"bind": plan.master.bind, "port": plan.master.port},
-                "locust_worker_reports": results.workers,
-                "locust_returncode": returncode,
-                "load_avg_before": load_before,
-                "load_avg_after": os.getloadavg(),
-                "wall_s": round(time.time() - started, 1),
-                "latency_note": HISTOGRAM_NOTE + " (Locust's own percentiles are rounded to whole ms)",
-                "latency_histogram": HISTOGRAM_META,
-                "telemetry": telemetry_meta(telemetry, interval_s=telemetry_interval_s),
-            },
+    side: ReferenceSide | DriverSide
+    if plan.driver is not None:
+        side = DriverSide(plan.driver, plan.workload, redis_url=redis_url)
+    else:
+        assert plan.variant is not None
+        side = ReferenceSide(
+            plan.variant,
+            plan.workload,
+            redis_url=redis_url,
+            cluster=cluster,
+            allow_cluster=allow_cluster,
+            during=during,
         )
+    with side.server(out_dir) as (url, info):
+        prefilled = side.prefill()
+        if prefilled:
+            progress(f"prefilled {prefilled} jobs{side.through}")
+        spec = RunSpec(
+            workload=plan.workload,
+            **side.spec_target(),
+            redis_url=without_credentials(url),
+            started_at=time.time(),
+            duration_s=plan.duration_s,
+            progress_every_s=PROGRESS_EVERY_S,
+        )
+        # Locust's processes, the agents, the API and any worker are children: sampled too.
+        with (
+            telemetry_for_run(
+                info.node_urls(),  # a cluster: every primary
+                out_dir,
+                enabled=telemetry_interval_s > 0,
+                interval_s=telemetry_interval_s,
+                follow_children=True,
+            ) as telemetry,
+            side.running(telemetry),
+        ):
+            returncode = run_locust(
+                plan,
+                out_dir,
+                host=side.host,
+                env=locust_env(spec, url, out_dir),
+                master_spec=plan.master,
+                progress=progress,
+            )
+            results = read_results(out_dir, returncode)
+            side.after_users(results.ops, prefilled, spec.started_at)
+        jobs = side.account(results.ops, prefilled)
+    meta = run_metadata(
+        server=info.as_dict(),
+        mode="load",
+        extra={
+            "scenario": plan.workload.name,
+            "workload": plan.workload.as_dict(),
+            "variant": plan.label,
+            "users": plan.users,
+            "spawn_rate": plan.spawn_rate,
+            "duration_s": plan.duration_s,
+            "locust_workers": plan.workers,
+            "locust_master": None
+            if plan.master is None
+            else {"bind": plan.master.bind, "port": plan.master.port},
+            "locust_worker_reports": results.workers,
+            "locust_returncode": returncode,
+            "load_avg_before": load_before,
+            "load_avg_after": os.getloadavg(),
+            "wall_s": round(time.time() - started, 1),
+            "latency_histogram": HISTOGRAM_META,
+            "telemetry": telemetry_meta(telemetry, interval_s=telemetry_interval_s),
+            **side.meta(),
+        },
+    )
     return LoadRun(
         plan=plan,
         out_dir=out_dir,
         locust_stats=read_locust_stats(out_dir, returncode),
-        samples=samples,
-        census=census,
-        jobs_expected=jobs_expected,
+        samples=merge_ops([results.ops, jobs.samples]),
+        jobs=jobs,
         locust_returncode=returncode,
-        jobs_cut_short=jobs_cut_short,
         meta=meta,
         workers=results.workers,
     )
+
+
+@dataclass
+class Outcome:
+    """A load run written into its folder: the run (None when it left no results), its
+    rows, and why it failed ([] when it did not)."""
+
+    run: LoadRun | None
+    rows: list[Row]
+    problems: list[str]
+
+
+def measure(
+    plan: LoadPlan,
+    out_dir: Path,
+    *,
+    charts: bool = True,
+    meta: Mapping[str, Any] | None = None,
+    finish: Callable[[LoadRun], list[str]] | None = None,
+    **options: Any,
+) -> Outcome:
+    """Run `plan` into `out_dir` and write the folder (metrics.csv, run.json, charts,
+    REPORT.md): an earlier run's files go first, run.json ends ok, or failed with the
+    reason (Locust's error, failed requests, lost jobs; `finish`'s own problems, e.g. a
+    profiler that wrote nothing). `options` go to `run_load`; `meta` joins run.json."""
+    with start_run(out_dir, "load", {"mode": "load"}) as folder:
+        try:
+            run = run_load(plan, out_dir, **options)
+        except LoadError as exc:
+            folder.finish(FAILED, reason=str(exc))
+            return Outcome(None, [], [str(exc)])
+        run.meta.update(meta or {})
+        rows = write_results(run, folder, charts=charts)
+        problems = run.problems() + (finish(run) if finish is not None else [])
+        if problems:
+            folder.finish(FAILED, reason="; ".join(problems))
+        return Outcome(run, rows, problems)
 
 
 def read_locust_stats(out_dir: Path, returncode: int) -> list[dict[str, Any]]:
@@ -319,48 +381,6 @@ def read_results(out_dir: Path, returncode: int) -> RunSamples:
     return results
 
 
-def prefill(url: str, plan: LoadPlan, namespace: str) -> int:
-    """Queue the workload's backlog with pipelined batches (setup, not measured)."""
-    total = plan.workload.prefill_jobs
-    if not total:
-        return 0
-    # Any batch mode stores the same records; pipelining just makes setup fast.
-    variant = plan.variant.with_overrides(batch="pipeline")
-    client = make_client(url, variant)
-    queue = RedisQueue(client, variant, namespace=namespace, consumer="qbench-prefill")
-    mix = plan.workload.priority_mix
-    priorities = [Priority.parse(p) for p in mix]
-    weights = list(mix.values())
-    payload = b"x" * plan.workload.job_size_bytes
-    import numpy as np  # here, not at module top: every `qbench` start imports this module
-
-    rng = np.random.default_rng(0)
-    try:
-        done = 0
-        while done < total:
-            size = min(PREFILL_CHUNK, total - done)
-            picks = rng.choice(len(priorities), size=size, p=np.array(weights) / sum(weights))
-            queue.enqueue_many([Job(type="noop", payload=payload, priority=priorities[i]) for i in picks])
-            done += size
-    finally:
-        close_client(client)
-    return total
-
-
-def run_spec(plan: LoadPlan, url: str, namespace: str) -> RunSpec:
-    """What every Locust process of the run must agree on (the master forwards it to its
-    workers; the Redis URL goes without its credentials)."""
-    return RunSpec(
-        workload=plan.workload,
-        variant=variant_spec(plan.variant),
-        redis_url=without_credentials(url),
-        namespace=namespace,
-        started_at=time.time(),
-        duration_s=plan.duration_s,
-        progress_every_s=PROGRESS_EVERY_S,
-    )
-
-
 def locust_env(spec: RunSpec, url: str, out_dir: Path) -> dict[str, str]:
     """The environment of the run's Locust processes: the run spec (the plan may override
     users or duration: Locust's processes read this exact shape), this host's Redis URL
@@ -383,13 +403,6 @@ def _with_pythonpath(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def variant_spec(variant: Variant) -> str:
-    """A `preset+toggle=value,...` string that `parse_variant` turns back into `variant`."""
-    if variant.name not in PRESETS:
-        raise ValueError(f"variant {variant.name!r} is not based on a preset: build it with parse_variant")
-    return variant.label()
-
-
 def locust_command() -> list[str]:
     return [
         sys.executable,
@@ -403,7 +416,7 @@ def locust_command() -> list[str]:
 
 
 def run_locust(
-    plan: LocustPlan,
+    plan: LoadPlan,
     out_dir: Path,
     *,
     host: str,
@@ -440,12 +453,15 @@ def run_locust(
     ]
     # No --run-time: the locustfile's clock ends the run and waits for every worker's final report.
     workers: list[subprocess.Popen[bytes]] = []
-    wait_workers_s, port = 0, 0
+    wait_workers_s, port = 0.0, 0
     if plan.workers:
         if master_spec is None:
             bind, port, wait_workers_s = "127.0.0.1", free_port(), LOCAL_WORKER_WAIT_S
         else:
-            bind, port, wait_workers_s = master_spec.bind, master_spec.port, REMOTE_WORKER_WAIT_S
+            bind, port, wait_workers_s = master_spec.bind, master_spec.port, master_spec.wait_s
+        # qbench's master waits itself (progress lines, then one error naming how many came):
+        # Locust's own bound ends the process without its `quitting` event, and in silence.
+        env = {**env, run_settings.ENV_WORKER_WAIT_S: f"{wait_workers_s:g}"}
         master += [
             "--master",
             "--master-bind-host",
@@ -454,8 +470,6 @@ def run_locust(
             str(port),
             "--expect-workers",
             str(plan.workers),
-            "--expect-workers-max-wait",
-            str(wait_workers_s),
         ]
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob("locust*"), out_dir / RESULTS_FILE]:
@@ -498,13 +512,10 @@ def run_locust(
                 returncode = master_proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 raise LoadError(f"Locust did not finish within {timeout_s:g} s (see {log_path})") from None
-            for worker in workers:
-                # The master waited for each worker's final report; they are on their way out.
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    worker.wait(timeout=STOP_TIMEOUT_S + 5)
+            # The master waited for each worker's final report; they are on their way out.
+            stop_all(workers, grace_s=STOP_TIMEOUT_S + 5, ask=None)
         finally:
-            for proc in (master_proc, *workers):
-                _stop(proc)
+            stop_all([master_proc, *workers])
             if relay.is_alive():
                 relay.join(timeout=5)
             if master_proc.stdout:
@@ -554,17 +565,7 @@ def run_worker(
     try:
         return proc.wait()
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _last_log_line(out_dir: Path) -> str:
@@ -577,92 +578,56 @@ def _last_log_line(out_dir: Path) -> str:
     return lines[-1].strip() if lines else "no log"
 
 
-@contextlib.contextmanager
-def api_server(url: str, variant: Variant, namespace: str, *, processes: int = 1) -> Iterator[str]:
-    """`python -m qbench.queue_impl.api` (`processes` uvicorn workers) on a free loopback port;
-    yields its URL."""
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "qbench.queue_impl.api",
-        "--port",
-        str(port),
-        "--variant",
-        variant_spec(variant),
-        "--redis-url",
-        url,
-        "--namespace",
-        namespace,
-        "--processes",
-        str(processes),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + API_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-                raise LoadError(
-                    f"the API exited at start: {err.splitlines()[-1] if err else proc.returncode}"
-                )
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{base}/healthz", timeout=1) as response,
-            ):
-                if response.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise LoadError(f"the API did not answer on {base} within {API_START_TIMEOUT_S:g} s")
-            time.sleep(0.1)
-        yield base
-    finally:
-        _stop(proc)
-        if proc.stderr:
-            proc.stderr.close()
-
-
 # -- rows ----------------------------------------------------------------------------
 
 
 def rows_of(run: LoadRun) -> list[Row]:
+    """The samples' rows plus the run's accounting of its jobs: the reference queue's census
+    (expected, recorded, completed, cut short, and the three that must be 0: missing,
+    unexplained, stranded), or a driver's (expected, picked up, not picked up, and the
+    Redis commands and round trips per job counted at the server)."""
     rows = sample_rows(run.plan, run.samples)
+    jobs = run.jobs
 
-    def add(op: str, metric: str, value: float, unit: str) -> None:
-        rows.append(Row(EXPERIMENT, run.plan.label, run.plan.row_params(op=op), metric, float(value), unit))
+    def add(metric: str, value: float, unit: str) -> None:
+        plan = run.plan
+        rows.append(Row(EXPERIMENT, plan.label, plan.row_params(op="all"), metric, float(value), unit))
 
-    add("all", "jobs_expected", run.jobs_expected, REQUEST_UNIT)
-    add("all", "jobs_recorded", run.census["records"], REQUEST_UNIT)
-    add("all", "jobs_completed", run.census["completed"], REQUEST_UNIT)
-    add("all", "jobs_cut_short", run.jobs_cut_short, REQUEST_UNIT)  # varies run to run: not held exact
-    # All three must be 0 on every run: each is a lost job (see `LoadRun.lost`).
-    missing, unexplained = job_gaps(run)
-    add("all", "jobs_missing", missing, "jobs")
-    add("all", "jobs_unexplained", unexplained, "jobs")
-    add("all", "jobs_stranded", run.census["stranded"], "jobs")
+    add("jobs_expected", jobs.jobs_expected, REQUEST_UNIT)
+    if jobs.census is not None:
+        add("jobs_recorded", jobs.census["records"], REQUEST_UNIT)
+        add("jobs_completed", jobs.census["completed"], REQUEST_UNIT)
+        add("jobs_cut_short", jobs.jobs_cut_short, REQUEST_UNIT)  # varies run to run: not held exact
+        # All three must be 0 on every run: each is a lost job (see `LoadRun.lost`).
+        missing, unexplained = job_gaps(run)
+        add("jobs_missing", missing, "jobs")
+        add("jobs_unexplained", unexplained, "jobs")
+        add("jobs_stranded", jobs.census["stranded"], "jobs")
+        return rows
+    if jobs.jobs_picked_up is not None:
+        add("jobs_picked_up", jobs.jobs_picked_up, REQUEST_UNIT)
+        # Must be 0: a job enqueued and never reported by a worker within the drain window.
+        add("jobs_not_picked_up", run.jobs_not_picked_up, "jobs")
+    if jobs.jobs_expected and jobs.commands is not None and jobs.round_trips is not None:
+        # Counted at Redis over the whole run (users, workers, drain); round trips are its
+        # read events (see qbench.harness.peers.runner.Snapshot).
+        add("commands_per_job", jobs.commands / jobs.jobs_expected, "commands/job")
+        add("round_trips_per_job", jobs.round_trips / jobs.jobs_expected, "round_trips/job")
     return rows
-
-
-def produced_jobs(samples: Mapping[str, OpSamples], *, burst_size: int) -> tuple[int, int]:
-    """(jobs whose enqueue was acknowledged, jobs whose enqueue was cut short at stop)."""
-    sizes = {"enqueue": 1, "submit": 1, "enqueue_burst": burst_size}
-    done = sum(samples[op].count * size for op, size in sizes.items() if op in samples)
-    cut = sum(samples[op].cut_short * size for op, size in sizes.items() if op in samples)
-    return done, cut
 
 
 def job_gaps(run: LoadRun) -> tuple[int, int]:
     """(missing, unexplained): acknowledged jobs without a record, and records that neither
     an acknowledged enqueue nor one cut short at stop accounts for. A cut-short enqueue
     may have reached Redis or not, so its job is expected at most, never required."""
-    records = run.census["records"]
-    missing = max(0, run.jobs_expected - records)
-    unexplained = max(0, records - run.jobs_expected - run.jobs_cut_short)
+    census = run.jobs.census or {"records": 0}
+    records = census["records"]
+    missing = max(0, run.jobs.jobs_expected - records)
+    unexplained = max(0, records - run.jobs.jobs_expected - run.jobs.jobs_cut_short)
     return missing, unexplained
 
 
-def sample_rows(plan: LocustPlan, samples: dict[str, OpSamples]) -> list[Row]:
+def sample_rows(plan: LoadPlan, samples: dict[str, OpSamples]) -> list[Row]:
     """Per operation: requests, failures, rate, latency percentiles, round trips, and the
     operations completed in each second of the run."""
     rows: list[Row] = []
@@ -783,14 +748,27 @@ def _op_of(param_text: str) -> str:
     return parse_params(param_text).get("op", param_text)
 
 
-def write_results(run: LoadRun, *, charts: bool = True) -> list[Row]:
+def write_results(run: LoadRun, folder: RunFolder, *, charts: bool = True) -> list[Row]:
+    """metrics.csv, the charts (from the rows), run.json (through the run's `folder`, still
+    running: the caller finishes it) and REPORT.md."""
     rows = rows_of(run)
     write_metrics(run.out_dir / METRICS_FILE, rows)
     title = f"{run.plan.workload.name} · {run.plan.label}"
     run.meta["charts"] = render_charts(rows, run.out_dir, title) if charts else []
-    run.meta["job_census"] = run.census
-    write_run(run.out_dir / RUN_FILE, run.meta)
-    write_load_report(run.out_dir, rows, run.meta, charts=charts)  # REPORT.md, telemetry charts
+    jobs = run.jobs
+    if jobs.census is not None:
+        run.meta["job_census"] = jobs.census
+    else:
+        assert run.plan.driver is not None
+        run.meta["jobs"] = {
+            "expected": jobs.jobs_expected,
+            "picked_up": jobs.jobs_picked_up or 0,
+            "not_picked_up": run.jobs_not_picked_up,
+            "drain_s": run.plan.driver.drain_s,
+        }
+    folder.meta.update(run.meta)
+    folder.checkpoint()
+    write_load_report(run.out_dir, rows, folder.meta, charts=charts)  # REPORT.md, telemetry charts
     return rows
 
 
@@ -817,9 +795,25 @@ def summary(rows: Sequence[Row]) -> str:
             f"{_cell(m.get('latency_ms_p99.9'), 10, 3)}{_cell(m.get('round_trips_per_op'), 8, 2)}"
         )
     total = table.get("all", {})
-    lines.append(
-        f"jobs: {total.get('jobs_expected', 0):.0f} expected, {total.get('jobs_recorded', 0):.0f} in Redis, "
-        f"{total.get('jobs_missing', 0):.0f} missing, {total.get('jobs_unexplained', 0):.0f} unexplained, "
-        f"{total.get('jobs_stranded', 0):.0f} stranded, {total.get('jobs_cut_short', 0):.0f} cut short"
-    )
+    count = {
+        metric: f"{total.get(metric, 0):.0f}"
+        for metric in ("expected", "recorded", "missing", "unexplained", "stranded", "cut_short")
+        for metric in (f"jobs_{metric}",)
+    }
+    if "jobs_recorded" in total:  # the reference queue's census
+        lines.append(
+            f"jobs: {count['jobs_expected']} expected, {count['jobs_recorded']} in Redis, "
+            f"{count['jobs_missing']} missing, {count['jobs_unexplained']} unexplained, "
+            f"{count['jobs_stranded']} stranded, {count['jobs_cut_short']} cut short"
+        )
+    else:  # a driver's workers' pickups
+        lines.append(
+            f"jobs: {total.get('jobs_expected', 0):.0f} enqueued, "
+            f"{total.get('jobs_picked_up', 0):.0f} picked up by the workers"
+            + (
+                f", {total['jobs_not_picked_up']:.0f} not picked up"
+                if "jobs_not_picked_up" in total
+                else " (no consumers)"
+            )
+        )
     return "\n".join(lines)

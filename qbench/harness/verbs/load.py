@@ -12,24 +12,18 @@ from pathlib import Path
 import redis
 
 from qbench.harness.errors import UsageError, add_redis_url_argument, add_telemetry_argument
-from qbench.harness.load.driver_load import (
-    DriverLoadInputError,
-    DriverLoadPlan,
-    plan_driver_load,
-    run_driver_load,
-    write_driver_results,
-)
 from qbench.harness.load.runner import (
     DEFAULT_MASTER_PORT,
-    LoadError,
+    REMOTE_WORKER_WAIT_S,
+    LoadInputError,
     LoadPlan,
     MasterSpec,
     default_out_dir,
-    run_load,
+    measure,
     run_worker,
     summary,
-    write_results,
 )
+from qbench.harness.load.targets import shape_for_driver
 from qbench.harness.peers.envs import PeerEnvError, ensure_env, import_root, python_path
 from qbench.harness.peers.registry import resolve
 from qbench.loader import DriverLoadError, module_source
@@ -94,6 +88,14 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--allow-remote", action="store_true", help="--master: allow a --bind address other than loopback"
+    )
+    group.add_argument(
+        "--worker-wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="--master: seconds to wait for every expected worker to connect "
+        f"(default {REMOTE_WORKER_WAIT_S:g})",
     )
     group.add_argument("--master-host", default=None, metavar="ADDR", help="--worker: the master's address")
     group.add_argument(
@@ -179,31 +181,48 @@ def run_shape(args: argparse.Namespace) -> tuple[Workload, int, float, float]:
 
 
 def plan_from_args(args: argparse.Namespace) -> LoadPlan:
-    try:
-        variant = parse_variant(args.variant)
-    except VariantError as exc:
-        raise UsageError(f"--variant: {exc}") from None
-    workload, users, duration, spawn_rate = run_shape(args)
-    if args.workers and args.workers > users:
-        raise UsageError("--workers cannot exceed --users (a worker without users does nothing)")
+    """The run the flags ask for, through a variant or a driver (`--driver`); one-line
+    usage errors for flags that do not fit, or a scenario the driver cannot play."""
     master = master_from_args(args) if hasattr(args, "master") else None  # `profile` has no --master
-    workers = args.workers
-    if master is not None:
-        workers = args.expect_workers
-        if workers > users:
-            raise UsageError("--expect-workers cannot exceed --users (a worker without users does nothing)")
-        if "http_submit" in workload.user_mix and not is_loopback(master.bind):
-            raise UsageError(
-                "the http scenario's API listens on the master's loopback: run its workers on the "
-                "master's host (--bind 127.0.0.1)"
-            )
-    shaped = Workload(
+    driver_ref = getattr(args, "driver", None)
+    variant, spec = None, None
+    if driver_ref is None:
+        try:
+            variant = parse_variant(args.variant)
+        except VariantError as exc:
+            raise UsageError(f"--variant: {exc}") from None
+    else:
+        try:
+            spec = resolve(driver_ref)
+        except DriverLoadError as exc:
+            raise UsageError(str(exc)) from None
+    workload, users, duration, spawn_rate = run_shape(args)
+    workload = Workload(
         **{**workload.as_dict(), "users": users, "duration_s": duration, "spawn_rate": spawn_rate}
     )
+    driver = None
+    if spec is not None:
+        try:
+            workload, driver = shape_for_driver(workload, spec, users)
+        except LoadInputError as exc:
+            raise UsageError(str(exc)) from None
+        users = workload.users  # the producing users: Locust runs these
+    who = "the producing users" if driver is not None else "--users"
+    workers = args.workers if master is None else args.expect_workers
+    if workers > users:
+        flag = "--workers" if master is None else "--expect-workers"
+        raise UsageError(f"{flag} cannot exceed {who} (a worker without users does nothing)")
+    if master is not None and "http_submit" in workload.user_mix and not is_loopback(master.bind):
+        raise UsageError(
+            "the http scenario's API listens on the master's loopback: run its workers on the "
+            "master's host (--bind 127.0.0.1)"
+        )
+    label = args.label or (variant.label() if variant is not None else spec.name if spec is not None else "")
     return LoadPlan(
-        workload=shaped,
+        workload=workload,
         variant=variant,
-        label=args.label or variant.label(),
+        driver=driver,
+        label=label,
         users=users,
         spawn_rate=spawn_rate,
         duration_s=duration,
@@ -219,6 +238,7 @@ def master_from_args(args: argparse.Namespace) -> MasterSpec | None:
             ("--expect-workers", args.expect_workers),
             ("--bind", args.bind),
             ("--allow-remote", args.allow_remote or None),
+            ("--worker-wait", args.worker_wait),
         ):
             if value is not None:
                 raise UsageError(f"{flag} needs --master")
@@ -245,7 +265,10 @@ def master_from_args(args: argparse.Namespace) -> MasterSpec | None:
             f"--bind {bind} listens beyond this host, where anyone who reaches it can join as a worker: "
             "add --allow-remote to mean it"
         )
-    return MasterSpec(bind=bind, port=_port(args.master_port))
+    wait_s = REMOTE_WORKER_WAIT_S if args.worker_wait is None else args.worker_wait
+    if not 0 < wait_s <= 24 * 3600:
+        raise UsageError(f"--worker-wait {wait_s:g}: expected seconds above 0, at most a day")
+    return MasterSpec(bind=bind, port=_port(args.master_port), wait_s=wait_s)
 
 
 def _port(value: int | None) -> int:
@@ -266,6 +289,7 @@ def run_as_worker(args: argparse.Namespace) -> int:
         ("--expect-workers", args.expect_workers),
         ("--bind", args.bind),
         ("--allow-remote", args.allow_remote or None),
+        ("--worker-wait", args.worker_wait),
         ("--no-charts", args.no_charts or None),
         ("--workers", args.workers or None),
     ):
@@ -370,100 +394,35 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("one of --variant or --driver is required")
     if args.worker:
         return run_as_worker(args)
-    if args.driver is not None:
-        return run_with_driver(args)
+    if args.driver is not None and (args.cluster or (args.redis_url and is_cluster_url(args.redis_url))):
+        raise UsageError("--driver runs against one Redis server; a Redis Cluster takes --variant")
     plan = plan_from_args(args)
     out_dir = args.out or default_out_dir(plan.workload.name)
-    print(
-        f"load {plan.workload.name} · {plan.label}: {plan.users} users for {plan.duration_s:g} s", flush=True
-    )
+    if plan.driver is None:
+        shape = f"{plan.users} users for {plan.duration_s:g} s"
+        print(f"load {plan.workload.name} · {plan.label}: {shape}", flush=True)
+    else:
+        print(
+            f"load {plan.workload.name} · driver {plan.driver.spec.name}: {plan.users} producing users for "
+            f"{plan.duration_s:g} s, workers running {plan.driver.consumers} jobs at once",
+            flush=True,
+        )
     try:
-        result = run_load(
+        outcome = measure(
             plan,
             out_dir,
+            charts=not args.no_charts,
             redis_url=args.redis_url,
             telemetry_interval_s=args.telemetry_interval,
             cluster=args.cluster,
             allow_cluster=True,
         )
-    except LoadError as exc:
-        print(f"qbench: error: {exc}", file=sys.stderr)
-        return 1
-    rows = write_results(result, charts=not args.no_charts)
-    print(summary(rows))
-    print(f"results in {out_dir}")
-    failures = sum(s.failures for s in result.samples.values())
-    lost = result.lost
-    problems = (
-        [f"{failures} failed request(s), {lost} job(s) missing or stranded"] if failures or lost else []
-    )
-    if result.locust_returncode != 0:
-        problems.append(f"Locust exited with {result.locust_returncode} (see {out_dir / 'locust.log'})")
-    if problems:
-        print(f"qbench: error: {'; '.join(problems)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def driver_plan_from_args(args: argparse.Namespace) -> DriverLoadPlan:
-    master = master_from_args(args)
-    try:
-        spec = resolve(args.driver)
-    except DriverLoadError as exc:
+    except LoadInputError as exc:
         raise UsageError(str(exc)) from None
-    workload, users, duration, spawn_rate = run_shape(args)
-    try:
-        return plan_driver_load(
-            workload,
-            spec,
-            label=args.label,
-            users=users,
-            spawn_rate=spawn_rate,
-            duration_s=duration,
-            workers=args.workers if master is None else args.expect_workers,
-            master=master,
-        )
-    except DriverLoadInputError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def run_with_driver(args: argparse.Namespace) -> int:
-    if args.cluster or (args.redis_url and is_cluster_url(args.redis_url)):
-        raise UsageError("--driver runs against one Redis server; a Redis Cluster takes --variant")
-    plan = driver_plan_from_args(args)
-    out_dir = args.out or default_out_dir(plan.workload.name)
-    print(
-        f"load {plan.workload.name} · driver {plan.spec.name}: {plan.users} producing users for "
-        f"{plan.duration_s:g} s, workers running {plan.consumers} jobs at once",
-        flush=True,
-    )
-    try:
-        result = run_driver_load(
-            plan, out_dir, redis_url=args.redis_url, telemetry_interval_s=args.telemetry_interval
-        )
-    except DriverLoadInputError as exc:
-        raise UsageError(str(exc)) from None
-    except LoadError as exc:
-        print(f"qbench: error: {exc}", file=sys.stderr)
-        return 1
-    rows = write_driver_results(result, charts=not args.no_charts)
-    print("\n".join(summary(rows).splitlines()[:-1]))
-    print(
-        f"jobs: {result.jobs_expected} enqueued, {result.jobs_picked_up} picked up by the workers"
-        + (f", {result.jobs_not_picked_up} not picked up" if plan.consumers else " (no consumers)")
-    )
-    print(f"results in {out_dir}")
-    problems = (
-        [
-            f"driver {plan.spec.name}: {result.failures} failed request(s), "
-            f"{result.jobs_not_picked_up} job(s) not picked up within {plan.drain_s:g} s after the run"
-        ]
-        if result.failures or result.jobs_not_picked_up
-        else []
-    )
-    if result.locust_returncode != 0:
-        problems.append(f"Locust exited with {result.locust_returncode} (see {out_dir / 'locust.log'})")
-    if problems:
-        print(f"qbench: error: {'; '.join(problems)}", file=sys.stderr)
+    if outcome.run is not None:
+        print(summary(outcome.rows))
+        print(f"results in {out_dir}")
+    if outcome.problems:
+        print(f"qbench: error: {'; '.join(outcome.problems)}", file=sys.stderr)
         return 1
     return 0
