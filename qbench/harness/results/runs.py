@@ -129,6 +129,14 @@ KINDS: dict[str, RunKind] = {
             "the peers battery (qbench peers)",
         ),
         RunKind(
+            "reliability",
+            "RELIABILITY.md",
+            "qbench.harness.chaos.report:render_saved",
+            (*COMMON, "RELIABILITY.md", "logs"),
+            _experiment("reliability"),
+            "fault-testing drivers (qbench chaos --driver)",
+        ),
+        RunKind(
             "chaos",
             "RELIABILITY.md",
             "qbench.harness.chaos.cases:render_saved",
@@ -173,7 +181,7 @@ KINDS: dict[str, RunKind] = {
         RunKind(
             "observe",
             "OBSERVE.md",
-            "qbench.harness.observe.report:render_saved",
+            "qbench.harness.observe.rerender:render_saved",
             (*COMMON, "OBSERVE.md", "observe.json", "demo.json"),
             _has("observe.json"),
             "a live queue observed (qbench observe)",
@@ -236,12 +244,6 @@ def kind_of(folder: Path, meta: Mapping[str, Any] | None = None) -> RunKind | No
     named = meta.get("kind")
     if isinstance(named, str) and named in KINDS:
         return KINDS[named]
-    if (
-        not meta
-        and not (folder / METRICS_FILE).is_file()
-        and not any((folder / kind.report).is_file() for kind in KINDS.values() if kind.report is not None)
-    ):
-        return None
     return next((kind for kind in KINDS.values() if kind.recognise(folder, meta)), None)
 
 
