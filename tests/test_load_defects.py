@@ -153,3 +153,89 @@ def test_a_driver_run_across_hosts_each_worker_building_the_drivers_environment(
     jobs = run["jobs"]
     assert jobs["expected"] > 0 and jobs["not_picked_up"] == 0
     assert "rt/op" in out and "nan" not in out
+
+
+def _load_role(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "qbench.harness.cli", "load", "producer", "--variant", "scripted", *args]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(procs: list[subprocess.Popen[str]], timeout: float = 90) -> list[tuple[int, str, str]]:
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            results.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+@pytest.mark.slow
+def test_a_master_short_of_workers_says_how_many_came_and_everyone_exits_1(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """3 workers expected, 2 started: the master says how many have connected while it
+    waits, gives up at --worker-wait with one line naming them (exit 1, run.json failed),
+    and the two workers exit 1 too (Locust's own bound: silence, 5 minutes, workers 0)."""
+    port = str(free_port())
+    out = tmp_path / "out"
+    master = _load_role(
+        "--master", "--expect-workers", "3", "--worker-wait", "7", "--master-port", port, "--users", "3",
+        "--duration", "3", "--no-charts", "--redis-url", redis_url, "--out", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    worker_args = ("--worker", "--master-host", "127.0.0.1", "--master-port", port)
+    workers = [_load_role(*worker_args, cwd=tmp_path) for _ in range(2)]
+    (m_code, m_out, m_err), *ends = _finish([master, *workers])
+    assert m_code == 1, m_out + m_err
+    assert "waiting for workers: 2 of 3 connected" in m_out
+    assert m_err.count("\n") == 1 and "gave up waiting for workers after 7 s: 2 of 3 connected" in m_err
+    assert [code for code, _, _ in ends] == [1, 1], ends
+    assert all("the master ended the run: gave up waiting" in w_out for _, w_out, _ in ends)
+    meta = json.loads((out / "run.json").read_text())
+    reason = "gave up waiting for workers after 7 s: 2 of 3 connected"
+    assert (meta["status"], meta["reason"]) == ("failed", reason)
+
+
+def _locust_children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(c) for c in text.split()]
+
+
+@pytest.mark.slow
+def test_a_worker_whose_locust_process_dies_is_named_and_the_run_fails(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A worker's Locust process killed (SIGKILL: no goodbye to the master): the master names
+    the missing worker on the console, the run stops and fails, and run.json and REPORT.md
+    give that reason (before: the progress line froze its ops/s and said nothing)."""
+    port = str(free_port())
+    out = tmp_path / "out"
+    master = _load_role(
+        "--master", "--expect-workers", "2", "--master-port", port, "--users", "2", "--duration", "60",
+        "--no-charts", "--telemetry-interval", "0", "--redis-url", redis_url, "--out", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    worker_args = ("--worker", "--master-host", "127.0.0.1", "--master-port", port)
+    workers = [_load_role(*worker_args, cwd=tmp_path) for _ in range(2)]
+    try:
+        assert master.stdout is not None
+        line = master.stdout.readline()
+        while line and not line.startswith("["):  # the first progress line: both workers run
+            line = master.stdout.readline()
+        assert line.startswith("["), line
+        for child in _locust_children(workers[0].pid):
+            subprocess.run(["kill", "-9", str(child)], check=True)
+    except BaseException:
+        for proc in (master, *workers):
+            proc.kill()
+        raise
+    (m_code, m_out, m_err), *_ = _finish([master, *workers])
+    assert m_code == 1, m_out + m_err
+    assert re.search(r"worker \S+ went missing at \d+ s: no heartbeat", m_out), m_out
+    assert m_err.count("\n") == 1 and "went missing" in m_err, m_err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "failed" and "went missing" in meta["reason"]
+    assert "went missing" in (out / "REPORT.md").read_text().splitlines()[2]

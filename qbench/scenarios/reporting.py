@@ -12,6 +12,13 @@
   final report before quitting itself. Locust's own `--run-time` would kill the master
   half a second after telling the workers to quit, before a consumer blocked in a
   dequeue has finished and reported.
+- A master that expects workers waits for them itself (`QBENCH_WORKER_WAIT_S`): a line
+  every few seconds says how many have connected; at the bound it writes the error ("2 of
+  3 workers connected") to the results file, tells the connected workers to exit 1
+  (`ABORT_MESSAGE`), and exits 1. Locust's own bound exits in silence, its workers 0.
+- While the run goes, the master checks each worker's state: one that stops sending
+  heartbeats (its process died, its host went away) is named on the console, and the run
+  stops at once and fails with that reason.
 - On quitting, the master (or the local process) writes the merged results to
   `QBENCH_RESULTS_FILE`; a missing final report, or a worker that could not take part,
   is an error there and makes the process exit 1.
@@ -29,7 +36,8 @@ from typing import Any
 import gevent
 from locust import events
 from locust.env import Environment
-from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+from locust.rpc import Message
+from locust.runners import STATE_MISSING, MasterRunner, Runner, WorkerRunner
 
 from qbench.scenarios import settings as run_settings
 from qbench.scenarios.progress import PREFIX, main_op, progress_line
@@ -41,12 +49,17 @@ logger = logging.getLogger("qbench")
 FINAL_REPORT_GRACE_S = 15.0
 """After the stop timeout, how long the master waits for the workers' final reports."""
 COLLECTOR = Collector()
+ABORT_MESSAGE = "qbench_abort"
+"""Master to workers: the run is off (the reason in the data); a worker exits 1."""
+WAITING_EVERY_S = 5.0
 
 
 class _State:
     spec: RunSpec | None = None
     error: str | None = None
     clock: gevent.Greenlet | None = None
+    lost: list[str] = []
+    """Workers that went missing while the run went (one line each)."""
 
 
 STATE = _State()
@@ -61,6 +74,53 @@ def _add_options(parser: Any) -> None:
         include_in_web_ui=False,
         help="the run spec qbench load passes (JSON); the master forwards it to its workers",
     )
+
+
+def _on_init(environment: Environment, runner: Runner | None = None, **_kwargs: Any) -> None:
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(ABORT_MESSAGE, _on_abort)
+        return
+    expected = getattr(environment.parsed_options, "expect_workers", 0) or 0
+    wait_s = float(os.environ.get(run_settings.ENV_WORKER_WAIT_S) or 0)
+    if isinstance(runner, MasterRunner) and expected and wait_s > 0:
+        gevent.spawn(_wait_for_workers, environment, runner, expected, wait_s)
+
+
+def _wait_for_workers(environment: Environment, runner: MasterRunner, expected: int, wait_s: float) -> None:
+    """Until the test starts (every expected worker connected): a line every few seconds
+    saying how many came; at `wait_s`, give up with one error naming them (exit 1)."""
+    start = time.monotonic()
+    next_line = start + WAITING_EVERY_S
+    while STATE.spec is None:
+        now = time.monotonic()
+        connected = len(runner.clients.ready)
+        if now - start >= wait_s:
+            error = f"gave up waiting for workers after {wait_s:g} s: {connected} of {expected} connected"
+            logger.error("%s", error)
+            print(PREFIX + error, flush=True)
+            for client in list(runner.clients.all):
+                runner.send_message(ABORT_MESSAGE, {"reason": error}, client.id)
+            results = os.environ.get(run_settings.ENV_RESULTS_FILE)
+            if results:
+                write_results_file(Path(results), ops={}, workers=COLLECTOR.summary(), errors=[error])
+            gevent.sleep(0.5)  # the abort messages leave before the process does
+            # Locust's own wait loop now gives up: it tells the workers to quit and exits 1.
+            if environment.parsed_options is not None:
+                environment.parsed_options.expect_workers_max_wait = 1e-9
+            return
+        if now >= next_line:
+            print(f"{PREFIX}waiting for workers: {connected} of {expected} connected", flush=True)
+            next_line += WAITING_EVERY_S
+        gevent.sleep(0.5)
+
+
+def _on_abort(environment: Environment, msg: Message, **_kwargs: Any) -> None:
+    """The master gave up on the run: this worker says why and exits 1."""
+    reason = msg.data.get("reason") if isinstance(msg.data, dict) else msg.data
+    print(f"qbench worker: the master ended the run: {reason}", flush=True)
+    environment.process_exit_code = 1
+    if environment.runner is not None:
+        gevent.spawn(environment.runner.quit)
 
 
 def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
@@ -129,6 +189,7 @@ def _on_quitting(environment: Environment, **_kwargs: Any) -> None:
 
 def _errors(environment: Environment) -> list[str]:
     errors = [STATE.error] if STATE.error else []
+    errors += STATE.lost
     if isinstance(environment.runner, MasterRunner):
         errors += COLLECTOR.errors
         if not COLLECTOR.workers:
@@ -170,8 +231,12 @@ def _run_clock(environment: Environment) -> None:
     if spec is not None:
         start = time.monotonic()
         next_progress = start + spec.progress_every_s
-        while not STATE.error and not COLLECTOR.errors:
+        while not STATE.error and not COLLECTOR.errors and not STATE.lost:
             now = time.monotonic()
+            if isinstance(runner, MasterRunner):
+                _check_workers(runner, now - start)
+                if STATE.lost:
+                    break
             if now >= start + spec.duration_s:
                 _print_progress(environment, spec, spec.duration_s)
                 break
@@ -182,6 +247,19 @@ def _run_clock(environment: Environment) -> None:
     if isinstance(runner, MasterRunner):
         _quit_workers(runner, environment.stop_timeout or 0.0)
     runner.quit()
+
+
+def _check_workers(runner: MasterRunner, elapsed_s: float) -> None:
+    """Name each worker that stopped sending heartbeats (Locust marks it missing after a
+    few seconds): its samples stop arriving, so the run cannot be whole."""
+    for client in runner.clients.missing:
+        line = (
+            f"worker {client.id} went missing at {elapsed_s:.0f} s: no heartbeat "
+            "(its Locust process died or its host is unreachable); the run stops"
+        )
+        if line not in STATE.lost and not any(client.id in known for known in STATE.lost):
+            STATE.lost.append(line)
+            print(PREFIX + line, flush=True)
 
 
 def _quit_workers(runner: MasterRunner, stop_timeout: float) -> None:
@@ -208,6 +286,7 @@ def _awaited(runner: MasterRunner) -> list[str]:
 
 for _hook, _listener in (
     (events.init_command_line_parser, _add_options),
+    (events.init, _on_init),
     (events.test_start, _on_test_start),
     (events.test_stop, _on_test_stop),
     (events.report_to_master, _on_report_to_master),
