@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import redis
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from qbench.driver import (
     ENV_CHAOS,
@@ -46,6 +46,18 @@ def _handle(job: Job) -> None:
     record_pickup(float(job.payload.decode()), priority=job.priority.label)
 
 
+class _SentinelFollowingConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that asks the Sentinel for the primary whenever it
+    reconnects. redis-py 8 reconnects a broken connection through `connect_check_health`,
+    which keeps the address it had: a connection a thread keeps for good (conn=pinned)
+    would dial the dead primary forever after a failover."""
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self._sock is None and self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
+
+
 def _client(url: str, variant: Variant, *, workers: int, wrap: Any) -> RedisClient:
     """`make_client`, or for a Sentinel URL a client of the primary the Sentinel names
     (redis-py's Sentinel support: it asks again after a failover)."""
@@ -61,6 +73,7 @@ def _client(url: str, variant: Variant, *, workers: int, wrap: Any) -> RedisClie
         socket_timeout=variant.socket_timeout_s,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         max_connections=variant.pool_size_for(workers),
+        connection_class=_SentinelFollowingConnection,
     )
     return client
 

@@ -35,6 +35,10 @@ FAILOVER_TIMEOUT_MS = 3000
 READY_TIMEOUT_S = 15.0
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class SentinelError(RuntimeError):
     """The setup did not come up, or a failover did not happen in time (one line: what was seen)."""
 
@@ -157,7 +161,11 @@ class SentinelSetup:
         (with what the Sentinel said last) after `timeout_s`."""
         started = time.monotonic()
         self._wait(
-            lambda: self.master_port() != old_port and self._role(self.master_port()) == "master",
+            lambda: (
+                self.master_port() != old_port
+                and self._role(self.master_port()) == "master"
+                and self._failover_done()
+            ),
             timeout_s,
             f"the Sentinel to promote the replica after the primary on port {old_port} died",
         )
@@ -186,6 +194,18 @@ class SentinelSetup:
 
     def _role(self, port: int) -> str:
         return str(self._info(port, "replication").get("role"))
+
+    def _failover_done(self) -> bool:
+        """The Sentinel's own view is settled: its master is up and no failover is running
+        (clients such as redis-py's refuse a master flagged down or in failover)."""
+        client = redis.Redis(port=self.sentinel_port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            state = client.execute_command("SENTINEL", "MASTER", MASTER_NAME)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        fields = dict(zip(state[::2], state[1::2], strict=False)) if isinstance(state, list) else dict(state)
+        flags = {f.strip() for f in _text(fields.get(b"flags", fields.get("flags", ""))).split(",")}
+        return flags == {"master"}
 
     def _link_up(self, server: RedisServerProcess) -> bool:
         info = self._info(server.port, "replication")

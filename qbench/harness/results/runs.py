@@ -197,7 +197,7 @@ KINDS: dict[str, RunKind] = {
         RunKind(
             "flips",
             "FLIPS.md",
-            "qbench.harness.results.flips:render_saved",
+            "qbench.harness.experiments.flips:render_saved",
             ("FLIPS.md", "run-*"),
             _has("FLIPS.md"),
             "verdict flips across back-to-back reproductions (make flips)",
