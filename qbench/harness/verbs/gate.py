@@ -42,6 +42,7 @@ from qbench.harness.timing.interleave import Plan
 from qbench.harness.timing.placement import PlacementError, choose_cpu, describe
 from qbench.harness.timing.sides import Checkout, WorkerError
 from qbench.harness.timing.worker import queue_package
+from qbench.harness.verbs import gate_driver
 
 QUICK_PLAN = GATE_PLAN.__class__(
     warmup_rounds=1, min_rounds=4, max_rounds=6, max_seconds=10.0, precision=0.015
@@ -93,6 +94,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "CPU per cycle is known to +-1.5%. A case fails when its whole 95% interval lies above "
         "1 + tolerance. A base without queue_impl means no baseline yet: exit 0, said so.",
     )
+    _driver_argument(
+        live, "--base/--head are then SPECs: a requirement line (rq==2.6.1), a checkout or a git ref"
+    )
     live.add_argument("--base", required=True, type=Path, metavar="DIR", help="the base checkout")
     live.add_argument("--head", required=True, type=Path, metavar="DIR", help="the head checkout")
     live.add_argument("--base-python", default=None, metavar="PATH", help="Python for the base worker")
@@ -129,11 +133,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cal.add_argument(
         "--root", type=Path, default=Path("."), metavar="DIR", help="checkout to measure (default .)"
     )
+    _driver_argument(
+        cal, "--root is then the SPEC calibrated on (a requirement line, a checkout or a git ref)"
+    )
     _timing_arguments(cal)
     cal.add_argument(
         "--out", type=Path, default=Path("results/calibration"), metavar="DIR", help="results dir"
     )
     cal.set_defaults(func=run_calibrate)
+
+
+def _driver_argument(parser: argparse.ArgumentParser, spec_help: str) -> None:
+    parser.add_argument(
+        "--driver",
+        default=None,
+        metavar="NAME|REF",
+        help=f"gate a queue through its qbench driver (docs/gate.md, 'Gate your own queue'); {spec_help}",
+    )
 
 
 def _timing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +216,8 @@ def _cpu(choice: str | None) -> int | None:
 
 
 def run_live(args: argparse.Namespace) -> int:
+    if args.driver is not None:
+        return gate_driver.run_live(args)
     try:
         tolerance = CALIBRATED_TOLERANCE if args.tolerance is None else parse_tolerance(args.tolerance)
     except GateInputError as exc:
@@ -288,6 +306,8 @@ def _summary(path: Path | None, text: str) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    if args.driver is not None:
+        return gate_driver.run_calibrate(args)
     if args.runs < 1:
         raise UsageError(f"--runs: must be >= 1, got {args.runs}")
     try:
