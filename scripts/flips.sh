@@ -11,4 +11,4 @@ rm -rf "$out"
 for i in $(seq -w 1 "$runs"); do
     "$qbench" reproduce --quick --only codec,key_building --out "$out/run-$i" >/dev/null
 done
-.venv/bin/python -m qbench.harness.results.flips "$out"/run-* | tee "$out/FLIPS.md"
+.venv/bin/python -m qbench.harness.experiments.flips "$out"/run-* | tee "$out/FLIPS.md"

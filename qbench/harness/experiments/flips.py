@@ -1,6 +1,6 @@
 """Do verdicts flip between runs? The verdict of every claim in several saved runs, and the count.
 
-    python -m qbench.harness.results.flips results/flips/run-1 results/flips/run-2 ...
+    python -m qbench.harness.experiments.flips results/flips/run-1 results/flips/run-2 ...
 
 Each run's verdicts are rendered again from its metrics.csv (the experiments' own
 `render`), so this reads saved runs only. A flip is a claim whose verdict differs from

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from qbench.harness.results.paired import METRIC_OF, Measure, ratio_from_rows
 from qbench.harness.results.render import INCONCLUSIVE, markdown_table
 from qbench.harness.results.rows import Row, parse_params
 from qbench.harness.results.stats import RatioInterval, median
-from qbench.harness.timing.interleave import METRIC_OF, Measure, ratio_from_rows
 
 CALIBRATED_TOLERANCE = 0.045
 """The timing gate's default tolerance: `recommended_tolerance` of the committed

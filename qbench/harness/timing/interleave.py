@@ -24,17 +24,14 @@ from typing import Literal
 
 import redis
 
+# Reading paired rows back measures nothing: it lives in results (re-exported for the experiments).
+from qbench.harness.results.paired import MEASURES as MEASURES
+from qbench.harness.results.paired import METRIC_OF as METRIC_OF
+from qbench.harness.results.paired import Measure as Measure
+from qbench.harness.results.paired import paired_values as paired_values
+from qbench.harness.results.paired import ratio_from_rows as ratio_from_rows
 from qbench.harness.results.rows import Row
 from qbench.harness.results.stats import RatioInterval, median, ratio_interval
-
-Measure = Literal["cpu", "wall", "server_cpu"]
-MEASURES: tuple[Measure, ...] = ("cpu", "wall", "server_cpu")
-METRIC_OF: dict[Measure, str] = {
-    "cpu": "cpu_ns_per_op",
-    "wall": "wall_ns_per_op",
-    "server_cpu": "server_cpu_ns_per_op",
-}
-"""Row metric of each measure (all in ns per operation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,38 +219,6 @@ def comparison_rows(
                 if value is not None:
                     rows.append(Row(experiment, variant, cell, METRIC_OF[measure], value, "ns", r.index))
     return rows
-
-
-def paired_values(
-    rows: Iterable[Row], *, metric: str, a: tuple[str, str], b: tuple[str, str]
-) -> tuple[list[float], list[float]]:
-    """Values of `metric` for (variant, params) `a` and `b`, paired by repeat (round)."""
-    by_a: dict[int, float] = {}
-    by_b: dict[int, float] = {}
-    for row in rows:
-        if row.metric != metric:
-            continue
-        if (row.variant, row.params) == a:
-            by_a[row.repeat] = row.value
-        elif (row.variant, row.params) == b:
-            by_b[row.repeat] = row.value
-    common = sorted(by_a.keys() & by_b.keys())
-    return [by_a[k] for k in common], [by_b[k] for k in common]
-
-
-def ratio_from_rows(
-    rows: Iterable[Row],
-    *,
-    metric: str,
-    a: tuple[str, str],
-    b: tuple[str, str],
-    confidence: float = 0.95,
-) -> RatioInterval | None:
-    """B/A with its interval from saved per-round rows; None when fewer than 2 paired rounds."""
-    va, vb = paired_values(rows, metric=metric, a=a, b=b)
-    if len(va) < 2 or min(va + vb) <= 0:
-        return None
-    return ratio_interval(va, vb, confidence=confidence)
 
 
 def median_per_op(result: Interleaved, side: Literal["a", "b"], measure: Measure) -> float | None:
