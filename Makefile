@@ -108,9 +108,10 @@ gate: $(STAMP)
 	if [ -n "$$cli" ]; then \
 		(cd "$$tmp/base" && "$(abspath $(BIN))/python" -m "$$cli" ops --out "$$tmp/base-ops" > /dev/null) || exit 1; \
 		$(BIN)/qbench gate --baseline "$$tmp/base-ops" --candidate "$$tmp/head-ops" --timings off \
-			--json results/gate/counters.json || status=1; \
+			--json "$$tmp/counters.json" || status=1; \
 	else echo "counters: $(BASE) has no qbench yet: no baseline"; fi; \
 	$(BIN)/qbench gate run --base "$$tmp/base" --head . --out results/gate $(if $(QUICK),--quick) || status=$$?; \
+	[ ! -f "$$tmp/counters.json" ] || cp "$$tmp/counters.json" results/gate/counters.json; \
 	exit $$status
 
 # The timing gate's error rates on this machine (~15 min; commit results/calibration/ and set
