@@ -140,7 +140,10 @@ class DriverSide:
         self.cpu = cpu
         self.server = server
         # The class lives in the side's own environment; the handle needs only its ref and env.
-        spec = DriverSpec(name, ref, Driver, "gate", tuple(sorted((env or {}).items())))  # type: ignore[type-abstract]
+        # PYTHONSAFEPATH: `python -m qbench.agent` must not import the user's queue from the
+        # current directory (the repository at HEAD) instead of the side's own install.
+        side_env = {**(env or {}), "PYTHONSAFEPATH": "1"}
+        spec = DriverSpec(name, ref, Driver, "gate", tuple(sorted(side_env.items())))  # type: ignore[type-abstract]
         self.driver = GateDriverProcess(
             spec=spec,
             python=python,
