@@ -16,6 +16,7 @@ from qbench.harness.chaos.drivers import (
     DRIVER_CASES,
     EXPERIMENT,
     OUTCOMES,
+    PERSISTENCE,
     STATUS_FAILED,
     STATUS_OK,
     STATUS_UNSUPPORTED,
@@ -191,6 +192,7 @@ def outcomes_from_rows(rows: Sequence[Row], meta: Mapping[str, Any]) -> list[Cas
         key=lambda o: (
             order.get(o.driver, len(order)),
             DRIVER_CASES.index(o.case) if o.case in DRIVER_CASES else 99,
+            list(PERSISTENCE).index(o.setting) if o.setting in PERSISTENCE else -1,
             o.setting,
         ),
     )

@@ -1,0 +1,164 @@
+"""`qbench chaos --driver X`: the same fault cases for any driver, every job accounted for."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from qbench.harness.chaos.drivers import (
+    OUTCOMES,
+    QUICK,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_UNSUPPORTED,
+    CaseOutcome,
+    SinkEvents,
+    classify,
+    read_sink,
+    recovery_seconds,
+    verdicts,
+)
+from qbench.harness.chaos.report import REPORT_FILE, outcomes_from_rows
+from qbench.harness.cli import main
+from qbench.harness.results.rows import METRICS_FILE, read_metrics
+from qbench.harness.results.runs import kind_of, read_meta
+
+EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "qbench-example-driver"
+
+
+# -- deterministic pieces --------------------------------------------------------------------------
+def test_sink_lines_give_starts_and_finishes_per_job(tmp_path: Path) -> None:
+    sink = tmp_path / "jobs.sink"
+    sink.write_bytes(b"10 100\n10 150 done\n11 120 high\n11 130\n11 200 done\n11 210 done\n12 300\n13 4")
+    events = read_sink(sink)
+    assert events.starts == {10: 1, 11: 2, 12: 1}  # the partial last line is skipped
+    assert events.finishes == {10: 1, 11: 2}
+    assert sorted(events.finish_times) == [150, 200, 210]
+
+
+def test_every_sent_job_lands_in_exactly_one_outcome() -> None:
+    events = SinkEvents()
+    events.starts.update({1: 1, 2: 2, 3: 1, 4: 1, 5: 1})
+    events.finishes.update({1: 1, 2: 2})
+    counts, reruns = classify([1, 2, 3, 4, 5, 6], events, {"failed": [3], "pending": [4]})
+    assert counts == {"completed_once": 1, "duplicated": 1, "failed": 1, "stuck": 1, "lost": 2}
+    assert reruns == 1
+    # Without a census, what did not finish is lost; a pending count makes that many stuck.
+    assert classify([3, 4, 5], events, None)[0]["lost"] == 3
+    assert classify([3, 4, 5], events, {"pending": 2})[0] == dict.fromkeys(OUTCOMES, 0) | {
+        "stuck": 2,
+        "lost": 1,
+    }
+
+
+def test_recovery_is_the_longest_gap_from_a_fault_to_the_next_finish() -> None:
+    events = SinkEvents(finish_times=[1_000_000, 3_500_000, 9_000_000])
+    assert recovery_seconds([2_000_000, 4_000_000], events) == pytest.approx(5.0)
+    assert math.isnan(recovery_seconds([9_500_000], events))
+
+
+def test_a_loss_fails_the_run_only_where_at_least_once_is_promised() -> None:
+    def lost(case: str, setting: str = "", driver: str = "d") -> CaseOutcome:
+        o = CaseOutcome(driver=driver, case=case, setting=setting, submitted=10)
+        o.counts["lost"] = 2
+        return o
+
+    outcomes = [lost("worker_kill", "sigkill_x3"), lost("redis_restart", "none"), lost("failover")]
+    assert verdicts(outcomes, {"d": "at-least-once"}, {}) == [
+        "d worker_kill/sigkill_x3: 2 job(s) lost where the driver promises at-least-once"
+    ]
+    assert verdicts(outcomes, {"d": ""}, {}) == []  # undeclared: findings only
+    durable = {"d": {"QBENCH_REFERENCE_VARIANT": "scripted+durability=replica"}}
+    assert len(verdicts([lost("failover")], {"d": "at-least-once"}, durable)) == 1
+    failed = CaseOutcome(driver="d", case="proxy_faults", status=STATUS_FAILED, reason="no job started")
+    assert verdicts([failed], {}, {}) == ["d proxy_faults: case failed: no job started"]
+
+
+# -- bad input: one line, exit 2 ---------------------------------------------------------------------
+def test_bad_driver_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["chaos", "--driver", "no_such_driver", "--quick", "--out", str(tmp_path / "a")]) == 2
+    assert main(["chaos", "--driver", "scripted", "--presets", "baseline", "--out", str(tmp_path / "b")]) == 2
+    assert (
+        main(["chaos", "--driver", "scripted", "--only", "scheduler_race", "--out", str(tmp_path / "c")]) == 2
+    )
+    toml = tmp_path / "side" / "driver.toml"
+    toml.parent.mkdir()
+    toml.write_text('name = "side"\nproducer = ["true"]\nworker = ["true"]\nsink = "redis"\n')
+    assert main(["chaos", "--driver", str(toml), "--quick", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4
+    assert "cannot be fault-tested" in err[-1]
+    assert not (tmp_path / "d").exists()
+
+
+# -- real runs ---------------------------------------------------------------------------------------
+def _outcomes(out: Path) -> list[CaseOutcome]:
+    return outcomes_from_rows(read_metrics(out / METRICS_FILE), read_meta(out))
+
+
+def _accounted(o: CaseOutcome) -> None:
+    assert o.submitted > 0, o
+    assert sum(o.counts.values()) == o.submitted, o
+
+
+@pytest.mark.slow
+def test_quick_run_on_a_preset_loses_nothing_it_promises(tmp_path: Path) -> None:
+    out = tmp_path / "scripted"
+    assert main(["chaos", "--driver", "scripted", "--quick", "--out", str(out)]) == 0
+    outcomes = {o.label.split("/")[0] + "/" + o.setting: o for o in _outcomes(out)}
+    assert {o.case for o in outcomes.values()} == {"worker_kill", "redis_restart", "proxy_faults", "failover"}
+    for o in outcomes.values():
+        assert o.status == STATUS_OK, o
+        assert o.census
+        _accounted(o)
+    kill = next(o for o in outcomes.values() if o.case == "worker_kill")
+    assert kill.extra["faults"] == QUICK.kills
+    assert kill.counts["lost"] == kill.counts["stuck"] == 0
+    assert next(o for o in outcomes.values() if o.case == "proxy_faults").counts["lost"] == 0
+    meta = read_meta(out)
+    assert meta["drivers"]["scripted"]["delivery"] == "at-least-once"
+    assert kind_of(out, meta) is not None and kind_of(out, meta).name == "reliability"  # type: ignore[union-attr]
+    # `qbench report DIR` re-renders the same report from the saved files.
+    before = (out / REPORT_FILE).read_text()
+    (out / REPORT_FILE).unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / REPORT_FILE).read_text() == before
+    assert (out / "charts" / "reliability_outcomes.png").is_file()
+
+
+@pytest.mark.slow
+def test_quick_run_on_huey_reports_its_unacknowledged_losses_as_findings(tmp_path: Path) -> None:
+    out = tmp_path / "huey"
+    assert (
+        main(["chaos", "--driver", "huey", "--quick", "--only", "worker_kill,failover", "--out", str(out)])
+        == 0
+    )
+    outcomes = {o.case: o for o in _outcomes(out)}
+    _accounted(outcomes["worker_kill"])
+    assert outcomes["worker_kill"].extra["faults"] == QUICK.kills
+    assert outcomes["failover"].status == STATUS_UNSUPPORTED
+    assert "not supported" in (out / REPORT_FILE).read_text()
+
+
+@pytest.mark.slow
+def test_quick_run_on_the_example_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs' `qbench chaos --driver mymodule:MyDriver`, from the example's folder. Its list
+    queue has no acknowledgement, so jobs a killed worker held are lost: a finding, exit 0."""
+    monkeypatch.chdir(EXAMPLE_DIR)
+    out = tmp_path / "example"
+    argv = [
+        "chaos",
+        "--driver",
+        "qbench_example.driver:ListQueueDriver",
+        "--quick",
+        "--only",
+        "worker_kill,failover",
+    ]
+    assert main([*argv, "--out", str(out)]) == 0
+    outcomes = {o.case: o for o in _outcomes(out)}
+    kill = outcomes["worker_kill"]
+    _accounted(kill)
+    assert not kill.census
+    assert outcomes["failover"].status == STATUS_UNSUPPORTED
