@@ -125,6 +125,14 @@ def _ms(value: float | None) -> str:
 
 def _jobs(rows: Sequence[Row]) -> str:
     total = {r.metric: r.value for r in rows if parse_params(r.params).get("op") == "all"}
+    if "jobs_lost_with_node" in total:
+        return (
+            f"A cluster master died mid-run (see run.json `node_loss`): {total.get('jobs_expected', 0):,.0f} "
+            f"jobs acknowledged (prefill included), {total.get('jobs_accounted', 0):,.0f} job records found "
+            f"on the surviving shards; **{total['jobs_lost_with_node']:,.0f} lost with the dead master** "
+            "(no census: the dead master's keys cannot be read; an enqueue cut short when the users "
+            f"stopped, {total.get('jobs_cut_short', 0):,.0f} here, may have left its job or not)."
+        )
     return (
         f"{total.get('jobs_expected', 0):,.0f} jobs produced (prefill included), "
         f"{total.get('jobs_recorded', 0):,.0f} records in Redis, {total.get('jobs_completed', 0):,.0f} "

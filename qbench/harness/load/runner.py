@@ -192,6 +192,8 @@ class LoadRun:
     def lost(self) -> int:
         """Jobs lost: missing, unexplained and stranded in the reference queue (see
         `job_gaps`), or not picked up by a driver's workers. 0 on a sound run."""
+        if self.jobs.node_loss is not None:
+            return self.jobs.node_loss.lost
         census = self.jobs.census
         if census is None:
             return self.jobs_not_picked_up
@@ -200,6 +202,9 @@ class LoadRun:
     def problems(self) -> list[str]:
         """Why the run failed, one line each ([] for a sound run)."""
         problems: list[str] = []
+        if self.jobs.node_loss is not None:
+            # One line: the dead master and its count (Locust's exit 1 is these failures).
+            return [self.jobs.node_loss.line(self.failures)]
         if self.failures or self.lost:
             if self.plan.driver is None:
                 problems.append(f"{self.failures} failed request(s), {self.lost} job(s) missing or stranded")
@@ -594,6 +599,11 @@ def rows_of(run: LoadRun) -> list[Row]:
         rows.append(Row(EXPERIMENT, plan.label, plan.row_params(op="all"), metric, float(value), unit))
 
     add("jobs_expected", jobs.jobs_expected, REQUEST_UNIT)
+    if jobs.node_loss is not None:  # a cluster master died: no census, the loss counted instead
+        add("jobs_accounted", jobs.node_loss.accounted, REQUEST_UNIT)
+        add("jobs_cut_short", jobs.jobs_cut_short, REQUEST_UNIT)
+        add("jobs_lost_with_node", jobs.node_loss.lost, "jobs")
+        return rows
     if jobs.census is not None:
         add("jobs_recorded", jobs.census["records"], REQUEST_UNIT)
         add("jobs_completed", jobs.census["completed"], REQUEST_UNIT)
@@ -758,6 +768,8 @@ def write_results(run: LoadRun, folder: RunFolder, *, charts: bool = True) -> li
     jobs = run.jobs
     if jobs.census is not None:
         run.meta["job_census"] = jobs.census
+    elif jobs.node_loss is not None:
+        run.meta["node_loss"] = jobs.node_loss.as_dict()
     else:
         assert run.plan.driver is not None
         run.meta["jobs"] = {
@@ -800,7 +812,12 @@ def summary(rows: Sequence[Row]) -> str:
         for metric in ("expected", "recorded", "missing", "unexplained", "stranded", "cut_short")
         for metric in (f"jobs_{metric}",)
     }
-    if "jobs_recorded" in total:  # the reference queue's census
+    if "jobs_lost_with_node" in total:  # a cluster master died mid-run
+        lines.append(
+            f"jobs: {count['jobs_expected']} acknowledged, {total.get('jobs_accounted', 0):.0f} found on the "
+            f"surviving shards, {total['jobs_lost_with_node']:.0f} lost with the dead master"
+        )
+    elif "jobs_recorded" in total:  # the reference queue's census
         lines.append(
             f"jobs: {count['jobs_expected']} expected, {count['jobs_recorded']} in Redis, "
             f"{count['jobs_missing']} missing, {count['jobs_unexplained']} unexplained, "

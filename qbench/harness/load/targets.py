@@ -30,8 +30,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
+from redis.cluster import RedisCluster
 
 from qbench.driver import Op
 from qbench.harness.infra.census import take_census
@@ -152,6 +154,82 @@ class Accounting:
     """A driver run: counted at the server over the whole run (users, workers, drain)."""
     samples: dict[str, OpSamples] = field(default_factory=dict)
     """Operations the target measured itself (a driver's workers' pickups)."""
+    node_loss: NodeLoss | None = None
+    """Set when a cluster master died mid-run: the census could not be taken; this counts
+    the acknowledged jobs that went with it instead."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardCount:
+    """One cluster master at the end of a run: the namespace's partitions it owned when the
+    run started, and the job records found on it (None: it died, or refused reads)."""
+
+    node: str
+    """host:port"""
+    alive: bool
+    partitions: tuple[int, ...]
+    records: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "alive": self.alive, "partitions": list(self.partitions),
+                "records": self.records}  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeLoss:
+    """A run on a Redis Cluster during which a master holding the namespace's keys died (no
+    replica took over): its acknowledged jobs went with it. Counted as the enqueues the
+    users saw acknowledged minus the job records still found on the surviving shards."""
+
+    dead: tuple[str, ...]
+    """host:port of every master that stopped answering."""
+    acknowledged: int
+    """Jobs whose enqueue was acknowledged (prefill included)."""
+    cut_short: int
+    shards: tuple[ShardCount, ...]
+
+    @property
+    def accounted(self) -> int:
+        """Job records found on the surviving shards."""
+        return sum(s.records or 0 for s in self.shards if s.alive)
+
+    @property
+    def exact(self) -> bool:
+        """True when every surviving shard holding a partition was read (a cluster that went
+        down refuses reads: the count is then an upper bound)."""
+        return all(s.records is not None for s in self.shards if s.alive and s.partitions)
+
+    @property
+    def lost(self) -> int:
+        """Acknowledged jobs lost with the dead master(s); a job whose enqueue was cut short
+        may have landed on a surviving shard, so at most `cut_short` fewer."""
+        return max(0, self.acknowledged - self.accounted)
+
+    def line(self, failures: int) -> str:
+        """The run's one-line reason: the count and the dead node(s)."""
+        nodes = ", ".join(self.dead)
+        who = f"cluster master {nodes}" if len(self.dead) == 1 else f"cluster masters {nodes}"
+        survivors = [s for s in self.shards if s.alive]
+        count = f"{self.lost:,}" if self.exact else f"up to {self.lost:,}"
+        text = (
+            f"{who} died mid-run (no replica took over): {count} acknowledged job(s) lost with it "
+            f"({self.acknowledged:,} enqueues acknowledged, {self.accounted:,} job records found on the "
+            f"{len(survivors)} surviving shard(s)"
+        )
+        if not self.exact:
+            text += "; some refused reads (cluster down), so the count is an upper bound"
+        return text + f"); {failures:,} request(s) failed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dead_nodes": list(self.dead),
+            "acknowledged": self.acknowledged,
+            "accounted": self.accounted,
+            "lost": self.lost,
+            "exact": self.exact,
+            "cut_short": self.cut_short,
+            "shards": [s.as_dict() for s in self.shards],
+        }
 
 
 DuringRun = Callable[[ProvisionedRedis, str], AbstractContextManager[object]]
@@ -184,12 +262,19 @@ class ReferenceSide:
             self._server = server
             client = make_client(server.url, self.variant)
             self.queue = RedisQueue(client, self.variant, namespace=self.namespace, consumer="qbench-load")
+            self.owners = partition_owners(self.queue) if isinstance(client, RedisCluster) else {}
+            self.node_urls = {_address(u): u for u in server.info.node_urls()} if self.owners else {}
+            self.node_loss: NodeLoss | None = None
             try:
                 self.queue.check_server()
                 load_scripts(client)  # no user's first call pays a NOSCRIPT miss
                 yield server.url, server.info
             finally:
-                self.queue.cleanup()
+                try:
+                    self.queue.cleanup()
+                except redis.RedisError:
+                    if self.node_loss is None:  # else the dead master's keys are gone anyway
+                        raise
                 close_client(client)
 
     def prefill(self) -> int:
@@ -214,12 +299,69 @@ class ReferenceSide:
         """Nothing waits for the reference queue: the census is taken once `running` ends."""
 
     def account(self, ops: dict[str, OpSamples], prefilled: int) -> Accounting:
-        census = take_census(self.queue).counts()
+        """The census of the namespace; on a cluster that lost a master mid-run (the census
+        cannot be taken), the count of acknowledged jobs lost with it instead."""
         produced, cut_short = produced_jobs(ops, burst_size=self.workload.burst_size)
-        return Accounting(jobs_expected=prefilled + produced, jobs_cut_short=cut_short, census=census)
+        expected = prefilled + produced
+        try:
+            census = take_census(self.queue).counts()
+        except redis.RedisError:
+            loss = self.count_node_loss(expected, cut_short)
+            if loss is None:
+                raise
+            self.node_loss = loss
+            return Accounting(jobs_expected=expected, jobs_cut_short=cut_short, node_loss=loss)
+        return Accounting(jobs_expected=expected, jobs_cut_short=cut_short, census=census)
+
+    def count_node_loss(self, acknowledged: int, cut_short: int) -> NodeLoss | None:
+        """Per master of the cluster (each asked directly, not through the cluster client):
+        alive or not, and the namespace's job records on the partitions it owned at the
+        start. None when every master still answers (the census failed for another reason)."""
+        if not self.owners:
+            return None
+        shards = []
+        for address, url in self.node_urls.items():
+            owned = tuple(sorted(i for i, node in self.owners.items() if node == address))
+            client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+            try:
+                try:
+                    client.ping()
+                except (redis.ConnectionError, redis.TimeoutError):
+                    shards.append(ShardCount(node=address, alive=False, partitions=owned, records=None))
+                    continue
+                try:
+                    parts = [p for p in self.queue.partitions if p.index in owned]
+                    records: int | None = sum(p.records.count(client) for p in parts)
+                except redis.RedisError:  # CLUSTERDOWN: a cluster without full coverage refuses reads
+                    records = None
+                shards.append(ShardCount(node=address, alive=True, partitions=owned, records=records))
+            finally:
+                client.close()
+        dead = tuple(s.node for s in shards if not s.alive)
+        if not dead:
+            return None
+        return NodeLoss(dead=dead, acknowledged=acknowledged, cut_short=cut_short, shards=tuple(shards))
 
     def meta(self) -> dict[str, Any]:
-        return {"toggles": self.variant.toggles(), "latency_note": REFERENCE_LATENCY_NOTE}
+        extra = {} if self.node_loss is None else {"node_loss": self.node_loss.as_dict()}
+        return {"toggles": self.variant.toggles(), "latency_note": REFERENCE_LATENCY_NOTE, **extra}
+
+
+def partition_owners(queue: RedisQueue) -> dict[int, str]:
+    """Partition index -> host:port of the cluster master owning its hash tag's slot, as the
+    cluster client sees it now (every key of a partition shares that slot)."""
+    client = queue.client
+    assert isinstance(client, RedisCluster)
+    owners = {}
+    for part in queue.partitions:
+        node = client.get_node_from_key(part.keys.prefix)  # type: ignore[no-untyped-call]
+        owners[part.index] = f"{node.host}:{node.port}"
+    return owners
+
+
+def _address(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}"
 
 
 class DriverSide:
