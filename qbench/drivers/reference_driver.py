@@ -22,10 +22,10 @@ from qbench.driver import (
     record_pickup,
     sentinel_address,
 )
-from qbench.harness.infra.counting import RoundTripCounter, counting_connection_class
 from qbench.queue_impl.clients import RedisClient
 from qbench.queue_impl.config import PRESETS, Variant, parse_variant
 from qbench.queue_impl.connection import CONNECT_TIMEOUT_S, close_client, make_client
+from qbench.queue_impl.counting import RoundTripCounter, counting_connection_class
 from qbench.queue_impl.job import PRIORITY_ORDER, Job, Priority, as_text
 from qbench.queue_impl.queue import RedisQueue
 from qbench.queue_impl.scheduler import Scheduler

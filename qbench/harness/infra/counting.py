@@ -13,83 +13,24 @@ out, and commands run inside scripts are counted (Redis counts them).
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
-from redis.connection import Connection, ConnectionPool
+from redis.connection import ConnectionPool
 
 from qbench.harness.infra.nodelink import node_label
 from qbench.queue_impl.connection import CONNECT_TIMEOUT_S, is_cluster_url, node_url
 
+# Client-side counting lives with the reference queue, so its driver (qbench.drivers) can count
+# its round trips without importing the harness; re-exported here for the harness.
+from qbench.queue_impl.counting import RoundTripCounter as RoundTripCounter
+from qbench.queue_impl.counting import counting_connection_class as counting_connection_class
+
 HARNESS_COMMANDS = frozenset({"info"})
-
-
-class RoundTripCounter:
-    """Thread-safe tally of round trips and of the commands they carried."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.round_trips = 0
-        self.commands = 0
-
-    def add(self, commands: int) -> None:
-        with self._lock:
-            self.round_trips += 1
-            self.commands += commands
-
-    def snapshot(self) -> tuple[int, int]:
-        with self._lock:
-            return self.round_trips, self.commands
-
-
-def counting_connection_class(base: type[Connection], counter: RoundTripCounter) -> type[Connection]:
-    """A subclass of `base` (plain, TLS or unix) that reports every request to `counter`."""
-
-    class CountingConnection(base):  # type: ignore[valid-type,misc]
-        _handshaking = False
-
-        def on_connect_check_health(self, check_health: bool = True) -> None:
-            self._handshaking = True
-            try:
-                super().on_connect_check_health(check_health=check_health)
-            finally:
-                self._handshaking = False
-
-        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            if not self._handshaking:
-                # A packed request is one buffer or a list of buffers; a pipeline
-                # packs all its commands into one request.
-                counter.add(_count_commands(command))
-            super().send_packed_command(command, check_health=check_health)
-
-    CountingConnection.__name__ = f"Counting{base.__name__}"
-    return CountingConnection
-
-
-def _count_commands(packed: Any) -> int:
-    chunks = [packed] if isinstance(packed, (bytes, bytearray, memoryview, str)) else list(packed)
-    data = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in chunks)
-    return max(_resp_commands(data), 1)
-
-
-def _resp_commands(data: bytes) -> int:
-    """How many RESP arrays (commands) a request holds; bulk strings are skipped by length."""
-    count, pos, size = 0, 0, len(data)
-    while pos < size and data[pos : pos + 1] == b"*":
-        end = data.index(b"\r\n", pos)
-        argc = int(data[pos + 1 : end])
-        pos = end + 2
-        for _ in range(argc):
-            end = data.index(b"\r\n", pos)
-            pos = end + 2 + int(data[pos + 1 : end]) + 2
-        count += 1
-    return count
 
 
 def command_stats(client: redis.Redis) -> Counter[str]:
