@@ -174,6 +174,8 @@ class DriverSide:
         if pid is not None:
             pin_pid(pid, self.cpu)
         self.client.flushdb()
+        # A fresh file: a sink reads its file from the start, and a calibration runs many gates.
+        (self.driver.work_dir / f"{self.label}-rounds.sink").unlink(missing_ok=True)
         self.sink = self.driver.new_sink(f"{self.label}-rounds")
         self.driver.start_workers(self.sink)
         for worker in self.driver.worker_pids():

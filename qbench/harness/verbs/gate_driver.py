@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -203,14 +205,17 @@ def run_live(args: argparse.Namespace) -> int:
     plan, sizes = (QUICK_PLAN, QUICK_SIZES) if args.quick else (DRIVER_PLAN, FULL_SIZES)
     mode = QUICK_MODE if args.quick else MODE
     out: Path = args.out
-    with start_run(out, "gate", {"mode": mode, "driver": choice.name}) as run:
+    work = Path(tempfile.mkdtemp(prefix="qbench-gate-work-"))  # logs and sinks: not in --out
+    stack = ExitStack()
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    with stack, start_run(out, "gate", {"mode": mode, "driver": choice.name}) as run:
         try:
-            with built_sides(choice, base, head, work_dir=out / "logs") as (base_setup, head_setup):
+            with built_sides(choice, base, head, work_dir=work) as (base_setup, head_setup):
                 _say(f"base {base.describe()}, head {head.describe()}: environments ready; timing")
                 rows, facts = measure(
                     base_setup,
                     head_setup,
-                    work_dir=out / "logs",
+                    work_dir=work,
                     plan=plan,
                     sizes=sizes,
                     cpu=cpu,
@@ -264,17 +269,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
     cpu = _cpu(args.cpu)
     plan, sizes = (QUICK_PLAN, QUICK_SIZES) if args.quick else (DRIVER_PLAN, FULL_SIZES)
     out: Path = args.out
-    with start_run(out, "calibration", {"mode": "calibration-driver", "driver": choice.name}) as run:
+    work = Path(tempfile.mkdtemp(prefix="qbench-gate-work-"))  # logs and sinks: not in --out
+    stack = ExitStack()
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    with stack, start_run(out, "calibration", {"mode": "calibration-driver", "driver": choice.name}) as run:
         results: dict[str, list[dict[str, Any]]] = {"aa": [], "injected": []}
         handicap: dict[str, str] = {}
         all_rows: list[Row] = []
         try:
-            with built_sides(choice, spec, spec, work_dir=out / "logs") as (base_setup, head_setup):
+            with built_sides(choice, spec, spec, work_dir=work) as (base_setup, head_setup):
                 for index in range(2 * args.runs):
                     kind = "aa" if index % 2 == 0 else "injected"
                     head_setup.env = dict(handicap) if kind == "injected" else {}
                     rows, facts = measure(
-                        base_setup, head_setup, work_dir=out / "logs", plan=plan, sizes=sizes, cpu=cpu
+                        base_setup, head_setup, work_dir=work, plan=plan, sizes=sizes, cpu=cpu
                     )
                     if not handicap:
                         handicap = size_handicaps(rows)
