@@ -239,3 +239,42 @@ def test_a_worker_whose_locust_process_dies_is_named_and_the_run_fails(
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "failed" and "went missing" in meta["reason"]
     assert "went missing" in (out / "REPORT.md").read_text().splitlines()[2]
+
+
+@pytest.mark.parametrize("wait", ["0", "-5", "nan", "inf", "1e12"])
+def test_a_bad_worker_wait_is_one_line_and_exit_2(wait: str) -> None:
+    done = qbench(
+        "load", "producer", "--variant", "scripted", "--master", "--expect-workers", "1",
+        f"--worker-wait={wait}", timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "--worker-wait" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_failed_rerun_leaves_nothing_of_the_earlier_successful_run(redis_url: str, tmp_path: Path) -> None:
+    """A successful run, then a rerun into the same folder against a Redis that refuses:
+    the old metrics.csv is gone, REPORT.md (if any) is the failed run's, run.json says
+    failed, and `qbench report` on the folder exits 1 (before: the old run's files stayed
+    and `qbench report` showed its clean numbers, exit 0)."""
+    out = tmp_path / "out"
+    base = ("load", "producer", "--variant", "scripted", "--users", "1", "--duration", "1", "--no-charts",
+            "--telemetry-interval", "0", "--out", str(out))  # fmt: skip
+    first = qbench(*base, "--redis-url", redis_url)
+    assert first.returncode == 0, first.stderr
+    assert (out / "metrics.csv").is_file() and "# qbench load: producer" in (out / "REPORT.md").read_text()
+    assert qbench("report", str(out)).returncode == 0
+    refused = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    again = qbench(*base, "--redis-url", refused)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert again.stderr.count("\n") == 1 and "Traceback" not in again.stderr, again.stderr
+    assert not (out / "metrics.csv").exists()
+    assert not list(out.glob("locust*")) and not (out / "latency_histograms.json").exists()
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "failed" and meta["reason"]
+    report = out / "REPORT.md"
+    if report.exists():
+        text = report.read_text()
+        assert "This run failed" in text and "## Operations" not in text, text
+    rendered = qbench("report", str(out))
+    assert rendered.returncode == 1, rendered.stdout + rendered.stderr
