@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,15 @@ from qbench.harness.results.rows import Row, parse_params, read_metrics
 from qbench.harness.results.telemetry_charts import CHART_STEMS
 from qbench.queue_impl.config import PRESETS
 from qbench.scenarios.recorder import Collector, Recorder
-from qbench.scenarios.workload import WorkloadError, load_workload, parse_workload, workload_names
+from qbench.scenarios.workload import (
+    USER_KIND_TABLE,
+    UserKind,
+    WorkloadError,
+    load_workload,
+    parse_workload,
+    read_user_kinds,
+    workload_names,
+)
 
 SCENARIOS = ("arrival", "burst", "consumer", "http", "mixed", "producer")
 
@@ -386,3 +395,50 @@ def test_bad_profile_arguments_exit_2(
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+# -- user kinds: one class each ------------------------------------------------------------------
+
+KIND_CHECK = """
+import json, sys
+before = set(sys.modules)
+import qbench.harness.cli  # the harness: reads the kinds without Locust
+harness_pulled_in = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in ("locust", "gevent"))
+from qbench.scenarios import users
+from qbench.scenarios.workload import KIND_FACTS, UserKind
+default = UserKind(main_op="")
+kinds = {
+    kind: {f: getattr(cls, f, getattr(default, f)) for f in KIND_FACTS}
+    for kind, cls in users.QueueUser.by_kind.items()
+}
+print(json.dumps({"harness_pulled_in": harness_pulled_in, "kinds": kinds}))
+"""
+
+
+def test_every_user_kind_is_one_class_whose_facts_the_harness_reads_without_locust() -> None:
+    """Adding a kind touches one place, its class in scenarios/users.py: the table the
+    harness reads is that file's classes, parsed, never imported (checked here against the
+    classes Locust's process defines, in a child: gevent must not reach this process)."""
+    done = subprocess.run([sys.executable, "-c", KIND_CHECK], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["harness_pulled_in"] == []
+    assert found["kinds"] == {kind: asdict(row) for kind, row in USER_KIND_TABLE.items()}
+    assert set(USER_KIND_TABLE) == {"producer", "consumer", "burst", "arrival", "http_submit"}
+
+
+def test_a_kind_is_read_from_its_class_alone(tmp_path: Path) -> None:
+    source = tmp_path / "kinds.py"
+    source.write_text(
+        "import locust  # never imported by the reader\n"
+        "class Base:\n    kind: str = ''\n"
+        "class EchoUser(Base):\n    kind = 'echo'\n    main_op = 'echo'\n    jobs_per_call = '1'\n"
+        "class NoKind(Base):\n    main_op = 'x'\n"
+    )
+    assert read_user_kinds(source) == {"echo": UserKind(main_op="echo", jobs_per_call="1")}
+    source.write_text("class BadUser:\n    kind = 'bad'\n")
+    with pytest.raises(ValueError, match="declares no main_op"):
+        read_user_kinds(source)
+    source.write_text("X = 'op'\nclass BadUser:\n    kind = 'bad'\n    main_op = X\n")
+    with pytest.raises(ValueError, match="must be a literal"):
+        read_user_kinds(source)

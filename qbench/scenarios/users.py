@@ -1,9 +1,12 @@
 """The Locust users of every load run: one hierarchy, whatever executes the operations.
 
-A user kind (producer, consumer, burst, arrival, http_submit) is one class here, marked
-`kind = NAME` (its harness-side facts are its row in `workload.USER_KIND_TABLE`). What
-executes an operation is the user's *target*, chosen from the run settings when the user
-starts:
+A user kind (producer, consumer, burst, arrival, http_submit) is one class here and
+nothing else: `kind = NAME` and the facts the harness needs (`main_op`, and where they
+differ from `workload.UserKind`'s defaults `jobs_per_call`, `driver_role`, `driver_op`,
+`driver_op_use`) as literal class attributes in its body. The harness reads them from this
+file's source (`workload.USER_KIND_TABLE`, built with `ast`, so it never imports Locust).
+What executes an operation is the user's *target*, chosen from the run settings when the
+user starts:
 
 - `ReferenceTarget`: `--variant P`, the preset driver's reference queue in this process
   over sync redis-py, which can count each call's round trips;
@@ -282,6 +285,8 @@ class ProducerUser(QueueUser):
 
     abstract = True
     kind = "producer"
+    main_op = "enqueue"
+    jobs_per_call = "1"
 
     @task
     def enqueue(self) -> None:
@@ -295,6 +300,8 @@ class ConsumerUser(QueueUser):
 
     abstract = True
     kind = "consumer"
+    main_op = "dequeue"
+    driver_role = "workers"
 
     @task
     def consume(self) -> None:
@@ -339,6 +346,10 @@ class BurstUser(QueueUser):
 
     abstract = True
     kind = "burst"
+    main_op = "enqueue_burst"
+    jobs_per_call = "burst_size"
+    driver_op = "enqueue_many"
+    driver_op_use = "sends bursts with a bulk enqueue"
 
     def wait_time(self) -> float:
         return float(settings().workload.burst_pause_s)
@@ -359,6 +370,8 @@ class ArrivalUser(QueueUser):
 
     abstract = True
     kind = "arrival"
+    main_op = "enqueue"
+    jobs_per_call = "1"
 
     def on_start(self) -> None:
         super().on_start()
@@ -383,6 +396,9 @@ class HttpSubmitUser(FastHttpUser):  # type: ignore[misc]
     abstract = True
     wait_time = constant(0)
     kind = "http_submit"
+    main_op = "submit"
+    jobs_per_call = "1"
+    driver_role = "submits through the reference queue's HTTP API"
 
     def on_start(self) -> None:
         workload = settings_or_idle().workload

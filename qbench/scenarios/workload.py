@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +13,9 @@ WORKLOADS_DIR = Path(__file__).parent / "workloads"
 
 @dataclass(frozen=True, kw_only=True)
 class UserKind:
-    """What the harness must know of a Locust user kind without importing Locust. Its
-    class in `qbench.scenarios.users` says `kind = NAME`; nothing else names a kind."""
+    """What the harness must know of a Locust user kind without importing Locust. Declared
+    once, as literal class attributes of the kind's class in `qbench.scenarios.users`
+    (`kind = NAME` and these fields); `USER_KIND_TABLE` reads them from that file's source."""
 
     main_op: str
     """The operation the kind exists to do: what the progress line follows."""
@@ -29,20 +31,48 @@ class UserKind:
     """What the kind does with `driver_op`, for the refusal of a driver without it."""
 
 
-USER_KIND_TABLE: dict[str, UserKind] = {
-    "producer": UserKind(main_op="enqueue", jobs_per_call="1"),
-    "consumer": UserKind(main_op="dequeue", driver_role="workers"),
-    "burst": UserKind(
-        main_op="enqueue_burst",
-        jobs_per_call="burst_size",
-        driver_op="enqueue_many",
-        driver_op_use="sends bursts with a bulk enqueue",
-    ),
-    "arrival": UserKind(main_op="enqueue", jobs_per_call="1"),
-    "http_submit": UserKind(
-        main_op="submit", jobs_per_call="1", driver_role="submits through the reference queue's HTTP API"
-    ),
-}
+USERS_SOURCE = Path(__file__).with_name("users.py")
+"""Where every user kind is declared: its class, and nothing else."""
+KIND_FACTS = ("main_op", "jobs_per_call", "driver_role", "driver_op", "driver_op_use")
+
+
+def read_user_kinds(source: Path) -> dict[str, UserKind]:
+    """Every top-level class of `source` whose body assigns `kind = "NAME"`, with the facts
+    its body assigns (`KIND_FACTS`, literals), in file order. The source is parsed, never
+    imported: the user classes import Locust, whose gevent monkey-patching must stay out
+    of the harness process. ValueError for a kind without `main_op` or a fact that is not
+    a literal."""
+    tree = ast.parse(source.read_text(), filename=str(source))
+    table: dict[str, UserKind] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        facts: dict[str, Any] = {}
+        for stmt in node.body:
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+                target, value = stmt.targets[0], stmt.value
+            elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+                target, value = stmt.target, stmt.value
+            else:
+                continue
+            if isinstance(target, ast.Name) and target.id in ("kind", *KIND_FACTS):
+                try:
+                    facts[target.id] = ast.literal_eval(value)
+                except ValueError:
+                    raise ValueError(
+                        f"{source}:{stmt.lineno}: {node.name}.{target.id} must be a literal"
+                    ) from None
+        kind = facts.pop("kind", "")
+        if not kind:
+            continue
+        if "main_op" not in facts:
+            raise ValueError(f"{source}:{node.lineno}: user kind {kind!r} ({node.name}) declares no main_op")
+        table[kind] = UserKind(**facts)
+    return table
+
+
+USER_KIND_TABLE: dict[str, UserKind] = read_user_kinds(USERS_SOURCE)
+"""Every Locust user kind, by name, as its class in `qbench.scenarios.users` declares it."""
 USER_KINDS = tuple(USER_KIND_TABLE)
 """Locust user kinds a workload can mix (see `qbench.scenarios.users`)."""
 
