@@ -64,8 +64,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     if args.driver:
         return run_drivers(args)
-    cases = comma_list(args.only or ",".join(CASES), CASES, "--only")
-    presets = comma_list(args.presets or ",".join(PRESETS), list(PRESETS), "--presets")
+    # An empty --only/--presets is an error (comma_list says so), not "all".
+    cases = comma_list(",".join(CASES) if args.only is None else args.only, CASES, "--only")
+    presets_text = ",".join(PRESETS) if args.presets is None else args.presets
+    presets = comma_list(presets_text, list(PRESETS), "--presets")
     out: Path = args.out or Path("results") / ("chaos-quick" if args.quick else "chaos")
     outcomes = run_chaos(
         args.redis_url,
@@ -97,7 +99,7 @@ def run_drivers(args: argparse.Namespace) -> int:
             "--driver runs every case on servers it starts (it restarts and fails them over); "
             "drop --redis-url"
         )
-    cases = comma_list(args.only or ",".join(DRIVER_CASES), DRIVER_CASES, "--only")
+    cases = comma_list(",".join(DRIVER_CASES) if args.only is None else args.only, DRIVER_CASES, "--only")
     names = [name.strip() for text in args.driver for name in text.split(",") if name.strip()]
     if not names:
         raise UsageError("--driver: no driver named")
