@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,15 +256,100 @@ def run_live(args: argparse.Namespace) -> int:
 
 
 # -- calibration -----------------------------------------------------------------------------------
-REGRESSION_CPU = 0.10
-"""Injected CPU regressions: +10% of the base's enqueue CPU per call and worker CPU per job."""
 GRID = [x / 1000 for x in range(5, 101, 5)] + [x / 100 for x in range(15, 201, 5)]
 
 
+@dataclass(frozen=True)
+class Injection:
+    """One kind of calibration gate: a regression injected at the head's agent, alone."""
+
+    kind: str
+    env_var: str
+    sizes: str
+    """What its size is set from, in words."""
+
+
+INJECTIONS: tuple[Injection, ...] = (
+    Injection("enqueue", ENV_HANDICAP_ENQUEUE_US, "+{pct} of the measured enqueue CPU per call"),
+    Injection("job", ENV_HANDICAP_JOB_US, "+{pct} of the measured worker CPU per job"),
+    Injection("pickup", ENV_HANDICAP_PICKUP_MS, "a sleep of the measured pickup p50 before each handler"),
+)
+INJECTION_BY_KIND = {i.kind: i for i in INJECTIONS}
+DETECTED_BY = {
+    "enqueue_cpu": "enqueue",
+    "worker_cpu": "job",
+    "process_rate": "job",
+    "pickup_p50": "pickup",
+    "pickup_p99": "pickup",
+}
+"""Which injected gates count as a measure's detections (the processing rate has no
+injection of its own: the +CPU per job slows the drain, so its gates are the rate's)."""
+
+
+def unhandicapped_costs(rows: Sequence[Row]) -> dict[str, float]:
+    """Medians over every round of both sides of an A/A gate (both unhandicapped): enqueue
+    CPU per call, worker CPU per job and pickup p50, in ns."""
+
+    def both_sides(metric: str) -> float:
+        values = [r.value for r in rows if r.metric == metric]
+        return median(values) if values else 0.0
+
+    return {
+        "enqueue_cpu_ns_per_job": both_sides("enqueue_cpu_ns_per_job"),
+        "worker_cpu_ns_per_job": both_sides("worker_cpu_ns_per_job"),
+        "pickup_p50_ns": both_sides("pickup_p50_ns"),
+        "rounds": float(len({r.repeat for r in rows})),
+    }
+
+
+def size_handicaps(costs: Mapping[str, float], regression: float) -> dict[str, dict[str, str]]:
+    """One handicap per injection kind, each alone: `regression` (0.10: +10%) of the measured
+    enqueue CPU per call, of the measured worker CPU per job, and a pickup delay equal to the
+    measured pickup p50 (at least 0.2 ms: a shorter sleep is mostly the sleep's own overhead)."""
+    enqueue_us = costs["enqueue_cpu_ns_per_job"] * regression / 1000
+    job_us = costs["worker_cpu_ns_per_job"] * regression / 1000
+    pickup_ms = max(costs["pickup_p50_ns"] / 1e6, 0.2)
+    return {
+        "enqueue": {ENV_HANDICAP_ENQUEUE_US: f"{enqueue_us:.3f}"},
+        "job": {ENV_HANDICAP_JOB_US: f"{job_us:.3f}"},
+        "pickup": {ENV_HANDICAP_PICKUP_MS: f"{pickup_ms:.3f}"},
+    }
+
+
+def intended_ratios(
+    costs: Mapping[str, float], handicaps: Mapping[str, Mapping[str, str]]
+) -> dict[str, float]:
+    """head/base each injection should give on its own measure, from the measured costs."""
+
+    def ratio(metric: str, added_ns: float) -> float:
+        return 1 + added_ns / costs[metric] if costs[metric] > 0 else math.nan
+
+    return {
+        "enqueue": ratio(
+            "enqueue_cpu_ns_per_job", float(handicaps["enqueue"][ENV_HANDICAP_ENQUEUE_US]) * 1000
+        ),
+        "job": ratio("worker_cpu_ns_per_job", float(handicaps["job"][ENV_HANDICAP_JOB_US]) * 1000),
+        "pickup": ratio("pickup_p50_ns", float(handicaps["pickup"][ENV_HANDICAP_PICKUP_MS]) * 1e6),
+    }
+
+
+def _regression(text: str | None) -> float:
+    raw = (text or "10%").strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise UsageError(f"--regression: expected a percentage like 10%, got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise UsageError(f"--regression: {text!r} is out of range (0..100%)")
+    return value
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
-    """`qbench gate calibrate --driver X`: A/A gates and gates with injected regressions."""
+    """`qbench gate calibrate --driver X`: A/A gates, and gates each with one regression
+    injected at the head's agent (enqueue CPU, worker CPU per job, pickup delay), in turn."""
     if args.runs < 1:
         raise UsageError(f"--runs: must be >= 1, got {args.runs}")
+    regression = _regression(getattr(args, "regression", None))
     choice = choose_driver(args.driver)
     spec = _spec("--root", str(args.root), choice)
     cpu = _cpu(args.cpu)
@@ -272,21 +358,26 @@ def run_calibrate(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="qbench-gate-work-"))  # logs and sinks: not in --out
     stack = ExitStack()
     stack.callback(shutil.rmtree, work, ignore_errors=True)
+    kinds = ["aa", *(i.kind for i in INJECTIONS)]
+    total = len(kinds) * args.runs
     with stack, start_run(out, "calibration", {"mode": "calibration-driver", "driver": choice.name}) as run:
-        results: dict[str, list[dict[str, Any]]] = {"aa": [], "injected": []}
-        handicap: dict[str, str] = {}
+        results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        handicaps: dict[str, dict[str, str]] = {}
+        costs: dict[str, float] = {}
         all_rows: list[Row] = []
         try:
             with built_sides(choice, spec, spec, work_dir=work) as (base_setup, head_setup):
-                for index in range(2 * args.runs):
-                    kind = "aa" if index % 2 == 0 else "injected"
-                    head_setup.env = dict(handicap) if kind == "injected" else {}
+                for index in range(total):
+                    kind = kinds[index % len(kinds)]  # aa, enqueue, job, pickup, aa, ...
+                    head_setup.env = dict(handicaps[kind]) if kind != "aa" else {}
                     rows, facts = measure(
                         base_setup, head_setup, work_dir=work, plan=plan, sizes=sizes, cpu=cpu
                     )
-                    if not handicap:
-                        handicap = size_handicaps(rows)
-                        run.meta["handicaps"] = handicap
+                    if not handicaps:  # the first gate is A/A: size the injections from it
+                        costs = unhandicapped_costs(rows)
+                        handicaps = size_handicaps(costs, regression)
+                        run.meta["handicaps"] = handicaps
+                        _say(f"unhandicapped costs {costs}; handicaps {handicaps}")
                     timings, _ = judge(rows, tolerances={})
                     gate = {
                         "kind": kind,
@@ -303,7 +394,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
                         Row(
                             r.experiment,
                             r.variant,
-                            f"{r.params};gate={index}",
+                            f"{r.params};gate={index};injected={kind}",
                             r.metric,
                             r.value,
                             r.unit,
@@ -311,7 +402,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
                         )
                         for r in rows
                     ]
-                    _say(f"calibration gate {index + 1}/{2 * args.runs} ({kind}): {_short(gate['measures'])}")
+                    _say(f"calibration gate {index + 1}/{total} ({kind}): {_short(gate['measures'])}")
         except CANNOT_RUN as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             run.finish("failed", reason=reason)
@@ -320,7 +411,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
         except NoBaseline as exc:
             raise UsageError(f"--root: {exc}") from None
         doc = score(results, runs=args.runs)
-        doc.update(driver=choice.name, spec=spec.text, handicaps=handicap, quick=bool(args.quick))
+        doc.update(
+            driver=choice.name,
+            spec=spec.text,
+            regression=regression,
+            unhandicapped=costs,
+            handicaps=handicaps,
+            quick=bool(args.quick),
+            injections=achieved(results, costs, handicaps),
+        )
         run.meta.update(
             run_metadata(server={}, mode="calibration-driver", extra={"command": ["qbench", *sys.argv[1:]]})
         )
@@ -336,112 +435,168 @@ def _short(measures: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {v[0]:.3f} ({v[1]:.3f}..{v[2]:.3f})" for k, v in measures.items() if v)
 
 
-def size_handicaps(rows: list[Row]) -> dict[str, str]:
-    """Handicaps from a first A/A gate's base medians: +10% enqueue CPU per call, +10% worker
-    CPU per job, and a pickup delay equal to the base's pickup p50."""
-
-    def base_median(metric: str) -> float:
-        values = [r.value for r in rows if r.metric == metric and "side=base" in r.params]
-        return median(values) if values else 0.0
-
-    enqueue_us = base_median("enqueue_cpu_ns_per_job") * REGRESSION_CPU / 1000
-    job_us = base_median("worker_cpu_ns_per_job") * REGRESSION_CPU / 1000
-    pickup_ms = base_median("pickup_p50_ns") / 1e6
-    return {
-        ENV_HANDICAP_ENQUEUE_US: f"{enqueue_us:.2f}",
-        ENV_HANDICAP_JOB_US: f"{job_us:.2f}",
-        ENV_HANDICAP_PICKUP_MS: f"{max(pickup_ms, 0.2):.3f}",
-    }
+TARGET_MEASURE = {"enqueue": "enqueue_cpu", "job": "worker_cpu", "pickup": "pickup_p50"}
+"""The measure each injection is sized against."""
 
 
-INJECTED_FOR = {
-    "enqueue_cpu": "+10% CPU per enqueue",
-    "worker_cpu": "+10% CPU per job",
-    "pickup_p50": "a delay of the base's p50 before each handler",
-    "pickup_p99": "a delay of the base's p50 before each handler",
-    "process_rate": "none of its own (the pickup delay also slows the drain)",
-}
+def achieved(
+    results: Mapping[str, list[dict[str, Any]]],
+    costs: Mapping[str, float],
+    handicaps: Mapping[str, Mapping[str, str]],
+) -> dict[str, Any]:
+    """Per injection: its size, the head/base it was meant to give on its own measure, and
+    the median head/base its gates measured, on that measure and on every other one (so an
+    injection that moves another measure shows it)."""
+    intended = intended_ratios(costs, handicaps) if handicaps else {}
+    found: dict[str, Any] = {}
+    for injection in INJECTIONS:
+        gates = results.get(injection.kind, [])
+        medians = {}
+        for m in MEASURES:
+            estimates = [g["measures"][m.name][0] for g in gates if g["measures"].get(m.name)]
+            medians[m.name] = median(estimates) if estimates else None
+        found[injection.kind] = {
+            "env": dict(handicaps.get(injection.kind, {})),
+            "sized": injection.sizes,
+            "measure": TARGET_MEASURE[injection.kind],
+            "intended_ratio": intended.get(injection.kind),
+            "achieved_ratio": medians[TARGET_MEASURE[injection.kind]],
+            "achieved_ratios_all_measures": medians,
+        }
+    return found
+
+
+def _fails(gates: Sequence[Mapping[str, Any]], name: str, tolerance: float) -> int:
+    return sum(1 for g in gates if g["measures"].get(name) and g["measures"][name][1] > 1 + tolerance)
 
 
 def score(results: Mapping[str, list[dict[str, Any]]], *, runs: int) -> dict[str, Any]:
-    """False alarms (A/A) and detections (injected) per measure at every tolerance of GRID;
-    the recommended tolerance is the middle of those meeting both targets (<= 1 in 20 false
-    alarms, >= 19 in 20 detections, scaled to `runs`)."""
+    """False alarms (A/A gates) and detections (the gates injecting the measure's own kind of
+    regression, DETECTED_BY) per measure at every tolerance of GRID. The recommended tolerance
+    is the smallest meeting both targets (<= 1 in 20 false alarms, >= 19 in 20 detections,
+    scaled to `runs`), or None with the reason."""
     max_false = runs // 20
     min_detect = runs - runs // 20
     measures: dict[str, Any] = {}
     for m in MEASURES:
-
-        def fails(kind: str, tolerance: float, name: str = m.name) -> int:
-            return sum(
-                1 for g in results[kind] if g["measures"].get(name) and g["measures"][name][1] > 1 + tolerance
-            )
-
+        aa, injected = results["aa"], results[DETECTED_BY[m.name]]
         table = [
-            {"tolerance": t, "false_alarms": fails("aa", t), "detections": fails("injected", t)} for t in GRID
+            {"tolerance": t, "false_alarms": _fails(aa, m.name, t), "detections": _fails(injected, m.name, t)}
+            for t in GRID
         ]
-        meeting = [
-            r["tolerance"] for r in table if r["false_alarms"] <= max_false and r["detections"] >= min_detect
-        ]
-        recommended = meeting[len(meeting) // 2] if meeting else None
+        meeting = [r for r in table if r["false_alarms"] <= max_false and r["detections"] >= min_detect]
+        quiet = [r for r in table if r["false_alarms"] <= max_false]
+        if meeting:
+            best = meeting[0]
+            why = None
+        elif not quiet:
+            best = None
+            why = f"more than {max_false} false alarm(s) in {len(aa)} A/A gates even at {GRID[-1]:.0%}"
+        else:
+            best = None
+            q = quiet[0]
+            why = (
+                f"at {q['tolerance']:.1%}, the smallest with <= {max_false} false alarm(s), only "
+                f"{q['detections']}/{len(injected)} detected"
+            )
         default = m.tolerance
         measures[m.name] = {
-            "injected": INJECTED_FOR[m.name],
-            "recommended_tolerance": recommended,
-            "tolerances_meeting_targets": [meeting[0], meeting[-1]] if meeting else None,
+            "detected_by": DETECTED_BY[m.name],
+            "recommended_tolerance": None if best is None else best["tolerance"],
+            "why_none": why,
+            "at_recommended": None
+            if best is None
+            else {"false_alarms": best["false_alarms"], "detections": best["detections"]},
             "at_default": {
                 "tolerance": default,
-                "false_alarms": fails("aa", default),
-                "detections": fails("injected", default),
+                "false_alarms": _fails(aa, m.name, default),
+                "detections": _fails(injected, m.name, default),
             },
-            "at_recommended": None
-            if recommended is None
-            else {"false_alarms": fails("aa", recommended), "detections": fails("injected", recommended)},
-            "aa_ratios": [g["measures"].get(m.name) for g in results["aa"]],
-            "injected_ratios": [g["measures"].get(m.name) for g in results["injected"]],
+            "aa_ratios": [g["measures"].get(m.name) for g in aa],
+            "injected_ratios": [g["measures"].get(m.name) for g in injected],
         }
     seconds = [g["seconds"] for kind in results.values() for g in kind]
     return {
         "runs": runs,
+        "gates": {kind: len(gates) for kind, gates in results.items()},
         "targets": {"max_false_alarms": max_false, "min_detections": min_detect},
         "measures": measures,
         "gate_seconds": {"median": median(seconds) if seconds else None, "max": max(seconds, default=None)},
     }
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"x{value:.3f}"
+
+
 def calibration_markdown(doc: Mapping[str, Any]) -> str:
     from qbench.harness.results.render import markdown_table
 
     runs = doc["runs"]
+    injections = doc.get("injections", {})
+    sizing = []
+    for kind, inj in injections.items():
+        env = ", ".join(f"{k}={v}" for k, v in inj["env"].items())
+        others = ", ".join(
+            f"{name} {_ratio(r)}"
+            for name, r in inj["achieved_ratios_all_measures"].items()
+            if name != inj["measure"]
+        )
+        sizing.append(
+            [
+                kind,
+                f"`{env}`",
+                inj["sized"].format(pct=f"{doc.get('regression', 0.1):.0%}"),
+                inj["measure"],
+                _ratio(inj["intended_ratio"]),
+                _ratio(inj["achieved_ratio"]),
+                others,
+            ]
+        )
     body = []
     for name, m in doc["measures"].items():
         at = m["at_default"]
         rec = m["recommended_tolerance"]
-        span = m["tolerances_meeting_targets"]
+        found = m["at_recommended"]
         body.append(
             [
                 name,
-                m["injected"],
-                f"{at['tolerance']:.1%}: {at['false_alarms']}/{runs} false, "
-                f"{at['detections']}/{runs} detected",
-                "none meets the targets"
+                m["detected_by"],
+                f"{at['tolerance']:.1%}: {at['false_alarms']}/{len(m['aa_ratios'])} false, "
+                f"{at['detections']}/{len(m['injected_ratios'])} detected",
+                f"none: {m['why_none']}"
                 if rec is None
-                else f"**{rec:.1%}** (all of {span[0]:.1%}..{span[1]:.1%})",
+                else f"**{rec:.1%}** ({found['false_alarms']} false, {found['detections']} detected)",
             ]
         )
     seconds = doc["gate_seconds"]
-    handicaps = ", ".join(f"{k}={v}" for k, v in doc["handicaps"].items())
+    costs = doc.get("unhandicapped", {})
     lines = [
         f"# Driver gate calibration: `{doc['driver']}` ({doc['spec']})",
         "",
         f"{runs} A/A gates (the same environment on both sides: a failure is a false alarm) and {runs} "
-        f"gates with injected regressions at the agent ({handicaps}; "
-        f"the library is never changed), alternating{' (--quick sizes)' if doc.get('quick') else ''}. "
+        "gates per injected regression, each gate injecting one regression alone at the head's agent "
+        f"(the library is never changed), in turn{' (--quick sizes)' if doc.get('quick') else ''}. "
         f"Gate time: median {seconds['median'] or 0:.0f} s, max {seconds['max'] or 0:.0f} s.",
-        f"Targets: at most {doc['targets']['max_false_alarms']} false alarm(s) and at least "
-        f"{doc['targets']['min_detections']} detection(s) in {runs} (1 in 20 and 19 in 20, scaled).",
         "",
-        markdown_table(["measure", "injected", "at the default tolerance", "recommended tolerance"], body),
+        "Sizes, from the first A/A gate's medians over all its rounds, both sides: enqueue CPU "
+        f"{costs.get('enqueue_cpu_ns_per_job', 0) / 1000:.2f} µs/call, worker CPU "
+        f"{costs.get('worker_cpu_ns_per_job', 0) / 1000:.2f} µs/job, pickup p50 "
+        f"{costs.get('pickup_p50_ns', 0) / 1e6:.3f} ms. Achieved: the median head/base of the gates "
+        "injecting it.",
+        "",
+        markdown_table(
+            ["injected", "setting", "sized as", "on", "intended", "achieved", "other measures (median)"],
+            sizing,
+        ),
+        "",
+        f"Targets: at most {doc['targets']['max_false_alarms']} false alarm(s) and at least "
+        f"{doc['targets']['min_detections']} detection(s) in {runs} (1 in 20 and 19 in 20, scaled). "
+        "Recommended: the smallest tolerance meeting both.",
+        "",
+        markdown_table(
+            ["measure", "detections from", "at the default tolerance", "recommended tolerance"], body
+        ),
         "",
     ]
     return "\n".join(lines)
