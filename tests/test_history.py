@@ -92,6 +92,22 @@ def test_a_run_without_a_commit_or_metrics_is_refused(
     assert main(["history", "add", str(tmp_path / "empty"), "--file", str(tmp_path / "h.csv")]) == 2
 
 
+def test_an_installed_run_is_added_under_the_label_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """qbench installed from a wheel records no commit: the user keys the run themselves."""
+    out = tmp_path / "installed"
+    write_metrics(out / "metrics.csv", [Row("x", "", "", "wall_ms", 1.0, "ms", 0)])
+    write_run(out / "run.json", {"mode": "quick", "git": {"commit": None, "source": "installed"}})
+    history = tmp_path / "h.csv"
+    assert main(["history", "add", str(out), "--file", str(history)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "installed package" in err[0] and "--commit LABEL" in err[0]
+    assert main(["history", "add", str(out), "--file", str(history), "--commit", "myqueue-1.4.0"]) == 0
+    assert {e.commit for e in read_history(history)} == {"myqueue-1.4.0"}
+    assert main(["history", "add", str(out), "--file", str(history), "--commit", " "]) == 2
+
+
 def test_committed_history_spans_at_least_five_commits() -> None:
     history = read_history(ROOT / "results" / "history.csv")
     commits = {e.commit for e in history}

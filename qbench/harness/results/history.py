@@ -118,8 +118,9 @@ def write_history(path: Path, entries: Iterable[Entry]) -> None:
             writer.writerow(row)
 
 
-def summarize_run(run_dir: Path) -> list[Entry]:
-    """The summary entries of one results dir (see the module docstring)."""
+def summarize_run(run_dir: Path, *, commit: str | None = None) -> list[Entry]:
+    """The summary entries of one results dir (see the module docstring), keyed by `commit`
+    when given (a label of the user's choosing), else by the commit run.json records."""
     metrics = run_dir / METRICS_FILE
     if not metrics.is_file():
         raise HistoryError(f"{run_dir}: no {METRICS_FILE} here")
@@ -129,8 +130,14 @@ def summarize_run(run_dir: Path) -> list[Entry]:
     except ValueError as exc:
         raise HistoryError(str(exc).splitlines()[0]) from None
     facts = _commit_facts(meta)
+    if commit is not None:
+        facts["commit"] = commit
     if not facts["commit"]:
-        raise HistoryError(f"{run_dir}: run.json records no git commit")
+        source = meta.get("git", {}).get("source")
+        why = " (qbench ran from an installed package)" if source == "installed" else ""
+        raise HistoryError(
+            f"{run_dir}: run.json records no git commit{why}: give --commit LABEL (e.g. your queue's commit)"
+        )
     run = run_dir.name
 
     def entry(
@@ -183,9 +190,9 @@ def _commit_facts(meta: dict[str, Any]) -> dict[str, str]:
     return {"commit": git.get("commit") or "", "date": meta.get("created_at", ""), "subject": ""}
 
 
-def add_run(run_dir: Path, history: Path) -> tuple[int, int]:
+def add_run(run_dir: Path, history: Path, *, commit: str | None = None) -> tuple[int, int]:
     """Append (or replace) one run's entries; returns (entries added, entries in the file)."""
-    new = summarize_run(run_dir)
+    new = summarize_run(run_dir, commit=commit)
     keys = {e.key() for e in new}
     kept = [e for e in read_history(history) if e.key() not in keys]
     write_history(history, kept + new)

@@ -38,6 +38,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a results dir (metrics.csv + run.json)")
     add.add_argument("--file", type=Path, default=HISTORY_FILE, help=f"history CSV (default {HISTORY_FILE})")
+    add.add_argument(
+        "--commit",
+        default=None,
+        metavar="LABEL",
+        help="key the run by LABEL instead of the commit its run.json records (needed when qbench "
+        "ran from an installed package: e.g. your queue's commit or version)",
+    )
     add.set_defaults(func=run_add)
     chart = actions.add_parser("chart", help="one chart per metric over the commits")
     chart.add_argument(
@@ -72,7 +79,9 @@ def run_add(args: argparse.Namespace) -> int:
         print(f"qbench: error: {why}; history keeps finished runs only", file=sys.stderr)
         return EXIT_FAILED
     try:
-        added, total = add_run(args.run_dir, args.file)
+        if args.commit is not None and not args.commit.strip():
+            raise HistoryError("--commit: expected a non-empty label")
+        added, total = add_run(args.run_dir, args.file, commit=args.commit)
     except HistoryError as exc:
         raise UsageError(str(exc)) from None
     print(f"{args.file}: {added} entries from {args.run_dir} ({total} in all)")
