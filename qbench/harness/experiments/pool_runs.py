@@ -21,7 +21,7 @@ from qbench.harness.results.rows import Row
 from qbench.harness.results.stats import percentile
 from qbench.queue_impl.config import Variant
 from qbench.queue_impl.connection import make_client
-from qbench.queue_impl.job import PRIORITY_ORDER, Job, Priority
+from qbench.queue_impl.job import Job, Priority
 from qbench.queue_impl.queue import RedisQueue
 from qbench.queue_impl.worker import BUILTIN_HANDLERS, Handler, WorkerPool
 
@@ -331,11 +331,6 @@ def stranded_job_ids(queue: RedisQueue) -> list[str]:
     return take_census(queue).stranded_ids
 
 
-def priority_labels() -> tuple[str, ...]:
-    return tuple(p.label for p in PRIORITY_ORDER)
-
-
-# -- CPU placement (recorded, never pinned) ------------------------------------------
 def current_cpu() -> int | None:
     """The CPU the calling thread last ran on (Linux /proc), else None."""
     return _stat_cpu(Path("/proc/thread-self/stat"))

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
@@ -490,16 +490,6 @@ class ServerProbe:
 
     def close(self) -> None:
         self.client.close()
-
-
-@dataclass
-class DriverResult:
-    """What one driver produced: rows, plus what the report says about its setup."""
-
-    name: str
-    rows: list[Row] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
 
 
 def _command_rows(

@@ -450,14 +450,6 @@ def report_document(report: GateReport, *, baseline: str, candidate: str) -> dic
     }
 
 
-def _fmt_change(change: float | None) -> str:
-    if change is None:
-        return ""
-    if change == 0:
-        return "="
-    return f"{change:+.1%} worse" if change > 0 else f"{-change:.1%} better"
-
-
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"

@@ -141,10 +141,6 @@ def fmt_bytes(value: float) -> str:
     return f"{value:,.0f} B"
 
 
-def pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
-
-
 def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
     def clean(cell: str) -> str:
         return str(cell).replace("|", "\\|").replace("\n", " ")

@@ -27,7 +27,6 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
 
 __all__ = [
     "RatioInterval",
@@ -105,8 +104,6 @@ ms); above it the normal approximation with continuity correction is within one 
 
 RATIO_METHOD = "Hodges-Lehmann, Wilcoxon signed-rank interval on paired log ratios"
 
-Side = Literal["above", "below", "straddles"]
-
 
 @dataclass(frozen=True, slots=True)
 class RatioInterval:
@@ -129,18 +126,6 @@ class RatioInterval:
     def level(self) -> str:
         """The coverage as a whole percentage, rounded down: `95%` (or `75%` for 3 rounds)."""
         return f"{math.floor(self.confidence * 100 + 1e-9)}%"
-
-    def side_of(self, threshold: float) -> Side:
-        """Where the whole interval lies against `threshold`: a verdict needs above or below."""
-        if self.lo > threshold:
-            return "above"
-        if self.hi < threshold:
-            return "below"
-        return "straddles"
-
-    def inverted(self) -> RatioInterval:
-        """A/B instead of B/A (the interval of the reciprocal, bounds swapped)."""
-        return RatioInterval(1 / self.estimate, 1 / self.hi, 1 / self.lo, self.confidence, self.n)
 
     def fmt(self, digits: int = 2, suffix: str = "x") -> str:
         bounds = f"{self.lo:.{digits}f}..{self.hi:.{digits}f}"

@@ -206,11 +206,3 @@ def write_gate(out_dir: Path, document: Mapping[str, Any], markdown_text: str) -
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / GATE_FILE).write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
     (out_dir / GATE_MARKDOWN).write_text(markdown_text)
-
-
-def read_calibrated_tolerance(path: Path = CALIBRATION_FILE) -> float | None:
-    """`recommended_tolerance` of a calibration.json (None when the file is absent)."""
-    if not path.is_file():
-        return None
-    value = json.loads(path.read_text()).get("recommended_tolerance")
-    return float(value) if isinstance(value, int | float) else None

@@ -31,7 +31,7 @@ from qbench.harness.results.paired import Measure as Measure
 from qbench.harness.results.paired import paired_values as paired_values
 from qbench.harness.results.paired import ratio_from_rows as ratio_from_rows
 from qbench.harness.results.rows import Row
-from qbench.harness.results.stats import RatioInterval, median, ratio_interval
+from qbench.harness.results.stats import RatioInterval, ratio_interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +219,3 @@ def comparison_rows(
                 if value is not None:
                     rows.append(Row(experiment, variant, cell, METRIC_OF[measure], value, "ns", r.index))
     return rows
-
-
-def median_per_op(result: Interleaved, side: Literal["a", "b"], measure: Measure) -> float | None:
-    values = result.per_op(side, measure)
-    return median(values) if values else None
