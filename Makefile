@@ -80,14 +80,24 @@ peers: $(STAMP) node-drivers
 
 # Which of scripted's toggles delivers each gain: the battery for scripted as it was (a wait
 # per thread, a pooled connection per call, a 5 s wait), that with each new toggle alone, and
-# scripted as it is (results/ablation/PEERS.md, ~20 min; ABLATION_FLAGS="--quick --repeats 3" ~8 min).
-SCRIPTED_BEFORE := notify_timeout_s=5,dispatch=thread,prefetch=0,ack=each,conn=pool
+# scripted as it is (results/ablation/PEERS.md; 14 drivers, about 35 min; ABLATION_FLAGS="--quick --repeats 3" about 15).
+# PICKUP_BEFORE: scripted's pickup path before issue 20; the rows after it add each of that
+# issue's toggles alone (whom a pool wakes, the claim in the wait's write, the kept heartbeat
+# connection, the lost-claim scan after a break, the 60 s wait).
+PICKUP_BEFORE := handoff=broadcast,wait_claim=apart,beat=pool,orphan_scan=always
+SCRIPTED_BEFORE := notify_timeout_s=5,dispatch=thread,prefetch=0,ack=each,conn=pool,$(PICKUP_BEFORE)
 ABLATION := scripted+$(SCRIPTED_BEFORE) \
-	scripted+notify_timeout_s=5,dispatch=thread,prefetch=0,ack=each \
-	scripted+notify_timeout_s=5,prefetch=0,ack=each,conn=pool \
-	scripted+notify_timeout_s=5,ack=each,conn=pool \
-	scripted+notify_timeout_s=5,prefetch=0,conn=pool \
-	scripted+dispatch=thread,prefetch=0,ack=each,conn=pool \
+	scripted+notify_timeout_s=5,dispatch=thread,prefetch=0,ack=each,$(PICKUP_BEFORE) \
+	scripted+notify_timeout_s=5,prefetch=0,ack=each,conn=pool,$(PICKUP_BEFORE) \
+	scripted+notify_timeout_s=5,ack=each,conn=pool,$(PICKUP_BEFORE) \
+	scripted+notify_timeout_s=5,prefetch=0,conn=pool,$(PICKUP_BEFORE) \
+	scripted+notify_timeout_s=30,dispatch=thread,prefetch=0,ack=each,conn=pool,$(PICKUP_BEFORE) \
+	scripted+notify_timeout_s=30,$(PICKUP_BEFORE) \
+	scripted+notify_timeout_s=30,handoff=targeted,wait_claim=apart,beat=pool,orphan_scan=always \
+	scripted+notify_timeout_s=30,handoff=broadcast,wait_claim=pipelined,beat=pool,orphan_scan=always \
+	scripted+notify_timeout_s=30,handoff=broadcast,wait_claim=apart,beat=kept,orphan_scan=always \
+	scripted+notify_timeout_s=30,handoff=broadcast,wait_claim=apart,beat=pool,orphan_scan=after_reconnect \
+	scripted+notify_timeout_s=60,$(PICKUP_BEFORE) \
 	scripted scripted+retention=delete
 ABLATION_FLAGS ?=
 ablation: $(STAMP)

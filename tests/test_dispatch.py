@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,20 @@ from tests.conftest import QueueFactory, fast
 pytestmark = pytest.mark.slow
 
 PROCESS = "scripted"
-"""scripted: dispatch=process, prefetch, ack=batch, conn=pinned."""
+"""scripted: dispatch=process, prefetch, ack=batch, conn=pinned (each test runs with every
+value of the pickup path's toggles too: `pickup_path`)."""
+
+PICKUP_PATHS = (
+    "handoff=broadcast,wait_claim=apart,beat=pool,orphan_scan=always",
+    "handoff=targeted,wait_claim=pipelined,beat=kept,orphan_scan=after_reconnect",
+)
+
+
+@pytest.fixture(autouse=True, params=PICKUP_PATHS, ids=["broadcast", "targeted"])
+def pickup_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test of this module under both pickup paths (whom a pool wakes, when it claims)."""
+    monkeypatch.setattr(sys.modules[__name__], "PROCESS", f"scripted+{request.param}")
+    return str(request.param)
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
@@ -30,7 +44,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
 
 
 def variant(overrides: str = "") -> Variant:
-    return fast(parse_variant(f"{PROCESS}+{overrides}" if overrides else PROCESS))
+    return fast(parse_variant(f"{PROCESS},{overrides}" if overrides else PROCESS))
 
 
 class Gate:

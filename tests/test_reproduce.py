@@ -35,6 +35,7 @@ EXPECTED_EXPERIMENTS = (
     "round_trips",
     "idle_cost",
     "pickup_latency",
+    "pickup_hops",
     "pool_scaling",
     "memory",
     "key_building",

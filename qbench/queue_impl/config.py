@@ -20,6 +20,10 @@ DispatchMode = Literal["thread", "process"]
 AckMode = Literal["each", "batch"]
 ConnMode = Literal["pool", "pinned"]
 RetentionMode = Literal["keep", "delete"]
+HandoffMode = Literal["broadcast", "targeted"]
+WaitClaimMode = Literal["apart", "pipelined"]
+BeatMode = Literal["pool", "kept"]
+OrphanScanMode = Literal["always", "after_reconnect"]
 
 MAX_PARTITIONS = 64
 """More partitions than a cluster has masters only adds cost; 64 is far beyond any test."""
@@ -141,6 +145,31 @@ class Variant:
     """What completion does to a job's record. keep: it stays, marked completed (with the
     completed TTL when ttl=on), for `get_job` and the API. delete: it goes at once, as
     most job libraries do; dead-lettered records are kept either way."""
+    handoff: HandoffMode = "broadcast"
+    """Under dispatch=process, whom a change in the pool's state wakes. broadcast: every idle
+    thread (and the acker) at each leader's step-down and each completion; the first to get
+    the lock acts, the rest go back to sleep. targeted: only the threads that have something
+    to do: one per claimed job left in the backlog, the acker (alone, on a condition of its
+    own) per completion, and the next leader only once the old one is about to call its
+    job's handler, so the woken threads never compete with that job for the interpreter.
+    Ignored under dispatch=thread."""
+    wait_claim: WaitClaimMode = "apart"
+    """Under dequeue=notify, when the claim is sent after a blocking wait. apart: once the
+    wait's reply is in (two round trips from wake-up to job). pipelined: in the same write
+    as the wait (BZPOPMIN, then the claim script of the waited partition), so Redis runs the
+    claim the moment the wait returns and both replies come back together: one round trip.
+    The claim runs after a timed-out wait too, which is the sweep `apart` makes then, so
+    the commands are the same."""
+    beat: BeatMode = "pool"
+    """The heartbeat's connection. pool: it checks one out of the pool for each beat (under
+    conn=pinned the worker threads keep theirs, so a beat may find none free and open one).
+    kept: the heartbeat thread keeps one connection open for good (conn=pinned's path)."""
+    orphan_scan: OrphanScanMode = "always"
+    """When a worker pool looks for claims whose reply was lost (an LRANGE of its
+    processing list on each heartbeat). always: every heartbeat. after_reconnect (only
+    under conn=pinned, where every claim goes through the pinned path, which sees every
+    broken connection; `always` elsewhere): on the heartbeats after a pinned connection
+    broke, until no unowned job is left to confirm, and on every 30th heartbeat anyway."""
     handicap_us: float = 0.0
     """Calibration only, never a setting: burn this many microseconds of client CPU in
     each queue operation (enqueue, enqueue_many, dequeue, complete, fail, the scheduler
@@ -162,6 +191,10 @@ class Variant:
             ("ack", AckMode),
             ("conn", ConnMode),
             ("retention", RetentionMode),
+            ("handoff", HandoffMode),
+            ("wait_claim", WaitClaimMode),
+            ("beat", BeatMode),
+            ("orphan_scan", OrphanScanMode),
         ):
             value = getattr(self, field)
             allowed = get_args(literal)
@@ -273,11 +306,18 @@ PRESETS: dict[str, Variant] = {
         keys="precomputed",
         pool_size=POOL_SIZED,
         records="hash",
-        notify_timeout_s=30.0,
+        notify_timeout_s=60.0,
         dispatch="process",
         prefetch=10,
         ack="batch",
         conn="pinned",
+        # Issue 20, each measured alone (Makefile ABLATION): wake only who has work, claim in
+        # the wait's write, the heartbeat on a kept connection, a lost-claim scan only after a
+        # broken connection, and a 60 s wait (idle: 0.1 SET/s + 4 commands per 60 s < 0.2/s).
+        handoff="targeted",
+        wait_claim="pipelined",
+        beat="kept",
+        orphan_scan="after_reconnect",
     ),
 }
 PRESET_NAMES = tuple(PRESETS)
@@ -356,6 +396,10 @@ TOGGLE_VALUES: dict[str, str] = {
     "ack": "each | batch (completions coalesced per round trip; dispatch=process)",
     "conn": "pool | pinned (one kept connection per thread for scripts and waits; needs script)",
     "retention": "keep | delete (a completed record stays, or goes at once)",
+    "handoff": "broadcast | targeted (wake every idle thread, or only who has work; dispatch=process)",
+    "wait_claim": "apart | pipelined (the claim sent with the notify wait, one round trip)",
+    "beat": "pool | kept (the heartbeat checks out a pooled connection, or keeps one)",
+    "orphan_scan": "always | after_reconnect (look for lost claims each heartbeat, or after a broken pin)",
     "completed_ttl_s": "seconds",
     "dead_ttl_s": "seconds",
     "pool_timeout_s": "seconds",

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from qbench.queue_impl.hops import TRACE as _TRACE
 from qbench.queue_impl.job import Job, now_us
 from qbench.queue_impl.queue import RedisQueue
 from qbench.queue_impl.service import Backoff
@@ -54,7 +55,11 @@ class DispatchState:
 
     prefetch: int
     partitions: int
-    cv: threading.Condition = field(default_factory=threading.Condition)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    cv: threading.Condition = field(init=False)
+    """Serving threads wait on it (for a job, a turn to lead, or the stop)."""
+    ack_cv: threading.Condition = field(init=False)
+    """The acker waits on it (same lock): a completion wakes the acker, not the servers."""
     ready: collections.deque[Job] = field(default_factory=collections.deque)
     idle: int = 0
     """Threads waiting for a job or a turn to lead (leaders excluded)."""
@@ -69,6 +74,10 @@ class DispatchState:
     """By partition: whether its last claim filled up (else the next leader waits first)."""
     open: bool = False
     """Set once every thread has started: the first claim then counts them all."""
+
+    def __post_init__(self) -> None:
+        self.cv = threading.Condition(self.lock)
+        self.ack_cv = threading.Condition(self.lock)
 
     def wanted(self) -> int:
         """How many jobs a new leader may claim now, itself included (call under `cv`)."""
@@ -119,6 +128,7 @@ class ProcessDispatch:
         self._completed = completed
         self._redis_trouble = redis_trouble
         self._batch_acks = queue.variant.ack == "batch"
+        self._targeted = queue.variant.handoff == "targeted"
         self._servers: list[threading.Thread] = []
         self._helpers: list[threading.Thread] = []
         self._serial = 0
@@ -150,6 +160,7 @@ class ProcessDispatch:
         with self.state.cv:
             leading = bool(self.state.leaders)
             self.state.cv.notify_all()
+            self.state.ack_cv.notify_all()
         if leading:
             try:
                 self.queue.wake_waiters()
@@ -195,7 +206,10 @@ class ProcessDispatch:
                 if job is None:
                     continue
             assert job is not None
-            if not self._run(me, job):
+            if _TRACE is not None:
+                _TRACE.handed(job.id)
+            # handoff=targeted: a leader's successor is woken just before its job's handler.
+            if not self._run(me, job, successor=lead is not None and self._targeted):
                 return  # the watchdog failed the job and started a thread in our place
 
     def _lead(self, partition: int, want: int, backoff: Backoff) -> Job | None:
@@ -218,15 +232,28 @@ class ProcessDispatch:
                 state.leaders.discard(partition)
                 state.reserved -= want
                 state.ready.extend(jobs[1:])
-                state.cv.notify_all()
+                if not self._targeted:
+                    state.cv.notify_all()
+                    state.ack_cv.notify_all()
+                elif len(jobs) > 1:
+                    state.cv.notify(len(jobs) - 1)  # one follower per job left in the backlog
+                elif not jobs and state.partitions > 1:
+                    # This thread leads again, perhaps another partition: wake one to lead this one.
+                    state.cv.notify()
+                # Nothing claimed, one partition: this thread leads again itself, waking nobody.
         return jobs[0] if jobs else None
 
-    def _run(self, me: int, job: Job) -> bool:
-        """Run and acknowledge `job`; False when the watchdog gave up on it meanwhile."""
+    def _run(self, me: int, job: Job, *, successor: bool = False) -> bool:
+        """Run and acknowledge `job`; False when the watchdog gave up on it meanwhile.
+        `successor`: wake one idle thread to lead next, just before the handler starts."""
         state = self.state
+        job.started_at_us = now_us()
+        if _TRACE is not None:
+            _TRACE.run(job.id)  # before the successor's wake-up: its write lets other threads run
         with state.cv:
             running = state.running[me] = Running(job, time.monotonic())
-        job.started_at_us = now_us()
+            if successor:
+                state.cv.notify()
         outcome = self._run_job(job)
         with state.cv:
             state.running.pop(me, None)
@@ -236,7 +263,11 @@ class ProcessDispatch:
         if outcome is None and self._batch_acks and not self.stopping.is_set():
             with state.cv:
                 state.acks.append(job)
-                state.cv.notify_all()
+                if self._targeted:
+                    state.ack_cv.notify()
+                else:
+                    state.cv.notify_all()
+                    state.ack_cv.notify_all()
         else:
             error, retry = outcome or (None, True)
             self._acknowledge(job, error, retry)
@@ -249,7 +280,7 @@ class ProcessDispatch:
         while True:
             with state.cv:
                 while not state.acks and not self.stopping.is_set():
-                    state.cv.wait()
+                    state.ack_cv.wait()
                 if not state.acks and self.stopping.is_set():
                     return
             self._flush_acks()

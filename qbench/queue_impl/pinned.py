@@ -44,6 +44,18 @@ class Calls(Protocol):
         """BZPOPMIN on one key; None when the wait timed out."""
         ...
 
+    def bzpopmin_then_script(
+        self, key: str, timeout: float, source: str, sha: str, keys: Sequence[str], args: Sequence[ScriptArg]
+    ) -> tuple[Any, Any]:
+        """BZPOPMIN on `key`, and the script in the same write: Redis runs the script when the
+        wait returns (woken or timed out). Returns (the BZPOPMIN reply, None on a timeout;
+        the script's reply). A script the server does not know is loaded and run again."""
+        ...
+
+    def command(self, *args: ScriptArg) -> Any:
+        """One plain command; its raw reply (conn=pinned: on this thread's kept connection)."""
+        ...
+
     def script_and_wait(
         self,
         source: str,
@@ -79,6 +91,24 @@ class PoolCalls:
 
     def bzpopmin(self, key: str, timeout: float) -> Any:
         return self.client.bzpopmin(key, timeout=timeout)  # type: ignore[arg-type]
+
+    def bzpopmin_then_script(
+        self, key: str, timeout: float, source: str, sha: str, keys: Sequence[str], args: Sequence[ScriptArg]
+    ) -> tuple[Any, Any]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.bzpopmin(key, timeout=timeout)  # type: ignore[arg-type]
+        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        woke, result = pipe.execute(raise_on_error=False)
+        if isinstance(woke, Exception):
+            raise woke
+        if isinstance(result, NoScriptError):
+            return woke, self.script(source, sha, keys, args)
+        if isinstance(result, Exception):
+            raise result
+        return woke, result
+
+    def command(self, *args: ScriptArg) -> Any:
+        return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
 
     def script_and_wait(
         self,
@@ -143,6 +173,10 @@ class PinnedCalls:
     def __init__(self, client: redis.Redis) -> None:
         self.pool: ConnectionPool = client.connection_pool
         self._local = threading.local()
+        self.broken = 0
+        """Calls whose connection broke (or was closed mid-call): a reply may have been lost
+        (orphan_scan=after_reconnect looks for lost claims only after one). A plain counter:
+        readers only compare it with an earlier reading."""
 
     def _pin(self) -> _Pin:
         pin: _Pin | None = getattr(self._local, "pin", None)
@@ -165,11 +199,13 @@ class PinnedCalls:
             except redis.ResponseError:
                 raise  # the server's answer: the connection is in step
             except (redis.ConnectionError, redis.TimeoutError, OSError):
+                self.broken += 1
                 connection.disconnect()  # type: ignore[no-untyped-call]
                 if attempt:
                     raise
                 time.sleep(RETRY_DELAY_S)
             except BaseException:
+                self.broken += 1
                 connection.disconnect()  # type: ignore[no-untyped-call]
                 raise
         raise AssertionError("unreachable")
@@ -191,11 +227,13 @@ class PinnedCalls:
                         replies.append(exc)
                 return replies[0], replies[1]
             except (redis.ConnectionError, redis.TimeoutError, OSError):
+                self.broken += 1
                 connection.disconnect()  # type: ignore[no-untyped-call]
                 if attempt:
                     raise
                 time.sleep(RETRY_DELAY_S)
             except BaseException:
+                self.broken += 1
                 connection.disconnect()  # type: ignore[no-untyped-call]
                 raise
         raise AssertionError("unreachable")
@@ -233,6 +271,21 @@ class PinnedCalls:
 
     def bzpopmin(self, key: str, timeout: float) -> Any:
         return self._call("BZPOPMIN", key, timeout)
+
+    def bzpopmin_then_script(
+        self, key: str, timeout: float, source: str, sha: str, keys: Sequence[str], args: Sequence[ScriptArg]
+    ) -> tuple[Any, Any]:
+        woke, result = self._call_pair(("BZPOPMIN", key, timeout), ("EVALSHA", sha, len(keys), *keys, *args))
+        if isinstance(woke, Exception):
+            raise woke
+        if isinstance(result, NoScriptError):
+            return woke, self.script(source, sha, keys, args)
+        if isinstance(result, Exception):
+            raise result
+        return woke, result
+
+    def command(self, *args: ScriptArg) -> Any:
+        return self._call(*args)
 
 
 def make_calls(client: RedisClient, pinned: bool) -> Calls:

@@ -16,6 +16,7 @@ import redis
 from qbench.queue_impl.clients import RedisClient
 from qbench.queue_impl.codec import Codec, CorruptJobError, codec_for
 from qbench.queue_impl.config import Variant, VariantError
+from qbench.queue_impl.hops import TRACE as _TRACE
 from qbench.queue_impl.job import PRIORITY_ORDER, Job, Status, as_text, now_us
 from qbench.queue_impl.keys import KeyBuilder, make_keys
 from qbench.queue_impl.pinned import make_calls
@@ -240,6 +241,8 @@ class RedisQueue:
             if job is not None:
                 job.status = Status.ACTIVE
                 job.started_at_us = now_us()
+                if _TRACE is not None:
+                    _TRACE.claimed([job.id])
                 return job
 
     def claim_many(
@@ -263,6 +266,8 @@ class RedisQueue:
                 job.status = Status.ACTIVE
                 job.started_at_us = started
                 jobs.append(job)
+        if _TRACE is not None:
+            _TRACE.claimed([job.id for job in jobs])
         return jobs
 
     def complete_many(self, jobs: Sequence[Job]) -> int:
@@ -389,7 +394,13 @@ class RedisQueue:
         so stale recovery keeps watching its processing lists.
         """
         ms = _lease_ms(lease_s)
-        if len(self.partitions) == 1:
+        if self.variant.beat == "kept":
+            # One SET ... GET per partition on the calling thread's kept connection.
+            previous = [
+                self._ctx.calls.command("SET", part.keys.heartbeat(self.consumer), b"1", "PX", ms, "GET")
+                for part in self.partitions
+            ]
+        elif len(self.partitions) == 1:
             previous = [self.client.set(self.keys.heartbeat(self.consumer), b"1", px=ms, get=True)]
         else:
             pipe = self.client.pipeline(transaction=False)
@@ -399,8 +410,17 @@ class RedisQueue:
         if any(p is None for p in previous):
             self.register_consumer(lease_s)
 
+    @property
+    def broken_connections(self) -> int | None:
+        """conn=pinned: how many calls so far found their connection broken (a reply may have
+        been lost with it); None under conn=pool, whose retries happen out of sight."""
+        return getattr(self._ctx.calls, "broken", None)
+
     def held_job_ids(self) -> list[str]:
         """Ids in this consumer's processing lists (a job held twice appears twice)."""
+        if self.variant.beat == "kept":
+            processing = [part.keys.processing(self.consumer) for part in self.partitions]
+            return [as_text(i) for key in processing for i in self._ctx.calls.command("LRANGE", key, 0, -1)]
         if len(self.partitions) == 1:
             return [as_text(i) for i in self.client.lrange(self.keys.processing(self.consumer), 0, -1)]
         pipe = self.client.pipeline(transaction=False)

@@ -22,6 +22,7 @@ import redis
 from qbench.queue_impl.clients import RedisClient
 from qbench.queue_impl.codec import Codec
 from qbench.queue_impl.config import Variant
+from qbench.queue_impl.hops import TRACE as _TRACE
 from qbench.queue_impl.job import PRIORITY_ORDER, Job, Status, as_bytes, as_text
 from qbench.queue_impl.keys import KeyBuilder
 from qbench.queue_impl.pinned import Calls
@@ -318,7 +319,10 @@ class NotifyDequeue:
         home = self._home()
         deadline = time.monotonic() + ctx.variant.notify_timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
-            if ctx.calls.bzpopmin(home.keys.marker(), remaining) is None:
+            woke = ctx.calls.bzpopmin(home.keys.marker(), remaining)
+            if _TRACE is not None:
+                _TRACE.woke()
+            if woke is None:
                 return None
             claimed = self._claim_now(ctx.rotation(home.index))
             if claimed is not None:
@@ -338,26 +342,59 @@ class NotifyDequeue:
         if claimed or not wait:
             return claimed
         part = self._home() if home is None else ctx.partitions[home]
-        if ctx.calls.bzpopmin(part.keys.marker(), ctx.variant.notify_timeout_s) is None:
+        if ctx.variant.wait_claim == "pipelined":
+            return self._wait_and_claim(part, n)
+        woke = ctx.calls.bzpopmin(part.keys.marker(), ctx.variant.notify_timeout_s)
+        if _TRACE is not None:
+            _TRACE.woke()
+        if woke is None:
             # A timeout: sweep once (jobs a producer without a marker pushed, or a
             # partition without waiters).
             return self._claim_batch(ctx.rotation(), n)
         return self._claim_batch(ctx.rotation(part.index), n)
 
+    def _wait_and_claim(self, part: Partition, n: int) -> list[Claimed]:
+        """wait_claim=pipelined: the BZPOPMIN on `part`'s marker and `part`'s claim script in
+        one write (Redis runs the claim as soon as the wait returns, woken or timed out),
+        then, with partitions, the others in turn until `n` (what `apart` claims after a
+        wake-up or a timeout, `part` first)."""
+        ctx = self.ctx
+        script = ctx.scripts.claim_many
+        woke, flat = ctx.calls.bzpopmin_then_script(
+            part.keys.marker(),
+            ctx.variant.notify_timeout_s,
+            script.source,
+            script.sha,
+            self._claim_keys(part),
+            [n],
+        )
+        if _TRACE is not None:
+            _TRACE.woke()
+        claimed = self._claimed_from(part, flat)
+        if len(claimed) < n and len(ctx.partitions) > 1:
+            order = ctx.rotation() if woke is None else ctx.rotation(part.index)
+            claimed += self._claim_batch([p for p in order if p is not part], n - len(claimed))
+        return claimed
+
+    def _claim_keys(self, part: Partition) -> list[str]:
+        queues = [part.keys.queue(p) for p in PRIORITY_ORDER]
+        processing = part.keys.processing(self.ctx.consumer)
+        return [*queues, processing, part.keys.marker(), *part.records.claim_keys()]
+
+    def _claimed_from(self, part: Partition, flat: Sequence[Any]) -> list[Claimed]:
+        """The claims of one claim_many reply (id, record, id, record...)."""
+        pairs = list(zip(flat[::2], flat[1::2], strict=True))
+        records = part.records.claimed_records(
+            self.ctx.client, [as_text(i) for i, _ in pairs], [r for _, r in pairs]
+        )
+        return [(part, as_text(job_id), record) for (job_id, _), record in zip(pairs, records, strict=True)]
+
     def _claim_batch(self, order: Sequence[Partition], n: int) -> list[Claimed]:
         ctx = self.ctx
         claimed: list[Claimed] = []
         for part in order:
-            keys = [part.keys.queue(p) for p in PRIORITY_ORDER]
-            keys += [part.keys.processing(ctx.consumer), part.keys.marker(), *part.records.claim_keys()]
-            flat = ctx.scripts.claim_many(keys=keys, args=[n - len(claimed)])
-            pairs = list(zip(flat[::2], flat[1::2], strict=True))
-            records = part.records.claimed_records(
-                ctx.client, [as_text(i) for i, _ in pairs], [r for _, r in pairs]
-            )
-            claimed += [
-                (part, as_text(job_id), record) for (job_id, _), record in zip(pairs, records, strict=True)
-            ]
+            flat = ctx.scripts.claim_many(keys=self._claim_keys(part), args=[n - len(claimed)])
+            claimed += self._claimed_from(part, flat)
             if len(claimed) >= n:
                 break
         return claimed

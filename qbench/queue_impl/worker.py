@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import redis
 
 from qbench.queue_impl.dispatcher import Outcome, ProcessDispatch
+from qbench.queue_impl.hops import TRACE as _TRACE
 from qbench.queue_impl.job import Job
 from qbench.queue_impl.queue import DEFAULT_LEASE_S, RedisQueue
 from qbench.queue_impl.service import (
@@ -41,6 +42,11 @@ Handler = Callable[[Job], object]
 
 HEARTBEAT_INTERVAL_S = DEFAULT_LEASE_S / 3
 """Three heartbeats per lease: one lost heartbeat never makes a live worker look dead."""
+
+
+ORPHAN_SCAN_EVERY = 30
+"""orphan_scan=after_reconnect: one scan for lost claims every this many heartbeats anyway
+(with the default lease: every 5 minutes)."""
 
 
 class JobTimeoutError(Exception):
@@ -243,6 +249,8 @@ class WorkerPool:
     def _process(
         self, job: Job, executor: concurrent.futures.ThreadPoolExecutor | None
     ) -> concurrent.futures.ThreadPoolExecutor | None:
+        if _TRACE is not None:
+            _TRACE.run(job.id)
         if self.on_job_start is not None:
             self.on_job_start(job)
         handler = self.handlers.get(job.type)
@@ -298,12 +306,28 @@ class WorkerPool:
             log.error("giving up acknowledging job %s; it stays in processing for recovery", job.id)
 
     def _heartbeat(self) -> None:
+        broken_seen = self.queue.broken_connections
+        beats = 0
         while not self.stopping.wait(self.heartbeat_interval_s):
+            beats += 1
             try:
                 self.queue.heartbeat(self.lease_s)
-                self._requeue_orphans()
+                broken = self.queue.broken_connections
+                if self._orphan_scan_due(broken_seen, broken, beats):
+                    broken_seen = broken
+                    self._requeue_orphans()
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+
+    def _orphan_scan_due(self, seen: int | None, now: int | None, beats: int) -> bool:
+        """orphan_scan=always (or conn=pool, whose lost replies this pool cannot see): every
+        heartbeat. after_reconnect: when a pinned connection broke since the last scan (a
+        claim's reply may have been lost with it), while a job seen unowned awaits
+        confirmation, and every `ORPHAN_SCAN_EVERY`-th heartbeat whatever happened (a reply
+        lost some way the pinned path cannot see is still handed back, later)."""
+        if self.queue.variant.orphan_scan == "always" or now is None:
+            return True
+        return now != seen or bool(self._orphan_candidates) or beats % ORPHAN_SCAN_EVERY == 0
 
     def _requeue_orphans(self) -> None:
         """Hand back held jobs that no worker thread owns, seen so on two heartbeats.

@@ -22,6 +22,7 @@ EXPERIMENTS = (
     "qbench.harness.experiments.round_trips",
     "qbench.harness.experiments.idle_cost",
     "qbench.harness.experiments.pickup_latency",
+    "qbench.harness.experiments.pickup_hops",
     "qbench.harness.experiments.pool_scaling",
     "qbench.harness.experiments.memory",
     "qbench.harness.experiments.key_building",

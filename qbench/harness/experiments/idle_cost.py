@@ -31,7 +31,7 @@ from qbench.harness.results.render import (
 from qbench.harness.results.rows import Row, params, parse_params
 from qbench.harness.results.stats import median
 from qbench.queue_impl.config import PRESETS, Variant, VariantError, parse_variant
-from qbench.queue_impl.worker import HEARTBEAT_INTERVAL_S
+from qbench.queue_impl.worker import HEARTBEAT_INTERVAL_S, ORPHAN_SCAN_EVERY
 
 NAME = "idle_cost"
 TITLE = "Idle cost: Redis commands per second with 10 idle workers"
@@ -147,9 +147,13 @@ def expected_per_s(variant: Variant, workers: int = WORKERS) -> dict[str, float]
     per pool and partition under dispatch=process) and heartbeats."""
     per_cycle = IDLE_COMMANDS_PER_CYCLE[variant.dequeue]
     waiters = workers if variant.dispatch == "thread" else variant.partitions
+    # orphan_scan=after_reconnect (under conn=pinned): the LRANGE only on every
+    # ORPHAN_SCAN_EVERY-th beat of an undisturbed pool.
+    rare = variant.orphan_scan == "after_reconnect" and variant.conn == "pinned"
+    scans = 1.0 / ORPHAN_SCAN_EVERY if rare else 1.0
     return {
         "dequeue": per_cycle * waiters / wait_cycle_s(variant),
-        "heartbeat": len(HEARTBEAT_COMMANDS) / HEARTBEAT_INTERVAL_S,
+        "heartbeat": (1.0 + scans) / HEARTBEAT_INTERVAL_S,
     }
 
 
