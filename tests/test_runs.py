@@ -4,6 +4,7 @@ holds one run, and `qbench report` re-renders every kind of committed run."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +17,7 @@ from qbench.harness.peers.cluster import NOT_ATTEMPTED, Attempt, ClusterSuiteRes
 from qbench.harness.peers.cluster import QUICK as CLUSTER_QUICK
 from qbench.harness.peers.cluster_report import write_cluster_suite
 from qbench.harness.results.rows import code_source, source_text
-from qbench.harness.results.runs import BANNER_MARK, KINDS, describe, start_run
+from qbench.harness.results.runs import BANNER_MARK, KINDS, describe, new_run_dir, start_run
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 COMMITTED = {
@@ -225,3 +226,28 @@ def test_peers_render_is_an_alias_of_report(tmp_path: Path, capsys: pytest.Captu
     assert cli.main(["peers", "--render", str(cluster)]) == 2  # a cluster measure run, not a peers run
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a cluster run, not a peers or peers-cluster run" in err[0]
+
+
+# -- default --out: a new folder per run, never a committed one -------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["peers"],
+        ["peers", "--cluster"],
+        ["cluster", "measure"],
+        ["gate", "calibrate"],
+        ["load", "producer"],
+        ["reproduce"],
+    ],
+)
+def test_no_verb_writes_a_committed_folder_unless_it_is_named(argv: list[str]) -> None:
+    """Without --out a verb writes `results/<UTC time>-<kind>`, git-ignored, so a scratch run
+    cannot overwrite results/peers, results/cluster or results/calibration."""
+    args = cli.build_parser().parse_args(argv)
+    assert args.out is None  # resolved at run time, by `new_run_dir`
+    ignored = subprocess.run(
+        ["git", "-C", str(RESULTS.parent), "check-ignore", "-q", f"{new_run_dir('peers-quick')}/"],
+        check=False,
+    )
+    assert ignored.returncode == 0
+    assert re.fullmatch(r"results/\d{8}T\d{6}Z-cluster", str(new_run_dir("cluster")))

@@ -23,7 +23,7 @@ from qbench.harness.infra.telemetry import (
     telemetry_meta,
 )
 from qbench.harness.results.rows import METRICS_FILE, Row, run_metadata, write_metrics
-from qbench.harness.results.runs import RunFolder, start_run
+from qbench.harness.results.runs import RunFolder, new_run_dir, start_run
 
 DEFAULT_REPEATS = 3
 SERVER_CONFIG_KEYS = ("hz", "maxmemory", "maxmemory-policy", "active-expire-effort", "io-threads")
@@ -234,6 +234,5 @@ REFERENCE_DIR = Path("results/reference")
 
 
 def default_out_dir(quick: bool) -> Path:
-    """`results/<run-id>`: a new folder per run, so a run never overwrites a committed one."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return Path("results") / f"{stamp}-{'quick' if quick else 'full'}"
+    """`results/<UTC time>-quick|full` (`runs.new_run_dir`): a run never overwrites a committed one."""
+    return new_run_dir("quick" if quick else "full")

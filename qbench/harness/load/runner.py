@@ -44,7 +44,7 @@ from qbench.harness.load.targets import (
     variant_spec,
 )
 from qbench.harness.results.rows import METRICS_FILE, Row, params, parse_params, run_metadata, write_metrics
-from qbench.harness.results.runs import FAILED, RunFolder, start_run
+from qbench.harness.results.runs import FAILED, RunFolder, new_run_dir, start_run
 from qbench.queue_impl.config import Variant
 from qbench.scenarios import settings as run_settings
 from qbench.scenarios.progress import PREFIX as PROGRESS_PREFIX
@@ -65,9 +65,6 @@ EXPERIMENT = "load"
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "scenarios" / "locustfile.py"
 PACKAGE_PARENT = LOCUSTFILE.parents[2]
 """The folder holding the `qbench` package this process runs: first on the Locust child's path."""
-DEFAULT_OUT_ROOT = Path("results")
-"""Where a run without `--out` goes: a new `<UTC time>-load-<scenario>` folder, never the
-committed runs under results/load/ (`make load-runs` names those with --out)."""
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 STOP_TIMEOUT_S = 10
 """Users finish their current task at the end (a consumer's longest blocking wait is 5 s),
@@ -111,10 +108,8 @@ REQUEST_UNIT = "requests"
 
 
 def default_out_dir(scenario: str, *, now: float | None = None) -> Path:
-    """`results/<UTC time>-load-<scenario>`: a new folder per run (git-ignored), so a scratch
-    run never lands among, or overwrites, the committed runs."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    return DEFAULT_OUT_ROOT / f"{stamp}-load-{Path(scenario).stem}"
+    """`results/<UTC time>-load-<scenario>` (`runs.new_run_dir`)."""
+    return new_run_dir(f"load-{Path(scenario).stem}", now=now)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -43,7 +43,6 @@ from qbench.loader import module_source
 from qbench.queue_impl.connection import node_url, redact_url
 
 EXPERIMENT = "peers_cluster"
-DEFAULT_OUT = "results/peers-cluster"
 FULL = Sizes(jobs=500, stall_s=30.0)
 QUICK = Sizes(jobs=200, stall_s=20.0)
 """Only `jobs`, `concurrency` and `stall_s` matter here: one short attempt, no timings."""

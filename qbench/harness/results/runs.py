@@ -328,6 +328,18 @@ def _title(report: Path) -> str:
 
 
 # -- the writer --------------------------------------------------------------------------------
+RESULTS_ROOT = Path("results")
+"""Where every verb writes by default: one new folder per run, beside (never inside) the
+committed runs, named `<UTC time>-<label>` (git-ignored as `results/2*-*/`)."""
+
+
+def new_run_dir(label: str, *, now: float | None = None) -> Path:
+    """`results/<UTC time>-<label>`: the default `--out` of a verb, so a scratch run never
+    lands among, or overwrites, the committed runs (those are written only when named)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return RESULTS_ROOT / f"{stamp}-{label}"
+
+
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

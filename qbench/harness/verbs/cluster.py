@@ -24,12 +24,11 @@ from qbench.harness.infra.cluster_state import (
 )
 from qbench.harness.infra.redis_server import ClusterProcess, ProvisionedRedis, redis_for_run
 from qbench.harness.results.rows import METRICS_FILE, run_metadata, write_metrics
-from qbench.harness.results.runs import start_run
+from qbench.harness.results.runs import new_run_dir, start_run
 from qbench.harness.verbs.report import rerender
 from qbench.queue_impl.config import PRESETS, Variant
 from qbench.queue_impl.connection import redact_url
 
-DEFAULT_OUT = Path("results/cluster")
 DEFAULT_PARTITIONS = "1,3"
 
 
@@ -76,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "enqueue+take+complete cycle, and jobs/s of a worker pool draining them. Writes "
         "metrics.csv, run.json, REPORT.md and charts/.",
     )
-    measure.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: %(default)s")
+    measure.add_argument("--out", type=Path, default=None, help="default: a new results/<UTC time>-cluster")
     measure.add_argument(
         "--variant",
         action="append",
@@ -178,6 +177,7 @@ def run_measure(args: argparse.Namespace) -> int:
         variants=tuple(variants), jobs=args.jobs, workers=args.workers, repeats=args.repeats
     )
     load_before = os.getloadavg()
+    args.out = args.out or new_run_dir("cluster")
     run = start_run(args.out, "cluster", {"mode": "cluster", "experiment": cluster_shards.NAME})
     with run, redis_for_run(args.redis_url, cluster=True) as server:
         print(

@@ -24,7 +24,7 @@ from qbench.harness.results.gate import (
     report_document,
 )
 from qbench.harness.results.rows import METRICS_FILE, run_metadata, write_metrics
-from qbench.harness.results.runs import NotARunError, RunFolder, refusal, start_run
+from qbench.harness.results.runs import NotARunError, RunFolder, new_run_dir, refusal, start_run
 from qbench.harness.results.timing_gate import (
     CALIBRATED_TOLERANCE,
     GATE_FILE,
@@ -138,7 +138,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     _timing_arguments(cal)
     cal.add_argument(
-        "--out", type=Path, default=Path("results/calibration"), metavar="DIR", help="results dir"
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="results dir (default: a new results/<UTC time>-calibration; `make calibrate` names "
+        "the committed results/calibration)",
     )
     cal.set_defaults(func=run_calibrate)
 
@@ -306,6 +311,7 @@ def _summary(path: Path | None, text: str) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    args.out = args.out or new_run_dir("calibration")
     if args.driver is not None:
         return gate_driver.run_calibrate(args)
     if args.runs < 1:

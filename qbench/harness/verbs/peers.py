@@ -21,7 +21,7 @@ from qbench.harness.peers.suite import (
     sizes_for,
     write_suite,
 )
-from qbench.harness.results.runs import start_run
+from qbench.harness.results.runs import new_run_dir, start_run
 from qbench.harness.results.telemetry_charts import SEGMENTS_DIR
 from qbench.harness.verbs.report import rerender
 from qbench.queue_impl.connection import cluster_url, is_cluster_url, redact_url
@@ -61,8 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--out",
         default=None,
-        help=f"output directory (default {DEFAULT_OUT}[-quick]; "
-        f"with --cluster {cluster.DEFAULT_OUT}[-quick])",
+        help="output directory (default: a new results/<UTC time>-peers[-quick], or "
+        "-peers-cluster[-quick] with --cluster; the committed runs are written only when named, "
+        f"as `make peers` names {DEFAULT_OUT})",
     )
     parser.add_argument(
         "--jobs",
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         sizes = sizes_for(quick=args.quick, jobs=args.jobs, repeats=args.repeats, stall_s=args.stall_timeout)
     except PeersInputError as exc:
         raise UsageError(str(exc)) from None
-    out_dir = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
+    out_dir = Path(args.out or new_run_dir("peers" + ("-quick" if args.quick else "")))
     mode = "quick" if args.quick else "full"
     # Started before measuring: an earlier run's files go now, and a battery that fails or is
     # interrupted before writing its rows leaves run.json saying so, never the old run.
@@ -160,7 +161,7 @@ def run_cluster(args: argparse.Namespace, specs: list[DriverSpec], url: str | No
         except ValueError as exc:
             raise PeersInputError(f"--redis-url: {exc}") from None
         cluster.check_user_cluster(url, specs)
-    out_dir = Path(args.out or (cluster.DEFAULT_OUT + ("-quick" if args.quick else "")))
+    out_dir = Path(args.out or new_run_dir("peers-cluster" + ("-quick" if args.quick else "")))
     mode = "quick" if args.quick else "full"
     where = f"the cluster at {redact_url(url)}" if url else "a fresh 3-master cluster each"
     load_before = load_text()
