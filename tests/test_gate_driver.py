@@ -71,6 +71,14 @@ def test_the_example_workflow_passes_an_unchanged_head_and_fails_a_regression(tm
     assert verdict["counters"] == [] and verdict["counters_compared"] > 0
     run = json.loads((tmp_path / "pass" / "run.json").read_text())
     assert run["status"] == "ok" and run["kind"] == "gate"
+    written = (tmp_path / "pass" / "GATE.md").read_text()
+    (tmp_path / "pass" / "GATE.md").unlink()
+    report = subprocess.run(
+        [QBENCH, "report", str(tmp_path / "pass")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert report.returncode == 0, report.stderr
+    # the driver gate's renderer, not the reference gate's (which would overwrite it)
+    assert (tmp_path / "pass" / "GATE.md").read_text() == written
 
     failed = gate(repo, "main~2", "HEAD", tmp_path / "fail", summary)  # git refs, as the workflow gives
     print(failed.stdout[-3000:], failed.stderr[-1500:])
@@ -99,3 +107,23 @@ def test_a_spec_that_names_nothing_is_one_line_and_exit_2(tmp_path: Path) -> Non
     )
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "--base" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "driver", ["bullmq", "bee-queue", str(ROOT / "qbench" / "drivers" / "bullmq" / "driver.toml")]
+)
+@pytest.mark.parametrize("mode", ["run", "calibrate"])
+def test_an_external_driver_is_refused_in_one_line_with_exit_2(
+    tmp_path: Path, driver: str, mode: str
+) -> None:
+    # A driver.toml ref used to run a whole gate: both sides on the one Node folder qbench
+    # holds, whatever --base and --head said, and a pass that meant nothing.
+    argv = [QBENCH, "gate", mode, "--driver", driver, "--quick", "--out", str(tmp_path / "out")]
+    argv += ["--base", "HEAD", "--head", "HEAD"] if mode == "run" else ["--runs", "1"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert (
+        len(done.stderr.strip().splitlines()) == 1
+        and "external (non-Python) drivers are not gated" in done.stderr
+    )
+    assert not (tmp_path / "out").exists()

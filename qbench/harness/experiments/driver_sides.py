@@ -168,8 +168,13 @@ class DriverSide:
                 "a driver gate flushes its side's Redis each round: it must start its own"
             )
         self.ready = self.driver.start()
-        if self.ready.get("sink") == "redis":
-            raise DriverFailedError("drivers whose workers report pickups to a side Redis are not gated yet")
+        if self.ready.get("external") or self.ready.get("sink") == "redis":
+            # An entry point or Class that turned out to be an external driver (choose_driver
+            # refuses the ones it can see before anything is built): see EXTERNAL_REFUSAL.
+            raise DriverFailedError(
+                f"{self.ready.get('name', 'the driver')} is an external (non-Python) driver: not gated "
+                "(both sides would run one driver folder, and its enqueue CPU is in an untimed child)"
+            )
         pid = self.driver.producer_pid()
         if pid is not None:
             pin_pid(pid, self.cpu)

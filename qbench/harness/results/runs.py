@@ -83,6 +83,9 @@ class RunKind:
     recognise: Callable[[Path, Mapping[str, Any]], bool]
     """True when a folder (with its run.json, {} if none) is a run of this kind."""
     describe: str = ""
+    refines: str | None = None
+    """A kind whose run.json names `refines` as its kind, told apart by `recognise` (a
+    driver gate is a `gate` run with its own report)."""
 
 
 def _mode(*modes: str) -> Callable[[Path, Mapping[str, Any]], bool]:
@@ -151,6 +154,24 @@ KINDS: dict[str, RunKind] = {
             (*COMMON, "REPORT.md"),
             lambda _f, meta: meta.get("mode") == "cluster" or meta.get("experiment") == "cluster_shards",
             "sharding on a Redis Cluster (qbench cluster measure)",
+        ),
+        RunKind(
+            "gate-driver",
+            "GATE.md",
+            "qbench.harness.experiments.driver_gate:render_saved",
+            (*COMMON, "GATE.md", "gate.json"),
+            _mode("gate-driver", "gate-driver-quick"),
+            "the timing gate of a queue's driver (qbench gate run --driver)",
+            refines="gate",
+        ),
+        RunKind(
+            "calibration-driver",
+            "CALIBRATION.md",
+            "qbench.harness.verbs.gate_driver:render_saved_calibration",
+            (*COMMON, "CALIBRATION.md", "calibration.json"),
+            _mode("calibration-driver"),
+            "the driver gate's calibration (qbench gate calibrate --driver)",
+            refines="calibration",
         ),
         RunKind(
             "gate",
@@ -243,7 +264,8 @@ def kind_of(folder: Path, meta: Mapping[str, Any] | None = None) -> RunKind | No
         meta = read_meta(folder)
     named = meta.get("kind")
     if isinstance(named, str) and named in KINDS:
-        return KINDS[named]
+        refined = (k for k in KINDS.values() if k.refines == named and k.recognise(folder, meta))
+        return next(refined, KINDS[named])
     return next((kind for kind in KINDS.values() if kind.recognise(folder, meta)), None)
 
 

@@ -62,6 +62,13 @@ from qbench.loader import is_reference
 CANNOT_RUN = (SpecError, DriverFailedError, AgentError, RedisUnavailableError, OSError)
 
 
+EXTERNAL_REFUSAL = (
+    "external (non-Python) drivers are not gated: both sides would run the one driver folder "
+    "qbench holds, whatever --base and --head say, and its enqueue CPU is spent in a child the "
+    "producer agent does not time (compare two `qbench peers` runs instead; docs/gate.md)"
+)
+
+
 @dataclass(frozen=True)
 class DriverChoice:
     """What `--driver` names: a ref both sides load, or an entry point each side resolves
@@ -79,8 +86,10 @@ def choose_driver(text: str) -> DriverChoice:
         spec = registry.specs[text]
         path = spec.requirements
         if spec.external is not None:
-            raise UsageError(f"--driver {text}: external (non-Python) drivers are not gated yet")
+            raise UsageError(f"--driver {text}: {EXTERNAL_REFUSAL}")
         return DriverChoice(spec.name, spec.ref, path.read_text() if path is not None else None)
+    if is_reference(text) and text.endswith(".toml"):
+        raise UsageError(f"--driver {text}: {EXTERNAL_REFUSAL}")
     if is_reference(text):
         module, _, attr = text.rpartition(":")
         if module.endswith(".py") or "/" in module:
@@ -600,3 +609,11 @@ def calibration_markdown(doc: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_saved_calibration(out_dir: Path) -> Path:
+    """Re-render a driver calibration's CALIBRATION.md from its calibration.json."""
+    doc = json.loads((out_dir / "calibration.json").read_text())
+    path = out_dir / "CALIBRATION.md"
+    path.write_text(calibration_markdown(doc))
+    return path
