@@ -138,6 +138,7 @@ def _verbs(redis_url: str) -> list[tuple[str, list[str]]]:
         ("peers huey", ["peers", "--quick", "--only", "huey", "--jobs", "200", "--out", "peers-huey"]),
         ("peers bullmq", ["peers", "--quick", "--only", "bullmq", "--jobs", "200", "--out", "peers-bullmq"]),
         ("report", ["report", "load"]),
+        ("report --notebook", ["report", "--notebook", "load"]),
         ("chaos", ["chaos", "--quick", "--only", "worker_kill", "--presets", "scripted", "--out", "chaos"]),
         (
             "observe",
@@ -148,7 +149,13 @@ def _verbs(redis_url: str) -> list[tuple[str, list[str]]]:
         ("site", ["site", "--results", ".", "--out", "site"]),
         ("cluster", ["cluster", "up", "--detach", "--state-file", "cluster.json"]),
         ("cluster down", ["cluster", "down", "--state-file", "cluster.json"]),
-        ("profile", ["profile", "--help"]),
+        (
+            "profile",
+            [
+                *("profile", "producer", "--variant", "scripted", "--users", "2", "--duration", "2"),
+                *("--tool", "py-spy", "--concurrency", "2", "--no-charts", "--out", "profile"),
+            ],
+        ),
     ]
 
 
