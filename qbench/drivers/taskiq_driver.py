@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
+from typing import Any, ClassVar
 
-from qbench.driver import AsyncDriver, arecord_pickup, cluster_node_url
+from qbench.driver import AsyncDriver, Capability, arecord_pickup, cluster_node_url, sentinel_address
+from qbench.drivers.faults import async_client, census, job_id, json_field
 
 TASK = "qbench_noop"
+STREAM = GROUP = "taskiq"
+"""RedisStreamBroker's defaults: the stream's key and its consumer group."""
 
 
 async def qbench_noop(sent_at: float) -> None:
@@ -20,11 +23,25 @@ class TaskiqDriver(AsyncDriver):
     distribution = "taskiq-redis"
     requirements = "requirements/taskiq.txt"
     cluster_setup = "its cluster classes: RedisStreamClusterBroker + RedisAsyncClusterResultBackend"
+    capabilities = frozenset({Capability.CENSUS})
+    sentinel_setup = "its Sentinel classes: RedisStreamSentinelBroker + RedisAsyncSentinelResultBackend"
+    delivery = "at-least-once"
+    """A stream message is acknowledged (XACK) once its result is saved; until then it stays
+    in the consumer group's pending entries, which another worker claims (XAUTOCLAIM) once
+    idle for idle_timeout."""
+    recovery_window_s = 600.0
+    """idle_timeout: 600,000 ms by default."""
+    broker_options: ClassVar[dict[str, Any]] = {}
+    """RedisStreamBroker(...) keywords of this configuration (none: the defaults)."""
 
     def __init__(self, *, url: str, concurrency: int) -> None:
         super().__init__(url=url, concurrency=concurrency)
         node = cluster_node_url(url)
-        self.broker: Any = self._single_broker(url) if node is None else self._cluster_broker(node)
+        sentinel = sentinel_address(url)
+        if sentinel is not None:
+            self.broker: Any = self._sentinel_broker(sentinel)
+        else:
+            self.broker = self._single_broker(url) if node is None else self._cluster_broker(node)
         self.task: Any = self.broker.task(task_name=TASK)(qbench_noop)
         self.started = False
 
@@ -34,8 +51,23 @@ class TaskiqDriver(AsyncDriver):
             RedisStreamBroker,
         )
 
-        return RedisStreamBroker(url=url).with_result_backend(
+        return RedisStreamBroker(url=url, **self.broker_options).with_result_backend(
             RedisAsyncResultBackend(redis_url=url, **self.backend_options())
+        )
+
+    def _sentinel_broker(self, sentinel: tuple[str, int, str]) -> Any:
+        """The same setup with the package's Sentinel classes (they take no idle_timeout:
+        the Sentinel stream broker claims no other consumer's pending messages)."""
+        from taskiq_redis import (  # type: ignore[import-not-found,unused-ignore]
+            RedisAsyncSentinelResultBackend,
+            RedisStreamSentinelBroker,
+        )
+
+        host, port, master = sentinel
+        return RedisStreamSentinelBroker(sentinels=[(host, port)], master_name=master).with_result_backend(
+            RedisAsyncSentinelResultBackend(
+                sentinels=[(host, port)], master_name=master, **self.backend_options()
+            )
         )
 
     def _cluster_broker(self, node_url: str) -> Any:
@@ -70,6 +102,33 @@ class TaskiqDriver(AsyncDriver):
         if self.started:
             await self.broker.shutdown()
 
+    def census(self) -> dict[str, Any]:
+        """Pending: stream entries the consumer group has not acknowledged (delivered and
+        pending, or not yet delivered); taskiq-redis never deletes an entry, so the rest
+        were acknowledged. Failed: none (an error result is saved, and acknowledged)."""
+
+        async def take() -> dict[str, Any]:
+            client = async_client(self.url)
+            try:
+                entries = await client.xrange(STREAM, "-", "+")
+                pending_ids = {
+                    e["message_id"] for e in await client.xpending_range(STREAM, GROUP, "-", "+", 10**9)
+                }
+                groups = {g["name"]: g for g in await client.xinfo_groups(STREAM)} if entries else {}
+            finally:
+                await client.aclose()
+            group = groups.get(GROUP.encode()) or groups.get(GROUP) or {}
+            last = _stream_id(group.get("last-delivered-id", b"0-0"))
+            pending = []
+            for entry_id, fields in entries:
+                if entry_id in pending_ids or _stream_id(entry_id) > last:
+                    sent = json_field(fields.get(b"data"), "args", 0)
+                    if sent is not None:
+                        pending.append(job_id(sent))
+            return census([], pending)
+
+        return self.run(take())
+
     def run_worker(self, *, index: int) -> None:
         from taskiq.api import run_receiver_task  # type: ignore[import-not-found,unused-ignore]
 
@@ -87,6 +146,27 @@ class TaskiqDriver(AsyncDriver):
             await self.broker.shutdown()
 
         self.run(work())
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class TaskiqIdleTimeoutDriver(TaskiqDriver):
+    """The stream broker's own recovery, made short: a pending message idle for 5 s is
+    claimed by another worker (idle_timeout=5000), and the claim lock expires after 5 s
+    (unacknowledged_lock_timeout=5) so a worker killed while holding it cannot block the
+    others for good."""
+
+    name = "taskiq+idle_timeout=5000"
+    cluster_setup = ""  # a fault-test configuration: a single server or a Sentinel, never a cluster
+    recovery_window_s = 10.0
+    broker_options: ClassVar[dict[str, Any]] = {"idle_timeout": 5000, "unacknowledged_lock_timeout": 5}
+
+    def setup(self) -> str:
+        return super().setup() + "; idle_timeout=5000 ms, unacknowledged_lock_timeout=5 s"
 
 
 class TaskiqResultExpiryDriver(TaskiqDriver):

@@ -10,6 +10,9 @@ import redis from "redis";
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 // QBENCH_JOB_MS (qbench chaos only): how long each job takes; unset, a job is a no-op.
 const JOB_MS = Number(process.env.QBENCH_JOB_MS || 0);
+// A labelled configuration: run Bee-Queue's stalled-job check every that many ms, with
+// stallInterval the same (its README: the check is the user's to start).
+const STALL_CHECK_MS = Number(process.env.QBENCH_BEEQUEUE_STALL_CHECK_MS || 0);
 
 let report;
 let side = null;
@@ -22,8 +25,13 @@ if (process.env.QBENCH_SINK_REDIS_URL) {
   report = (line) => fs.writeSync(fd, `${line}\n`);
 }
 
-const queue = new Queue(process.env.QBENCH_QUEUE || "qbench_peers", { redis: process.env.QBENCH_REDIS_URL });
+const settings = { redis: process.env.QBENCH_REDIS_URL };
+if (STALL_CHECK_MS > 0) settings.stallInterval = STALL_CHECK_MS;
+const queue = new Queue(process.env.QBENCH_QUEUE || "qbench_peers", settings);
 queue.on("error", (err) => console.error(`queue error: ${err.message}`));
+if (STALL_CHECK_MS > 0) {
+  queue.checkStalledJobs(STALL_CHECK_MS, (err) => err && console.error(`stall check: ${err.message}`));
+}
 queue.process(Number(process.env.QBENCH_CONCURRENCY || 10), async (job) => {
   await report(`${job.data.sent_us} ${nowUs()}`);
   if (JOB_MS > 0) {

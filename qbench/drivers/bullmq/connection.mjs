@@ -7,9 +7,18 @@
 import IORedis, { Cluster } from "ioredis";
 
 const CLUSTER_URL = /^(rediss?)\+cluster:\/\/(.+)$/;
+const SENTINEL_URL = /^(rediss?)\+sentinel:\/\/([^/]+)\/(.+)$/;
 export const CLUSTER_PREFIX = "{bull}";
 
 export function redisConnection(url) {
+  // A `redis+sentinel://HOST:PORT/MASTER` URL (`qbench chaos` failover): ioredis's
+  // documented Sentinel option, which asks the Sentinel for the primary on every reconnect.
+  const sentinel = SENTINEL_URL.exec(url);
+  if (sentinel) {
+    const node = new URL(`${sentinel[1]}://${sentinel[2]}`);
+    const sentinels = [{ host: node.hostname, port: Number(node.port || 26379) }];
+    return { connection: new IORedis({ sentinels, name: sentinel[3], maxRetriesPerRequest: null }), options: {} };
+  }
   const cluster = CLUSTER_URL.exec(url);
   if (!cluster) {
     return { connection: new IORedis(url, { maxRetriesPerRequest: null }), options: {} };

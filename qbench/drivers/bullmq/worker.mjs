@@ -10,6 +10,8 @@ import { redisConnection } from "./connection.mjs";
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 // QBENCH_JOB_MS (qbench chaos only): how long each job takes; unset, a job is a no-op.
 const JOB_MS = Number(process.env.QBENCH_JOB_MS || 0);
+// A labelled configuration's Worker options (JSON), e.g. the stalled-job checker's.
+const WORKER_OPTIONS = JSON.parse(process.env.QBENCH_BULLMQ_WORKER_OPTIONS || "{}");
 
 let report;
 let side = null;
@@ -35,7 +37,7 @@ const worker = new Worker(
       await report(`${job.data.sent_us} ${nowUs()} done`);
     }
   },
-  { connection, concurrency: Number(process.env.QBENCH_CONCURRENCY || 10), ...options },
+  { connection, concurrency: Number(process.env.QBENCH_CONCURRENCY || 10), ...options, ...WORKER_OPTIONS },
 );
 worker.on("error", (err) => console.error(`worker error: ${err.message}`));
 

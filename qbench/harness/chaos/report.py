@@ -8,6 +8,7 @@ import collections
 import dataclasses
 import math
 import time
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from qbench.harness.results.rows import (
 )
 from qbench.harness.results.runs import read_meta, start_run
 
+SETTINGS_FILE = Path(__file__).with_name("settings.toml")
+"""Per driver: its settings, why it loses what it loses, and the documentation that says so."""
 RUN_KIND = "reliability"
 REPORT_FILE = "RELIABILITY.md"
 CHART_STEM = "reliability_outcomes"
@@ -198,6 +201,48 @@ def outcomes_from_rows(rows: Sequence[Row], meta: Mapping[str, Any]) -> list[Cas
     )
 
 
+def documented_settings(path: Path = SETTINGS_FILE) -> dict[str, dict[str, str]]:
+    """settings.toml: driver -> {setting, loss, cite, failover}; empty when it is missing."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    return {
+        str(name): {str(k): str(v) for k, v in fields.items()}
+        for name, fields in data.items()
+        if isinstance(fields, dict)
+    }
+
+
+def settings_section(
+    drivers: Mapping[str, Mapping[str, Any]], documented: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    """One row per driver run: its settings, promise, why it loses what it loses (with the
+    citation), and whether and how it follows a failover."""
+    lines = [
+        "## Settings, promises and the documentation behind each loss",
+        "",
+        "| driver | settings | promise | why jobs are lost, stuck or failed | documentation | failover |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, d in drivers.items():
+        doc = documented.get(name, {})
+        sentinel = str(d.get("sentinel_setup") or "")
+        failover = doc.get("failover") or (
+            f"yes: {sentinel}" if sentinel else "not supported: declares no Sentinel option"
+        )
+        cells = [
+            name,
+            doc.get("setting", "-"),
+            str(d.get("delivery") or "not declared"),
+            doc.get("loss", "-"),
+            doc.get("cite", "-"),
+            failover,
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
+
+
 def _cell(o: CaseOutcome, outcome: str) -> str:
     if o.status != STATUS_OK:
         return "-"
@@ -275,6 +320,7 @@ def render_markdown(rows: Sequence[Row], meta: Mapping[str, Any], charts_dir: Pa
             f"{float(d.get('recovery_window_s', 0.0)):g} (waited {float(d.get('window_s', 0.0)):g}) | "
             f"{d.get('sentinel_setup') or 'not supported'} | {'yes' if d.get('census') else 'no'} |"
         )
+    lines += ["", *settings_section(drivers, documented_settings())]
     lines += ["", "## Cases", ""]
     for case in DRIVER_CASES:
         if any(o.case == case for o in outcomes):
@@ -312,7 +358,7 @@ def outcome_chart(outcomes: Sequence[CaseOutcome], charts_dir: Path) -> str | No
     shown = [o for o in outcomes if o.status != STATUS_FAILED]
     if not shown:
         return None
-    fig, (ax,) = figure(width=8.0, height=max(2.5, 0.32 * len(shown) + 1.2))
+    fig, (ax,) = figure(width=10.0, height=max(2.5, 0.32 * len(shown) + 1.2))
     labels = [f"{o.driver} · {o.label}" for o in shown]
     y = list(range(len(shown)))[::-1]
     left = [0.0] * len(shown)
@@ -323,6 +369,14 @@ def outcome_chart(outcomes: Sequence[CaseOutcome], charts_dir: Path) -> str | No
         ax.barh(y, shares, left=left, color=OUTCOME_COLOURS[outcome], label=OUTCOME_TEXT[outcome], height=0.7)
         left = [a + b for a, b in zip(left, shares, strict=True)]
     for yi, o in zip(y, shown, strict=True):
+        if o.status == STATUS_OK and o.submitted:
+            # The shares a reader looks for, in words beside the bar.
+            note = ", ".join(
+                f"{OUTCOME_TEXT[k]} {100 * o.counts[k] / o.submitted:.1f}%"
+                for k in ("lost", "duplicated", "failed", "stuck")
+                if o.counts[k]
+            )
+            ax.text(1.01, yi, note or "all completed once", va="center", fontsize=7, clip_on=False)
         if o.status == STATUS_UNSUPPORTED:
             ax.barh([yi], [1.0], color="white", edgecolor="#a0a0a0", hatch="//", height=0.7)
             ax.text(0.5, yi, "not supported", ha="center", va="center", fontsize=8)

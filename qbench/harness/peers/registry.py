@@ -20,6 +20,18 @@ BUILTIN_DISTRIBUTION = "qbench"
 REFERENCE_NAMES = ("baseline", "optimized", "scripted")
 PEER_NAMES = ("rq", "arq", "saq", "dramatiq", "huey", "celery", "taskiq")
 """The seven Python libraries with their defaults (labelled configurations excluded)."""
+FAULT_CONFIGURATIONS = (
+    "rq+retry=3",
+    "arq+job_timeout=5",
+    "saq+retries=3",
+    "dramatiq+heartbeat_timeout=5000",
+    "celery+acks_late",
+    "taskiq+idle_timeout=5000",
+    "bullmq+stalled_interval=5000",
+    "bee-queue+check_stalled=5000",
+)
+"""Each library at its documented at-least-once settings: measured by `qbench chaos
+--driver` (named there), left out of a `qbench peers` run that names no driver."""
 BUILTIN_ORDER = (
     *REFERENCE_NAMES,
     "scripted+retention=delete",
@@ -27,6 +39,7 @@ BUILTIN_ORDER = (
     "taskiq+result_ex_time=3600",
     "bullmq",
     "bee-queue",
+    *FAULT_CONFIGURATIONS,
 )
 """Report order of the drivers qbench ships; any other driver follows, by name."""
 ENV_VIRTUALENV, ENV_EXTERNAL, ENV_QBENCH = "virtualenv", "external", "qbench"

@@ -25,7 +25,7 @@ from qbench.harness.infra.telemetry import (
     telemetry_meta,
 )
 from qbench.harness.peers.envs import PeerEnvError, ensure_env, import_root
-from qbench.harness.peers.registry import DriverSpec, discover, order, resolve
+from qbench.harness.peers.registry import FAULT_CONFIGURATIONS, DriverSpec, discover, order, resolve
 from qbench.harness.peers.report import render_report
 from qbench.harness.peers.runner import (
     FULL,
@@ -69,8 +69,8 @@ def parse_only(text: str | None) -> list[str]:
     """Driver names in report order (all available drivers when `text` is empty);
     PeersInputError for a name no driver has."""
     registry = discover()
-    if not text:
-        return list(registry.specs)
+    if not text:  # the fault-test configurations run only when named
+        return [name for name in registry.specs if name not in FAULT_CONFIGURATIONS]
     wanted = [name.strip().lower() for name in text.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in registry.specs]
     if unknown or not wanted:
