@@ -144,3 +144,15 @@ site: $(STAMP)
 # Debian's Chromium, for the test that opens the site headless (tests/test_site.py).
 site-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+# Fault-test every shipped driver, each library at its defaults and at its documented
+# at-least-once settings (qbench/harness/chaos/settings.toml cites both), plus the reference
+# queue with a replica wait: results/reliability/RELIABILITY.md. Full mode; needs PyPI and
+# npm on first use (each library's own environment).
+RELIABILITY_DRIVERS = baseline optimized scripted scripted+durability=replica \
+	rq rq+retry=3 arq arq+job_timeout=5 saq saq+retries=3 dramatiq dramatiq+heartbeat_timeout=5000 \
+	huey celery celery+acks_late taskiq taskiq+idle_timeout=5000 \
+	bullmq bullmq+stalled_interval=5000 bee-queue bee-queue+check_stalled=5000
+.PHONY: reliability
+reliability: $(STAMP) node-drivers
+	$(BIN)/qbench chaos $(foreach d,$(RELIABILITY_DRIVERS),--driver '$(d)') --out results/reliability
