@@ -43,6 +43,7 @@ QUICK_PLAN = Plan(warmup_rounds=1, min_rounds=6, max_rounds=16, max_seconds=75.0
 FULL_SIZES = Sizes(jobs=1000, concurrency=4, pickup_probes=20, pickup_gap_s=0.03)
 QUICK_SIZES = Sizes(jobs=400, concurrency=4, pickup_probes=12, pickup_gap_s=0.02)
 
+PHASE_TOTALS = ("commands_per_job", "round_trips_per_job")
 COUNTER_SLACK = 0.05
 """Commands or round trips per job that count as a change. The counts are exact; what moves
 them between two runs of the same code is idle polling (a worker's blocking pop timing out
@@ -276,7 +277,9 @@ class CounterVerdict:
     command: str
     base: float
     head: float
-    status: Literal["FAIL", "better", "same"]
+    status: Literal["FAIL", "better", "same", "swapped"]
+    """FAIL: more per job; better: fewer; swapped: more of this command, but its phase's
+    commands and round trips per job both fell (a command that replaced others)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -333,6 +336,15 @@ def judge(
             cell = parse_params(row.params)
             keys.add((cell.get("phase", ""), row.metric, cell.get("command", "")))
     counters: list[CounterVerdict] = []
+    totals: dict[tuple[str, str], float] = {}  # (phase, metric): head - base of the phase's total
+    for phase, metric, command in sorted(keys):
+        if (metric == "commands_per_job" and command == "all") or metric == "round_trips_per_job":
+            extra = {"phase": phase, **({"command": command} if command else {})}
+            base_total = _side_values(rows, metric, extra, "base")
+            head_total = _side_values(rows, metric, extra, "head")
+            totals[(phase, metric)] = (median(head_total) if head_total else 0.0) - (
+                median(base_total) if base_total else 0.0
+            )
     for phase, metric, command in sorted(keys):
         extra = {"phase": phase, **({"command": command} if command else {})}
         base_values = [v for v in _side_values(rows, metric, extra, "base")]
@@ -340,9 +352,12 @@ def judge(
         base = median(base_values) if base_values else 0.0
         head = median(head_values) if head_values else 0.0
         change = head - base
-        status: Literal["FAIL", "better", "same"] = (
+        status: Literal["FAIL", "better", "same", "swapped"] = (
             "same" if abs(change) < COUNTER_SLACK else ("FAIL" if change > 0 else "better")
         )
+        fell = all(totals.get((phase, m), 0.0) <= -COUNTER_SLACK for m in PHASE_TOTALS)
+        if status == "FAIL" and metric == "commands_per_job" and command != "all" and fell:
+            status = "swapped"  # it replaced others: fewer commands and round trips in all
         counters.append(CounterVerdict(phase, metric, command, base, head, status))
     return timings, counters
 
@@ -381,7 +396,8 @@ def document(
         "rule": (
             "timings: head/base per measure, FAIL when the whole 95% interval lies above 1 + its "
             "tolerance, ok when below, else inconclusive; counters: commands and round trips per job, "
-            f"per phase and command, FAIL when head exceeds base by {COUNTER_SLACK} or more"
+            f"per phase and command, FAIL when head exceeds base by {COUNTER_SLACK} or more, except "
+            "a command that grew while its phase's commands and round trips per job both fell (swapped)"
         ),
         "base": {k: sides.get("base", {}).get(k) for k in ("spec", "kind", "commit", "env_key")},
         "head": {k: sides.get("head", {}).get(k) for k in ("spec", "kind", "commit", "env_key")},
@@ -442,7 +458,8 @@ def markdown(
             for c in changed
         ]
         lines += [
-            "Exact counters that changed (per job; a change fails whatever the timings say):",
+            "Exact counters that changed (per job; more of a command fails whatever the timings say, "
+            "unless it is *swapped* in: its phase's commands and round trips per job both fell):",
             "",
             markdown_table(["phase", "command", "base", "head", "change", "verdict"], rows),
             "",
