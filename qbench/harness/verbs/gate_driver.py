@@ -433,10 +433,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             run_metadata(server={}, mode="calibration-driver", extra={"command": ["qbench", *sys.argv[1:]]})
         )
         write_metrics(out / METRICS_FILE, all_rows)
-        (out / "calibration.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        text = calibration_markdown(doc)
-        (out / "CALIBRATION.md").write_text(text)
-        print(text)
+        print(write_calibration(out, doc))
     return 0
 
 
@@ -538,6 +535,11 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"x{value:.3f}"
 
 
+def _in_measure_order(by_name: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(name, value) in MEASURES' order: calibration.json stores its keys sorted."""
+    return [(m.name, by_name[m.name]) for m in MEASURES if m.name in by_name]
+
+
 def calibration_markdown(doc: Mapping[str, Any]) -> str:
     from qbench.harness.results.render import markdown_table
 
@@ -548,7 +550,7 @@ def calibration_markdown(doc: Mapping[str, Any]) -> str:
         env = ", ".join(f"{k}={v}" for k, v in inj["env"].items())
         others = ", ".join(
             f"{name} {_ratio(r)}"
-            for name, r in inj["achieved_ratios_all_measures"].items()
+            for name, r in _in_measure_order(inj["achieved_ratios_all_measures"])
             if name != inj["measure"]
         )
         sizing.append(
@@ -563,7 +565,7 @@ def calibration_markdown(doc: Mapping[str, Any]) -> str:
             ]
         )
     body = []
-    for name, m in doc["measures"].items():
+    for name, m in _in_measure_order(doc["measures"]):
         at = m["at_default"]
         rec = m["recommended_tolerance"]
         found = m["at_recommended"]
@@ -609,6 +611,14 @@ def calibration_markdown(doc: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def write_calibration(out_dir: Path, doc: Mapping[str, Any]) -> str:
+    """calibration.json and CALIBRATION.md of a driver calibration; the markdown."""
+    (out_dir / "calibration.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    text = calibration_markdown(doc)
+    (out_dir / "CALIBRATION.md").write_text(text)
+    return text
 
 
 def render_saved_calibration(out_dir: Path) -> Path:
