@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from qbench.driver import Capability
 from qbench.harness.chaos.drivers import (
+    FULL,
     OUTCOMES,
     QUICK,
     STATUS_FAILED,
     STATUS_OK,
     STATUS_UNSUPPORTED,
+    WAIT_CAP_S,
+    WINDOW_MARGIN_S,
     CaseOutcome,
     SinkEvents,
+    case_window,
     classify,
+    descendants,
+    failover_size,
+    kill_tree,
     read_sink,
     recovery_seconds,
     verdicts,
 )
 from qbench.harness.chaos.report import REPORT_FILE, outcomes_from_rows
 from qbench.harness.cli import main
+from qbench.harness.peers.registry import DriverSpec
 from qbench.harness.results.rows import METRICS_FILE, read_metrics
 from qbench.harness.results.runs import kind_of, read_meta
 
@@ -99,6 +111,68 @@ def _outcomes(out: Path) -> list[CaseOutcome]:
     return outcomes_from_rows(read_metrics(out / METRICS_FILE), read_meta(out))
 
 
+def _spec(name: str) -> DriverSpec:
+    from qbench.harness.peers.suite import select_drivers
+
+    return select_drivers(None, [name])[0]
+
+
+def test_a_case_awaits_the_declared_recovery_window_unless_it_exceeds_the_cap() -> None:
+    # dramatiq (60 s) and rq+retry=3 (70 s) are judged after their windows, in quick and full
+    # mode alike (one window per driver); RQ's default 690 s is not awaited, and says so.
+    assert case_window(_spec("dramatiq")) == (60.0 + WINDOW_MARGIN_S, True)
+    assert case_window(_spec("rq+retry=3")) == (70.0 + WINDOW_MARGIN_S, True)
+    assert case_window(_spec("huey")) == (WINDOW_MARGIN_S, True)
+    assert case_window(_spec("rq")) == (0.0, False)
+    assert 70.0 + WINDOW_MARGIN_S <= WAIT_CAP_S < 310.0 + WINDOW_MARGIN_S
+
+
+def test_failover_runs_at_the_issue_size_only_where_a_replica_wait_promises_it() -> None:
+    assert failover_size(_spec("scripted+durability=replica"), FULL) == (5, 1000)
+    failovers, jobs = failover_size(_spec("huey"), FULL)
+    assert 1 <= failovers < 5 and jobs < 1000
+
+
+def test_a_worker_kill_takes_children_in_a_process_group_of_their_own(tmp_path: Path) -> None:
+    """RQ's work horse calls os.setpgrp(): a kill of the worker's group alone left it running
+    (and finishing the job the kill was meant to interrupt)."""
+    pidfile = tmp_path / "child.pid"
+    script = (
+        "import os, time, sys\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.setpgrp()\n"
+        f"    open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "    sys.exit(0)\n"
+        "time.sleep(60)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (pidfile.is_file() and pidfile.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child = int(pidfile.read_text())
+        assert descendants(worker.pid) == [child]
+        kill_tree(worker.pid)
+        assert worker.wait(timeout=5) == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(child)
+    finally:
+        worker.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, killed and not yet reaped by init, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _accounted(o: CaseOutcome) -> None:
     assert o.submitted > 0, o
     assert sum(o.counts.values()) == o.submitted, o
@@ -132,10 +206,7 @@ def test_quick_run_on_a_preset_loses_nothing_it_promises(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_quick_run_on_huey_reports_its_unacknowledged_losses_as_findings(tmp_path: Path) -> None:
     out = tmp_path / "huey"
-    assert (
-        main(["chaos", "--driver", "huey", "--quick", "--only", "worker_kill", "--out", str(out)])
-        == 0
-    )
+    assert main(["chaos", "--driver", "huey", "--quick", "--only", "worker_kill", "--out", str(out)]) == 0
     outcomes = {o.case: o for o in _outcomes(out)}
     _accounted(outcomes["worker_kill"])
     assert outcomes["worker_kill"].extra["faults"] == QUICK.kills

@@ -238,6 +238,8 @@ def test_peers_render_is_an_alias_of_report(tmp_path: Path, capsys: pytest.Captu
         ["gate", "calibrate"],
         ["load", "producer"],
         ["reproduce"],
+        ["chaos"],
+        ["chaos", "--quick", "--driver", "huey"],
     ],
 )
 def test_no_verb_writes_a_committed_folder_unless_it_is_named(argv: list[str]) -> None:
@@ -251,3 +253,8 @@ def test_no_verb_writes_a_committed_folder_unless_it_is_named(argv: list[str]) -
     )
     assert ignored.returncode == 0
     assert re.fullmatch(r"results/\d{8}T\d{6}Z-cluster", str(new_run_dir("cluster")))
+    if argv[0] == "chaos":  # the presets' run and the drivers' run, each a folder of its kind
+        from qbench.harness.verbs.chaos import default_out
+
+        label = "reliability-quick" if "--driver" in argv else "chaos"
+        assert re.fullmatch(rf"results/\d{{8}}T\d{{6}}Z-{label}", str(default_out(args)))

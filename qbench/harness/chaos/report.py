@@ -311,13 +311,13 @@ def render_markdown(rows: Sequence[Row], meta: Mapping[str, Any], charts_dir: Pa
         lines += ["", chart_link(chart)]
     lines += ["", "## Settings each driver ran with", ""]
     lines += [
-        "| driver | version | promise | recovery window s | Sentinel | census |",
+        "| driver | version | promise | recovery window s (wait after last fault) | Sentinel | census |",
         "|---|---|---|---:|---|---|",
     ]
     for name, d in drivers.items():
         lines.append(
             f"| {name} | {d.get('version', '?')} | {d.get('delivery') or 'not declared'} | "
-            f"{float(d.get('recovery_window_s', 0.0)):g} (waited {float(d.get('window_s', 0.0)):g}) | "
+            f"{window_text(d)} | "
             f"{d.get('sentinel_setup') or 'not supported'} | {'yes' if d.get('census') else 'no'} |"
         )
     lines += ["", *settings_section(drivers, documented_settings())]
@@ -345,6 +345,15 @@ def render_markdown(rows: Sequence[Row], meta: Mapping[str, Any], charts_dir: Pa
             shown = {k: v for k, v in sorted(o.extra.items()) if k not in ("keys_left", "keys_left_no_ttl")}
             lines.append(f"- {o.driver} {o.label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in shown.items()))
     return "\n".join(lines) + "\n"
+
+
+def window_text(d: Mapping[str, Any]) -> str:
+    """A driver's declared recovery window and what the cases awaited after their last fault."""
+    declared = float(d.get("recovery_window_s", 0.0))
+    if d.get("window_awaited", True):
+        return f"{declared:g} (waited {float(d.get('window_s', 0.0)):g})"
+    cap = d.get("window_cap_s")
+    return f"{declared:g} (not awaited: above the {float(cap or 0):g} s cap; what it holds counts as stuck)"
 
 
 def _fmt(value: float) -> str:

@@ -22,6 +22,7 @@ from qbench.harness.chaos.drivers import FULL as DRIVER_FULL
 from qbench.harness.chaos.drivers import QUICK as DRIVER_QUICK
 from qbench.harness.errors import UsageError, add_redis_url_argument, add_telemetry_argument, comma_list
 from qbench.harness.results.rows import METRICS_FILE, RUN_FILE
+from qbench.harness.results.runs import new_run_dir
 from qbench.queue_impl.config import PRESETS
 
 
@@ -38,7 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--out",
         type=Path,
         default=None,
-        help="results directory (default results/chaos[-quick], with --driver results/reliability[-quick])",
+        help="results directory (default: a new results/<UTC time>-chaos[-quick], with --driver "
+        "results/<UTC time>-reliability[-quick]; the committed runs are written only when named)",
     )
     parser.add_argument(
         "--only",
@@ -61,6 +63,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(func=run)
 
 
+def default_out(args: argparse.Namespace) -> Path:
+    """--out, or a new `results/<UTC time>-chaos[-quick]` (`-reliability[-quick]` with
+    --driver): a scratch run never overwrites the committed results/chaos or results/reliability."""
+    if args.out is not None:
+        return Path(args.out)
+    return new_run_dir(("reliability" if args.driver else "chaos") + ("-quick" if args.quick else ""))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.driver:
         return run_drivers(args)
@@ -68,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     cases = comma_list(",".join(CASES) if args.only is None else args.only, CASES, "--only")
     presets_text = ",".join(PRESETS) if args.presets is None else args.presets
     presets = comma_list(presets_text, list(PRESETS), "--presets")
-    out: Path = args.out or Path("results") / ("chaos-quick" if args.quick else "chaos")
+    out = default_out(args)
     outcomes = run_chaos(
         args.redis_url,
         cases=cases,
@@ -109,7 +119,7 @@ def run_drivers(args: argparse.Namespace) -> int:
             check_testable(spec)
     except (PeersInputError, ChaosInputError) as exc:
         raise UsageError(str(exc)) from None
-    out: Path = args.out or Path("results") / ("reliability-quick" if args.quick else "reliability")
+    out = default_out(args)
     command = "qbench chaos " + " ".join(
         [
             *(f"--driver {shlex.quote(n)}" for n in names),
