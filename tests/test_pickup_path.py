@@ -206,3 +206,21 @@ def test_the_hop_trace_writes_one_line_per_job(tmp_path: object) -> None:
     assert 0 < woke <= claimed <= handed <= run
     assert lines[1][1] == lines[0][1] and lines[1][3] == lines[1][2]  # same wait; handed = claimed
     assert lines[2][1:4] == ["0", "0", "0"]
+
+
+@pytest.mark.parametrize(("beat", "sets"), [("pool", 1), ("kept", 2)])
+def test_a_kept_heartbeat_opens_its_connection_at_start(
+    beat: str, sets: int, make_queue: QueueFactory, raw_client: redis.Redis
+) -> None:
+    """beat=kept beats once as the pool starts (its connection opens then, not in a later
+    idle window): the registration's SET and that beat's. beat=pool: the registration's only."""
+    queue = make_queue(fast(parse_variant(f"scripted+beat={beat}")), workers=10)
+    pool = WorkerPool(queue, {"noop": lambda job: None}, concurrency=10, heartbeat_interval_s=60, lease_s=180)
+    before = command_stats(raw_client)
+    pool.start()
+    try:
+        time.sleep(0.5)  # far inside the first 60 s interval
+        started = stats_delta(before, command_stats(raw_client))
+    finally:
+        pool.stop()
+    assert started["set"] == sets

@@ -306,6 +306,12 @@ class WorkerPool:
             log.error("giving up acknowledging job %s; it stays in processing for recovery", job.id)
 
     def _heartbeat(self) -> None:
+        if self.queue.variant.beat == "kept":
+            # Open the kept connection now (one extra SET), not inside a later idle window.
+            try:
+                self.queue.heartbeat(self.lease_s)
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
         broken_seen = self.queue.broken_connections
         beats = 0
         while not self.stopping.wait(self.heartbeat_interval_s):
