@@ -45,7 +45,7 @@ from qbench.harness.experiments.driver_gate import (
 from qbench.harness.infra.redis_server import RedisUnavailableError
 from qbench.harness.peers.registry import discover
 from qbench.harness.peers.runner import DriverFailedError
-from qbench.harness.results.rows import METRICS_FILE, Row, run_metadata, write_metrics
+from qbench.harness.results.rows import METRICS_FILE, Row, code_source, run_metadata, write_metrics
 from qbench.harness.results.runs import RunFolder, start_run
 from qbench.harness.results.stats import median
 from qbench.harness.timing.placement import PlacementError, choose_cpu
@@ -215,6 +215,9 @@ def run_live(args: argparse.Namespace) -> int:
     plan, sizes = (QUICK_PLAN, QUICK_SIZES) if args.quick else (DRIVER_PLAN, FULL_SIZES)
     mode = QUICK_MODE if args.quick else MODE
     out: Path = args.out
+    # The code that runs is the code at the start: a commit landing during a 7-minute gate
+    # (a shared checkout) must not be recorded as the one that measured.
+    source = code_source()
     work = Path(tempfile.mkdtemp(prefix="qbench-gate-work-"))  # logs and sinks: not in --out
     stack = ExitStack()
     stack.callback(shutil.rmtree, work, ignore_errors=True)
@@ -255,6 +258,7 @@ def run_live(args: argparse.Namespace) -> int:
                 },
             )
         )
+        run.meta["git"] = source
         write_metrics(out / METRICS_FILE, rows)
         run.checkpoint()
         status, text = write_outputs(out, rows, run.meta)
@@ -364,6 +368,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     cpu = _cpu(args.cpu)
     plan, sizes = (QUICK_PLAN, QUICK_SIZES) if args.quick else (DRIVER_PLAN, FULL_SIZES)
     out: Path = args.out
+    source = code_source()  # the code at the start (see run_live)
     work = Path(tempfile.mkdtemp(prefix="qbench-gate-work-"))  # logs and sinks: not in --out
     stack = ExitStack()
     stack.callback(shutil.rmtree, work, ignore_errors=True)
@@ -432,6 +437,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         run.meta.update(
             run_metadata(server={}, mode="calibration-driver", extra={"command": ["qbench", *sys.argv[1:]]})
         )
+        run.meta["git"] = source
         write_metrics(out / METRICS_FILE, all_rows)
         print(write_calibration(out, doc))
     return 0
