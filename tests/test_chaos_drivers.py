@@ -263,3 +263,45 @@ def test_fault_configurations_stay_out_of_a_peers_run_that_names_none() -> None:
     default = parse_only(None)
     assert "celery" in default and not set(FAULT_CONFIGURATIONS) & set(default)
     assert parse_only("celery+acks_late") == ["celery+acks_late"]
+
+
+# -- censuses of the libraries' own structures, on a real Redis --------------------------------------
+def test_taskiq_census_reads_its_stream_with_and_without_the_consumer_group(redis_url: str) -> None:
+    """A Redis restarted without persistence loses the consumer group, and the producer's
+    XADD makes the stream again: the census failed with NOGROUP; every entry is undelivered."""
+    import asyncio
+    import json
+
+    import redis.asyncio as aioredis
+
+    from qbench.drivers.taskiq_driver import stream_census
+
+    stream, group = "qbench-test:taskiq", "qbench-test-group"
+
+    def data(sent_at: float) -> dict[str, str]:
+        return {"data": json.dumps({"task_name": "qbench_noop", "args": [sent_at], "kwargs": {}})}
+
+    async def scenario() -> list[dict[str, object]]:
+        client = aioredis.from_url(redis_url)
+        try:
+            await client.delete(stream)
+            seen = [await stream_census(client, stream, group)]  # no stream at all
+            await client.xadd(stream, data(1.0))
+            await client.xadd(stream, data(2.0))
+            seen.append(await stream_census(client, stream, group))  # no group: both undelivered
+            await client.xgroup_create(stream, group, id="0")
+            read = await client.xreadgroup(group, "c1", {stream: ">"}, count=1)
+            await client.xadd(stream, data(3.0))
+            seen.append(await stream_census(client, stream, group))  # 1 pending, 2 and 3 undelivered
+            await client.xack(stream, group, read[0][1][0][0])
+            seen.append(await stream_census(client, stream, group))
+            return seen
+        finally:
+            await client.delete(stream)
+            await client.aclose()
+
+    empty, no_group, delivered, acked = asyncio.run(scenario())
+    assert empty == {"failed": [], "pending": []}
+    assert no_group == {"failed": [], "pending": [1_000_000, 2_000_000]}
+    assert delivered == {"failed": [], "pending": [1_000_000, 2_000_000, 3_000_000]}
+    assert acked == {"failed": [], "pending": [2_000_000, 3_000_000]}

@@ -103,29 +103,14 @@ class TaskiqDriver(AsyncDriver):
             await self.broker.shutdown()
 
     def census(self) -> dict[str, Any]:
-        """Pending: stream entries the consumer group has not acknowledged (delivered and
-        pending, or not yet delivered); taskiq-redis never deletes an entry, so the rest
-        were acknowledged. Failed: none (an error result is saved, and acknowledged)."""
+        """`stream_census` on the broker's stream."""
 
         async def take() -> dict[str, Any]:
             client = async_client(self.url)
             try:
-                entries = await client.xrange(STREAM, "-", "+")
-                pending_ids = {
-                    e["message_id"] for e in await client.xpending_range(STREAM, GROUP, "-", "+", 10**9)
-                }
-                groups = {g["name"]: g for g in await client.xinfo_groups(STREAM)} if entries else {}
+                return await stream_census(client)
             finally:
                 await client.aclose()
-            group = groups.get(GROUP.encode()) or groups.get(GROUP) or {}
-            last = _stream_id(group.get("last-delivered-id", b"0-0"))
-            pending = []
-            for entry_id, fields in entries:
-                if entry_id in pending_ids or _stream_id(entry_id) > last:
-                    sent = json_field(fields.get(b"data"), "args", 0)
-                    if sent is not None:
-                        pending.append(job_id(sent))
-            return census([], pending)
 
         return self.run(take())
 
@@ -146,6 +131,36 @@ class TaskiqDriver(AsyncDriver):
             await self.broker.shutdown()
 
         self.run(work())
+
+
+async def stream_census(client: Any, stream: str = STREAM, group: str = GROUP) -> dict[str, Any]:
+    """Pending: stream entries the consumer group has not acknowledged (delivered and
+    pending, or not yet delivered); taskiq-redis never deletes an entry, so the rest were
+    acknowledged. Without the group (a Redis restarted without persistence lost it, and the
+    producer's XADD made the stream again) every entry is undelivered. Failed: none (an
+    error result is saved, and acknowledged)."""
+    entries = await client.xrange(stream, "-", "+")
+    if not entries:
+        return census([], [])
+    groups = {_text(g["name"]): g for g in await client.xinfo_groups(stream)}
+    if group in groups:
+        last = _stream_id(groups[group].get("last-delivered-id", b"0-0"))
+        pending_ids = {
+            _text(e["message_id"]) for e in await client.xpending_range(stream, group, "-", "+", 10**9)
+        }
+    else:
+        last, pending_ids = (0, 0), set()
+    pending = []
+    for entry_id, fields in entries:
+        if _text(entry_id) in pending_ids or _stream_id(entry_id) > last:
+            sent = json_field(fields.get(b"data", fields.get("data")), "args", 0)
+            if sent is not None:
+                pending.append(job_id(sent))
+    return census([], pending)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:
