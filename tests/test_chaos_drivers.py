@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from qbench.driver import Capability
 from qbench.harness.chaos.drivers import (
@@ -305,3 +308,59 @@ def test_taskiq_census_reads_its_stream_with_and_without_the_consumer_group(redi
     assert no_group == {"failed": [], "pending": [1_000_000, 2_000_000]}
     assert delivered == {"failed": [], "pending": [1_000_000, 2_000_000, 3_000_000]}
     assert acked == {"failed": [], "pending": [2_000_000, 3_000_000]}
+
+
+# -- Sentinel paths ------------------------------------------------------------------------------------
+def test_the_sentinel_client_the_python_drivers_share_follows_a_failover() -> None:
+    """faults.sync_client (RQ, Dramatiq and every census) and sentinel_pool (Huey) on a real
+    primary + replica + Sentinel: after the primary is SIGKILLed and the replica promoted, the
+    same client writes to the new primary."""
+    from qbench.driver import sentinel_address
+    from qbench.drivers.faults import sentinel_pool, sync_client
+    from qbench.harness.infra.sentinel import MASTER_NAME, SentinelSetup
+
+    with SentinelSetup() as setup:
+        assert sentinel_address(setup.url) == ("127.0.0.1", setup.sentinel_port, MASTER_NAME)
+        client = sync_client(setup.url, socket_timeout=5)
+        assert client.set("qbench-test:before", 1)
+        old = setup.kill_primary()
+        setup.wait_promoted(old, 20.0)
+        for _ in range(50):  # the first command after the kill may meet the dead connection
+            try:
+                client.set("qbench-test:after", 2)
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        assert setup.master_port() != old
+        assert redis.Redis.from_url(setup.master_url()).get("qbench-test:after") == b"2"
+        pool = sentinel_pool(setup.url)
+        assert pool is not None and redis.Redis(connection_pool=pool).get("qbench-test:after") == b"2"
+        client.close()
+    assert sentinel_pool("redis://127.0.0.1:6379/0") is None
+
+
+def test_the_node_drivers_build_an_ioredis_sentinel_connection_from_the_url() -> None:
+    """bullmq/connection.mjs reads `redis+sentinel://HOST:PORT/MASTER` into ioredis's
+    documented `sentinels` + `name` options."""
+    from qbench.drivers.external_drivers import DRIVERS_DIR
+
+    folder = DRIVERS_DIR / "bullmq"
+    if shutil.which("node") is None or not (folder / "node_modules" / "ioredis").is_dir():
+        pytest.skip("node or the bullmq folder's node_modules is missing (make node-drivers)")
+    script = (
+        "import { redisConnection } from './connection.mjs';"
+        "const { connection } = redisConnection('redis+sentinel://127.0.0.1:1/qbench');"
+        "connection.on('error', () => {});"
+        "console.log(JSON.stringify([connection.options.sentinels, connection.options.name]));"
+        "connection.disconnect();"
+    )
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    sentinels, name = json.loads(done.stdout.strip().splitlines()[0])
+    assert sentinels == [{"host": "127.0.0.1", "port": 1}] and name == "qbench"
