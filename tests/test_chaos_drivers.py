@@ -311,6 +311,7 @@ def test_taskiq_census_reads_its_stream_with_and_without_the_consumer_group(redi
 
 
 # -- Sentinel paths ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_sentinel_client_the_python_drivers_share_follows_a_failover() -> None:
     """faults.sync_client (RQ, Dramatiq and every census) and sentinel_pool (Huey) on a real
     primary + replica + Sentinel: after the primary is SIGKILLed and the replica promoted, the
