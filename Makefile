@@ -80,7 +80,8 @@ peers: $(STAMP) node-drivers
 
 # Which of scripted's toggles delivers each gain: the battery for scripted as it was (a wait
 # per thread, a pooled connection per call, a 5 s wait), that with each new toggle alone, and
-# scripted as it is (results/ablation/PEERS.md; 14 drivers, about 35 min; ABLATION_FLAGS="--quick --repeats 3" about 15).
+# scripted as it is, and scripted with the whole pickup path of issue 20 (config.PICKUP_FLOOR)
+# (results/ablation/PEERS.md; 15 drivers, about 35 min; ABLATION_FLAGS="--quick --repeats 3" about 15).
 # PICKUP_BEFORE: scripted's pickup path before issue 20; the rows after it add each of that
 # issue's toggles alone (whom a pool wakes, the claim in the wait's write, the kept heartbeat
 # connection, the lost-claim scan after a break, the 60 s wait).
@@ -98,7 +99,8 @@ ABLATION := scripted+$(SCRIPTED_BEFORE) \
 	scripted+notify_timeout_s=30,handoff=broadcast,wait_claim=apart,beat=kept,orphan_scan=always \
 	scripted+notify_timeout_s=30,handoff=broadcast,wait_claim=apart,beat=pool,orphan_scan=after_reconnect \
 	scripted+notify_timeout_s=60,$(PICKUP_BEFORE) \
-	scripted scripted+retention=delete
+	scripted scripted+retention=delete \
+	scripted+handoff=targeted,wait_claim=pipelined,beat=kept,orphan_scan=after_reconnect,notify_timeout_s=60
 ABLATION_FLAGS ?=
 ablation: $(STAMP)
 	$(BIN)/qbench peers $(foreach v,$(ABLATION),--driver '$(v)') $(ABLATION_FLAGS) --out results/ablation

@@ -64,10 +64,10 @@ TOGGLE_VARIANTS = (
     "scripted+codec=orjson",  # Lua reads orjson's document with cjson
     "scripted+compress=zstd,compress_min_bytes=0",  # every payload compressed or headed
     "optimized+compress=lz4,compress_min_bytes=0",
-    "scripted+handoff=broadcast",  # the pickup path before issue 20, one toggle at a time
-    "scripted+wait_claim=apart",
-    "scripted+beat=pool",
-    "scripted+orphan_scan=always",
+    "scripted+handoff=targeted",  # issue 20's pickup path (config.PICKUP_FLOOR), one toggle at a time
+    "scripted+wait_claim=pipelined",
+    "scripted+beat=kept",
+    "scripted+orphan_scan=after_reconnect",
 )
 """Each differs from its preset in one toggle (compress: with its threshold); with the
 presets they cover every dequeue mode with the protobuf and JSON codecs, the Lua scripts
@@ -76,7 +76,7 @@ both record layouts."""
 
 PARTITIONED_VARIANTS = (
     "scripted+partitions=3",
-    "scripted+partitions=3,wait_claim=apart",  # pipelined claims the home partition in the wait's write
+    "scripted+partitions=3,wait_claim=pipelined",  # claims the home partition in the wait's write
     "baseline+records=hash,partitions=3",
     "optimized+partitions=2",
     "optimized+batch=script,partitions=3",  # script + keys, partitioned

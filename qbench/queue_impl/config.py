@@ -306,21 +306,23 @@ PRESETS: dict[str, Variant] = {
         keys="precomputed",
         pool_size=POOL_SIZED,
         records="hash",
-        notify_timeout_s=60.0,
+        notify_timeout_s=30.0,
         dispatch="process",
         prefetch=10,
         ack="batch",
         conn="pinned",
-        # Issue 20, each measured alone (Makefile ABLATION): wake only who has work, claim in
-        # the wait's write, the heartbeat on a kept connection, a lost-claim scan only after a
-        # broken connection, and a 60 s wait (idle: 0.1 SET/s + 4 commands per 60 s < 0.2/s).
-        handoff="targeted",
-        wait_claim="pipelined",
-        beat="kept",
-        orphan_scan="after_reconnect",
+        # The pickup path of issue 20 (handoff=targeted, wait_claim=pipelined, beat=kept,
+        # orphan_scan=after_reconnect, notify_timeout_s=60: `PICKUP_FLOOR`) is not yet a
+        # default: it was measured only on a busy machine, and every committed run of
+        # `scripted` would have to be measured again with it.
     ),
 }
 PRESET_NAMES = tuple(PRESETS)
+PICKUP_FLOOR = (
+    "handoff=targeted,wait_claim=pipelined,beat=kept,orphan_scan=after_reconnect,notify_timeout_s=60"
+)
+"""Issue 20's pickup path as overrides of `scripted` (`scripted+` this): each toggle alone is
+a row of the Makefile's ablation."""
 
 _INT_FIELDS = {"completed_ttl_s", "dead_ttl_s", "pool_size", "partitions", "prefetch", "compress_min_bytes"}
 _FLOAT_FIELDS = {
