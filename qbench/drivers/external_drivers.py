@@ -67,10 +67,11 @@ class _BullMQ(_CensusMixin):
 
     sentinel_setup = "ioredis `sentinels` + `name` connection option (BullMQ takes any ioredis connection)"
     delivery = "at-least-once"
-    recovery_window_s = 60.0
-    """A dead worker's job lock expires after lockDuration (30 s); the stalled-job check
-    (every stalledInterval, 30 s) then moves it back to wait (maxStalledCount 1: a second
-    stall fails it)."""
+    recovery_window_s = 90.0
+    """A dead worker's job lock expires after lockDuration (30 s). The stalled-job check runs
+    every stalledInterval (30 s) in two phases (moveStalledJobsToWait.lua): one check marks
+    the active jobs, a later one moves those whose lock is gone back to wait, so up to
+    lockDuration + 2 x stalledInterval (maxStalledCount 1: a second stall fails it)."""
     prefix = f"bull:{QUEUE_NAME}:"
     failed_keys = ("failed",)
     pending_keys = ("wait", "active", "paused", "delayed", "prioritized", "waiting-children")
@@ -104,7 +105,7 @@ CLASSES: dict[str, tuple[str, type[_CensusMixin], dict[str, Any]]] = {
         {
             "name": "bullmq+stalled_interval=5000",
             "cluster_setup": "",  # a fault-test configuration: a single server or a Sentinel
-            "recovery_window_s": 10.0,
+            "recovery_window_s": 15.0,  # lockDuration + 2 x stalledInterval (see _BullMQ)
             "settings_env": {
                 "QBENCH_BULLMQ_WORKER_OPTIONS": json.dumps(
                     {"lockDuration": 5000, "stalledInterval": 5000, "maxStalledCount": 3}

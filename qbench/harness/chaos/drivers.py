@@ -83,7 +83,7 @@ class CaseFailedError(RuntimeError):
 
 WINDOW_MARGIN_S = 5.0
 """Added to a driver's declared recovery window before its unfinished jobs are judged."""
-WAIT_CAP_S = 90.0
+WAIT_CAP_S = 100.0
 """The longest recovery window a case awaits (quick and full alike). A declared window
 above it (RQ's 690 s, arq's 310 s, taskiq's 600 s defaults) is not awaited at all: the
 jobs it would recover count as stuck, and the report says the window was not awaited."""
