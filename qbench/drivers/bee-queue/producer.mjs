@@ -9,6 +9,10 @@ const queue = new Queue(process.env.QBENCH_QUEUE || "qbench_peers", {
   isWorker: false,
   getEvents: false,
 });
+// A lost connection is an 'error' event: without a listener Node ends the process (a Redis
+// restart killed the producer). node_redis reconnects by itself; a command that failed
+// meanwhile rejects, and the caller sees that request's error.
+queue.on("error", (err) => console.error(`queue error: ${err.message}`));
 
 async function handle(line) {
   const [op, ...args] = line.trim().split(/\s+/);

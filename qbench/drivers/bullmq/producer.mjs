@@ -11,6 +11,8 @@ const PRIORITY = { high: 1, normal: 2, low: 3 };
 
 const { connection, options } = redisConnection(process.env.QBENCH_REDIS_URL);
 const queue = new Queue(process.env.QBENCH_QUEUE || "qbench_peers", { connection, ...options });
+// As in the worker: a lost connection is reported, never an unhandled 'error' event.
+queue.on("error", (err) => console.error(`queue error: ${err.message}`));
 
 async function handle(line) {
   const [op, ...args] = line.trim().split(/\s+/);
