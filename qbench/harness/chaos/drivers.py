@@ -87,6 +87,10 @@ WAIT_CAP_S = 100.0
 """The longest recovery window a case awaits (quick and full alike). A declared window
 above it (RQ's 690 s, arq's 310 s, taskiq's 600 s defaults) is not awaited at all: the
 jobs it would recover count as stuck, and the report says the window was not awaited."""
+SEND_GRACE_S = 20.0
+"""How long past its planned span the producer of a restart or proxy case may take to send
+every job (each library reconnects within seconds). A library that cannot send again, such
+as Bee-Queue after a restart (NOSCRIPT), fails its case after this, not after a minute."""
 SETTLE_S = 2.0
 """After the faults, how long no job must finish before the case looks at what is left."""
 
@@ -676,7 +680,7 @@ def run_redis_restart(ctx: Context, outcome: CaseOutcome, persistence: str) -> N
         driver.start()
         assert driver.agent is not None
         span = scale.fault_span_s * 2
-        producer = ProducerThread(driver.agent, scale.restart_jobs, span_s=span, budget_s=span + 60)
+        producer = ProducerThread(driver.agent, scale.restart_jobs, span_s=span, budget_s=span + SEND_GRACE_S)
         producer.start()
         wait_first_start(driver, scale.start_window_s)
         time.sleep(scale.fault_span_s / 2)
@@ -712,7 +716,7 @@ def run_proxy_faults(ctx: Context, outcome: CaseOutcome) -> None:
         driver.start()
         assert driver.agent is not None
         span = scale.cuts * 0.8 + scale.fault_span_s
-        producer = ProducerThread(driver.agent, scale.proxy_jobs, span_s=span, budget_s=span + 60)
+        producer = ProducerThread(driver.agent, scale.proxy_jobs, span_s=span, budget_s=span + SEND_GRACE_S)
         producer.start()
         wait_first_start(driver, scale.start_window_s)
         fault_ends: list[int] = []
