@@ -96,8 +96,18 @@ class RQRetryDriver(RQDriver):
     delivery = "at-least-once"
     recovery_window_s = 70.0
     """Heartbeat TTL min(timeout, 5 s) + 60 s (fixed in RQ), then the next maintenance (5 s)."""
-    worker_options: ClassVar[dict[str, Any]] = {"job_monitoring_interval": 5, "maintenance_interval": 5}
+    worker_options: ClassVar[dict[str, Any]] = {
+        "job_monitoring_interval": 5,
+        "maintenance_interval": 5,
+        "worker_ttl": 20,
+    }
+    """An idle worker runs maintenance only between dequeue waits, which last worker_ttl -
+    15 s (405 s by default): without worker_ttl=20 no cleanup ran within 75 s of the last
+    kill and the dead horses' jobs stayed in the StartedJobRegistry (rq/worker/base.py
+    dequeue_timeout, dequeue_job_and_maintain_ttl)."""
     retries = 3
 
     def setup(self) -> str:
-        return super().setup() + "; Retry(max=3) per job, job_monitoring_interval=5, maintenance_interval=5"
+        return super().setup() + (
+            "; Retry(max=3) per job, job_monitoring_interval=5, maintenance_interval=5, worker_ttl=20"
+        )
