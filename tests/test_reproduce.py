@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from qbench.harness import cli
-from qbench.harness.experiments import EXPERIMENTS, RunContext, Section, load_experiments
+from qbench.harness.experiments import EXPERIMENTS, RunContext, Section, load_experiments, report
 from qbench.harness.experiments.runner import (
     EXPERIMENT_NAMES,
     Progress,
@@ -23,7 +23,6 @@ from qbench.harness.experiments.runner import (
     reproduce,
     select_experiments,
 )
-from qbench.harness.experiments import report
 from qbench.harness.results.render import VERDICTS, determinism_flags
 from qbench.harness.results.rows import COLUMNS, DETERMINISTIC_UNITS, Row, params, read_metrics
 from tests.conftest import bad_variants
