@@ -284,7 +284,12 @@ CORRUPT_FOR_LUA: list[tuple[CodecName, bytes | None]] = [
 ]
 
 
-@pytest.mark.parametrize(("codec", "record"), CORRUPT_FOR_LUA)
+CORRUPT_IDS = [f"{codec}-{i}" for i, (codec, _) in enumerate(CORRUPT_FOR_LUA)]
+"""Stable ids: some records hold a random job id, and every pytest-xdist worker must collect
+the same test names."""
+
+
+@pytest.mark.parametrize(("codec", "record"), CORRUPT_FOR_LUA, ids=CORRUPT_IDS)
 def test_lua_move_dead_letters_a_corrupt_or_missing_record(
     script_queues: dict[CodecName, RedisQueue], codec: CodecName, record: bytes | None
 ) -> None:
