@@ -16,7 +16,14 @@ from qbench.drivers.reference_driver import VARIANT_ENV
 from qbench.harness.cli import main
 from qbench.harness.infra.telemetry import read_telemetry
 from qbench.harness.peers.envs import PeerEnvError, ensure_env, import_root
-from qbench.harness.peers.registry import BUILTIN_ORDER, PEER_NAMES, REFERENCE_NAMES, discover, resolve
+from qbench.harness.peers.registry import (
+    BUILTIN_ORDER,
+    FAULT_CONFIGURATIONS,
+    PEER_NAMES,
+    REFERENCE_NAMES,
+    discover,
+    resolve,
+)
 from qbench.harness.peers.report import METRICS, collect, pickup_method, render_report, standing
 from qbench.harness.peers.runner import (
     DriverFailedError,
@@ -85,7 +92,10 @@ def test_any_reference_variant_is_a_driver() -> None:
 
 def test_parse_only_keeps_report_order_and_rejects_unknown_names() -> None:
     assert parse_only("huey, scripted") == ["scripted", "huey"]
-    assert parse_only(None) == list(discover().specs)
+    every = list(discover().specs)
+    assert parse_only(None) == [name for name in every if name not in FAULT_CONFIGURATIONS]
+    assert set(FAULT_CONFIGURATIONS) <= set(every)  # each registered, run when named
+    assert parse_only("rq+retry=3") == ["rq+retry=3"]
     with pytest.raises(PeersInputError, match="unknown driver"):
         parse_only("huey,sidekiq")
 

@@ -44,6 +44,7 @@ from qbench.driver import (
     ENV_SINK,
     Capability,
 )
+from qbench.harness.chaos.cases import PERSISTENCE as PRESET_PERSISTENCE
 from qbench.harness.infra.delay_proxy import DelayProxy, DelayProxyError
 from qbench.harness.infra.processes import stop_all
 from qbench.harness.infra.redis_server import RedisServerProcess, RedisUnavailableError
@@ -56,10 +57,10 @@ from qbench.loader import module_source
 EXPERIMENT = "reliability"
 DRIVER_CASES = ("worker_kill", "redis_restart", "proxy_faults", "failover")
 PERSISTENCE: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "aof_everysec": ("--appendonly", "yes", "--appendfsync", "everysec"),
+    name: PRESET_PERSISTENCE[name] for name in ("none", "aof_everysec")
 }
-"""Server settings of the restart case (the server is restarted on its port and data dir)."""
+"""Server settings of the restart case, as the presets' cases name them (the server is
+restarted on its port and data dir): no persistence, and AOF fsynced every second."""
 PROXY_DELAYS_MS = (2.0, 20.0, 0.0, 50.0)
 """Round-trip delays cycled between cuts."""
 OUTCOMES = ("completed_once", "duplicated", "failed", "stuck", "lost")
