@@ -341,14 +341,24 @@ def test_the_sentinel_client_the_python_drivers_share_follows_a_failover() -> No
     assert sentinel_pool("redis://127.0.0.1:6379/0") is None
 
 
+def installed_node_driver(name: str) -> Path:
+    """The folder a Node driver's commands run in, installed the way every verb installs it
+    (`ensure_env`: `npm ci` from its lock file); skips only where node or npm is missing."""
+    from qbench.harness.peers.envs import ensure_env
+    from qbench.harness.peers.registry import resolve
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node or npm is not installed")
+    spec = resolve(name)
+    ensure_env(spec)
+    assert spec.external is not None
+    return spec.external.folder
+
+
 def test_the_node_drivers_build_an_ioredis_sentinel_connection_from_the_url() -> None:
     """bullmq/connection.mjs reads `redis+sentinel://HOST:PORT/MASTER` into ioredis's
     documented `sentinels` + `name` options."""
-    from qbench.drivers.external_drivers import DRIVERS_DIR
-
-    folder = DRIVERS_DIR / "bullmq"
-    if shutil.which("node") is None or not (folder / "node_modules" / "ioredis").is_dir():
-        pytest.skip("node or the bullmq folder's node_modules is missing (make node-drivers)")
+    folder = installed_node_driver("bullmq")
     script = (
         "import { redisConnection } from './connection.mjs';"
         "const { connection } = redisConnection('redis+sentinel://127.0.0.1:1/qbench');"
@@ -372,12 +382,9 @@ def test_the_node_drivers_build_an_ioredis_sentinel_connection_from_the_url() ->
 def test_a_node_producer_survives_a_redis_restart(folder: str) -> None:
     """The Bee-Queue producer died on an unhandled 'error' event when its Redis restarted
     (the restart case then waited out its producer budget and failed)."""
-    from qbench.drivers.external_drivers import DRIVERS_DIR
     from qbench.harness.infra.redis_server import RedisServerProcess
 
-    cwd = DRIVERS_DIR / folder
-    if shutil.which("node") is None or not (cwd / "node_modules").is_dir():
-        pytest.skip(f"node or {folder}/node_modules is missing (make node-drivers)")
+    cwd = installed_node_driver(folder)
     server = RedisServerProcess()
     server.start()
     env = {**os.environ, "QBENCH_REDIS_URL": server.url, "QBENCH_QUEUE": "qbench-test"}

@@ -28,7 +28,8 @@ COMMITTED = {
     "ablation": "peers",
     "peers-cluster": "peers-cluster",
     "calibration": "calibration",
-    "gate": "gate",
+    "history/runs/086db44": "gate",  # results/gate/ is a scratch folder, git-ignored
+    "gate-pairs/huey-3.3.4-vs-3.4.0": "gate-driver",
     "history": "history",
     "flips": "flips",
     "load/arrival/baseline": "load",
