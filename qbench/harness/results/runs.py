@@ -10,7 +10,7 @@ Every verb that writes a results folder goes through `start_run`; nothing else w
 - at the end run.json says `"ok"`, `"failed"` or `"interrupted"` (Ctrl-C, SIGTERM), with a
   `reason` when not ok, and a failed run's report says so at its top.
 
-Usage, for a verb that writes a run (B2: the two load writers take the same three steps):
+Usage, for a verb that writes a run:
 
     from qbench.harness.results.runs import start_run
 
