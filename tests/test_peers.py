@@ -329,3 +329,11 @@ def test_two_processes_never_run_one_install_step_at_once(tmp_path: Path) -> Non
     ]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     assert (folder / "installs.log").read_text() == "start\n"
+
+
+def test_the_import_root_goes_when_the_process_that_made_it_exits() -> None:
+    """Each run's folder of links was left in /tmp for good."""
+    code = "from qbench.harness.peers.envs import import_root; print(import_root())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    root = Path(done.stdout.strip())
+    assert root.name.startswith("qbench-peers-path-") and not root.exists()

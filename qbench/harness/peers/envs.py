@@ -3,9 +3,11 @@ conflict), qbench's own environment, or an external driver's folder after its in
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -206,6 +208,8 @@ def import_root(extra: Sequence[Path] = ()) -> Path:
     runs (so a run from a snapshot measures that snapshot).
     """
     root = Path(tempfile.mkdtemp(prefix="qbench-peers-path-"))
+    # Only links: removed when this process exits (its driver subprocesses are gone by then).
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     package = Path(str(qbench.__file__)).resolve().parent
     own, isolated = root / OWN_VIEW, root / ISOLATED_VIEW
     own.mkdir()
